@@ -1,0 +1,375 @@
+"""``BitextDB``: the library face. Everything the CLI does is one call here."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import (
+    Locations,
+    Settings,
+    check_lang,
+    pair_name,
+    parse_pair,
+    resolve_locations,
+    write_locations_file,
+)
+from .db import Database, corpus, graph
+from .encoder import Encoder
+from .errors import ConfigError, InputError, ModelMismatchError, NotInitializedError
+from .ingest import Ingestor, IngestReport, VectorSource
+from .lock import writer_lock
+from .miner import Miner, PairReport
+from .readers import Line, normalize
+from .vectors import VectorIndex, open_index
+
+Progress = Callable[[str, int, int], None]
+
+#: settings a single run may change without touching the database
+RUN_OPTIONS = ("device", "batch_size", "mine_path")
+
+
+class BitextDB:
+    """A bitext database: SQL + vector store + settings. Use :func:`open` or :func:`init`."""
+
+    def __init__(
+        self,
+        locations: Locations,
+        db: Database,
+        index: VectorIndex,
+        settings: Settings,
+        *,
+        progress: Progress | None = None,
+        lock: contextlib.ExitStack | None = None,
+    ) -> None:
+        self.locations = locations
+        self.db = db
+        self.index = index
+        self.settings = settings
+        self.progress = progress
+        self._lock = lock
+        self._encoder: Encoder | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Flush and release both stores and the home's lock."""
+        try:
+            self.index.close()
+            self.db.dispose()
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    def __enter__(self) -> BitextDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the parts -------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        """The database's model, loaded on first use."""
+        if self._encoder is None:
+            s = self.settings
+            encoder = Encoder(
+                s.model,
+                device=s.device,
+                revision=s.revision,
+                trust_remote_code=s.trust_remote_code,
+                max_seq_length=s.max_seq_length,
+                batch_size=s.batch_size,
+            )
+            encoder.check_dimension(s.dim)
+            self._encoder = encoder
+        return self._encoder
+
+    def miner(self) -> Miner:
+        return Miner(self.db, self.index, self.settings, progress=self.progress)
+
+    def _ingestor(self) -> Ingestor:
+        return Ingestor(
+            self.db, self.index, self.settings, lambda: self.encoder, progress=self.progress
+        )
+
+    # -- ingest ----------------------------------------------------------------------------
+    def ingest(
+        self,
+        paths: str | Path | Sequence[str | Path],
+        lang: str,
+        *,
+        source: str | None = None,
+        fmt: str = "auto",
+        column: str | int | None = None,
+        id_column: str | int | None = None,
+        field: str = "text",
+        id_field: str | None = None,
+        embeddings: str | Path | None = None,
+        dim: int | None = None,
+        mine: bool = True,
+    ) -> dict[str, Any]:
+        """Ingest files (``-`` is stdin), then mine unless ``mine=False``."""
+        check_lang(lang)
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not paths:
+            raise InputError("Give at least one file to ingest.")
+        if embeddings is not None and len(paths) != 1:
+            raise InputError("--embeddings goes with exactly one text file.")
+        if source is not None and len(paths) != 1:
+            raise InputError("--source names one file; ingest several files without it.")
+        ingestor = self._ingestor()
+        reports = [
+            ingestor.ingest_file(
+                str(p),
+                lang,
+                source=source,
+                fmt=fmt,
+                column=column,
+                id_column=id_column,
+                field=field,
+                id_field=id_field,
+                embeddings=None if embeddings is None else str(embeddings),
+                dim=dim,
+            )
+            for p in paths
+        ]
+        return self._finish(reports, mine)
+
+    def ingest_texts(
+        self, lang: str, texts: Iterable[str], *, source: str = "api", mine: bool = True
+    ) -> dict[str, Any]:
+        """Ingest sentences given as strings; they are normalised and deduplicated."""
+        lines = _lines_from_texts(texts, self.settings)
+        report = self._ingestor().ingest_lines(check_lang(lang), lines, source=source)
+        return self._finish([report], mine)
+
+    def ingest_embeddings(
+        self,
+        lang: str,
+        texts: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        source: str = "embeddings",
+        mine: bool = True,
+    ) -> dict[str, Any]:
+        """Ingest sentences with vectors made elsewhere (row i belongs to ``texts[i]``)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise InputError(
+                f"Expected {len(texts)} vectors (one per sentence), got an array of shape "
+                f"{vectors.shape}."
+            )
+        if vectors.shape[1] != self.settings.dim:
+            raise ModelMismatchError(
+                f"Got {vectors.shape[1]}-dimensional vectors for a database of "
+                f"{self.settings.dim}-dimensional ones."
+            )
+        lines = _lines_from_texts(texts, self.settings)
+        report = self._ingestor().ingest_lines(
+            check_lang(lang), lines, source=source, vectors=VectorSource(rows=vectors)
+        )
+        return self._finish([report], mine)
+
+    def _finish(self, reports: list[IngestReport], mine: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"ingested": [r.as_dict() for r in reports]}
+        if mine:
+            out["mined"] = [r.as_dict() for r in self.mine()]
+        return out
+
+    # -- mining ----------------------------------------------------------------------------
+    def mine(self, pairs: Sequence[str] | None = None) -> list[PairReport]:
+        """Bring the neighbour graph, candidates and pairs up to date."""
+        self._ingestor().resume()
+        miner = self.miner()
+        chosen = [parse_pair(p) for p in pairs] if pairs else None
+        return miner.mine(chosen)
+
+    # -- settings and stats ----------------------------------------------------------------
+    def configure(self, **changes: Any) -> Settings:
+        """Change mutable settings (threshold, pairs, exact_limit, ...) and store them."""
+        for key in changes:
+            if key not in Settings.MUTABLE:
+                raise ConfigError(f"{key} is fixed when the database is created.")
+        data = self.settings.to_dict() | changes
+        self.settings = Settings.from_dict(data).validate()
+        self.db.save_settings(self.settings)
+        return self.settings
+
+    def language_pairs(self) -> list[tuple[str, str]]:
+        return self.miner().pairs()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and settings; the JSON shape is documented in the README."""
+        s = self.settings
+        with self.db.session() as session:
+            langs = corpus.language_counts(session)
+            pairs: dict[str, Any] = {}
+            names = sorted(langs)
+            wanted = None if s.pairs is None else set(s.pairs)
+            for a, b in itertools.combinations(names, 2):
+                name = pair_name(a, b)
+                if wanted is not None and name not in wanted:
+                    continue
+                counts = graph.pair_counts(session, a, b, s.threshold)
+                pending = {
+                    a: graph.count_pending(session, a, b),
+                    b: graph.count_pending(session, b, a),
+                }
+                biggest = max(langs[a]["indexed"], langs[b]["indexed"])
+                pairs[name] = counts | {
+                    "threshold": s.threshold,
+                    "pending": pending,
+                    "search": "exact" if biggest <= s.exact_limit else "hnsw",
+                }
+        return {
+            "languages": langs,
+            "pairs": pairs,
+            "pairs_mined": "all" if s.pairs is None else s.pairs,
+            "model": {
+                "name": s.model,
+                "dim": s.dim,
+                "revision": s.revision,
+                "trust_remote_code": s.trust_remote_code,
+                "max_seq_length": s.max_seq_length,
+            },
+            "settings": {
+                "k": s.k,
+                "threshold": s.threshold,
+                "exact_limit": s.exact_limit,
+                "hnsw_m": s.hnsw_m,
+                "hnsw_ef_construct": s.hnsw_ef_construct,
+                "hnsw_ef": s.hnsw_ef,
+                "min_chars": s.min_chars,
+                "max_chars": s.max_chars,
+            },
+            "stores": self.locations.describe() | {"schema": self.db.current_revision()},
+        }
+
+
+def _lines_from_texts(texts: Iterable[str], settings: Settings) -> Iterable[Line]:
+    for position, raw in enumerate(texts):
+        if not isinstance(raw, str):
+            raise InputError(f"Sentence {position + 1} is not a string.")
+        text = normalize(raw)
+        if settings.min_chars <= len(text) <= settings.max_chars and text:
+            yield Line(position, text)
+
+
+def _acquire(loc: Locations, wait: float, on_wait: Callable[[str], None] | None):  # type: ignore[no-untyped-def]
+    stack = contextlib.ExitStack()
+    if not loc.qdrant:  # Qdrant Edge shards belong to one process
+        stack.enter_context(writer_lock(loc.lock_path, wait=wait, on_wait=on_wait))
+    return stack
+
+
+def open(
+    home: str | os.PathLike[str] | None = None,
+    *,
+    db: str | None = None,
+    qdrant: str | None = None,
+    qdrant_prefix: str | None = None,
+    model: str | None = None,
+    wait: float = 0.0,
+    progress: Progress | None = None,
+    on_wait: Callable[[str], None] | None = None,
+    **run_options: Any,
+) -> BitextDB:
+    """Open an initialised database. ``model`` only checks it is the database's model."""
+    loc = resolve_locations(home, db, qdrant, qdrant_prefix)
+    database = Database(loc.db)
+    database.require_schema()
+    settings = database.load_settings()
+    if settings is None:
+        raise NotInitializedError(
+            f"The database at {loc.describe()['db']} has no settings; run `bitextdb init`."
+        )
+    if model is not None and model != settings.model:
+        raise ModelMismatchError(
+            f"This database was built with {settings.model!r}, not {model!r}: vectors of two "
+            "models cannot be compared. Use another --home for the other model."
+        )
+    for key, value in run_options.items():
+        if key not in RUN_OPTIONS:
+            raise ConfigError(f"Unknown option {key}.")
+        if value is not None:
+            setattr(settings, key, value)
+    settings.validate()
+    lock = _acquire(loc, wait, on_wait)
+    try:
+        index = open_index(
+            loc, hnsw_m=settings.hnsw_m, hnsw_ef_construct=settings.hnsw_ef_construct
+        )
+    except BaseException:
+        lock.close()
+        raise
+    return BitextDB(loc, database, index, settings, progress=progress, lock=lock)
+
+
+def init(
+    home: str | os.PathLike[str] | None = None,
+    *,
+    db: str | None = None,
+    qdrant: str | None = None,
+    qdrant_prefix: str | None = None,
+    model: str | None = None,
+    dim: int | None = None,
+    k: int | None = None,
+    wait: float = 0.0,
+    progress: Progress | None = None,
+    **options: Any,
+) -> BitextDB:
+    """Create or upgrade a database and fix its settings; harmless to repeat."""
+    loc = resolve_locations(home, db, qdrant, qdrant_prefix)
+    loc.home.mkdir(parents=True, exist_ok=True)
+    with writer_lock(loc.lock_path, wait=wait) if not loc.qdrant else contextlib.nullcontext():
+        database = Database(loc.db)
+        database.upgrade()
+        current = database.load_settings()
+        if current is None:
+            settings = Settings.from_dict({key: v for key, v in options.items() if v is not None})
+            settings.model = model or settings.model
+            settings.k = k or settings.k
+            settings.validate()
+            if dim:
+                settings.dim = int(dim)
+            else:
+                encoder = Encoder(
+                    settings.model,
+                    device=settings.device,
+                    revision=settings.revision,
+                    trust_remote_code=settings.trust_remote_code,
+                )
+                settings.dim = encoder.dim
+        else:
+            settings = current
+            fixed = {"model": model, "dim": dim, "k": k} | {
+                key: v for key, v in options.items() if key not in Settings.MUTABLE
+            }
+            for key, value in fixed.items():
+                if value is not None and getattr(settings, key) != value:
+                    raise ModelMismatchError(
+                        f"This database was created with {key}={getattr(settings, key)!r}; "
+                        f"it cannot become {value!r}. Use another --home."
+                    )
+            for key, value in options.items():
+                if key in Settings.MUTABLE and value is not None:
+                    setattr(settings, key, value)
+            settings.validate()
+        database.save_settings(settings)
+        write_locations_file(loc)
+        database.dispose()
+    return open(
+        loc.home,
+        db=loc.db,
+        qdrant=loc.qdrant,
+        qdrant_prefix=loc.qdrant_prefix,
+        wait=wait,
+        progress=progress,
+    )

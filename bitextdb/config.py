@@ -1,0 +1,208 @@
+"""Where a database lives and how it is configured.
+
+Precedence, as in click: a flag, then a ``BITEXTDB_*`` environment variable, then what the
+home remembers (``HOME/bitextdb.json`` for store locations, the ``settings`` table for mining
+settings), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "BITEXTDB_"
+DEFAULT_MODEL = "sentence-transformers/LaBSE"
+LOCATIONS_FILE = "bitextdb.json"
+LANG_RE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+
+
+def env(name: str) -> str | None:
+    """The value of ``BITEXTDB_<NAME>``, or None when unset or empty."""
+    value = os.environ.get(ENV_PREFIX + name)
+    return value or None
+
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/bitextdb`` (``~/.local/share/bitextdb``): used when no home is given."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "bitextdb"
+
+
+def resolve_home(home: str | os.PathLike[str] | None) -> Path:
+    """The home folder from the flag, else ``BITEXTDB_HOME``, else the default."""
+    chosen = home if home is not None else env("HOME")
+    return Path(chosen).expanduser().resolve() if chosen else default_home()
+
+
+def check_lang(lang: str) -> str:
+    """Validate a language code (ISO 639-1/3 with an optional region or script suffix)."""
+    if not isinstance(lang, str) or not LANG_RE.match(lang):
+        raise ConfigError(
+            f"{lang!r} is not a language code; use an ISO 639 code such as 'en', 'de' or 'zh-Hant'."
+        )
+    return lang
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """Parse ``en-de`` (or ``zh-Hant:en``) into the two codes, sorted; order never matters."""
+    parts = text.split(":") if ":" in text else text.split("-")
+    if len(parts) != 2:
+        raise ConfigError(f"{text!r} is not a language pair; write it as 'en-de' (or 'en:de').")
+    a, b = (check_lang(p.strip()) for p in parts)
+    if a == b:
+        raise ConfigError(f"{text!r} pairs a language with itself.")
+    return (a, b) if a < b else (b, a)
+
+
+def pair_name(a: str, b: str) -> str:
+    """The canonical name of a language pair: the two codes sorted, joined by '-'."""
+    a, b = sorted((a, b))
+    return f"{a}-{b}"
+
+
+@dataclass
+class Locations:
+    """Where the two stores are. Remembered in ``HOME/bitextdb.json`` by ``init``."""
+
+    home: Path
+    db: str
+    qdrant: str | None = None
+    qdrant_prefix: str = "bitextdb_"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.home / "vectors"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.home / "bitextdb.lock"
+
+    def describe(self) -> dict[str, Any]:
+        """The locations with any password hidden, for printing."""
+        return {
+            "home": str(self.home),
+            "db": mask_url(self.db),
+            "vectors": mask_url(self.qdrant) if self.qdrant else str(self.vectors_dir),
+            "vector_backend": "qdrant-server" if self.qdrant else "qdrant-edge",
+            "qdrant_prefix": self.qdrant_prefix if self.qdrant else None,
+        }
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide the password of ``scheme://user:password@host`` URLs."""
+    if not url:
+        return url
+    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", url)
+
+
+def resolve_locations(
+    home: str | os.PathLike[str] | None = None,
+    db: str | None = None,
+    qdrant: str | None = None,
+    qdrant_prefix: str | None = None,
+) -> Locations:
+    """Resolve the stores: flag > env var > ``HOME/bitextdb.json`` > embedded defaults."""
+    home_path = resolve_home(home)
+    remembered = read_locations_file(home_path)
+    db_url = db or env("DB") or remembered.get("db") or f"sqlite:///{home_path / 'bitextdb.sqlite'}"
+    qdrant_url = qdrant or env("QDRANT") or remembered.get("qdrant")
+    prefix = qdrant_prefix or env("QDRANT_PREFIX") or remembered.get("qdrant_prefix") or "bitextdb_"
+    if not re.match(r"^[A-Za-z0-9_-]*$", prefix):
+        raise ConfigError(
+            f"Qdrant collection prefix {prefix!r} may hold only letters, digits, _ and -."
+        )
+    return Locations(home=home_path, db=db_url, qdrant=qdrant_url, qdrant_prefix=prefix)
+
+
+def read_locations_file(home: Path) -> dict[str, Any]:
+    path = home / LOCATIONS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); fix or delete it.") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def write_locations_file(loc: Locations) -> None:
+    """Remember non-default store locations so later commands need only ``--home``."""
+    data: dict[str, Any] = {"db": loc.db, "qdrant_prefix": loc.qdrant_prefix}
+    if loc.qdrant:
+        data["qdrant"] = loc.qdrant
+    path = loc.home / LOCATIONS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.chmod(tmp, 0o600)  # the URL may carry a password
+    tmp.replace(path)
+
+
+@dataclass
+class Settings:
+    """A database's fixed settings, chosen at ``init`` and kept in the ``settings`` table."""
+
+    model: str = DEFAULT_MODEL
+    dim: int = 0
+    k: int = 4
+    threshold: float = 1.0
+    pairs: list[str] | None = None
+    # encoder options
+    revision: str | None = None
+    trust_remote_code: bool = False
+    max_seq_length: int | None = None
+    device: str | None = None
+    batch_size: int = 64
+    # reader defaults
+    min_chars: int = 2
+    max_chars: int = 1000
+    # search
+    exact_limit: int = 100_000
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    hnsw_ef: int = 128
+    mine_path: str = "auto"
+    bulk_ratio: float = 0.05
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    MUTABLE = (
+        "threshold",
+        "pairs",
+        "device",
+        "batch_size",
+        "min_chars",
+        "max_chars",
+        "exact_limit",
+        "hnsw_ef",
+        "mine_path",
+        "bulk_ratio",
+        "max_seq_length",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def validate(self) -> Settings:
+        if self.k < 1 or self.k > 64:
+            raise ConfigError(f"k must be between 1 and 64, not {self.k}.")
+        if self.dim < 0:
+            raise ConfigError(f"The embedding dimension must be positive, not {self.dim}.")
+        if self.mine_path not in ("auto", "scan", "query"):
+            raise ConfigError("mine_path must be one of auto, scan, query.")
+        if self.batch_size < 1:
+            raise ConfigError("The batch size must be at least 1.")
+        if self.min_chars < 0 or self.max_chars < max(1, self.min_chars):
+            raise ConfigError("Length limits must satisfy 0 <= min_chars <= max_chars.")
+        if self.pairs is not None:
+            self.pairs = sorted({pair_name(*parse_pair(p)) for p in self.pairs})
+        return self

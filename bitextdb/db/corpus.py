@@ -1,0 +1,124 @@
+"""SQL side of sources, sentences and occurrences (used by ``bitextdb.ingest``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Integer, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from .graph import chunks
+from .tables import Occurrence, Sentence, Source, utcnow
+
+SENT = Sentence.__table__
+OCC = Occurrence.__table__
+SRC = Source.__table__
+
+
+def _insert(s: Session, table):  # type: ignore[no-untyped-def]
+    dialect = s.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def source_id(s: Session, lang: str, name: str, path: str | None) -> int:
+    """The id of a source, created on first use."""
+    found = s.execute(select(SRC.c.id).where(SRC.c.lang == lang, SRC.c.name == name)).scalar()
+    if found is not None:
+        return int(found)
+    s.execute(
+        _insert(s, SRC)
+        .values(
+            lang=lang, name=name, path=path, records=0, created_at=utcnow(), updated_at=utcnow()
+        )
+        .on_conflict_do_nothing()
+    )
+    return int(
+        s.execute(select(SRC.c.id).where(SRC.c.lang == lang, SRC.c.name == name)).scalar_one()
+    )
+
+
+def touch_source(s: Session, sid: int, records: int) -> None:
+    s.execute(
+        update(SRC)
+        .where(SRC.c.id == sid)
+        .values(
+            records=func.max(SRC.c.records, records)
+            if s.get_bind().dialect.name == "sqlite"
+            else func.greatest(SRC.c.records, records),
+            updated_at=utcnow(),
+        )
+    )
+
+
+def known(s: Session, lang: str, hashes: Sequence[str]) -> dict[str, tuple[int, bool]]:
+    """``hash -> (sentence id, indexed)`` for the hashes already stored."""
+    out: dict[str, tuple[int, bool]] = {}
+    for chunk in _str_chunks(hashes):
+        for sid, h, indexed in s.execute(
+            select(SENT.c.id, SENT.c.text_hash, SENT.c.indexed).where(
+                SENT.c.lang == lang, SENT.c.text_hash.in_(chunk)
+            )
+        ):
+            out[h] = (int(sid), bool(indexed))
+    return out
+
+
+def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int]:
+    """Insert ``hash -> text`` sentences (existing ones are kept); ``hash -> id``."""
+    if texts:
+        now = utcnow()
+        rows = [
+            {"lang": lang, "text": t, "text_hash": h, "indexed": False, "created_at": now}
+            for h, t in texts.items()
+        ]
+        s.execute(_insert(s, SENT).on_conflict_do_nothing(), rows)
+    return {h: sid for h, (sid, _) in known(s, lang, list(texts)).items()}
+
+
+def add_occurrences(s: Session, rows: list[dict[str, object]]) -> None:
+    if rows:
+        s.execute(_insert(s, OCC).on_conflict_do_nothing(), rows)
+
+
+def mark_indexed(s: Session, ids: Sequence[int]) -> None:
+    for chunk in chunks(list(ids)):
+        s.execute(update(SENT).where(SENT.c.id.in_(chunk)).values(indexed=True))
+
+
+def unindexed(s: Session, lang: str | None, limit: int) -> list[tuple[int, str, str]]:
+    """Sentences stored without a vector yet: ``(id, lang, text)``, oldest first."""
+    query = select(SENT.c.id, SENT.c.lang, SENT.c.text).where(SENT.c.indexed.is_(False))
+    if lang:
+        query = query.where(SENT.c.lang == lang)
+    return [(int(a), b, c) for a, b, c in s.execute(query.order_by(SENT.c.id).limit(limit))]
+
+
+def texts(s: Session, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """``id -> (lang, text)``."""
+    out: dict[int, tuple[str, str]] = {}
+    for chunk in chunks(list(ids)):
+        for sid, lang, text in s.execute(
+            select(SENT.c.id, SENT.c.lang, SENT.c.text).where(SENT.c.id.in_(chunk))
+        ):
+            out[int(sid)] = (lang, text)
+    return out
+
+
+def _str_chunks(values: Sequence[str], size: int = 4000) -> list[list[str]]:
+    values = list(values)
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def language_counts(s: Session) -> dict[str, dict[str, int]]:
+    """Per language: sentences, indexed sentences, sources."""
+    out: dict[str, dict[str, int]] = {}
+    for lang, total, indexed in s.execute(
+        select(SENT.c.lang, func.count(), func.sum(SENT.c.indexed.cast(Integer))).group_by(
+            SENT.c.lang
+        )
+    ):
+        out[lang] = {"sentences": int(total), "indexed": int(indexed or 0), "sources": 0}
+    for lang, n in s.execute(select(SRC.c.lang, func.count()).group_by(SRC.c.lang)):
+        out.setdefault(lang, {"sentences": 0, "indexed": 0, "sources": 0})["sources"] = int(n)
+    return out

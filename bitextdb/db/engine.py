@@ -1,0 +1,153 @@
+"""Engine, sessions, migrations and stored settings of one SQL database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import Settings, mask_url
+from ..errors import ConfigError, NotInitializedError, StoreUnavailableError
+from .tables import Setting
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: inside the wheel (``bitextdb/_migrations``) or the source tree."""
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "_migrations", package_dir.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise ConfigError("The bitextdb installation lacks its migrations folder; reinstall it.")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Database:
+    """One SQL database: ``Database(url).session()`` yields a transactional session."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = self._create_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigError(f"{mask_url(url)!r} is not a database URL.") from exc
+        kwargs: dict[str, Any] = {"future": True}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        elif parsed.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 5}
+            kwargs["pool_pre_ping"] = True
+        try:
+            engine = create_engine(parsed, **kwargs)
+        except (NoSuchModuleError, ModuleNotFoundError) as exc:
+            raise ConfigError(
+                f"No driver for {parsed.drivername}; for PostgreSQL install "
+                "'bitextdb[postgres]' and use a postgresql+psycopg:// URL."
+            ) from exc
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+    def ping(self) -> None:
+        """Connect once, turning any failure into one clear sentence."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise StoreUnavailableError(
+                f"Cannot reach the database at {mask_url(self.url)}: {reason}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except OperationalError as exc:
+                session.rollback()
+                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                raise StoreUnavailableError(f"The database failed: {reason}") from exc
+            except BaseException:
+                session.rollback()
+                raise
+
+    # -- migrations ------------------------------------------------------------------
+    def _alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(migrations_dir()))
+        return cfg
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at (None: never initialised)."""
+        self.ping()
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head() or ""
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the newest revision (one transaction per step)."""
+        self.ping()
+        cfg = self._alembic_config()
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def require_schema(self) -> None:
+        current = self.current_revision()
+        if current is None:
+            raise NotInitializedError(
+                f"No bitextdb database at {mask_url(self.url)}; run `bitextdb init` first."
+            )
+        if current != self.head_revision():
+            raise NotInitializedError(
+                f"The database schema is at revision {current}, this bitextdb needs "
+                f"{self.head_revision()}; run `bitextdb db upgrade`."
+            )
+
+    # -- settings --------------------------------------------------------------------
+    def load_settings(self) -> Settings | None:
+        with self.session() as s:
+            rows = s.execute(select(Setting.key, Setting.value)).all()
+        if not rows:
+            return None
+        return Settings.from_dict(dict(rows))
+
+    def save_settings(self, settings: Settings) -> None:
+        with self.session() as s:
+            for key, value in settings.to_dict().items():
+                s.merge(Setting(key=key, value=value))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

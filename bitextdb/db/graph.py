@@ -1,0 +1,380 @@
+"""SQL side of the neighbour graph, candidates and pairs (used by ``bitextdb.miner``).
+
+Every function takes an open session and works on arrays, so the miner stays free of SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, not_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..knn import PAD_ID, TopK
+from .tables import Knn, Neighbour, Pair, Sentence, utcnow
+
+KNN = Knn.__table__
+NB = Neighbour.__table__
+PAIRS = Pair.__table__
+SENT = Sentence.__table__
+CHUNK = 4000
+
+
+def chunks(values: np.ndarray | list[int], size: int = CHUNK) -> Iterator[list[int]]:
+    values = [int(v) for v in values]
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@dataclass
+class Base:
+    """The mined sentences of ``lang`` towards ``other``, sorted by id, with their bars."""
+
+    ids: np.ndarray
+    sizes: np.ndarray
+    kth_cos: np.ndarray
+    kth_id: np.ndarray
+
+    def locate(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id in the base (ids must be members)."""
+        return np.searchsorted(self.ids, ids)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
+        return (self.ids[pos] == ids) if len(self.ids) else np.zeros(len(ids), dtype=bool)
+
+
+def languages(s: Session) -> list[str]:
+    rows = s.execute(select(SENT.c.lang).where(SENT.c.indexed).distinct()).scalars()
+    return sorted(rows)
+
+
+def mined_base(s: Session, lang: str, other: str) -> Base:
+    rows = s.execute(
+        select(KNN.c.sentence_id, KNN.c.size, KNN.c.kth_cos, KNN.c.kth_id)
+        .where(KNN.c.lang == lang, KNN.c.other_lang == other)
+        .order_by(KNN.c.sentence_id)
+    ).all()
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return Base(empty, empty.copy(), np.zeros(0), empty.copy())
+    ids, sizes, kth_cos, kth_id = zip(*rows)
+    return Base(
+        np.array(ids, dtype=np.int64),
+        np.array(sizes, dtype=np.int64),
+        np.array([-np.inf if c is None else c for c in kth_cos], dtype=np.float64),
+        np.array([PAD_ID if i is None else i for i in kth_id], dtype=np.int64),
+    )
+
+
+def _pending_query(lang: str, other: str):  # type: ignore[no-untyped-def]
+    mined = exists().where(KNN.c.sentence_id == SENT.c.id, KNN.c.other_lang == other)
+    return and_(SENT.c.lang == lang, SENT.c.indexed, not_(mined))
+
+
+def pending_ids(s: Session, lang: str, other: str) -> np.ndarray:
+    """Indexed sentences of ``lang`` not yet mined against ``other``, by id."""
+    rows = s.execute(
+        select(SENT.c.id).where(_pending_query(lang, other)).order_by(SENT.c.id)
+    ).scalars()
+    return np.fromiter(rows, dtype=np.int64)
+
+
+def count_pending(s: Session, lang: str, other: str) -> int:
+    query = select(func.count()).select_from(SENT).where(_pending_query(lang, other))
+    return int(s.execute(query).scalar_one())
+
+
+def load_lists(s: Session, ids: np.ndarray, other: str, k: int) -> TopK:
+    """Stored kNN lists of ``ids`` towards ``other`` as padded arrays (rows in ``ids`` order)."""
+    out = TopK.empty(len(ids), k)
+    row_of = {int(i): n for n, i in enumerate(ids)}
+    for chunk in chunks(ids):
+        for sid, rank, nid, cos in s.execute(
+            select(NB.c.sentence_id, NB.c.rank, NB.c.neighbour_id, NB.c.cosine).where(
+                NB.c.other_lang == other, NB.c.sentence_id.in_(chunk)
+            )
+        ):
+            if rank < k:
+                out.ids[row_of[sid], rank] = nid
+                out.cos[row_of[sid], rank] = cos
+    return out
+
+
+def write_lists(
+    s: Session, lang: str, other: str, ids: np.ndarray, lists: TopK, *, new: bool
+) -> None:
+    """Store kNN lists (and their size, mean and bar), marking each sentence dirty."""
+    sizes = lists.sizes
+    r = np.divide(
+        np.where(lists.ids != PAD_ID, lists.cos, 0.0).sum(axis=1),
+        sizes,
+        out=np.zeros(len(sizes)),
+        where=sizes > 0,
+    )
+    if not new:
+        for chunk in chunks(ids):
+            s.execute(delete(NB).where(NB.c.other_lang == other, NB.c.sentence_id.in_(chunk)))
+    nb_rows = [
+        {
+            "sentence_id": int(sid),
+            "other_lang": other,
+            "rank": j,
+            "neighbour_id": int(nid),
+            "cosine": float(cos),
+        }
+        for sid, row_ids, row_cos, size in zip(ids, lists.ids, lists.cos, sizes)
+        for j, (nid, cos) in enumerate(zip(row_ids[:size], row_cos[:size]))
+    ]
+    if nb_rows:
+        s.execute(insert(NB), nb_rows)
+    now = utcnow()
+    knn_rows = []
+    for sid, row_ids, row_cos, size, mean in zip(ids, lists.ids, lists.cos, sizes, r):
+        last = int(size) - 1
+        knn_rows.append(
+            {
+                "b_sentence_id": int(sid),
+                "b_other_lang": other,
+                "lang": lang,
+                "size": int(size),
+                "r": float(mean),
+                "kth_cos": float(row_cos[last]) if size else None,
+                "kth_id": int(row_ids[last]) if size else None,
+                "dirty": True,
+                "updated_at": now,
+            }
+        )
+    if not knn_rows:
+        return
+    if new:
+        for row in knn_rows:
+            row["sentence_id"] = row.pop("b_sentence_id")
+            row["other_lang"] = row.pop("b_other_lang")
+        s.execute(insert(KNN), knn_rows)
+    else:
+        stmt = (
+            update(KNN)
+            .where(
+                KNN.c.sentence_id == bindparam("b_sentence_id"),
+                KNN.c.other_lang == bindparam("b_other_lang"),
+            )
+            .values(
+                size=bindparam("size"),
+                r=bindparam("r"),
+                kth_cos=bindparam("kth_cos"),
+                kth_id=bindparam("kth_id"),
+                dirty=True,
+                updated_at=bindparam("updated_at"),
+            )
+        )
+        s.connection().execute(stmt, knn_rows)
+
+
+def mark_holders_dirty(s: Session, lang: str, other: str, neighbour_ids: np.ndarray) -> None:
+    """Mark dirty the ``lang`` sentences whose list towards ``other`` holds any given id."""
+    for chunk in chunks(neighbour_ids):
+        holders = select(NB.c.sentence_id).where(
+            NB.c.other_lang == other, NB.c.neighbour_id.in_(chunk)
+        )
+        s.execute(
+            update(KNN)
+            .where(KNN.c.lang == lang, KNN.c.other_lang == other, KNN.c.sentence_id.in_(holders))
+            .values(dirty=True)
+        )
+
+
+def mark_all_dirty(s: Session, lang: str, other: str) -> None:
+    s.execute(update(KNN).where(KNN.c.lang == lang, KNN.c.other_lang == other).values(dirty=True))
+
+
+@dataclass
+class Dirty:
+    """Dirty sentences of one side with their lists and every neighbour's ``r``."""
+
+    ids: np.ndarray
+    r: np.ndarray
+    old_best: np.ndarray
+    lists: TopK
+    neighbour_r: np.ndarray
+
+
+def load_dirty(s: Session, lang: str, other: str, k: int) -> Dirty:
+    rows = s.execute(
+        select(KNN.c.sentence_id, KNN.c.r, KNN.c.best_id)
+        .where(KNN.c.lang == lang, KNN.c.other_lang == other, KNN.c.dirty)
+        .order_by(KNN.c.sentence_id)
+    ).all()
+    ids = np.array([row[0] for row in rows], dtype=np.int64)
+    r = np.array([row[1] for row in rows], dtype=np.float64)
+    old_best = np.array([PAD_ID if row[2] is None else row[2] for row in rows], dtype=np.int64)
+    lists = TopK.empty(len(ids), k)
+    neighbour_r = np.zeros((len(ids), k))
+    if not len(ids):
+        return Dirty(ids, r, old_best, lists, neighbour_r)
+    theirs = KNN.alias("theirs")
+    mine = KNN.alias("mine")
+    query = (
+        select(NB.c.sentence_id, NB.c.rank, NB.c.neighbour_id, NB.c.cosine, theirs.c.r)
+        .join(
+            mine, and_(mine.c.sentence_id == NB.c.sentence_id, mine.c.other_lang == NB.c.other_lang)
+        )
+        .join(theirs, and_(theirs.c.sentence_id == NB.c.neighbour_id, theirs.c.other_lang == lang))
+        .where(mine.c.lang == lang, mine.c.other_lang == other, mine.c.dirty)
+    )
+    for sid, rank, nid, cos, their_r in s.execute(query):
+        row = int(np.searchsorted(ids, sid))
+        if rank < k:
+            lists.ids[row, rank] = nid
+            lists.cos[row, rank] = cos
+            neighbour_r[row, rank] = their_r
+    return Dirty(ids, r, old_best, lists, neighbour_r)
+
+
+def save_candidates(
+    s: Session,
+    other: str,
+    ids: np.ndarray,
+    best_id: np.ndarray,
+    best_cos: np.ndarray,
+    best_margin: np.ndarray,
+) -> None:
+    rows = [
+        {
+            "b_sentence_id": int(sid),
+            "b_other_lang": other,
+            "best_id": None if bid == PAD_ID else int(bid),
+            "best_cos": None if bid == PAD_ID else float(c),
+            "best_margin": None if bid == PAD_ID else float(m),
+        }
+        for sid, bid, c, m in zip(ids, best_id, best_cos, best_margin)
+    ]
+    if not rows:
+        return
+    stmt = (
+        update(KNN)
+        .where(
+            KNN.c.sentence_id == bindparam("b_sentence_id"),
+            KNN.c.other_lang == bindparam("b_other_lang"),
+        )
+        .values(
+            best_id=bindparam("best_id"),
+            best_cos=bindparam("best_cos"),
+            best_margin=bindparam("best_margin"),
+            dirty=False,
+        )
+    )
+    s.connection().execute(stmt, rows)
+
+
+def drop_candidate_flags(s: Session, src_tgt: list[tuple[int, int]], *, forward: bool) -> None:
+    """Clear the forward (or backward) flag of the given pairs."""
+    if not src_tgt:
+        return
+    flag = {"forward": False} if forward else {"backward": False}
+    stmt = (
+        update(PAIRS)
+        .where(PAIRS.c.src_id == bindparam("b_src"), PAIRS.c.tgt_id == bindparam("b_tgt"))
+        .values(**flag, updated_at=bindparam("b_now"))
+    )
+    now = utcnow()
+    s.connection().execute(stmt, [{"b_src": a, "b_tgt": b, "b_now": now} for a, b in src_tgt])
+
+
+def upsert_pairs(s: Session, rows: list[dict[str, object]]) -> None:
+    """Insert candidate pairs or refresh them, OR-ing the direction flags."""
+    if not rows:
+        return
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(PAIRS)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(PAIRS)
+    else:  # pragma: no cover - other databases are not supported yet
+        raise NotImplementedError(dialect)
+    ex = stmt.excluded
+    changed = or_(
+        PAIRS.c.margin != ex.margin,
+        PAIRS.c.cosine != ex.cosine,
+        and_(ex.forward, not_(PAIRS.c.forward)),
+        and_(ex.backward, not_(PAIRS.c.backward)),
+    )
+    from sqlalchemy import case
+
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[PAIRS.c.src_id, PAIRS.c.tgt_id],
+        set_={
+            "cosine": ex.cosine,
+            "margin": ex.margin,
+            "src_r": ex.src_r,
+            "tgt_r": ex.tgt_r,
+            "forward": or_(PAIRS.c.forward, ex.forward),
+            "backward": or_(PAIRS.c.backward, ex.backward),
+            "updated_at": case((changed, ex.updated_at), else_=PAIRS.c.updated_at),
+        },
+    )
+    s.execute(stmt, rows)
+
+
+def delete_orphan_pairs(s: Session, src_lang: str, tgt_lang: str) -> None:
+    s.execute(
+        delete(PAIRS).where(
+            PAIRS.c.src_lang == src_lang,
+            PAIRS.c.tgt_lang == tgt_lang,
+            not_(PAIRS.c.forward),
+            not_(PAIRS.c.backward),
+        )
+    )
+
+
+def load_selection(s: Session, src_lang: str, tgt_lang: str) -> tuple[np.ndarray, ...]:
+    rows = s.execute(
+        select(PAIRS.c.src_id, PAIRS.c.tgt_id, PAIRS.c.margin, PAIRS.c.accepted).where(
+            PAIRS.c.src_lang == src_lang, PAIRS.c.tgt_lang == tgt_lang
+        )
+    ).all()
+    if not rows:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z.copy(), np.zeros(0), np.zeros(0, dtype=bool)
+    src, tgt, margin, accepted = zip(*rows)
+    return (
+        np.array(src, dtype=np.int64),
+        np.array(tgt, dtype=np.int64),
+        np.array(margin, dtype=np.float64),
+        np.array(accepted, dtype=bool),
+    )
+
+
+def set_accepted(s: Session, src: np.ndarray, tgt: np.ndarray, accepted: np.ndarray) -> None:
+    now = utcnow()
+    rows = [
+        {"b_src": int(a), "b_tgt": int(b), "b_acc": bool(f), "b_now": now}
+        for a, b, f in zip(src, tgt, accepted)
+    ]
+    if not rows:
+        return
+    stmt = (
+        update(PAIRS)
+        .where(PAIRS.c.src_id == bindparam("b_src"), PAIRS.c.tgt_id == bindparam("b_tgt"))
+        .values(accepted=bindparam("b_acc"), updated_at=bindparam("b_now"))
+    )
+    s.connection().execute(stmt, rows)
+
+
+def pair_counts(s: Session, src_lang: str, tgt_lang: str, threshold: float) -> dict[str, int]:
+    """Candidates, accepted pairs, and accepted pairs at or above ``threshold``."""
+    base = (
+        select(func.count())
+        .select_from(PAIRS)
+        .where(PAIRS.c.src_lang == src_lang, PAIRS.c.tgt_lang == tgt_lang)
+    )
+    return {
+        "candidates": int(s.execute(base).scalar_one()),
+        "accepted": int(s.execute(base.where(PAIRS.c.accepted)).scalar_one()),
+        "pairs": int(
+            s.execute(base.where(PAIRS.c.accepted, PAIRS.c.margin >= threshold)).scalar_one()
+        ),
+    }

@@ -1,0 +1,47 @@
+"""Domain errors: each carries one sentence for the user; the CLI prints it and exits non-zero."""
+
+from __future__ import annotations
+
+
+class BitextDBError(Exception):
+    """Base class of every error bitextdb raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(BitextDBError):
+    """A corpus file, a flag value or a request body that cannot be used."""
+
+    exit_code = 2
+
+
+class ConfigError(BitextDBError):
+    """Settings that contradict each other or the database."""
+
+    exit_code = 2
+
+
+class NotInitializedError(BitextDBError):
+    """The home has no database yet (run `bitextdb init`)."""
+
+
+class ModelLoadError(BitextDBError):
+    """The sentence encoder could not be loaded."""
+
+
+class ModelMismatchError(BitextDBError):
+    """A model or dimension other than the database's was asked for."""
+
+    exit_code = 2
+
+
+class StoreUnavailableError(BitextDBError):
+    """The SQL database or the vector store cannot be reached."""
+
+    exit_code = 3
+
+
+class BusyError(BitextDBError):
+    """Another writer holds this home."""
+
+    exit_code = 4

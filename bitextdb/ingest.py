@@ -1,0 +1,289 @@
+"""read → dedup → insert → encode → upsert → mark indexed, in committed batches.
+
+A batch is first stored as sentences without vectors (``indexed = false``) and occurrences;
+its vectors are then upserted and the sentences marked indexed. A run that is killed leaves
+at worst some unindexed sentences, which the next run (or ``check --repair``) encodes first,
+so an interrupted ingest resumes where it stopped. Re-ingesting a file adds nothing: every
+sentence is found by its hash and every (source, position) occurrence already exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings, check_lang
+from .db import Database, corpus
+from .encoder import Encoder, normalize_rows
+from .errors import InputError, ModelMismatchError
+from .readers import Line, ReadStats, read_lines, text_hash
+from .vectors import VectorIndex
+
+Progress = Callable[[str, int, int], None]
+BATCH = 4096
+
+
+@dataclass
+class IngestReport:
+    """The summary of one ingest."""
+
+    lang: str
+    source: str
+    read: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    new: int = 0
+    encoded: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class VectorSource:
+    """Where a batch's vectors come from: the encoder, or rows given by the user."""
+
+    def __init__(
+        self, encoder: Callable[[], Encoder] | None = None, rows: np.ndarray | None = None
+    ) -> None:
+        self._encoder_factory = encoder
+        self._encoder: Encoder | None = None
+        self.rows = rows
+
+    def vectors(self, texts: list[str], positions: list[int] | None) -> np.ndarray:
+        if self.rows is not None:
+            if positions is None:
+                raise InputError("Given vectors need the positions of their sentences.")
+            return _checked_rows(self.rows, positions)
+        if self._encoder is None:
+            if self._encoder_factory is None:
+                raise InputError("No model is available to encode these sentences.")
+            self._encoder = self._encoder_factory()
+        return self._encoder.encode(texts)
+
+
+def _checked_rows(rows: np.ndarray, positions: list[int]) -> np.ndarray:
+    picked = np.asarray(rows[np.asarray(positions, dtype=np.int64)], dtype=np.float32)
+    if not np.isfinite(picked).all():
+        bad = positions[int(np.where(~np.isfinite(picked).all(axis=1))[0][0])]
+        raise InputError(f"The embedding of line {bad + 1} holds NaN or infinity.")
+    norms = np.linalg.norm(picked, axis=1)
+    if (norms == 0).any():
+        bad = positions[int(np.where(norms == 0)[0][0])]
+        raise InputError(f"The embedding of line {bad + 1} is all zeros.")
+    return normalize_rows(picked)
+
+
+def load_embeddings(path: str | Path, dim: int | None, expected_dim: int) -> np.ndarray:
+    """A ``.npy`` matrix, or raw float32 with ``dim`` columns (LASER's format), memory-mapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"No such embeddings file: {path}")
+    try:
+        if path.suffix == ".npy":
+            rows = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            if not dim:
+                raise InputError(f"{path} is raw float32: give its dimension with --dim.")
+            size = path.stat().st_size
+            if size % (4 * dim):
+                raise InputError(f"{path} is not a whole number of float32 rows of {dim}.")
+            rows = np.memmap(path, dtype=np.float32, mode="r").reshape(-1, dim)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"Cannot read embeddings from {path}: {exc}") from exc
+    if rows.ndim != 2:
+        raise InputError(f"{path} must hold a 2-D matrix, not shape {rows.shape}.")
+    if rows.shape[1] != expected_dim:
+        raise ModelMismatchError(
+            f"{path} holds {rows.shape[1]}-dimensional vectors but the database holds "
+            f"{expected_dim}-dimensional ones."
+        )
+    return rows
+
+
+class Ingestor:
+    """Stores sentences and their vectors for one database."""
+
+    def __init__(
+        self,
+        db: Database,
+        index: VectorIndex,
+        settings: Settings,
+        encoder: Callable[[], Encoder] | None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.db = db
+        self.index = index
+        self.settings = settings
+        self.encoder = encoder
+        self.progress = progress or (lambda stage, done, total: None)
+
+    def ingest_lines(
+        self,
+        lang: str,
+        lines: Iterable[Line],
+        *,
+        source: str,
+        path: str | None = None,
+        stats: ReadStats | None = None,
+        vectors: VectorSource | None = None,
+    ) -> IngestReport:
+        """Store ``lines`` (already read and normalised) of ``lang`` as coming from ``source``."""
+        check_lang(lang)
+        started = time.perf_counter()
+        report = IngestReport(lang=lang, source=source)
+        vectors = vectors or VectorSource(self.encoder)
+        self.index.ensure(lang, self.settings.dim)
+        if vectors.rows is None:  # given vectors: unindexed rows are refilled batch by batch
+            self.resume(lang, vectors)
+        with self.db.session() as s:
+            src = corpus.source_id(s, lang, source, path)
+        done = 0
+        for batch in _batches(lines, BATCH):
+            self._store_batch(lang, src, batch, vectors, report)
+            done += len(batch)
+            self.progress("ingest", done, 0)
+        if stats is not None:
+            report.read = stats.lines
+            report.skipped = stats.skipped()
+        else:
+            report.read = done
+        with self.db.session() as s:
+            corpus.touch_source(s, src, report.read)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _store_batch(
+        self, lang: str, src: int, batch: list[Line], vectors: VectorSource, report: IngestReport
+    ) -> None:
+        hashes = [text_hash(line.text) for line in batch]
+        with self.db.session() as s:
+            stored = corpus.known(s, lang, hashes)
+            fresh: dict[str, str] = {}
+            for line, h in zip(batch, hashes):
+                if h not in stored and h not in fresh:
+                    fresh[h] = line.text
+            ids = {h: sid for h, (sid, _) in stored.items()}
+            ids.update(corpus.add_sentences(s, lang, fresh))
+            corpus.add_occurrences(
+                s,
+                [
+                    {
+                        "source_id": src,
+                        "position": line.position,
+                        "sentence_id": ids[h],
+                        "ext_id": line.ext_id,
+                    }
+                    for line, h in zip(batch, hashes)
+                ],
+            )
+        report.new += len(fresh)
+        report.duplicates += len(batch) - len(fresh)
+        # vectors for the new sentences and for any stored earlier without one
+        todo: dict[int, tuple[str, int]] = {}
+        for line, h in zip(batch, hashes):
+            sid = ids[h]
+            if (h in fresh or not stored[h][1]) and sid not in todo:
+                todo[sid] = (line.text, line.position)
+        if todo:
+            sids = list(todo)
+            texts = [todo[i][0] for i in sids]
+            positions = [todo[i][1] for i in sids]
+            self._index(lang, sids, vectors.vectors(texts, positions))
+            report.encoded += len(sids)
+
+    def _index(self, lang: str, ids: list[int], vectors: np.ndarray) -> None:
+        if vectors.shape[1] != self.settings.dim:
+            raise ModelMismatchError(
+                f"Got {vectors.shape[1]}-dimensional vectors for a database of "
+                f"{self.settings.dim}-dimensional ones."
+            )
+        self.index.upsert(lang, np.asarray(ids, dtype=np.int64), vectors)
+        with self.db.session() as s:
+            corpus.mark_indexed(s, ids)
+
+    def resume(self, lang: str | None = None, vectors: VectorSource | None = None) -> int:
+        """Encode and upsert sentences an interrupted run stored without a vector."""
+        if vectors is None:
+            vectors = VectorSource(self.encoder)
+        total = 0
+        while True:
+            with self.db.session() as s:
+                rows = corpus.unindexed(s, lang, BATCH)
+            if not rows:
+                return total
+            by_lang: dict[str, list[tuple[int, str]]] = {}
+            for sid, row_lang, text in rows:
+                by_lang.setdefault(row_lang, []).append((sid, text))
+            for row_lang, items in by_lang.items():
+                self.index.ensure(row_lang, self.settings.dim)
+                self._index(
+                    row_lang, [i for i, _ in items], vectors.vectors([t for _, t in items], None)
+                )
+                total += len(items)
+
+    def ingest_file(
+        self,
+        path: str,
+        lang: str,
+        *,
+        source: str | None = None,
+        fmt: str = "auto",
+        column: str | int | None = None,
+        id_column: str | int | None = None,
+        field: str = "text",
+        id_field: str | None = None,
+        embeddings: str | None = None,
+        dim: int | None = None,
+    ) -> IngestReport:
+        """Read one file (or ``-`` for stdin) and store its sentences."""
+        check_lang(lang)
+        name = source or ("stdin" if path == "-" else str(Path(path).resolve()))
+        options = {
+            "fmt": fmt,
+            "column": column,
+            "id_column": id_column,
+            "field": field,
+            "id_field": id_field,
+            "min_chars": self.settings.min_chars,
+            "max_chars": self.settings.max_chars,
+        }
+        vectors = None
+        if embeddings:
+            if path == "-":
+                raise InputError("Embeddings must come with a text file, not standard input.")
+            rows = load_embeddings(embeddings, dim, self.settings.dim)
+            counted = ReadStats()
+            for _ in read_lines(path, **options, stats=counted):  # type: ignore[arg-type]
+                pass
+            if counted.lines != len(rows):
+                raise InputError(
+                    f"{embeddings} has {len(rows)} rows but {path} has {counted.lines} lines; "
+                    "they must be line-aligned."
+                )
+            vectors = VectorSource(rows=rows)
+        stats = ReadStats()
+        lines = read_lines(path, **options, stats=stats)  # type: ignore[arg-type]
+        return self.ingest_lines(
+            lang,
+            lines,
+            source=name,
+            path=None if path == "-" else str(path),
+            stats=stats,
+            vectors=vectors,
+        )
+
+
+def _batches(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
+    batch: list[Line] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

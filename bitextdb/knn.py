@@ -1,0 +1,109 @@
+"""Exact k-nearest-neighbour search by blocked matrix products (torch; GPU when present).
+
+Candidates are chosen in the fast dtype (float32 on CPU, float16/bfloat16 on GPU) with some
+slack, then re-scored in float64 so the result is the exact (-cosine, id) order that
+``margin`` defines, whatever the block sizes or device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PAD_ID = np.iinfo(np.int64).max
+
+
+@dataclass
+class TopK:
+    """Padded best-first lists: ``ids`` (n, m) with ``PAD_ID`` and ``cos`` (n, m) with -inf."""
+
+    ids: np.ndarray
+    cos: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int, m: int) -> TopK:
+        return cls(np.full((n, m), PAD_ID, dtype=np.int64), np.full((n, m), -np.inf))
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return (self.ids != PAD_ID).sum(axis=1)
+
+    def take(self, rows: np.ndarray) -> TopK:
+        return TopK(self.ids[rows], self.cos[rows])
+
+
+def merge_topk(a: TopK, b: TopK, m: int) -> TopK:
+    """Row-wise union of two (disjoint) lists, keeping the best ``m`` by (-cos, id)."""
+    ids = np.concatenate([a.ids, b.ids], axis=1)
+    cos = np.concatenate([a.cos, b.cos], axis=1)
+    order = np.lexsort((ids, -cos), axis=-1)[:, :m]
+    return TopK(np.take_along_axis(ids, order, axis=1), np.take_along_axis(cos, order, axis=1))
+
+
+def exact_cosines(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """float64 cosines of ``queries`` (n, d) with their candidates (n, m, d)."""
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float64))
+    c = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float64))
+    return torch.einsum("nd,nmd->nm", q, c).numpy()
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class BlockedKnn:
+    """Exact top-``m`` of a fixed query set against base vectors streamed in chunks.
+
+    ``add_chunk`` updates each query's forward list with the chunk and returns, for every
+    row of the chunk, its own top-``m`` among the queries (the reverse direction), so one
+    pass over the base serves both directions.
+    """
+
+    def __init__(
+        self,
+        query_ids: np.ndarray,
+        query_vectors: np.ndarray,
+        m: int,
+        *,
+        device: str | None = None,
+        query_block: int = 4096,
+    ) -> None:
+        self.m = m
+        self.device = pick_device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.query_ids = np.asarray(query_ids, dtype=np.int64)
+        self.query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
+        self.query_block = query_block
+        self._q = torch.from_numpy(self.query_vectors).to(self.device, self.dtype)
+        self.forward = TopK.empty(len(self.query_ids), m)
+
+    def add_chunk(self, base_ids: np.ndarray, base_vectors: np.ndarray) -> TopK:
+        base_ids = np.asarray(base_ids, dtype=np.int64)
+        base_vectors = np.ascontiguousarray(base_vectors, dtype=np.float32)
+        n_base = len(base_ids)
+        reverse = TopK.empty(n_base, self.m)
+        if n_base == 0 or len(self.query_ids) == 0:
+            return reverse
+        base = torch.from_numpy(base_vectors).to(self.device, self.dtype)
+        for start in range(0, len(self.query_ids), self.query_block):
+            stop = min(start + self.query_block, len(self.query_ids))
+            sims = self._q[start:stop] @ base.T
+            # forward: each query's best in this chunk
+            cols = sims.topk(min(self.m, n_base), dim=1).indices.cpu().numpy()
+            q_vecs = self.query_vectors[start:stop]
+            found = TopK(base_ids[cols], exact_cosines(q_vecs, base_vectors[cols]))
+            part = self.forward.take(slice(start, stop))
+            merged = merge_topk(part, found, self.m)
+            self.forward.ids[start:stop] = merged.ids
+            self.forward.cos[start:stop] = merged.cos
+            # reverse: each base row's best among these queries
+            rows = sims.T.topk(min(self.m, stop - start), dim=1).indices.cpu().numpy()
+            found = TopK(
+                self.query_ids[start:stop][rows], exact_cosines(base_vectors, q_vecs[rows])
+            )
+            reverse = merge_topk(reverse, found, self.m)
+        return reverse

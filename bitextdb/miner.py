@@ -1,0 +1,334 @@
+"""Keeps the neighbour graph, the candidates and the accepted pairs up to date.
+
+For a language pair (A, B), the mined sentences of A have exact kNN lists in the mined
+sentences of B and vice versa. New sentences ΔA are added against B: their own lists are
+searched, and every mined y of B whose list a newcomer x enters (cos(x, y) beats y's k-th
+neighbour: a reverse-kNN search) gets its list merged. Then ΔB is added against A ∪ ΔA.
+A changed list changes that sentence's r, so the candidates of the sentences holding it are
+marked dirty; dirty candidates are recomputed and the greedy one-to-one walk is re-derived.
+Each step is one SQL transaction; candidates are recomputed from the dirty marks, so a
+crash between steps is finished by the next run. See README "The miner".
+
+Two ways to search, each exact where the collection is searched exactly:
+- scan: stream the other side's vectors from the store and multiply in blocks
+  (``knn.BlockedKnn``): one pass gives both directions. Used for exact-mode collections
+  and for large additions (the bulk path).
+- query: per-vector Qdrant queries (HNSW above ``exact_limit``): forward kNN, and the
+  reverse search by k-th-cosine bands kept in each point's payload.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import Settings, pair_name
+from .db import Database, graph
+from .knn import PAD_ID, BlockedKnn, TopK, exact_cosines, merge_topk
+from .margin import best_candidates, greedy_one_to_one
+from .vectors import VectorIndex, band_field, band_floor, band_of
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class PairReport:
+    """What one ``mine`` did for a language pair."""
+
+    pair: str
+    new: dict[str, int] = field(default_factory=dict)
+    changed_lists: int = 0
+    candidates_recomputed: int = 0
+    pairs: int = 0
+    accepted: int = 0
+    paths: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class Miner:
+    """Incremental margin miner over one database and vector store."""
+
+    def __init__(
+        self,
+        db: Database,
+        index: VectorIndex,
+        settings: Settings,
+        *,
+        progress: Progress | None = None,
+        group_size: int = 65_536,
+    ) -> None:
+        self.db = db
+        self.index = index
+        self.settings = settings
+        self.k = settings.k
+        self.m = settings.k + max(4, settings.k)  # candidates kept before exact re-scoring
+        self.progress = progress or (lambda stage, done, total: None)
+        self.group_size = group_size
+        #: neighbour searches issued (scan chunks and query batches); tests count these
+        self.search_calls = 0
+
+    # -- what to mine ----------------------------------------------------------------------
+    def pairs(self) -> list[tuple[str, str]]:
+        with self.db.session() as s:
+            langs = graph.languages(s)
+        if self.settings.pairs is not None:
+            wanted = {tuple(p.split("-", 1)) for p in self.settings.pairs}
+            wanted = {tuple(sorted(p)) for p in wanted}
+            return [p for p in itertools.combinations(langs, 2) if p in wanted]
+        return list(itertools.combinations(langs, 2))
+
+    def pending(self, a: str, b: str) -> dict[str, int]:
+        with self.db.session() as s:
+            return {a: graph.count_pending(s, a, b), b: graph.count_pending(s, b, a)}
+
+    def mine(self, pairs: list[tuple[str, str]] | None = None) -> list[PairReport]:
+        """Bring every (or the given) language pair up to date."""
+        return [self.mine_pair(a, b) for a, b in (pairs or self.pairs())]
+
+    def mine_pair(self, a: str, b: str) -> PairReport:
+        a, b = sorted((a, b))
+        started = time.perf_counter()
+        report = PairReport(pair_name(a, b))
+        for side, other in ((a, b), (b, a)):
+            with self.db.session() as s:
+                new_ids = graph.pending_ids(s, side, other)
+            report.new[side] = len(new_ids)
+            for start in range(0, len(new_ids), self.group_size):
+                group = new_ids[start : start + self.group_size]
+                changed, path = self._add(side, other, group)
+                report.changed_lists += changed
+                report.paths.append(path)
+        self._refresh(a, b, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- adding new sentences of one side ------------------------------------------------
+    def _path(self, n_new: int, n_base: int) -> str:
+        if self.settings.mine_path != "auto":
+            return self.settings.mine_path
+        if n_base <= self.settings.exact_limit or n_new >= self.settings.bulk_ratio * n_base:
+            return "scan"
+        return "query"
+
+    def _add(self, side: str, other: str, new_ids: np.ndarray) -> tuple[int, str]:
+        """Mine ``new_ids`` (of ``side``) against the mined sentences of ``other``."""
+        with self.db.session() as s:
+            base = graph.mined_base(s, other, side)
+            unmined_other = graph.count_pending(s, other, side)
+        new_ids, new_vectors = self.index.retrieve(side, new_ids)
+        path = self._path(len(new_ids), len(base.ids))
+        if len(base.ids) == 0:
+            forward, reverse_ids, reverse = TopK.empty(len(new_ids), self.m), base.ids, None
+        elif path == "scan":
+            forward, reverse_ids, reverse = self._scan(other, base, new_ids, new_vectors)
+        else:
+            forward, reverse_ids, reverse = self._query(
+                other, side, base, new_ids, new_vectors, unmined_other
+            )
+        new_lists = TopK(forward.ids[:, : self.k].copy(), forward.cos[:, : self.k].copy())
+
+        with self.db.session() as s:
+            changed_ids = np.zeros(0, dtype=np.int64)
+            changed_lists = TopK.empty(0, self.k)
+            if reverse is not None and len(reverse_ids):
+                rows = base.locate(reverse_ids)
+                beats = _beats(reverse.cos[:, 0], reverse.ids[:, 0], base, rows, self.k)
+                changed_ids = reverse_ids[beats]
+                if len(changed_ids):
+                    old = graph.load_lists(s, changed_ids, side, self.k)
+                    changed_lists = merge_topk(old, reverse.take(beats), self.k)
+            # newcomers' bands go in first: a point without a band is invisible to the
+            # reverse search, while a band below the true one is only slower
+            self._set_bands(side, other, new_ids, new_lists)
+            graph.write_lists(s, side, other, new_ids, new_lists, new=True)
+            if len(changed_ids):
+                graph.write_lists(s, other, side, changed_ids, changed_lists, new=False)
+                if len(changed_ids) > len(base.ids) // 5:
+                    graph.mark_all_dirty(s, side, other)
+                else:
+                    graph.mark_holders_dirty(s, side, other, changed_ids)
+        # k-th cosines only grow, so a band written after the commit can lag but never lie
+        self._set_bands(other, side, changed_ids, changed_lists)
+        return len(changed_ids), path
+
+    def _scan(
+        self, other: str, base: graph.Base, new_ids: np.ndarray, new_vectors: np.ndarray
+    ) -> tuple[TopK, np.ndarray, TopK]:
+        engine = BlockedKnn(new_ids, new_vectors, self.m, device=self.settings.device)
+        rev_ids: list[np.ndarray] = []
+        rev_lists: list[TopK] = []
+        seen = 0
+        for ids, vectors in self.index.scan(other):
+            self.search_calls += 1
+            keep = base.contains(ids)
+            ids, vectors = ids[keep], vectors[keep]
+            reverse = engine.add_chunk(ids, vectors)
+            rows = base.locate(ids)
+            beats = _beats(reverse.cos[:, 0], reverse.ids[:, 0], base, rows, self.k)
+            rev_ids.append(ids[beats])
+            rev_lists.append(reverse.take(beats))
+            seen += len(ids)
+            self.progress("search", seen, len(base.ids))
+        if not rev_ids:
+            return engine.forward, np.zeros(0, dtype=np.int64), TopK.empty(0, self.m)
+        ids = np.concatenate(rev_ids)
+        order = np.argsort(ids)
+        lists = TopK(
+            np.concatenate([t.ids for t in rev_lists])[order],
+            np.concatenate([t.cos for t in rev_lists])[order],
+        )
+        return engine.forward, ids[order], lists
+
+    def _query(
+        self,
+        other: str,
+        side: str,
+        base: graph.Base,
+        new_ids: np.ndarray,
+        new_vectors: np.ndarray,
+        unmined_other: int,
+    ) -> tuple[TopK, np.ndarray, TopK]:
+        exact = len(base.ids) <= self.settings.exact_limit
+        if not exact:
+            self.index.build_index(other)
+        ef = self.settings.hnsw_ef
+        # forward: the newcomers' own neighbours (unmined points of `other` are skipped)
+        self.search_calls += 1
+        hits = self.index.search(
+            other, new_vectors, self.m + unmined_other, exact=exact, ef=ef, with_vectors=True
+        )
+        forward = TopK.empty(len(new_ids), self.m)
+        for row, row_hits in enumerate(hits):
+            kept = [h for h in row_hits if base.contains(np.array([h.id]))[0]][: self.m]
+            if kept:
+                cos = exact_cosines(
+                    new_vectors[row : row + 1], np.stack([h.vector for h in kept])[None]
+                )[0]
+                found = TopK(np.array([[h.id for h in kept]]), cos[None])
+                merged = merge_topk(forward.take(slice(row, row + 1)), found, self.m)
+                forward.ids[row], forward.cos[row] = merged.ids[0], merged.cos[0]
+        # reverse: per band of k-th cosines, the base points a newcomer comes close enough to
+        entries: dict[int, list[tuple[float, int]]] = {}
+        bands = np.unique([band_of(c) for c in base.kth_cos]) if len(base.ids) else []
+        field_name = band_field(side)
+        for band in bands:
+            limit = 64
+            todo = np.arange(len(new_ids))
+            while len(todo):
+                self.search_calls += 1
+                hits = self.index.search(
+                    other,
+                    new_vectors[todo],
+                    limit,
+                    exact=exact,
+                    ef=max(ef, limit),
+                    score_threshold=band_floor(int(band)) - 1e-6,
+                    band=(field_name, int(band)),
+                    with_vectors=True,
+                )
+                again = []
+                for q, row_hits in zip(todo, hits):
+                    if len(row_hits) >= limit:
+                        again.append(q)
+                        continue
+                    for h in row_hits:
+                        if base.contains(np.array([h.id]))[0]:
+                            cos = float(
+                                exact_cosines(new_vectors[q : q + 1], h.vector[None, None])[0, 0]
+                            )
+                            entries.setdefault(h.id, []).append((cos, int(new_ids[q])))
+                todo = np.array(again, dtype=np.int64)
+                limit *= 4
+        ids = np.array(sorted(entries), dtype=np.int64)
+        lists = TopK.empty(len(ids), self.m)
+        for row, pid in enumerate(ids):
+            best = sorted(entries[int(pid)], key=lambda e: (-e[0], e[1]))[: self.m]
+            lists.ids[row, : len(best)] = [e[1] for e in best]
+            lists.cos[row, : len(best)] = [e[0] for e in best]
+        return forward, ids, lists
+
+    def _set_bands(self, lang: str, other: str, ids: np.ndarray, lists: TopK) -> None:
+        if not len(ids):
+            return
+        sizes = lists.sizes
+        kth = np.where(
+            sizes >= self.k, lists.cos[np.arange(len(ids)), np.maximum(sizes - 1, 0)], -np.inf
+        )
+        bands = np.array([band_of(c) for c in kth])
+        for band in np.unique(bands):
+            self.index.set_band(lang, band_field(other), int(band), ids[bands == band])
+
+    # -- candidates, pairs and the one-to-one selection ------------------------------------
+    def _refresh(self, a: str, b: str, report: PairReport) -> None:
+        with self.db.session() as s:
+            for side, other in ((a, b), (b, a)):
+                dirty = graph.load_dirty(s, side, other, self.k)
+                report.candidates_recomputed += len(dirty.ids)
+                if not len(dirty.ids):
+                    continue
+                sizes = dirty.lists.sizes
+                column, margin = best_candidates(dirty.lists.cos, sizes, dirty.r, dirty.neighbour_r)
+                rows = np.arange(len(dirty.ids))
+                safe = np.maximum(column, 0)
+                best_id = np.where(column >= 0, dirty.lists.ids[rows, safe], PAD_ID)
+                best_cos = np.where(column >= 0, dirty.lists.cos[rows, safe], np.nan)
+                best_r = np.where(column >= 0, dirty.neighbour_r[rows, safe], np.nan)
+                graph.save_candidates(s, other, dirty.ids, best_id, best_cos, margin)
+                forward = side == a  # src side is always the alphabetically first language
+                lost = [
+                    (int(sid), int(old)) if forward else (int(old), int(sid))
+                    for sid, old, new in zip(dirty.ids, dirty.old_best, best_id)
+                    if old != PAD_ID and old != new
+                ]
+                graph.drop_candidate_flags(s, lost, forward=forward)
+                now = graph.utcnow()
+                upserts = []
+                for sid, bid, cos, mar, r_self, r_other in zip(
+                    dirty.ids, best_id, best_cos, margin, dirty.r, best_r
+                ):
+                    if bid == PAD_ID:
+                        continue
+                    src, tgt = (int(sid), int(bid)) if forward else (int(bid), int(sid))
+                    upserts.append(
+                        {
+                            "src_id": src,
+                            "tgt_id": tgt,
+                            "src_lang": a,
+                            "tgt_lang": b,
+                            "cosine": float(cos),
+                            "margin": float(mar),
+                            "src_r": float(r_self if forward else r_other),
+                            "tgt_r": float(r_other if forward else r_self),
+                            "forward": forward,
+                            "backward": not forward,
+                            "accepted": False,
+                            "updated_at": now,
+                        }
+                    )
+                graph.upsert_pairs(s, upserts)
+            graph.delete_orphan_pairs(s, a, b)
+            src, tgt, margin, accepted = graph.load_selection(s, a, b)
+            selection = greedy_one_to_one(src, tgt, margin)
+            flip = selection != accepted
+            graph.set_accepted(s, src[flip], tgt[flip], selection[flip])
+            report.pairs = len(src)
+            report.accepted = int(selection.sum())
+
+
+def _beats(
+    cos: np.ndarray, ids: np.ndarray, base: graph.Base, rows: np.ndarray, k: int
+) -> np.ndarray:
+    """Whether (cos, id) would enter each base row's list: better than its k-th entry."""
+    if not len(rows):
+        return np.zeros(0, dtype=bool)
+    not_full = base.sizes[rows] < k
+    kth_cos = base.kth_cos[rows]
+    better = (cos > kth_cos) | ((cos == kth_cos) & (ids < base.kth_id[rows]))
+    return (ids != PAD_ID) & (not_full | better)

@@ -1,0 +1,29 @@
+"""Vector stores: one interface (``VectorIndex``), two adapters (Qdrant Edge, Qdrant server)."""
+
+from __future__ import annotations
+
+from ..config import Locations
+from .base import Hit, VectorIndex, band_field, band_floor, band_of
+from .edge import EdgeIndex
+from .server import ServerIndex
+
+
+def open_index(loc: Locations, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100) -> VectorIndex:
+    """The store a home's locations name: a Qdrant server URL, else Qdrant Edge shards."""
+    if loc.qdrant:
+        return ServerIndex(
+            loc.qdrant, prefix=loc.qdrant_prefix, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct
+        )
+    return EdgeIndex(loc.vectors_dir, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)
+
+
+__all__ = [
+    "EdgeIndex",
+    "Hit",
+    "ServerIndex",
+    "VectorIndex",
+    "band_field",
+    "band_floor",
+    "band_of",
+    "open_index",
+]

@@ -1,0 +1,106 @@
+"""The one small interface every vector store adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+#: kNN bands: a point's payload field ``band_<lang>`` holds ``band_of(kth)``; see ``miner``.
+BAND_WIDTH = 0.05
+N_BANDS = 40  # 2 / BAND_WIDTH
+
+
+def band_of(kth: float | None) -> int:
+    """The band of a k-th neighbour cosine: ``[-1, 1]`` cut into ``N_BANDS`` equal slices."""
+    if kth is None or not np.isfinite(kth):
+        return 0
+    return int(min(N_BANDS - 1, max(0, np.floor((kth + 1.0) / BAND_WIDTH))))
+
+
+def band_floor(band: int) -> float:
+    """The lowest k-th cosine a band holds."""
+    return -1.0 + band * BAND_WIDTH
+
+
+def band_field(other_lang: str) -> str:
+    return f"band_{other_lang.replace('-', '_')}"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: point id, cosine score and (when asked for) its stored vector."""
+
+    id: int
+    score: float
+    vector: np.ndarray | None = None
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """A per-language collection of unit vectors keyed by sentence id."""
+
+    backend: str
+
+    def ensure(self, lang: str, dim: int) -> None:
+        """Create the language's collection if missing; refuse a different dimension."""
+
+    def dimension(self, lang: str) -> int | None:
+        """The collection's dimension, or None when it does not exist."""
+
+    def languages(self) -> list[str]:
+        """Languages that have a collection."""
+
+    def count(self, lang: str) -> int:
+        """Number of points in the language's collection (0 when missing)."""
+
+    def upsert(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert or replace points; returns once they are durable."""
+
+    def delete(self, lang: str, ids: np.ndarray) -> None:
+        """Remove points (missing ids are ignored)."""
+
+    def retrieve(self, lang: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ids found (in the order asked) and their vectors."""
+
+    def scan(self, lang: str, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every point as (ids, vectors) batches, in no particular order."""
+
+    def search(
+        self,
+        lang: str,
+        queries: np.ndarray,
+        limit: int,
+        *,
+        exact: bool,
+        ef: int | None = None,
+        score_threshold: float | None = None,
+        band: tuple[str, int] | None = None,
+        with_vectors: bool = True,
+    ) -> list[list[Hit]]:
+        """Nearest points by cosine for each query row, best first."""
+
+    def set_band(self, lang: str, field: str, band: int, ids: np.ndarray) -> None:
+        """Set the integer payload ``field`` of the given points to ``band``."""
+
+    def build_index(self, lang: str) -> None:
+        """Make sure the HNSW index covers the collection (a no-op where it is automatic)."""
+
+    def indexed_count(self, lang: str) -> int:
+        """Points covered by the HNSW index."""
+
+    def close(self) -> None:
+        """Flush and release resources."""
+
+
+def as_ids(ids: object) -> np.ndarray:
+    return np.asarray(ids, dtype=np.int64).reshape(-1)
+
+
+def as_vectors(vectors: object, dim: int | None = None) -> np.ndarray:
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array.reshape(1, -1) if array.size else array.reshape(0, dim or 0)
+    return array

@@ -1,0 +1,221 @@
+"""Qdrant Edge: the Qdrant engine in-process, one persistent shard per language."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as qe
+
+from ..config import check_lang
+from ..errors import ConfigError, ModelMismatchError, StoreUnavailableError
+from .base import Hit, as_ids, as_vectors
+
+_CONFIG_FILE = "edge_config.json"
+
+
+class EdgeIndex:
+    """Shards live in ``root/<lang>/``; only one process may open them (the home lock)."""
+
+    backend = "qdrant-edge"
+
+    def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100) -> None:
+        self.root = Path(root)
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construct = hnsw_ef_construct
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._indexed_fields: set[tuple[str, str]] = set()
+
+    # -- shards ------------------------------------------------------------------------
+    def _dir(self, lang: str) -> Path:
+        return self.root / check_lang(lang)
+
+    def _config(self, dim: int) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+            hnsw_config=qe.HnswIndexConfig(
+                m=self.hnsw_m, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000
+            ),
+        )
+
+    def _shard(self, lang: str) -> qe.EdgeShard | None:
+        shard = self._shards.get(lang)
+        if shard is None and (self._dir(lang) / _CONFIG_FILE).is_file():
+            try:
+                shard = qe.EdgeShard.load(str(self._dir(lang)))
+            except Exception as exc:  # the binding raises plain exceptions
+                raise StoreUnavailableError(
+                    f"Cannot open the vector shard at {self._dir(lang)}: {exc}"
+                ) from exc
+            self._shards[lang] = shard
+        return shard
+
+    def ensure(self, lang: str, dim: int) -> None:
+        existing = self.dimension(lang)
+        if existing is not None:
+            if existing != dim:
+                raise ModelMismatchError(
+                    f"The {lang} vectors have dimension {existing}, not {dim}."
+                )
+            return
+        path = self._dir(lang)
+        if path.exists() and not (path / _CONFIG_FILE).is_file():
+            shutil.rmtree(path)  # an interrupted create left an empty shell
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._shards[lang] = qe.EdgeShard.create(str(path), self._config(dim))
+
+    def dimension(self, lang: str) -> int | None:
+        config_path = self._dir(lang) / _CONFIG_FILE
+        if not config_path.is_file():
+            return None
+        try:
+            data = json.loads(config_path.read_text(encoding="utf-8"))
+            params = data["vectors"][""]
+            return int(params["size"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            shard = self._shard(lang)
+            if shard is None:
+                raise ConfigError(f"Unreadable shard configuration {config_path}.") from exc
+            raise ConfigError(f"Unreadable shard configuration {config_path}.") from exc
+
+    def languages(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / _CONFIG_FILE).is_file())
+
+    def count(self, lang: str) -> int:
+        shard = self._shard(lang)
+        return 0 if shard is None else int(shard.count(qe.CountRequest(exact=True)))
+
+    def _require(self, lang: str) -> qe.EdgeShard:
+        shard = self._shard(lang)
+        if shard is None:
+            raise StoreUnavailableError(f"There is no {lang} vector collection yet.")
+        return shard
+
+    # -- points ------------------------------------------------------------------------
+    def upsert(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        shard = self._require(lang)
+        ids = as_ids(ids)
+        vectors = as_vectors(vectors)
+        for start in range(0, len(ids), 1024):
+            points = [
+                qe.Point(int(i), v.tolist())
+                for i, v in zip(ids[start : start + 1024], vectors[start : start + 1024])
+            ]
+            shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def delete(self, lang: str, ids: np.ndarray) -> None:
+        shard = self._shard(lang)
+        if shard is not None and len(ids):
+            shard.update(qe.UpdateOperation.delete_points([int(i) for i in as_ids(ids)]))
+
+    def retrieve(self, lang: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shard = self._require(lang)
+        wanted = as_ids(ids)
+        found: dict[int, list[float]] = {}
+        for start in range(0, len(wanted), 4096):
+            chunk = [int(i) for i in wanted[start : start + 4096]]
+            for rec in shard.retrieve(chunk, with_payload=False, with_vector=True):
+                found[int(rec.id)] = rec.vector  # type: ignore[assignment]
+        kept = np.array([i for i in wanted if int(i) in found], dtype=np.int64)
+        vectors = np.array([found[int(i)] for i in kept], dtype=np.float32)
+        return kept, vectors.reshape(len(kept), -1)
+
+    def scan(self, lang: str, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        shard = self._shard(lang)
+        if shard is None:
+            return
+        offset = None
+        while True:
+            records, offset = shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset, limit=batch_size, with_payload=False, with_vector=True
+                )
+            )
+            if records:
+                ids = np.fromiter((int(r.id) for r in records), dtype=np.int64, count=len(records))
+                yield ids, np.array([r.vector for r in records], dtype=np.float32)
+            if offset is None:
+                return
+
+    def search(
+        self,
+        lang: str,
+        queries: np.ndarray,
+        limit: int,
+        *,
+        exact: bool,
+        ef: int | None = None,
+        score_threshold: float | None = None,
+        band: tuple[str, int] | None = None,
+        with_vectors: bool = True,
+    ) -> list[list[Hit]]:
+        shard = self._shard(lang)
+        queries = as_vectors(queries)
+        if shard is None or not len(queries):
+            return [[] for _ in range(len(queries))]
+        flt = None
+        if band is not None:
+            flt = qe.Filter(must=[qe.FieldCondition(key=band[0], match=qe.MatchValue(band[1]))])
+        params = qe.SearchParams(hnsw_ef=ef, exact=exact)
+        results: list[list[Hit]] = []
+        for start in range(0, len(queries), 256):
+            requests = [
+                qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(q.tolist()),
+                    filter=flt,
+                    score_threshold=score_threshold,
+                    params=params,
+                    with_vector=with_vectors,
+                    with_payload=False,
+                )
+                for q in queries[start : start + 256]
+            ]
+            for scored in shard.query_batch(qe.QueryBatchRequest(requests)):
+                results.append(
+                    [
+                        Hit(
+                            int(p.id),
+                            float(p.score),
+                            np.asarray(p.vector, dtype=np.float32) if with_vectors else None,
+                        )
+                        for p in scored
+                    ]
+                )
+        return results
+
+    def set_band(self, lang: str, field: str, band: int, ids: np.ndarray) -> None:
+        shard = self._require(lang)
+        if (lang, field) not in self._indexed_fields:
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
+            self._indexed_fields.add((lang, field))
+        ids = as_ids(ids)
+        for start in range(0, len(ids), 4096):
+            chunk = [int(i) for i in ids[start : start + 4096]]
+            shard.update(qe.UpdateOperation.set_payload(chunk, {field: int(band)}))
+
+    def build_index(self, lang: str) -> None:
+        shard = self._shard(lang)
+        if shard is not None and shard.info().indexed_vectors_count < shard.info().points_count:
+            shard.optimize()
+
+    def indexed_count(self, lang: str) -> int:
+        shard = self._shard(lang)
+        return 0 if shard is None else int(shard.info().indexed_vectors_count)
+
+    def flush(self) -> None:
+        for shard in self._shards.values():
+            shard.flush()
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            try:
+                shard.flush()
+            finally:
+                shard.close()
+        self._shards.clear()
