@@ -75,8 +75,11 @@ def load_model(model: str, *, device: str | None, revision: str | None, trust_re
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - a dependency
         raise ModelLoadError("sentence-transformers is not installed; reinstall bitextdb.") from exc
+    hf_logging.disable_progress_bar()  # our own bars only
+    hf_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

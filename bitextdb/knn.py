@@ -92,18 +92,60 @@ class BlockedKnn:
         for start in range(0, len(self.query_ids), self.query_block):
             stop = min(start + self.query_block, len(self.query_ids))
             sims = self._q[start:stop] @ base.T
+            q_ids, q_vecs = self.query_ids[start:stop], self.query_vectors[start:stop]
             # forward: each query's best in this chunk
-            cols = sims.topk(min(self.m, n_base), dim=1).indices.cpu().numpy()
-            q_vecs = self.query_vectors[start:stop]
-            found = TopK(base_ids[cols], exact_cosines(q_vecs, base_vectors[cols]))
-            part = self.forward.take(slice(start, stop))
-            merged = merge_topk(part, found, self.m)
+            rows, cols = self._near_top(sims)
+            found = _reduce(
+                rows,
+                base_ids[cols],
+                _row_dots(q_vecs, rows, base_vectors, cols),
+                stop - start,
+                self.m,
+            )
+            merged = merge_topk(self.forward.take(slice(start, stop)), found, self.m)
             self.forward.ids[start:stop] = merged.ids
             self.forward.cos[start:stop] = merged.cos
             # reverse: each base row's best among these queries
-            rows = sims.T.topk(min(self.m, stop - start), dim=1).indices.cpu().numpy()
-            found = TopK(
-                self.query_ids[start:stop][rows], exact_cosines(base_vectors, q_vecs[rows])
+            rows, cols = self._near_top(sims.T)
+            found = _reduce(
+                rows, q_ids[cols], _row_dots(base_vectors, rows, q_vecs, cols), n_base, self.m
             )
             reverse = merge_topk(reverse, found, self.m)
         return reverse
+
+    def _near_top(self, sims: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) of every entry within rounding error of its row's top ``m``.
+
+        Taking all entries that might tie with the m-th best (rather than exactly m) keeps
+        the selection exact under the (-cosine, id) order even with many identical vectors.
+        """
+        mth = sims.topk(min(self.m, sims.shape[1]), dim=1).values[:, -1:]
+        slack = 1e-5 if self.dtype == torch.float32 else 4e-3
+        rows, cols = torch.nonzero(sims >= mth - slack, as_tuple=True)
+        return rows.cpu().numpy(), cols.cpu().numpy()
+
+
+def _row_dots(a: np.ndarray, rows: np.ndarray, b: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """float64 dot products of ``a[rows[i]]`` with ``b[cols[i]]``."""
+    out = np.empty(len(rows))
+    for lo in range(0, len(rows), 65_536):
+        hi = lo + 65_536
+        left = torch.from_numpy(a[rows[lo:hi]].astype(np.float64))
+        right = torch.from_numpy(b[cols[lo:hi]].astype(np.float64))
+        out[lo:hi] = (left * right).sum(dim=1).numpy()
+    return out
+
+
+def _reduce(rows: np.ndarray, ids: np.ndarray, cos: np.ndarray, n_rows: int, m: int) -> TopK:
+    """Group (row, id, cos) entries by row and keep each row's best ``m`` by (-cos, id)."""
+    out = TopK.empty(n_rows, m)
+    if not len(rows):
+        return out
+    order = np.lexsort((ids, -cos, rows))
+    rows, ids, cos = rows[order], ids[order], cos[order]
+    first = np.searchsorted(rows, rows, side="left")
+    rank = np.arange(len(rows)) - first
+    keep = rank < m
+    out.ids[rows[keep], rank[keep]] = ids[keep]
+    out.cos[rows[keep], rank[keep]] = cos[keep]
+    return out

@@ -63,6 +63,8 @@ class Miner:
         *,
         progress: Progress | None = None,
         group_size: int = 65_536,
+        scan_batch: int = 8192,
+        query_block: int = 4096,
     ) -> None:
         self.db = db
         self.index = index
@@ -71,6 +73,8 @@ class Miner:
         self.m = settings.k + max(4, settings.k)  # candidates kept before exact re-scoring
         self.progress = progress or (lambda stage, done, total: None)
         self.group_size = group_size
+        self.scan_batch = scan_batch
+        self.query_block = query_block
         #: neighbour searches issued (scan chunks and query batches); tests count these
         self.search_calls = 0
 
@@ -161,11 +165,13 @@ class Miner:
     def _scan(
         self, other: str, base: graph.Base, new_ids: np.ndarray, new_vectors: np.ndarray
     ) -> tuple[TopK, np.ndarray, TopK]:
-        engine = BlockedKnn(new_ids, new_vectors, self.m, device=self.settings.device)
+        engine = BlockedKnn(
+            new_ids, new_vectors, self.m, device=self.settings.device, query_block=self.query_block
+        )
         rev_ids: list[np.ndarray] = []
         rev_lists: list[TopK] = []
         seen = 0
-        for ids, vectors in self.index.scan(other):
+        for ids, vectors in self.index.scan(other, self.scan_batch):
             self.search_calls += 1
             keep = base.contains(ids)
             ids, vectors = ids[keep], vectors[keep]
@@ -196,27 +202,30 @@ class Miner:
         unmined_other: int,
     ) -> tuple[TopK, np.ndarray, TopK]:
         exact = len(base.ids) <= self.settings.exact_limit
+        self._vector_cache: dict[int, np.ndarray] = {}
         if not exact:
             self.index.build_index(other)
         ef = self.settings.hnsw_ef
-        # forward: the newcomers' own neighbours (unmined points of `other` are skipped)
+        # forward: the newcomers' own neighbours (unmined points of `other` are skipped).
+        # Cosines are recomputed from retrieved vectors: a hit's own copy may differ in the
+        # last bit between adapters, and exact ties must break the same way everywhere.
         self.search_calls += 1
         hits = self.index.search(
-            other, new_vectors, self.m + unmined_other, exact=exact, ef=ef, with_vectors=True
+            other, new_vectors, self.m + unmined_other, exact=exact, ef=ef, with_vectors=False
         )
         forward = TopK.empty(len(new_ids), self.m)
         for row, row_hits in enumerate(hits):
-            kept = [h for h in row_hits if base.contains(np.array([h.id]))[0]][: self.m]
-            if kept:
-                cos = exact_cosines(
-                    new_vectors[row : row + 1], np.stack([h.vector for h in kept])[None]
-                )[0]
-                found = TopK(np.array([[h.id for h in kept]]), cos[None])
-                merged = merge_topk(forward.take(slice(row, row + 1)), found, self.m)
-                forward.ids[row], forward.cos[row] = merged.ids[0], merged.cos[0]
+            ids = np.array([h.id for h in row_hits], dtype=np.int64)
+            ids = ids[base.contains(ids)][: self.m]
+            if len(ids):
+                cos = self._cosines(other, new_vectors[row], ids)
+                order = np.lexsort((ids, -cos))
+                forward.ids[row, : len(ids)] = ids[order]
+                forward.cos[row, : len(ids)] = cos[order]
         # reverse: per band of k-th cosines, the base points a newcomer comes close enough to
         entries: dict[int, list[tuple[float, int]]] = {}
-        bands = np.unique([band_of(c) for c in base.kth_cos]) if len(base.ids) else []
+        bars = np.where(base.sizes < self.k, -np.inf, base.kth_cos)
+        bands = np.unique([band_of(c) for c in bars]) if len(base.ids) else []
         field_name = band_field(side)
         for band in bands:
             limit = 64
@@ -238,12 +247,12 @@ class Miner:
                     if len(row_hits) >= limit:
                         again.append(q)
                         continue
-                    for h in row_hits:
-                        if base.contains(np.array([h.id]))[0]:
-                            cos = float(
-                                exact_cosines(new_vectors[q : q + 1], h.vector[None, None])[0, 0]
-                            )
-                            entries.setdefault(h.id, []).append((cos, int(new_ids[q])))
+                    ids = np.array([h.id for h in row_hits], dtype=np.int64)
+                    ids = ids[base.contains(ids)]
+                    if len(ids):
+                        cos = self._cosines(other, new_vectors[q], ids)
+                        for pid, c in zip(ids.tolist(), cos.tolist()):
+                            entries.setdefault(pid, []).append((c, int(new_ids[q])))
                 todo = np.array(again, dtype=np.int64)
                 limit *= 4
         ids = np.array(sorted(entries), dtype=np.int64)
@@ -253,6 +262,15 @@ class Miner:
             lists.ids[row, : len(best)] = [e[1] for e in best]
             lists.cos[row, : len(best)] = [e[0] for e in best]
         return forward, ids, lists
+
+    def _cosines(self, lang: str, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact float64 cosines of one query with stored points (cached per mine)."""
+        missing = [i for i in ids.tolist() if i not in self._vector_cache]
+        if missing:
+            found, vectors = self.index.retrieve(lang, np.array(missing, dtype=np.int64))
+            self._vector_cache.update(zip(found.tolist(), vectors))
+        stacked = np.stack([self._vector_cache[i] for i in ids.tolist()])
+        return exact_cosines(query[None], stacked[None])[0]
 
     def _set_bands(self, lang: str, other: str, ids: np.ndarray, lists: TopK) -> None:
         if not len(ids):

@@ -10,6 +10,18 @@ from .server import ServerIndex
 
 def open_index(loc: Locations, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100) -> VectorIndex:
     """The store a home's locations name: a Qdrant server URL, else Qdrant Edge shards."""
+    if loc.qdrant and loc.qdrant.startswith("local:"):
+        # qdrant-client's pure-Python local mode: a stand-in for a server in tests
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(path=loc.qdrant[len("local:") :])
+        return ServerIndex(
+            loc.qdrant,
+            client=client,
+            prefix=loc.qdrant_prefix,
+            hnsw_m=hnsw_m,
+            hnsw_ef_construct=hnsw_ef_construct,
+        )
     if loc.qdrant:
         return ServerIndex(
             loc.qdrant, prefix=loc.qdrant_prefix, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct

@@ -1,0 +1,421 @@
+"""The ``bitextdb`` command: parses flags, calls ``BitextDB``, prints. Nothing else."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import api
+from .config import DEFAULT_MODEL, ENV_PREFIX
+from .errors import BitextDBError
+from .progress import ProgressBars
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """What the group's options resolve to, shared by every command."""
+
+    def __init__(
+        self,
+        home: str | None,
+        db: str | None,
+        qdrant: str | None,
+        qdrant_prefix: str | None,
+        wait: float,
+        quiet: bool,
+    ) -> None:
+        self.home, self.db, self.qdrant, self.qdrant_prefix = home, db, qdrant, qdrant_prefix
+        self.wait = wait
+        self.quiet = quiet
+        self.bars = ProgressBars(disable=quiet)
+
+    def stores(self) -> dict[str, Any]:
+        return {
+            "db": self.db,
+            "qdrant": self.qdrant,
+            "qdrant_prefix": self.qdrant_prefix,
+            "wait": self.wait,
+            "on_wait": self.say,
+        }
+
+    def open(self, **options: Any) -> api.BitextDB:
+        return api.open(self.home, progress=self.bars.update, **self.stores(), **options)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message, err=True)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def friendly(fn: F) -> F:
+    """Turn domain errors into one sentence on stderr and their exit code; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BitextDBError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; what was committed is kept, rerun to resume.", err=True)
+            sys.exit(130)
+        except click.ClickException:
+            raise
+        except Exception as exc:  # a bug: say so in one line, traceback only when asked
+            if os.environ.get(ENV_PREFIX + "DEBUG"):
+                raise
+            click.echo(
+                f"Error: unexpected {type(exc).__name__}: {exc} "
+                f"(set {ENV_PREFIX}DEBUG=1 for the traceback)",
+                err=True,
+            )
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    else:
+        click.echo(text(data))
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "BITEXTDB"}
+)
+@click.option(
+    "--home",
+    envvar="BITEXTDB_HOME",
+    metavar="DIR",
+    help="The database's home folder [env BITEXTDB_HOME; default ~/.local/share/bitextdb].",
+)
+@click.option(
+    "--db",
+    envvar="BITEXTDB_DB",
+    metavar="URL",
+    help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db [env BITEXTDB_DB; "
+    "default SQLite in the home].",
+)
+@click.option(
+    "--qdrant",
+    envvar="BITEXTDB_QDRANT",
+    metavar="URL",
+    help="Qdrant server URL [env BITEXTDB_QDRANT; default Qdrant Edge in the home]. "
+    "API key from BITEXTDB_QDRANT_API_KEY.",
+)
+@click.option(
+    "--qdrant-prefix",
+    envvar="BITEXTDB_QDRANT_PREFIX",
+    metavar="PREFIX",
+    help="Collection name prefix on a shared Qdrant server [default bitextdb_].",
+)
+@click.option(
+    "--wait",
+    type=float,
+    default=0.0,
+    envvar="BITEXTDB_WAIT",
+    show_default=True,
+    help="Seconds to wait for another writer on the same home.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages.")
+@click.version_option(package_name="bitextdb")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    home: str | None,
+    db: str | None,
+    qdrant: str | None,
+    qdrant_prefix: str | None,
+    wait: float,
+    quiet: bool,
+) -> None:
+    """Mine parallel sentences incrementally: ingest corpora, mine pairs, export them."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(home, db, qdrant, qdrant_prefix, wait, quiet)
+
+
+# -- init / config -------------------------------------------------------------------------
+def model_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--trust-remote-code",
+                is_flag=True,
+                default=None,
+                help="Allow the model's own code (some hub models need it).",
+            ),
+            click.option("--revision", help="Model revision (branch, tag or commit)."),
+            click.option(
+                "--max-seq-length", type=int, help="Truncate sentences to this many tokens."
+            ),
+            click.option("--device", help="cpu, cuda, cuda:1, ... [default: cuda when present]."),
+            click.option("--batch-size", type=int, help="Sentences per encoder batch [64]."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@click.option(
+    "--model", help=f"sentence-transformers model name or local folder [{DEFAULT_MODEL}]."
+)
+@click.option("--dim", type=int, help="Embedding dimension (read from the model when left out).")
+@click.option("-k", "--k", "k", type=int, help="Neighbours per sentence for the margin [4].")
+@click.option("--threshold", type=float, help="Margin threshold for exports and stats [1.0].")
+@click.option("--pairs", help="Language pairs to mine, e.g. en-de,en-fr [every pair].")
+@click.option(
+    "--exact-limit", type=int, help="Search exactly up to this many sentences a side [100000]."
+)
+@click.option("--hnsw-m", type=int, help="HNSW edges per node [16].")
+@click.option("--hnsw-ef-construct", type=int, help="HNSW build candidates [100].")
+@click.option("--hnsw-ef", type=int, help="HNSW search candidates [128].")
+@click.option("--min-chars", type=int, help="Skip shorter sentences [2].")
+@click.option("--max-chars", type=int, help="Skip longer sentences [1000].")
+@model_options
+@json_option
+@pass_ctx
+@friendly
+def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None:
+    """Create or upgrade the database and fix its settings (safe to repeat)."""
+    if pairs is not None:
+        options["pairs"] = [p for p in pairs.split(",") if p.strip()]
+    db = api.init(ctx.home, **ctx.stores(), **options)
+    try:
+        stats = db.stats()
+    finally:
+        db.close()
+    emit(
+        stats,
+        as_json,
+        lambda s: (
+            f"Database ready at {s['stores']['home']}\n"
+            f"  model {s['model']['name']} (dim {s['model']['dim']}), k={s['settings']['k']}\n"
+            f"  sql     {s['stores']['db']}\n  vectors {s['stores']['vectors']}"
+        ),
+    )
+
+
+@cli.command("config")
+@click.option("--threshold", type=float, help="Margin threshold for exports and stats.")
+@click.option("--pairs", help="Language pairs to mine, e.g. en-de,en-fr; 'all' for every pair.")
+@click.option("--exact-limit", type=int, help="Search exactly up to this many sentences a side.")
+@click.option("--hnsw-ef", type=int, help="HNSW search candidates.")
+@click.option("--min-chars", type=int, help="Skip shorter sentences.")
+@click.option("--max-chars", type=int, help="Skip longer sentences.")
+@json_option
+@pass_ctx
+@friendly
+def config_cmd(ctx: Context, as_json: bool, pairs: str | None, **changes: Any) -> None:
+    """Show or change the settings that may change after init."""
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if pairs is not None:
+        changes["pairs"] = None if pairs == "all" else [p for p in pairs.split(",") if p.strip()]
+    with ctx.open() as db:
+        settings = db.configure(**changes) if changes else db.settings
+    emit(
+        settings.to_dict(),
+        as_json,
+        lambda d: "\n".join(f"{key}: {value}" for key, value in d.items() if key != "extra"),
+    )
+
+
+# -- ingest / mine ---------------------------------------------------------------------------
+def _ingest_text(result: dict[str, Any]) -> str:
+    lines = []
+    for r in result["ingested"]:
+        skipped = ", ".join(f"{n} {why}" for why, n in r["skipped"].items()) or "none"
+        lines.append(
+            f"{r['source']} [{r['lang']}]: read {r['read']}, new {r['new']}, "
+            f"duplicates {r['duplicates']}, skipped {skipped}, encoded {r['encoded']} "
+            f"in {r['seconds']:.1f} s"
+        )
+    lines += [_mine_line(m) for m in result.get("mined", [])]
+    return "\n".join(lines)
+
+
+def _mine_line(m: dict[str, Any]) -> str:
+    new = ", ".join(f"{n} {lang}" for lang, n in m["new"].items())
+    return (
+        f"mined {m['pair']}: new {new}; {m['changed_lists']} lists updated, "
+        f"{m['candidates_recomputed']} candidates recomputed; {m['accepted']} pairs "
+        f"accepted of {m['pairs']} candidates in {m['seconds']:.1f} s"
+    )
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--lang", required=True, help="Language code of the sentences (en, de, zh-Hant...).")
+@click.option("--source", help="Name to remember the source by [the file's absolute path].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "txt", "tsv", "jsonl"]),
+    default="auto",
+    show_default=True,
+    help="Input format (auto: from the extension).",
+)
+@click.option("--column", help="TSV text column: a header name or a 1-based number [1].")
+@click.option("--id-column", help="TSV id column: a header name or a 1-based number.")
+@click.option(
+    "--field", default="text", show_default=True, help="JSONL text field (a.b for nested)."
+)
+@click.option("--id-field", help="JSONL id field.")
+@click.option(
+    "--embeddings",
+    type=click.Path(),
+    help="Vectors for the lines: .npy, or raw float32 with --dim.",
+)
+@click.option("--dim", type=int, help="Dimension of a raw float32 --embeddings file.")
+@click.option("--model", help="Refuse to run unless the database was built with this model.")
+@click.option(
+    "--no-mine", is_flag=True, help="Store and index only; mine later with `bitextdb mine`."
+)
+@click.option("--device", help="Encoder device for this run.")
+@click.option("--batch-size", type=int, help="Encoder batch size for this run.")
+@json_option
+@pass_ctx
+@friendly
+def ingest(
+    ctx: Context,
+    paths: tuple[str, ...],
+    lang: str,
+    model: str | None,
+    no_mine: bool,
+    device: str | None,
+    batch_size: int | None,
+    as_json: bool,
+    column: str | None,
+    id_column: str | None,
+    **options: Any,
+) -> None:
+    """Read corpus files (txt, tsv, jsonl, optionally .gz/.bz2/.xz; - for stdin) and mine."""
+    with ctx.open(model=model, device=device, batch_size=batch_size) as db:
+        result = db.ingest(
+            list(paths),
+            lang,
+            column=_column(column),
+            id_column=_column(id_column),
+            mine=not no_mine,
+            **options,
+        )
+    ctx.bars.close()
+    emit(result, as_json, _ingest_text)
+
+
+def _column(value: str | None) -> str | int | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+@cli.command()
+@click.option("--pair", "pairs", multiple=True, help="Only this pair, e.g. en-de (repeatable).")
+@json_option
+@pass_ctx
+@friendly
+def mine(ctx: Context, pairs: tuple[str, ...], as_json: bool) -> None:
+    """Bring neighbours, candidates and pairs up to date for everything not yet mined."""
+    with ctx.open() as db:
+        reports = [r.as_dict() for r in db.mine(list(pairs) or None)]
+    ctx.bars.close()
+    emit(reports, as_json, lambda rs: "\n".join(_mine_line(m) for m in rs) or "nothing to mine")
+
+
+@cli.command()
+@json_option
+@pass_ctx
+@friendly
+def stats(ctx: Context, as_json: bool) -> None:
+    """Languages, sentence and pair counts, model, settings and stores."""
+    with ctx.open() as db:
+        data = db.stats()
+    emit(data, as_json, _stats_text)
+
+
+def _stats_text(s: dict[str, Any]) -> str:
+    out = [
+        f"home     {s['stores']['home']}",
+        f"sql      {s['stores']['db']}",
+        f"vectors  {s['stores']['vectors']} ({s['stores']['vector_backend']})",
+        f"model    {s['model']['name']} (dim {s['model']['dim']}), k={s['settings']['k']}",
+        f"pairs    {s['pairs_mined']}",
+        "languages:",
+    ]
+    for lang, c in sorted(s["languages"].items()):
+        out.append(f"  {lang:8} {c['sentences']:>10} sentences  {c['sources']:>5} sources")
+    if s["pairs"]:
+        out.append("pairs:")
+    for name, p in sorted(s["pairs"].items()):
+        pending = sum(p["pending"].values())
+        out.append(
+            f"  {name:10} {p['pairs']:>10} pairs >= {p['threshold']:g}  "
+            f"({p['accepted']} accepted, {p['candidates']} candidates, "
+            f"{p['search']} search{', ' + str(pending) + ' to mine' if pending else ''})"
+        )
+    return "\n".join(out)
+
+
+# -- db -------------------------------------------------------------------------------------
+@cli.group("db")
+def db_group() -> None:
+    """Schema migrations (Alembic)."""
+
+
+@db_group.command("status")
+@json_option
+@pass_ctx
+@friendly
+def db_status(ctx: Context, as_json: bool) -> None:
+    """Show the schema revision without changing anything."""
+    from .config import resolve_locations
+    from .db import Database
+
+    loc = resolve_locations(ctx.home, ctx.db, ctx.qdrant, ctx.qdrant_prefix)
+    database = Database(loc.db)
+    data = {
+        "db": loc.describe()["db"],
+        "current": database.current_revision(),
+        "head": database.head_revision(),
+    }
+    data["up_to_date"] = data["current"] == data["head"]
+    database.dispose()
+    emit(data, as_json, lambda d: f"{d['db']}: revision {d['current']} (newest {d['head']})")
+
+
+@db_group.command("upgrade")
+@pass_ctx
+@friendly
+def db_upgrade(ctx: Context) -> None:
+    """Upgrade the schema to the newest revision."""
+    from .config import resolve_locations
+    from .db import Database
+
+    loc = resolve_locations(ctx.home, ctx.db, ctx.qdrant, ctx.qdrant_prefix)
+    database = Database(loc.db)
+    database.upgrade()
+    click.echo(f"{loc.describe()['db']}: at revision {database.current_revision()}")
+    database.dispose()
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="bitextdb")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The invariant: after any sequence of ingests, the stored graph equals the batch reference."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+import bitextdb
+from bitextdb.knn import PAD_ID
+from tests.reference import random_unit, reference_mine
+
+TOL = 1e-5
+
+
+def stored(
+    db: bitextdb.BitextDB, langs: tuple[str, str] = ("xa", "xb")
+) -> tuple[dict, dict, set, set]:
+    """knn rows, neighbour lists, candidate pairs and accepted pairs as stored."""
+    with db.db.session() as s:
+        knn = {
+            (sid, other): (size, r, best, margin)
+            for sid, other, size, r, best, margin in s.execute(
+                text("SELECT sentence_id, other_lang, size, r, best_id, best_margin FROM knn")
+            )
+        }
+        lists: dict[tuple[int, str], list[tuple[int, float]]] = {}
+        for sid, other, _rank, nid, cos in s.execute(
+            text(
+                "SELECT sentence_id, other_lang, rank, neighbour_id, cosine FROM neighbours "
+                "ORDER BY sentence_id, other_lang, rank"
+            )
+        ):
+            lists.setdefault((sid, other), []).append((nid, cos))
+        pairs = s.execute(
+            text(
+                "SELECT src_id, tgt_id, margin, accepted FROM pairs "
+                "WHERE src_lang = :a AND tgt_lang = :b"
+            ),
+            {"a": langs[0], "b": langs[1]},
+        ).all()
+    candidates = {(a, b, round(m, 6)) for a, b, m, _ in pairs}
+    accepted = {(a, b) for a, b, _, acc in pairs if acc}
+    return knn, lists, candidates, accepted
+
+
+def vectors_of(db: bitextdb.BitextDB, lang: str) -> tuple[np.ndarray, np.ndarray]:
+    with db.db.session() as s:
+        ids = [
+            r[0]
+            for r in s.execute(
+                text("SELECT id FROM sentences WHERE lang = :l AND indexed ORDER BY id"),
+                {"l": lang},
+            )
+        ]
+    if not ids:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, db.settings.dim), dtype=np.float32)
+    return db.index.retrieve(lang, np.array(ids))
+
+
+def assert_equals_reference(db: bitextdb.BitextDB, a: str, b: str) -> None:
+    a, b = sorted((a, b))
+    a_ids, a_vecs = vectors_of(db, a)
+    b_ids, b_vecs = vectors_of(db, b)
+    ref = reference_mine(a_ids, a_vecs, b_ids, b_vecs, db.settings.k)
+    knn, lists, candidates, accepted = stored(db, (a, b))
+    if not len(a_ids) or not len(b_ids):  # a language nobody ingested yet: no pair to mine
+        assert not candidates and not accepted
+        return
+    for side, other in ((ref.a, b), (ref.b, a)):
+        for i, sid in enumerate(side.ids.tolist()):
+            size, r, best, margin = knn[(sid, other)]
+            got = lists.get((sid, other), [])
+            assert [n for n, _ in got] == side.knn_ids[i], f"kNN list of {sid} towards {other}"
+            assert np.allclose([c for _, c in got], side.knn_cos[i], atol=TOL)
+            assert size == len(side.knn_ids[i])
+            assert r == pytest.approx(side.r[i], abs=TOL)
+            assert best == side.best_id[i], f"candidate of {sid} towards {other}"
+            if best is not None:
+                assert margin == pytest.approx(side.best_margin[i], rel=TOL, abs=TOL)
+    ref_candidates = {(x, y) for (x, y) in ref.candidates}
+    assert {(x, y) for x, y, _ in candidates} == ref_candidates
+    assert accepted == {(x, y) for x, y, _ in ref.accepted}
+
+
+def make_vectors(n: int, d: int, seed: int, dup_every: int) -> np.ndarray:
+    vecs = random_unit(n, d, seed)
+    if dup_every:
+        for i in range(dup_every, n, dup_every):
+            vecs[i] = vecs[i - dup_every]  # bit-identical vectors: exact cosine ties
+    return vecs
+
+
+def open_fresh(kind: str, k: int, root: Path, mine_path: str, dim: int = 8) -> bitextdb.BitextDB:
+    home = root / "home"
+    qdrant = f"local:{root / 'qdrant'}" if kind == "server" else None
+    bitextdb.init(home, qdrant=qdrant, model="synthetic", dim=dim, k=k).close()
+    return bitextdb.open(home, qdrant=qdrant, mine_path=mine_path)
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> dict:
+    n_a = draw(st.integers(0, 13))
+    n_b = draw(st.integers(0, 13))
+    k = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 10_000))
+    dup_every = draw(st.sampled_from([0, 0, 3, 5]))
+    cuts_a = sorted({c for c in draw(st.lists(st.integers(1, 13), max_size=3)) if c < n_a})
+    cuts_b = sorted({c for c in draw(st.lists(st.integers(1, 13), max_size=3)) if c < n_b})
+    batches = [("xa", s, e) for s, e in zip([0, *cuts_a], [*cuts_a, n_a]) if e > s]
+    batches += [("xb", s, e) for s, e in zip([0, *cuts_b], [*cuts_b, n_b]) if e > s]
+    order = draw(st.permutations(batches))
+    return {"n": (n_a, n_b), "k": k, "seed": seed, "dup": dup_every, "order": order}
+
+
+def run_scenario(sc: dict, kind: str, mine_path: str, check_each: bool = True) -> None:
+    n_a, n_b = sc["n"]
+    vecs = {
+        "xa": make_vectors(n_a, 8, sc["seed"], sc["dup"]),
+        "xb": make_vectors(n_b, 8, sc["seed"] + 1, sc["dup"]),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_fresh(kind, sc["k"], Path(tmp), mine_path)
+        try:
+            for lang, start, stop in sc["order"]:
+                texts = [f"{lang} sentence number {i}" for i in range(start, stop)]
+                db.ingest_embeddings(lang, texts, vecs[lang][start:stop])
+                if check_each:
+                    assert_equals_reference(db, "xa", "xb")
+            assert_equals_reference(db, "xa", "xb")
+        finally:
+            db.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mine_path", ["scan", "query"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=scenario())
+def test_incremental_equals_batch_on_edge(sc: dict, mine_path: str) -> None:
+    run_scenario(sc, "edge", mine_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mine_path", ["scan", "query"])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=scenario())
+def test_incremental_equals_batch_on_server_adapter(sc: dict, mine_path: str) -> None:
+    run_scenario(sc, "server", mine_path)
+
+
+@pytest.mark.parametrize(
+    ("n_a", "n_b", "k"),
+    [(0, 5, 4), (5, 0, 4), (2, 3, 4), (1, 1, 1), (6, 9, 3)],
+)
+def test_small_and_empty_sides(n_a: int, n_b: int, k: int) -> None:
+    sc = {
+        "n": (n_a, n_b),
+        "k": k,
+        "seed": n_a * 31 + n_b,
+        "dup": 0,
+        "order": [("xb", 0, n_b), ("xa", 0, n_a)] if n_b else [("xa", 0, n_a)],
+    }
+    sc["order"] = [o for o in sc["order"] if o[2] > o[1]]
+    run_scenario(sc, "edge", "scan")
+
+
+def test_ties_go_to_the_smaller_id() -> None:
+    """Five identical vectors on one side: every list must pick the oldest ids."""
+    sc = {
+        "n": (4, 10),
+        "k": 2,
+        "seed": 7,
+        "dup": 1,
+        "order": [("xb", 5, 10), ("xb", 0, 5), ("xa", 0, 4)],
+    }
+    run_scenario(sc, "edge", "scan")
+
+
+def test_bulk_path_blocks_and_groups_agree_with_reference(tmp_path: Path) -> None:
+    """Awkward block sizes (5 and 17) and group sizes give the same exact result."""
+    db = open_fresh("edge", 3, tmp_path, "scan")
+    try:
+        a, b = random_unit(60, 8, 1), random_unit(45, 8, 2)
+        db.ingest_embeddings("xa", [f"a{i}" for i in range(60)], a, mine=False)
+        db.ingest_embeddings("xb", [f"b{i}" for i in range(45)], b, mine=False)
+        miner = db.miner()
+        miner.scan_batch, miner.query_block, miner.group_size = 17, 5, 23
+        miner.mine()
+        assert_equals_reference(db, "xa", "xb")
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("mine_path", ["scan", "query"])
+def test_sqlite_and_postgres_agree_with_reference(
+    db_url: str, tmp_path: Path, mine_path: str
+) -> None:
+    home = tmp_path / "pg-home"
+    bitextdb.init(home, db=db_url, model="synthetic", dim=8, k=3).close()
+    db = bitextdb.open(home, mine_path=mine_path)
+    try:
+        a, b = random_unit(30, 8, 3), random_unit(25, 8, 4)
+        for lo, hi in ((0, 12), (12, 30)):
+            db.ingest_embeddings("xa", [f"a{i}" for i in range(lo, hi)], a[lo:hi])
+            db.ingest_embeddings(
+                "xb", [f"b{i}" for i in range(lo, min(hi, 25))], b[lo : min(hi, 25)]
+            )
+            assert_equals_reference(db, "xa", "xb")
+    finally:
+        db.close()
+
+
+def test_mining_again_does_nothing_and_searches_nothing(tmp_path: Path) -> None:
+    db = open_fresh("edge", 3, tmp_path, "scan")
+    try:
+        db.ingest_embeddings("xa", [f"a{i}" for i in range(20)], random_unit(20, 8, 5))
+        db.ingest_embeddings("xb", [f"b{i}" for i in range(20)], random_unit(20, 8, 6))
+        before = stored(db)
+        miner = db.miner()
+        reports = miner.mine()
+        assert miner.search_calls == 0
+        assert reports[0].changed_lists == 0 and reports[0].candidates_recomputed == 0
+        assert stored(db) == before
+        # and the counter does count: one new sentence means searching again
+        db.ingest_embeddings("xa", ["one more"], random_unit(1, 8, 7), mine=False)
+        miner = db.miner()
+        miner.mine()
+        assert miner.search_calls > 0
+    finally:
+        db.close()
+
+
+def test_three_languages_every_pair(tmp_path: Path) -> None:
+    db = open_fresh("edge", 2, tmp_path, "scan")
+    try:
+        for n, lang in enumerate(["xa", "xb", "xc"]):
+            db.ingest_embeddings(lang, [f"{lang}{i}" for i in range(9)], random_unit(9, 8, n))
+        for a, b in (("xa", "xb"), ("xa", "xc"), ("xb", "xc")):
+            assert_equals_reference(db, a, b)
+        assert set(db.stats()["pairs"]) == {"xa-xb", "xa-xc", "xb-xc"}
+    finally:
+        db.close()
+
+
+def test_pad_id_is_never_stored(tmp_path: Path) -> None:
+    db = open_fresh("edge", 4, tmp_path, "scan")
+    try:
+        db.ingest_embeddings("xa", ["a", "bb", "cc"], random_unit(3, 8, 1))
+        db.ingest_embeddings("xb", ["dd"], random_unit(1, 8, 2))
+        _, lists, _, _ = stored(db)
+        assert all(n != PAD_ID for entries in lists.values() for n, _ in entries)
+    finally:
+        db.close()
