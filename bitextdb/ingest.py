@@ -9,6 +9,7 @@ sentence is found by its hash and every (source, position) occurrence already ex
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -135,6 +136,12 @@ class Ingestor:
         """Store ``lines`` (already read and normalised) of ``lang`` as coming from ``source``."""
         check_lang(lang)
         started = time.perf_counter()
+        # Reading starts here, so a file that cannot be read (missing, binary, no such
+        # column, ...) fails before a source row or a vector collection is created.
+        lines = iter(lines)
+        first = next(lines, None)
+        if first is not None:
+            lines = itertools.chain([first], lines)
         report = IngestReport(lang=lang, source=source)
         vectors = vectors or VectorSource(self.encoder)
         self.index.ensure(lang, self.settings.dim)
@@ -160,6 +167,8 @@ class Ingestor:
     def _store_batch(
         self, lang: str, src: int, batch: list[Line], vectors: VectorSource, report: IngestReport
     ) -> None:
+        if vectors.rows is not None:  # a bad given vector must fail before the batch is stored
+            _checked_rows(vectors.rows, [line.position for line in batch])
         hashes = [text_hash(line.text) for line in batch]
         with self.db.session() as s:
             stored = corpus.known(s, lang, hashes)

@@ -78,20 +78,38 @@ class BlockedKnn:
         self.query_ids = np.asarray(query_ids, dtype=np.int64)
         self.query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         self.query_block = query_block
-        self._q = torch.from_numpy(self.query_vectors).to(self.device, self.dtype)
+        self._q = (
+            None
+            if self.device.type == "cpu"
+            else torch.from_numpy(self.query_vectors).to(self.device, self.dtype)
+        )
         self.forward = TopK.empty(len(self.query_ids), m)
+        # how far a low-precision cosine may stray from the float64 one
+        self._slack = 1e-5 if self.dtype == torch.float32 else 4e-3
 
-    def add_chunk(self, base_ids: np.ndarray, base_vectors: np.ndarray) -> TopK:
+    def add_chunk(
+        self, base_ids: np.ndarray, base_vectors: np.ndarray, bars: np.ndarray | None = None
+    ) -> TopK:
+        """Fold a chunk of the base into the forward lists; return the chunk's reverse lists.
+
+        ``bars`` (one per base row) skip reverse work for rows no query can enter: only
+        entries within rounding error of a row's bar (its current k-th cosine, or -inf while
+        its list is short) are re-scored; the other rows come back empty.
+        """
         base_ids = np.asarray(base_ids, dtype=np.int64)
         base_vectors = np.ascontiguousarray(base_vectors, dtype=np.float32)
         n_base = len(base_ids)
         reverse = TopK.empty(n_base, self.m)
         if n_base == 0 or len(self.query_ids) == 0:
             return reverse
-        base = torch.from_numpy(base_vectors).to(self.device, self.dtype)
+        on_cpu = self.device.type == "cpu"
+        base = None if on_cpu else torch.from_numpy(base_vectors).to(self.device, self.dtype)
         for start in range(0, len(self.query_ids), self.query_block):
             stop = min(start + self.query_block, len(self.query_ids))
-            sims = self._q[start:stop] @ base.T
+            if on_cpu:  # numpy's BLAS beats torch's CPU matmul here; topk runs on the view
+                sims = torch.from_numpy(self.query_vectors[start:stop] @ base_vectors.T)
+            else:
+                sims = self._q[start:stop] @ base.T
             q_ids, q_vecs = self.query_ids[start:stop], self.query_vectors[start:stop]
             # forward: each query's best in this chunk
             rows, cols = self._near_top(sims)
@@ -106,7 +124,16 @@ class BlockedKnn:
             self.forward.ids[start:stop] = merged.ids
             self.forward.cos[start:stop] = merged.cos
             # reverse: each base row's best among these queries
-            rows, cols = self._near_top(sims.T)
+            rev = sims.T
+            wanted = np.arange(n_base)
+            if bars is not None:
+                best = sims.max(dim=0).values.cpu().numpy()
+                wanted = np.nonzero(best >= bars - self._slack)[0]
+                if not len(wanted):
+                    continue
+                rev = rev[torch.from_numpy(wanted).to(rev.device)]
+            rows, cols = self._near_top(rev)
+            rows = wanted[rows]
             found = _reduce(
                 rows, q_ids[cols], _row_dots(base_vectors, rows, q_vecs, cols), n_base, self.m
             )
@@ -118,10 +145,28 @@ class BlockedKnn:
 
         Taking all entries that might tie with the m-th best (rather than exactly m) keeps
         the selection exact under the (-cosine, id) order even with many identical vectors.
+        The top ``m + 4`` usually settle it; rows where even those might tie are rescanned.
         """
-        mth = sims.topk(min(self.m, sims.shape[1]), dim=1).values[:, -1:]
-        slack = 1e-5 if self.dtype == torch.float32 else 4e-3
-        rows, cols = torch.nonzero(sims >= mth - slack, as_tuple=True)
+        n_cols = sims.shape[1]
+        m = min(self.m, n_cols)
+        wide = min(m + 4, n_cols)
+        slack = self._slack
+        values, columns = sims.topk(wide, dim=1)
+        bar = values[:, m - 1 : m] - slack
+        if wide == n_cols:
+            unsure = torch.zeros(len(values), dtype=torch.bool, device=values.device)
+        else:
+            unsure = values[:, -1] >= bar[:, 0]
+        keep = (values >= bar) & ~unsure[:, None]
+        rows, picks = torch.nonzero(keep, as_tuple=True)
+        cols = columns[rows, picks]
+        if bool(unsure.any()):
+            unsure_rows = torch.nonzero(unsure, as_tuple=True)[0]
+            sub_rows, sub_cols = torch.nonzero(
+                sims[unsure_rows] >= bar[unsure_rows], as_tuple=True
+            )
+            rows = torch.cat([rows, unsure_rows[sub_rows]])
+            cols = torch.cat([cols, sub_cols])
         return rows.cpu().numpy(), cols.cpu().numpy()
 
 

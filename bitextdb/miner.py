@@ -175,8 +175,9 @@ class Miner:
             self.search_calls += 1
             keep = base.contains(ids)
             ids, vectors = ids[keep], vectors[keep]
-            reverse = engine.add_chunk(ids, vectors)
             rows = base.locate(ids)
+            bars = np.where(base.sizes[rows] < self.k, -np.inf, base.kth_cos[rows])
+            reverse = engine.add_chunk(ids, vectors, bars)
             beats = _beats(reverse.cos[:, 0], reverse.ids[:, 0], base, rows, self.k)
             rev_ids.append(ids[beats])
             rev_lists.append(reverse.take(beats))

@@ -23,9 +23,15 @@ def open_index(loc: Locations, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100
             hnsw_ef_construct=hnsw_ef_construct,
         )
     if loc.qdrant:
-        return ServerIndex(
+        server = ServerIndex(
             loc.qdrant, prefix=loc.qdrant_prefix, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct
         )
+        try:
+            server.languages()  # fail now, clearly, when the server cannot be reached
+        except BaseException:
+            server.close()
+            raise
+        return server
     return EdgeIndex(loc.vectors_dir, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)
 
 

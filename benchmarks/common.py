@@ -1,0 +1,81 @@
+"""Helpers shared by the benchmarks: planted corpora, a fast numpy reference, memory."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import numpy as np
+
+from bitextdb.margin import greedy_one_to_one, ratio_margin
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()} | {cpu} | {torch.get_num_threads()} threads | {gpu}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def timed(results: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    results[key] = time.perf_counter() - start
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def planted(n_a: int, n_b: int, n_pairs: int, dim: int, noise: float, seed: int):  # type: ignore[no-untyped-def]
+    """Sides A and B where A[i] and B[perm[i]] (i < n_pairs) are noisy copies."""
+    rng = np.random.default_rng(seed)
+    a = unit(rng.standard_normal((n_a, dim)))
+    b = unit(rng.standard_normal((n_b, dim)))
+    perm = rng.permutation(n_b)[:n_pairs]
+    b[perm] = unit(a[:n_pairs] + noise * rng.standard_normal((n_pairs, dim)) / np.sqrt(dim))
+    return a, b, perm
+
+
+def numpy_knn(x: np.ndarray, y: np.ndarray, k: int, block: int = 4096):  # type: ignore[no-untyped-def]
+    """Exact top-k of each x among y (float32 matmul, argpartition), like bitext_mining.py."""
+    k = min(k, len(y))
+    idx = np.empty((len(x), k), dtype=np.int64)
+    sim = np.empty((len(x), k), dtype=np.float32)
+    for start in range(0, len(x), block):
+        s = x[start : start + block] @ y.T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        vals = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-vals, axis=1)
+        idx[start : start + block] = np.take_along_axis(part, order, axis=1)
+        sim[start : start + block] = np.take_along_axis(vals, order, axis=1)
+    return idx, sim
+
+
+def numpy_mine(a: np.ndarray, b: np.ndarray, k: int) -> set[tuple[int, int]]:
+    """The reference batch algorithm on row indices: greedy one-to-one (a_row, b_row)."""
+    fwd_idx, fwd_sim = numpy_knn(a, b, k)
+    bwd_idx, bwd_sim = numpy_knn(b, a, k)
+    r_a = fwd_sim.mean(axis=1).astype(np.float64)
+    r_b = bwd_sim.mean(axis=1).astype(np.float64)
+    fwd_margin = ratio_margin(fwd_sim, r_a[:, None], r_b[fwd_idx])
+    bwd_margin = ratio_margin(bwd_sim, r_b[:, None], r_a[bwd_idx])
+    fa = np.argmax(fwd_margin, axis=1)
+    fb = np.argmax(bwd_margin, axis=1)
+    rows_a, rows_b = np.arange(len(a)), np.arange(len(b))
+    src = np.concatenate([rows_a, bwd_idx[rows_b, fb]])
+    tgt = np.concatenate([fwd_idx[rows_a, fa], rows_b])
+    score = np.concatenate([fwd_margin[rows_a, fa], bwd_margin[rows_b, fb]])
+    pairs = np.unique(np.stack([src, tgt, np.round(score, 12)], axis=1), axis=0)
+    keep = greedy_one_to_one(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), pairs[:, 2])
+    return {(int(s), int(t)) for s, t in pairs[keep, :2]}
