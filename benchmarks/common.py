@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform
 import resource
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -77,5 +77,7 @@ def numpy_mine(a: np.ndarray, b: np.ndarray, k: int) -> set[tuple[int, int]]:
     tgt = np.concatenate([fwd_idx[rows_a, fa], rows_b])
     score = np.concatenate([fwd_margin[rows_a, fa], bwd_margin[rows_b, fb]])
     pairs = np.unique(np.stack([src, tgt, np.round(score, 12)], axis=1), axis=0)
-    keep = greedy_one_to_one(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), pairs[:, 2])
+    keep = greedy_one_to_one(
+        pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), pairs[:, 2]
+    )
     return {(int(s), int(t)) for s, t in pairs[keep, :2]}

@@ -23,8 +23,9 @@ import numpy as np
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bitextdb  # noqa: E402
-from common import machine, numpy_mine, peak_rss_mb, planted  # noqa: E402
+from common import machine, numpy_mine, peak_rss_mb, planted
+
+import bitextdb
 
 
 def accepted_rows(db: bitextdb.BitextDB, a_ids: dict[int, int], b_ids: dict[int, int]) -> set:
@@ -46,17 +47,19 @@ def id_maps(db: bitextdb.BitextDB) -> tuple[dict[int, int], dict[int, int]]:
 def load(db: bitextdb.BitextDB, lang: str, vecs: np.ndarray, lo: int, hi: int) -> None:
     for start in range(lo, hi, 20_000):
         stop = min(hi, start + 20_000)
-        db.ingest_embeddings(lang, [f"{lang} row {i}" for i in range(start, stop)],
-                             vecs[start:stop], mine=False)
+        db.ingest_embeddings(
+            lang, [f"{lang} row {i}" for i in range(start, stop)], vecs[start:stop], mine=False
+        )
 
 
 def agreement(got: set, want: set) -> float:
     return len(got & want) / max(1, len(got | want))
 
 
-def run(n: int, dim: int, k: int, add: float, mine_path: str, exact_limit: int,
-        home: Path) -> dict[str, float]:
-    n_add = int(round(n * add))
+def run(
+    n: int, dim: int, k: int, add: float, mine_path: str, exact_limit: int, home: Path
+) -> dict[str, float]:
+    n_add = round(n * add)
     total = n + n_add
     a, b, _ = planted(total, total, total // 2, dim, noise=1.0, seed=1)
     out: dict[str, float] = {"n": n, "dim": dim, "k": k, "added_per_side": n_add}
@@ -112,8 +115,15 @@ def main() -> None:
     try:
         results["exact"] = run(args.size, args.dim, args.k, args.add, "auto", 10**9, root / "a")
         if args.hnsw_size:
-            results["hnsw"] = run(args.hnsw_size, args.hnsw_dim, args.k, args.add, "query",
-                                  args.hnsw_size // 2, root / "c")
+            results["hnsw"] = run(
+                args.hnsw_size,
+                args.hnsw_dim,
+                args.k,
+                args.add,
+                "query",
+                args.hnsw_size // 2,
+                root / "c",
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.json:
@@ -126,14 +136,21 @@ def main() -> None:
         print(f"[{name}] {r['n']} x {r['n']}, dim {r['dim']}, k {r['k']}")
         print(f"  ingest (vectors injected)  {r['ingest_s']:8.1f} s")
         print(f"  first mine                 {r['first_mine_s']:8.1f} s")
-        print(f"  numpy reference            {r['reference_s']:8.1f} s   ratio {r['first_ratio']:.2f}x"
-              f"  (target <= 2x)")
+        print(
+            f"  numpy reference            {r['reference_s']:8.1f} s   "
+            f"ratio {r['first_ratio']:.2f}x"
+            f"  (target <= 2x)"
+        )
         print(f"  agreement (first)          {100 * r['first_agreement']:8.2f} %")
-        print(f"  +{r['added_per_side']} a side, mined via {r['incremental_paths']}:"
-              f" {r['incremental_mine_s']:.2f} s = {100 * r['incremental_share']:.1f} % of the "
-              f"first mine (target <= 5%)")
-        print(f"  agreement (after addition) {100 * r['incremental_agreement']:8.2f} %"
-              f"  of {r['accepted']} reference pairs")
+        print(
+            f"  +{r['added_per_side']} a side, mined via {r['incremental_paths']}:"
+            f" {r['incremental_mine_s']:.2f} s = {100 * r['incremental_share']:.1f} % of the "
+            f"first mine (target <= 5%)"
+        )
+        print(
+            f"  agreement (after addition) {100 * r['incremental_agreement']:8.2f} %"
+            f"  of {r['accepted']} reference pairs"
+        )
         print(f"  peak RSS                   {r['peak_rss_mb']:8.0f} MB")
 
 

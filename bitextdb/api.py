@@ -26,6 +26,7 @@ from .errors import ConfigError, InputError, ModelMismatchError, NotInitializedE
 from .ingest import Ingestor, IngestReport, VectorSource
 from .lock import writer_lock
 from .miner import Miner, PairReport
+from .query import Translation, translate_many
 from .readers import Line, normalize
 from .vectors import VectorIndex, open_index
 
@@ -190,6 +191,17 @@ class BitextDB:
         miner = self.miner()
         chosen = [parse_pair(p) for p in pairs] if pairs else None
         return miner.mine(chosen)
+
+    # -- queries ---------------------------------------------------------------------------
+    def translate(self, text: str, src: str, tgt: str, *, top: int = 5) -> Translation:
+        """Ranked translations of one sentence (it need not be in the database)."""
+        return translate_many(self, [text], src, tgt, top=top)[0]
+
+    def translate_many(
+        self, texts: Sequence[str], src: str, tgt: str, *, top: int = 5
+    ) -> list[Translation]:
+        """Ranked translations of several sentences, encoded in one batch."""
+        return translate_many(self, list(texts), src, tgt, top=top)
 
     # -- settings and stats ----------------------------------------------------------------
     def configure(self, **changes: Any) -> Settings:

@@ -162,9 +162,7 @@ class BlockedKnn:
         cols = columns[rows, picks]
         if bool(unsure.any()):
             unsure_rows = torch.nonzero(unsure, as_tuple=True)[0]
-            sub_rows, sub_cols = torch.nonzero(
-                sims[unsure_rows] >= bar[unsure_rows], as_tuple=True
-            )
+            sub_rows, sub_cols = torch.nonzero(sims[unsure_rows] >= bar[unsure_rows], as_tuple=True)
             rows = torch.cat([rows, unsure_rows[sub_rows]])
             cols = torch.cat([cols, sub_cols])
         return rows.cpu().numpy(), cols.cpu().numpy()

@@ -154,3 +154,16 @@ class Pair(Base):
     backward: Mapped[bool] = mapped_column(Boolean, default=False)
     accepted: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ExportCursor(Base):
+    """A named export position: ``export --cursor NAME`` writes only pairs changed after it.
+
+    ``last_exported_at`` is the time the last successful export under this name started.
+    """
+
+    __tablename__ = "export_cursors"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    pair: Mapped[str] = mapped_column(String(40))
+    last_exported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

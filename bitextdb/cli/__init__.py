@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 import click
 
-from . import api
-from .config import DEFAULT_MODEL, ENV_PREFIX
-from .errors import BitextDBError
-from .progress import ProgressBars
+from .. import api
+from ..config import DEFAULT_MODEL, ENV_PREFIX
+from ..errors import BitextDBError
+from ..progress import ProgressBars
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -382,8 +382,8 @@ def db_group() -> None:
 @friendly
 def db_status(ctx: Context, as_json: bool) -> None:
     """Show the schema revision without changing anything."""
-    from .config import resolve_locations
-    from .db import Database
+    from ..config import resolve_locations
+    from ..db import Database
 
     loc = resolve_locations(ctx.home, ctx.db, ctx.qdrant, ctx.qdrant_prefix)
     database = Database(loc.db)
@@ -402,14 +402,18 @@ def db_status(ctx: Context, as_json: bool) -> None:
 @friendly
 def db_upgrade(ctx: Context) -> None:
     """Upgrade the schema to the newest revision."""
-    from .config import resolve_locations
-    from .db import Database
+    from ..config import resolve_locations
+    from ..db import Database
 
     loc = resolve_locations(ctx.home, ctx.db, ctx.qdrant, ctx.qdrant_prefix)
     database = Database(loc.db)
     database.upgrade()
     click.echo(f"{loc.describe()['db']}: at revision {database.current_revision()}")
     database.dispose()
+
+
+# Command groups that live in their own modules register themselves on `cli` here.
+from . import commands  # noqa: E402, F401
 
 
 def main() -> None:

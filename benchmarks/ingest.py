@@ -1,0 +1,111 @@
+"""Ingest benchmark (issue 2). Run by hand:
+
+    .venv/bin/python benchmarks/ingest.py [--size 100000]
+
+Writes SIZE synthetic sentences to a file, ingests it with a tiny local BERT (the whole
+pipeline: read, dedup, SQL, encode, upsert; no mining), and in the same run times the bare
+``model.encode`` of the same sentences. Prints both rates, their ratio (target: ingest at
+most 1.5x the bare encode time) and the resident memory sampled through the ingest
+(target: flat, not growing with the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine  # noqa: E402
+
+import bitextdb  # noqa: E402
+from tests.models import LEXICON, build_tiny_bert  # noqa: E402
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Sampler(threading.Thread):
+    """Samples RSS every 0.2 s; ``samples`` is [(seconds, MB)]."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.start_time = time.perf_counter()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.samples.append((time.perf_counter() - self.start_time, rss_mb()))
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = [w for triple in LEXICON for w in triple]
+    return [
+        f"{' '.join(rng.choice(words) for _ in range(rng.randint(6, 18)))} {i}" for i in range(n)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bitextdb-ingest-"))
+    try:
+        model_dir = build_tiny_bert(root / "tiny-bert")
+        texts = sentences(args.size)
+        corpus = root / "corpus.txt"
+        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(model_dir), device="cpu")
+        model.encode(texts[:256], batch_size=args.batch_size)  # warm up
+        start = time.perf_counter()
+        model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True)
+        bare = time.perf_counter() - start
+        del model
+
+        db = bitextdb.init(root / "home", model=str(model_dir), batch_size=args.batch_size)
+        db.encoder.encode(texts[:256])  # load and warm up the same way
+        sampler = Sampler()
+        sampler.start()
+        start = time.perf_counter()
+        result = db.ingest(str(corpus), "en", mine=False)
+        whole = time.perf_counter() - start
+        sampler.stop.set()
+        sampler.join()
+        db.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    report = result["ingested"][0]
+    mems = [mb for _, mb in sampler.samples] or [rss_mb()]
+    tenth = mems[max(0, len(mems) // 10 - 1)]
+    print(f"machine: {machine()}")
+    print(f"sentences: {args.size} ({report['new']} new, {report['duplicates']} duplicates)")
+    print(f"bare model.encode      {bare:8.1f} s  {args.size / bare:9.0f} sentences/s")
+    print(f"whole ingest           {whole:8.1f} s  {args.size / whole:9.0f} sentences/s")
+    print(f"ratio ingest / encode  {whole / bare:8.2f}x  (target <= 1.5x)")
+    print(
+        f"RSS during ingest: after 10% {tenth:.0f} MB, peak {max(mems):.0f} MB, "
+        f"end {mems[-1]:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""SQL side of exports, export cursors and evaluation (used by ``bitextdb.export`` and
+``bitextdb.evaluate``).
+
+Every function takes an open session. Large reads are streamed (``yield_per``: a
+server-side cursor on PostgreSQL) or batched by id, so no query loads a whole table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import and_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from .tables import ExportCursor, Knn, Neighbour, Occurrence, Pair, Sentence, Source, utcnow
+
+KNN = Knn.__table__
+NB = Neighbour.__table__
+PAIRS = Pair.__table__
+SENT = Sentence.__table__
+OCC = Occurrence.__table__
+SRC = Source.__table__
+CURSORS = ExportCursor.__table__
+
+#: ids per ``IN (...)`` lookup
+LOOKUP_BATCH = 1000
+#: rows fetched per round trip of a streamed query
+STREAM_BATCH = 1000
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken as UTC (how SQLite hands them back)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _batches(values: Iterable[int], size: int = LOOKUP_BATCH) -> Iterator[list[int]]:
+    values = sorted({int(v) for v in values})
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _str_batches(values: Iterable[str], size: int = LOOKUP_BATCH) -> Iterator[list[str]]:
+    values = sorted(set(values))
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def languages(s: Session) -> list[str]:
+    """Every language that has sentences, sorted."""
+    return sorted(s.execute(select(SENT.c.lang).distinct()).scalars())
+
+
+# -- the stored selection --------------------------------------------------------------------
+def stream_accepted(
+    s: Session,
+    src_lang: str,
+    tgt_lang: str,
+    *,
+    swap: bool,
+    min_score: float | None,
+    since: datetime | None = None,
+    after: datetime | None = None,
+    batch: int = STREAM_BATCH,
+) -> Iterator[list[tuple[int, int, float, float]]]:
+    """Accepted pairs of the stored pair ``src_lang``-``tgt_lang``, streamed in batches.
+
+    Rows are ``(out_src_id, out_tgt_id, margin, cosine)`` where the output sides are the
+    stored ones, or swapped when ``swap``; ordered by descending margin, ties by the output
+    (src id, tgt id). ``since`` keeps ``updated_at >= since``, ``after`` keeps
+    ``updated_at > after``.
+    """
+    out_src, out_tgt = (PAIRS.c.tgt_id, PAIRS.c.src_id) if swap else (PAIRS.c.src_id, PAIRS.c.tgt_id)
+    query = select(out_src, out_tgt, PAIRS.c.margin, PAIRS.c.cosine).where(
+        PAIRS.c.src_lang == src_lang, PAIRS.c.tgt_lang == tgt_lang, PAIRS.c.accepted
+    )
+    if min_score is not None:
+        query = query.where(PAIRS.c.margin >= float(min_score))
+    if since is not None:
+        query = query.where(PAIRS.c.updated_at >= as_utc(since))
+    if after is not None:
+        query = query.where(PAIRS.c.updated_at > as_utc(after))
+    query = query.order_by(PAIRS.c.margin.desc(), out_src, out_tgt)
+    result = s.execute(query, execution_options={"yield_per": batch})
+    try:
+        for part in result.partitions(batch):
+            yield [(int(a), int(b), float(m), float(c)) for a, b, m, c in part]
+    finally:
+        result.close()
+
+
+def accepted_pairs(
+    s: Session, src_lang: str, tgt_lang: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every accepted pair (stored orientation) as arrays ``src, tgt, margin``."""
+    return _pair_arrays(
+        s,
+        select(PAIRS.c.src_id, PAIRS.c.tgt_id, PAIRS.c.margin).where(
+            PAIRS.c.src_lang == src_lang, PAIRS.c.tgt_lang == tgt_lang, PAIRS.c.accepted
+        ),
+    )
+
+
+def candidate_pairs(
+    s: Session, src_lang: str, tgt_lang: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every candidate pair (stored orientation) as arrays ``src, tgt, margin``."""
+    return _pair_arrays(
+        s,
+        select(PAIRS.c.src_id, PAIRS.c.tgt_id, PAIRS.c.margin).where(
+            PAIRS.c.src_lang == src_lang, PAIRS.c.tgt_lang == tgt_lang
+        ),
+    )
+
+
+def _pair_arrays(s: Session, query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    src: list[np.ndarray] = []
+    tgt: list[np.ndarray] = []
+    margin: list[np.ndarray] = []
+    result = s.execute(query, execution_options={"yield_per": 10 * STREAM_BATCH})
+    for part in result.partitions():
+        a, b, m = zip(*part)
+        src.append(np.array(a, dtype=np.int64))
+        tgt.append(np.array(b, dtype=np.int64))
+        margin.append(np.array(m, dtype=np.float64))
+    if not src:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z.copy(), np.zeros(0)
+    return np.concatenate(src), np.concatenate(tgt), np.concatenate(margin)
+
+
+# -- neighbour lists -------------------------------------------------------------------------
+@dataclass
+class Lists:
+    """The mined sentences of one language towards another, sorted by id.
+
+    ``nb_ids``/``nb_cos`` are ``(n, k)`` padded kNN lists (rank 0 best; padding has id -1
+    and cosine -inf beyond ``sizes``); ``r`` is each list's mean cosine as stored.
+    """
+
+    ids: np.ndarray
+    r: np.ndarray
+    sizes: np.ndarray
+    nb_ids: np.ndarray
+    nb_cos: np.ndarray
+
+
+def load_lists(s: Session, lang: str, other: str, k: int) -> Lists:
+    """The kNN rows and neighbour lists of every ``lang`` sentence mined against ``other``."""
+    id_parts: list[np.ndarray] = []
+    r_parts: list[np.ndarray] = []
+    size_parts: list[np.ndarray] = []
+    rows = s.execute(
+        select(KNN.c.sentence_id, KNN.c.r, KNN.c.size)
+        .where(KNN.c.lang == lang, KNN.c.other_lang == other)
+        .order_by(KNN.c.sentence_id),
+        execution_options={"yield_per": 10 * STREAM_BATCH},
+    )
+    for part in rows.partitions():
+        a, r, size = zip(*part)
+        id_parts.append(np.array(a, dtype=np.int64))
+        r_parts.append(np.array(r, dtype=np.float64))
+        size_parts.append(np.array(size, dtype=np.int64))
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int64)
+    r_all = np.concatenate(r_parts) if r_parts else np.zeros(0)
+    sizes = np.concatenate(size_parts) if size_parts else np.zeros(0, dtype=np.int64)
+    nb_ids = np.full((len(ids), k), -1, dtype=np.int64)
+    nb_cos = np.full((len(ids), k), -np.inf)
+    entries = s.execute(
+        select(NB.c.sentence_id, NB.c.rank, NB.c.neighbour_id, NB.c.cosine)
+        .join(KNN, and_(KNN.c.sentence_id == NB.c.sentence_id, KNN.c.other_lang == NB.c.other_lang))
+        .where(KNN.c.lang == lang, KNN.c.other_lang == other, NB.c.rank < k),
+        execution_options={"yield_per": 10 * STREAM_BATCH},
+    )
+    for part in entries.partitions():
+        sid, rank, nid, cos = (np.array(col) for col in zip(*part))
+        row = np.searchsorted(ids, sid.astype(np.int64))
+        nb_ids[row, rank.astype(np.int64)] = nid.astype(np.int64)
+        nb_cos[row, rank.astype(np.int64)] = cos.astype(np.float64)
+    return Lists(ids, r_all, np.minimum(sizes, k), nb_ids, nb_cos)
+
+
+# -- texts, sources, lookups -----------------------------------------------------------------
+def texts(s: Session, ids: Iterable[int]) -> dict[int, str]:
+    """``id -> text`` of the given sentences, looked up in batches."""
+    out: dict[int, str] = {}
+    for chunk in _batches(ids):
+        for sid, text in s.execute(select(SENT.c.id, SENT.c.text).where(SENT.c.id.in_(chunk))):
+            out[int(sid)] = text
+    return out
+
+
+def source_names(s: Session, ids: Iterable[int]) -> dict[int, list[str]]:
+    """``id -> sorted names of the sources`` each given sentence was met in (batched)."""
+    out: dict[int, set[str]] = {}
+    for chunk in _batches(ids):
+        query = (
+            select(OCC.c.sentence_id, SRC.c.name)
+            .join(SRC, SRC.c.id == OCC.c.source_id)
+            .where(OCC.c.sentence_id.in_(chunk))
+            .distinct()
+        )
+        for sid, name in s.execute(query):
+            out.setdefault(int(sid), set()).add(name)
+    return {sid: sorted(names) for sid, names in out.items()}
+
+
+def ids_by_ext_id(s: Session, lang: str, ext_ids: Sequence[str]) -> dict[str, set[int]]:
+    """``ext_id -> sentence ids`` of ``lang`` carrying it (an id may name several sentences)."""
+    out: dict[str, set[int]] = {}
+    for chunk in _str_batches(ext_ids):
+        query = (
+            select(OCC.c.ext_id, OCC.c.sentence_id)
+            .join(SENT, SENT.c.id == OCC.c.sentence_id)
+            .where(SENT.c.lang == lang, OCC.c.ext_id.in_(chunk))
+        )
+        for ext, sid in s.execute(query):
+            out.setdefault(ext, set()).add(int(sid))
+    return out
+
+
+def ids_by_hash(s: Session, lang: str, hashes: Sequence[str]) -> dict[str, int]:
+    """``text_hash -> sentence id`` of ``lang`` for the hashes stored."""
+    out: dict[str, int] = {}
+    for chunk in _str_batches(hashes):
+        query = select(SENT.c.text_hash, SENT.c.id).where(
+            SENT.c.lang == lang, SENT.c.text_hash.in_(chunk)
+        )
+        for h, sid in s.execute(query):
+            out[h] = int(sid)
+    return out
+
+
+# -- export cursors --------------------------------------------------------------------------
+def get_cursor(s: Session, name: str) -> tuple[str, datetime] | None:
+    """``(pair, last_exported_at)`` of a named cursor (UTC), or None before its first use."""
+    row = s.execute(
+        select(CURSORS.c.pair, CURSORS.c.last_exported_at).where(CURSORS.c.name == name)
+    ).first()
+    if row is None:
+        return None
+    return str(row[0]), as_utc(row[1])
+
+
+def save_cursor(s: Session, name: str, pair: str, exported_at: datetime) -> None:
+    """Create or move a named cursor."""
+    values = {
+        "name": name,
+        "pair": pair,
+        "last_exported_at": as_utc(exported_at),
+        "updated_at": utcnow(),
+    }
+    dialect = s.get_bind().dialect.name
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CURSORS).values(
+        **values
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[CURSORS.c.name],
+        set_={
+            "pair": stmt.excluded.pair,
+            "last_exported_at": stmt.excluded.last_exported_at,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    s.execute(stmt)

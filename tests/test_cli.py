@@ -1,0 +1,296 @@
+"""The ``bitextdb`` command line: happy paths, and bad input that fails cleanly."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+import bitextdb
+from bitextdb.cli import cli
+
+EN = ["the cat sleeps", "a dog runs in the street", "my friend reads a book"]
+DE = ["die katze schläft", "ein hund läuft auf der straße", "mein freund liest ein buch"]
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def invoke(*args: str, input: str | bytes | None = None) -> Result:
+    return CliRunner().invoke(cli, ["-q", *args], input=input)
+
+
+def ok(*args: str, input: str | bytes | None = None) -> Result:
+    result = invoke(*args, input=input)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def as_json(result: Result) -> object:
+    return json.loads(result.stdout)
+
+
+def stats() -> dict:
+    return as_json(ok("stats", "--json"))  # type: ignore[return-value]
+
+
+def assert_clean_error(result: Result, *needles: str) -> str:
+    """Non-zero exit, exactly one line starting with 'Error:', no traceback; the line."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def initialised(home: Path, tiny_bert: Path, tmp_path: Path) -> Path:
+    """A home with the tiny model and three English sentences; returns the English file."""
+    ok("init", "--model", str(tiny_bert), "--dim", "32")
+    en = write_lines(tmp_path / "en.txt", EN)
+    ok("ingest", "--lang", "en", str(en))
+    return en
+
+
+# -- happy paths -------------------------------------------------------------------------------
+def test_version() -> None:
+    result = ok("--version")
+    assert bitextdb.__version__ in result.output
+
+
+def test_init_ingest_mine_stats_config(home: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    init = as_json(ok("--home", str(home), "init", "--model", str(tiny_bert), "--json"))
+    assert init["model"]["name"] == str(tiny_bert)  # type: ignore[index]
+    assert init["model"]["dim"] == 32  # type: ignore[index]  # read from the model
+    assert (home / "bitextdb.sqlite").is_file()
+
+    en = write_lines(tmp_path / "en.txt", [*EN, EN[0]])
+    de = write_lines(tmp_path / "de.txt", DE)
+    report = as_json(ok("ingest", "--lang", "en", "--no-mine", "--json", str(en)))
+    (r,) = report["ingested"]  # type: ignore[index]
+    assert (r["lang"], r["read"], r["new"], r["duplicates"]) == ("en", 4, 3, 1)
+    assert "mined" not in report  # type: ignore[operator]
+    text = ok("ingest", "--lang", "de", "--no-mine", str(de)).stdout
+    assert "new 3" in text and "[de]" in text
+
+    mined = as_json(ok("mine", "--json"))
+    assert isinstance(mined, list) and len(mined) == 1
+    assert mined[0]["pair"] == "de-en"
+    assert mined[0]["new"] == {"de": 3, "en": 3}
+    assert 1 <= mined[0]["pairs"] <= 6
+    assert as_json(ok("mine", "--json"))[0]["new"] == {"de": 0, "en": 0}  # type: ignore[index]
+
+    s = stats()
+    assert {"languages", "pairs", "model", "stores"} <= set(s)
+    assert s["languages"]["en"]["sentences"] == 3
+    assert s["languages"]["en"]["sources"] == 1
+    assert s["languages"]["de"]["sentences"] == 3
+    assert isinstance(s["pairs"]["de-en"]["pairs"], int)
+    assert s["pairs"]["de-en"]["pending"] == {"de": 0, "en": 0}
+    assert s["model"]["name"] == str(tiny_bert)
+    assert s["stores"]["vector_backend"] == "qdrant-edge"
+    assert s["stores"]["schema"] is not None
+
+    config = as_json(ok("config", "--threshold", "1.1", "--json"))
+    assert config["threshold"] == pytest.approx(1.1)  # type: ignore[index]
+    assert stats()["pairs"]["de-en"]["threshold"] == pytest.approx(1.1)
+    assert as_json(ok("config", "--json"))["threshold"] == pytest.approx(1.1)  # type: ignore[index]
+
+    status = as_json(ok("db", "status", "--json"))
+    assert status["up_to_date"] is True  # type: ignore[index]
+    assert status["current"] == status["head"]  # type: ignore[index]
+    assert "revision" in ok("db", "upgrade").stdout
+
+    # init again with the same model: harmless
+    ok("init", "--model", str(tiny_bert))
+    after = stats()
+    assert after["languages"] == s["languages"]
+    assert after["pairs"]["de-en"]["pairs"] == s["pairs"]["de-en"]["pairs"]
+
+
+def test_ingest_and_mine_in_one_go(initialised: Path, tmp_path: Path) -> None:
+    de = write_lines(tmp_path / "de.txt", DE)
+    result = as_json(ok("ingest", "--lang", "de", "--json", str(de)))
+    assert [m["pair"] for m in result["mined"]] == ["de-en"]  # type: ignore[index]
+    assert "mined de-en" in ok("ingest", "--lang", "de", str(de)).stdout
+
+
+def test_stdin_and_formats(initialised: Path, tmp_path: Path) -> None:
+    report = as_json(ok("ingest", "--lang", "de", "--json", "--no-mine", "-", input=DE[0] + "\n"))
+    assert report["ingested"][0]["source"] == "stdin"  # type: ignore[index]
+    tsv = write_lines(tmp_path / "de.tsv", ["id\ttext", f"x1\t{DE[1]}", f"x2\t{DE[2]}"])
+    result = ok("ingest", "--lang", "de", "--column", "text", "--id-column", "id", str(tsv))
+    assert "new 2" in result.stdout
+    jsonl = tmp_path / "de.jsonl"
+    jsonl.write_text(json.dumps({"t": "neuer satz hier"}) + "\n", encoding="utf-8")
+    ok("ingest", "--lang", "de", "--field", "t", "--no-mine", str(jsonl))
+    numbered = write_lines(tmp_path / "n.tsv", ["1\tnoch ein satz"])
+    ok("ingest", "--lang", "de", "--column", "2", "--no-mine", str(numbered))
+    assert stats()["languages"]["de"]["sentences"] == 5
+
+
+def test_invalid_utf8_lines_are_counted(initialised: Path, tmp_path: Path) -> None:
+    before = stats()["languages"]["en"]["sentences"]
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"first good line\nbad \xff\xfe line\nsecond good line\n")
+    report = as_json(ok("ingest", "--lang", "en", "--json", str(path)))
+    (r,) = report["ingested"]  # type: ignore[index]
+    assert r["skipped"] == {"invalid_utf8": 1}
+    assert r["new"] == 2
+    assert stats()["languages"]["en"]["sentences"] == before + 2
+    assert "1 invalid_utf8" in ok("ingest", "--lang", "en", str(path)).stdout
+
+
+def test_empty_file_adds_nothing(initialised: Path, tmp_path: Path) -> None:
+    before = stats()
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    report = as_json(ok("ingest", "--lang", "en", "--json", str(empty)))
+    (r,) = report["ingested"]  # type: ignore[index]
+    assert (r["read"], r["new"], r["encoded"]) == (0, 0, 0)
+    after = stats()
+    assert after["languages"]["en"]["sentences"] == before["languages"]["en"]["sentences"]
+
+
+# -- bad input -------------------------------------------------------------------------------
+def _bad_case(name: str, tmp_path: Path, good: Path) -> tuple[list[str], tuple[str, ...]]:
+    """The arguments of a bad command and words its error line must contain."""
+    if name == "missing":
+        return ["ingest", "--lang", "en", str(tmp_path / "nope.txt")], ("No such file",)
+    if name == "directory":
+        return ["ingest", "--lang", "en", str(tmp_path)], ("directory",)
+    if name == "binary":
+        blob = tmp_path / "blob.txt"
+        blob.write_bytes(bytes(range(256)) * 64)
+        return ["ingest", "--lang", "en", str(blob)], ("binary",)
+    if name == "format":
+        return ["ingest", "--lang", "en", "--format", "xml", str(good)], ("--format",)
+    if name == "lang":
+        return ["ingest", "--lang", "en de", str(good)], ("language code",)
+    if name == "column":
+        tsv = write_lines(tmp_path / "x.tsv", ["id\tsentence", "1\tein satz"])
+        return ["ingest", "--lang", "de", "--column", "text", str(tsv)], ("text", "columns")
+    if name == "model":
+        return ["ingest", "--lang", "en", "--model", "other-model", str(good)], ("other-model",)
+    if name == "embeddings":
+        npy = tmp_path / "e.npy"
+        np.save(npy, np.ones((7, 32), dtype=np.float32))
+        return ["ingest", "--lang", "en", "--embeddings", str(npy), str(good)], ("rows",)
+    if name == "pair":
+        return ["mine", "--pair", "en-en"], ("itself",)
+    if name == "config":
+        return ["config", "--max-chars", "1"], ("min_chars",)
+    if name == "init-model":
+        return ["init", "--model", "other-model"], ("other-model",)
+    raise AssertionError(name)
+
+
+BAD = [
+    "missing",
+    "directory",
+    "binary",
+    "format",
+    "lang",
+    "column",
+    "model",
+    "embeddings",
+    "pair",
+    "config",
+    "init-model",
+]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_fails_cleanly_and_changes_nothing(
+    case: str, initialised: Path, tmp_path: Path
+) -> None:
+    before = stats()
+    args, needles = _bad_case(case, tmp_path, initialised)
+    assert_clean_error(invoke(*args), *needles)
+    after = stats()
+    assert after == before
+
+
+def test_unreachable_database_fails_fast(home: Path) -> None:
+    url = "postgresql+psycopg://postgres:secret@127.0.0.1:1/nope"
+    for args in (["stats"], ["init", "--model", "x", "--dim", "8"]):
+        started = time.monotonic()
+        result = invoke("--db", url, *args)
+        assert time.monotonic() - started < 10
+        line = assert_clean_error(result, "Cannot reach the database")
+        assert "secret" not in result.output, line
+    assert result.exit_code == bitextdb.StoreUnavailableError.exit_code
+
+
+@pytest.mark.slow
+def test_unreachable_qdrant_fails_within_bounded_time(home: Path, tiny_bert: Path) -> None:
+    started = time.monotonic()
+    result = invoke("--qdrant", "http://127.0.0.1:1", "init", "--model", str(tiny_bert))
+    assert time.monotonic() - started < 10
+    assert_clean_error(result, "Cannot reach Qdrant", "127.0.0.1:1")
+    assert result.exit_code == bitextdb.StoreUnavailableError.exit_code
+
+
+@pytest.mark.parametrize(
+    "args", [["stats"], ["mine"], ["config"], ["ingest", "--lang", "en", "-"]], ids=str
+)
+def test_command_before_init(args: list[str], home: Path) -> None:
+    assert_clean_error(invoke(*args, input="a sentence\n"), "bitextdb init")
+
+
+def test_model_that_cannot_be_loaded(home: Path) -> None:
+    result = invoke("init", "--model", "/nonexistent/model")
+    assert_clean_error(result, "/nonexistent/model", "--model PATH")
+    # nothing half-made that later commands would take for a database
+    assert_clean_error(invoke("stats"), "bitextdb init")
+
+
+def test_explicit_home_flag_wins(home: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-home"
+    ok("--home", str(other), "init", "--model", str(tiny_bert), "--dim", "32")
+    assert (other / "bitextdb.sqlite").is_file()
+    assert not (home / "bitextdb.sqlite").exists()
+    assert_clean_error(invoke("stats"), "bitextdb init")  # BITEXTDB_HOME is still blank
+    assert as_json(ok("--home", str(other), "stats", "--json"))["languages"] == {}  # type: ignore[index]
+
+
+# -- docs ------------------------------------------------------------------------------------
+def walk(group: click.Group, prefix: str = "bitextdb") -> Iterator[tuple[str, click.Command]]:
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        full = f"{prefix} {name}"
+        yield full, command
+        if isinstance(command, click.Group):
+            yield from walk(command, full)
+
+
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    commands = dict(walk(cli))
+    assert {"bitextdb init", "bitextdb ingest", "bitextdb mine", "bitextdb stats"} <= set(
+        commands
+    )
+    for name, command in commands.items():
+        assert (command.help or "").strip(), f"{name} has no help text"
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, f"{name} {param.opts[0]} has no help text"
+    readme = README.read_text(encoding="utf-8") if README.is_file() else ""
+    if len(readme.strip().splitlines()) <= 1:
+        pytest.skip("README.md is still the one-line placeholder")
+    missing = [name for name in commands if name not in readme]
+    assert not missing, f"README.md does not mention: {', '.join(missing)}"
