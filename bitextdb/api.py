@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .check import CheckReport, check
 from .config import (
     Locations,
     Settings,
@@ -203,6 +204,11 @@ class BitextDB:
         """Ranked translations of several sentences, encoded in one batch."""
         return translate_many(self, list(texts), src, tgt, top=top)
 
+    # -- consistency -------------------------------------------------------------------------
+    def check(self, *, repair: bool = False) -> CheckReport:
+        """Compare SQL and the vector store; ``repair`` fixes what disagrees."""
+        return check(self, repair=repair)
+
     # -- settings and stats ----------------------------------------------------------------
     def configure(self, **changes: Any) -> Settings:
         """Change mutable settings (threshold, pairs, exact_limit, ...) and store them."""
@@ -276,7 +282,9 @@ def _lines_from_texts(texts: Iterable[str], settings: Settings) -> Iterable[Line
 
 def _acquire(loc: Locations, wait: float, on_wait: Callable[[str], None] | None):  # type: ignore[no-untyped-def]
     stack = contextlib.ExitStack()
-    if not loc.qdrant:  # Qdrant Edge shards belong to one process
+    # Qdrant Edge shards belong to one process, and SQLite has one writer; with a Qdrant
+    # server and PostgreSQL several workers may run (mining takes a lock per language pair)
+    if not loc.qdrant or not loc.db.startswith("postgresql"):
         stack.enter_context(writer_lock(loc.lock_path, wait=wait, on_wait=on_wait))
     return stack
 
@@ -340,7 +348,7 @@ def init(
     """Create or upgrade a database and fix its settings; harmless to repeat."""
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
     loc.home.mkdir(parents=True, exist_ok=True)
-    with writer_lock(loc.lock_path, wait=wait) if not loc.qdrant else contextlib.nullcontext():
+    with _acquire(loc, wait, None):
         database = Database(loc.db)
         database.upgrade()
         current = database.load_settings()

@@ -44,9 +44,27 @@ def merge_topk(a: TopK, b: TopK, m: int) -> TopK:
 
 def exact_cosines(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """float64 cosines of ``queries`` (n, d) with their candidates (n, m, d)."""
-    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float64))
-    c = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float64))
-    return torch.einsum("nd,nmd->nm", q, c).numpy()
+    n, m = candidates.shape[:2]
+    flat = np.ascontiguousarray(candidates, dtype=np.float32).reshape(n * m, -1)
+    rows = np.repeat(np.arange(n), m)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    return row_dots(queries, rows, flat, np.arange(n * m)).reshape(n, m)
+
+
+def row_dots(a: np.ndarray, rows: np.ndarray, b: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """float64 dot products of ``a[rows[i]]`` with ``b[cols[i]]`` (float32 inputs).
+
+    The one place cosines are computed exactly: every search path goes through it, so equal
+    vectors give bit-equal cosines and ties break the same way everywhere.
+    """
+    out = np.empty(len(rows))
+    left_all, right_all = torch.from_numpy(a), torch.from_numpy(b)
+    for lo in range(0, len(rows), 65_536):
+        hi = lo + 65_536
+        left = left_all[torch.from_numpy(np.asarray(rows[lo:hi]))].double()
+        right = right_all[torch.from_numpy(np.asarray(cols[lo:hi]))].double()
+        out[lo:hi] = torch.einsum("ij,ij->i", left, right).numpy()
+    return out
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -111,36 +129,46 @@ class BlockedKnn:
             else:
                 sims = self._q[start:stop] @ base.T
             q_ids, q_vecs = self.query_ids[start:stop], self.query_vectors[start:stop]
-            # forward: each query's best in this chunk
-            rows, cols = self._near_top(sims)
+            # forward: each query's best in this chunk, among entries that can still enter
+            rows, cols = self._near_top(sims, self._forward_bar(start, stop))
             found = _reduce(
                 rows,
                 base_ids[cols],
-                _row_dots(q_vecs, rows, base_vectors, cols),
+                row_dots(q_vecs, rows, base_vectors, cols),
                 stop - start,
                 self.m,
             )
             merged = merge_topk(self.forward.take(slice(start, stop)), found, self.m)
             self.forward.ids[start:stop] = merged.ids
             self.forward.cos[start:stop] = merged.cos
-            # reverse: each base row's best among these queries
+            # reverse: each base row's best among these queries; an entry matters only if it
+            # beats both the row's bar and the m-th of what earlier query blocks gave it
+            floor = reverse.cos[:, self.m - 1]
+            if bars is not None:
+                floor = np.maximum(floor, bars)
             rev = sims.T
             wanted = np.arange(n_base)
-            if bars is not None:
+            if np.isfinite(floor).any():
                 best = sims.max(dim=0).values.cpu().numpy()
-                wanted = np.nonzero(best >= bars - self._slack)[0]
+                wanted = np.nonzero(best >= floor - self._slack)[0]
                 if not len(wanted):
                     continue
                 rev = rev[torch.from_numpy(wanted).to(rev.device)]
-            rows, cols = self._near_top(rev)
+            rows, cols = self._near_top(rev, floor[wanted])
             rows = wanted[rows]
             found = _reduce(
-                rows, q_ids[cols], _row_dots(base_vectors, rows, q_vecs, cols), n_base, self.m
+                rows, q_ids[cols], row_dots(base_vectors, rows, q_vecs, cols), n_base, self.m
             )
             reverse = merge_topk(reverse, found, self.m)
         return reverse
 
-    def _near_top(self, sims: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _forward_bar(self, start: int, stop: int) -> np.ndarray:
+        """The m-th cosine of each query's running list (-inf while it is short)."""
+        return self.forward.cos[start:stop, self.m - 1]
+
+    def _near_top(
+        self, sims: torch.Tensor, bars: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of every entry within rounding error of its row's top ``m``.
 
         Taking all entries that might tie with the m-th best (rather than exactly m) keeps
@@ -158,6 +186,10 @@ class BlockedKnn:
         else:
             unsure = values[:, -1] >= bar[:, 0]
         keep = (values >= bar) & ~unsure[:, None]
+        if bars is not None:  # entries that cannot beat the row's running m-th best
+            floor = torch.from_numpy(bars - slack).to(values.device, values.dtype)
+            keep &= values >= floor[:, None]
+            unsure &= values[:, 0] >= floor
         rows, picks = torch.nonzero(keep, as_tuple=True)
         cols = columns[rows, picks]
         if bool(unsure.any()):
@@ -166,17 +198,6 @@ class BlockedKnn:
             rows = torch.cat([rows, unsure_rows[sub_rows]])
             cols = torch.cat([cols, sub_cols])
         return rows.cpu().numpy(), cols.cpu().numpy()
-
-
-def _row_dots(a: np.ndarray, rows: np.ndarray, b: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """float64 dot products of ``a[rows[i]]`` with ``b[cols[i]]``."""
-    out = np.empty(len(rows))
-    for lo in range(0, len(rows), 65_536):
-        hi = lo + 65_536
-        left = torch.from_numpy(a[rows[lo:hi]].astype(np.float64))
-        right = torch.from_numpy(b[cols[lo:hi]].astype(np.float64))
-        out[lo:hi] = (left * right).sum(dim=1).numpy()
-    return out
 
 
 def _reduce(rows: np.ndarray, ids: np.ndarray, cos: np.ndarray, n_rows: int, m: int) -> TopK:

@@ -98,6 +98,10 @@ class Miner:
 
     def mine_pair(self, a: str, b: str) -> PairReport:
         a, b = sorted((a, b))
+        with self.db.advisory_lock(f"bitextdb-mine-{pair_name(a, b)}"):
+            return self._mine_pair(a, b)
+
+    def _mine_pair(self, a: str, b: str) -> PairReport:
         started = time.perf_counter()
         report = PairReport(pair_name(a, b))
         for side, other in ((a, b), (b, a)):
@@ -165,8 +169,10 @@ class Miner:
     def _scan(
         self, other: str, base: graph.Base, new_ids: np.ndarray, new_vectors: np.ndarray
     ) -> tuple[TopK, np.ndarray, TopK]:
+        # k suffices here: each block hands over every entry within rounding distance of its
+        # k-th best, so nothing that belongs in a final list is dropped early
         engine = BlockedKnn(
-            new_ids, new_vectors, self.m, device=self.settings.device, query_block=self.query_block
+            new_ids, new_vectors, self.k, device=self.settings.device, query_block=self.query_block
         )
         rev_ids: list[np.ndarray] = []
         rev_lists: list[TopK] = []
@@ -184,7 +190,7 @@ class Miner:
             seen += len(ids)
             self.progress("search", seen, len(base.ids))
         if not rev_ids:
-            return engine.forward, np.zeros(0, dtype=np.int64), TopK.empty(0, self.m)
+            return engine.forward, np.zeros(0, dtype=np.int64), TopK.empty(0, self.k)
         ids = np.concatenate(rev_ids)
         order = np.argsort(ids)
         lists = TopK(
@@ -280,6 +286,10 @@ class Miner:
         kth = np.where(
             sizes >= self.k, lists.cos[np.arange(len(ids)), np.maximum(sizes - 1, 0)], -np.inf
         )
+        self.write_bands(lang, other, ids, kth)
+
+    def write_bands(self, lang: str, other: str, ids: np.ndarray, kth: np.ndarray) -> None:
+        """Store each point's k-th-cosine band (towards ``other``) in its payload."""
         bands = np.array([band_of(c) for c in kth])
         for band in np.unique(bands):
             self.index.set_band(lang, band_field(other), int(band), ids[bands == band])

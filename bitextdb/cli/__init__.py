@@ -196,7 +196,9 @@ def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None
     """Create or upgrade the database and fix its settings (safe to repeat)."""
     if pairs is not None:
         options["pairs"] = [p for p in pairs.split(",") if p.strip()]
-    db = api.init(ctx.home, **ctx.stores(), **options)
+    stores = ctx.stores()
+    del stores["on_wait"]  # api.init has no such argument: it would be taken for a setting
+    db = api.init(ctx.home, **stores, **options)
     try:
         stats = db.stats()
     finally:

@@ -1,3 +1,6 @@
 """Imports every module that adds commands to the ``bitextdb`` group."""
+# ruff: noqa: F401, I001
 
-from . import translate  # noqa: F401
+from . import translate
+from . import check
+from . import export

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,27 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextlib.contextmanager
+    def advisory_lock(self, name: str) -> Iterator[None]:
+        """Hold a database-wide lock named ``name`` (PostgreSQL advisory lock).
+
+        Lets several workers on one PostgreSQL database mine different language pairs at
+        once while never two of them the same pair. Elsewhere a no-op: an embedded home is
+        already held by one process (``bitextdb.lock``).
+        """
+        if self.dialect != "postgresql":
+            yield
+            return
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 1
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
 
     # -- migrations ------------------------------------------------------------------
     def _alembic_config(self) -> Config:

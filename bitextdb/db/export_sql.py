@@ -75,7 +75,9 @@ def stream_accepted(
     (src id, tgt id). ``since`` keeps ``updated_at >= since``, ``after`` keeps
     ``updated_at > after``.
     """
-    out_src, out_tgt = (PAIRS.c.tgt_id, PAIRS.c.src_id) if swap else (PAIRS.c.src_id, PAIRS.c.tgt_id)
+    out_src, out_tgt = PAIRS.c.src_id, PAIRS.c.tgt_id
+    if swap:
+        out_src, out_tgt = out_tgt, out_src
     query = select(out_src, out_tgt, PAIRS.c.margin, PAIRS.c.cosine).where(
         PAIRS.c.src_lang == src_lang, PAIRS.c.tgt_lang == tgt_lang, PAIRS.c.accepted
     )

@@ -1,0 +1,129 @@
+"""``bitextdb check``: do the SQL tables and the vector store agree? ``--repair`` makes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .db import consistency, graph
+
+if TYPE_CHECKING:
+    from .api import BitextDB
+
+
+@dataclass
+class CheckReport:
+    """Counts of every kind of disagreement; ``ok`` when all are zero."""
+
+    languages: dict[str, dict[str, int]] = field(default_factory=dict)
+    wrong_dimension: list[str] = field(default_factory=list)
+    unindexed: int = 0
+    dangling_neighbours: int = 0
+    dangling_pairs: int = 0
+    dirty_candidates: int = 0
+    unmined: dict[str, int] = field(default_factory=dict)
+    repaired: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        per_lang = any(c["missing_vectors"] or c["orphan_vectors"] for c in self.languages.values())
+        return not (
+            per_lang
+            or self.wrong_dimension
+            or self.unindexed
+            or self.dangling_neighbours
+            or self.dangling_pairs
+            or self.dirty_candidates
+            or any(self.unmined.values())
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__) | {"ok": self.ok}
+
+
+def check(db: BitextDB, *, repair: bool = False) -> CheckReport:
+    """Compare SQL and the vector store; with ``repair``, fix what disagrees, then re-check."""
+    report = _inspect(db)
+    if not repair or report.ok:
+        return report
+    repaired: dict[str, int] = {}
+    for lang, counts in report.languages.items():
+        with db.db.session() as s:
+            wanted = consistency.all_ids(s, lang)
+            indexed = consistency.indexed_ids(s, lang)
+        stored = _stored_ids(db, lang)
+        orphans = np.setdiff1d(stored, wanted)
+        if len(orphans):
+            db.index.delete(lang, orphans)
+            repaired["orphan_vectors_removed"] = repaired.get("orphan_vectors_removed", 0) + len(
+                orphans
+            )
+        missing = np.setdiff1d(indexed, stored)
+        if len(missing):
+            with db.db.session() as s:
+                consistency.mark_unindexed(s, missing)
+            repaired["vectors_restored"] = repaired.get("vectors_restored", 0) + len(missing)
+        del counts
+    with db.db.session() as s:
+        forgotten = consistency.forget_dangling(s)
+    if forgotten:
+        repaired["lists_forgotten"] = forgotten
+    # re-encodes what lacks a vector (resume), re-mines what is stale and recomputes dirty
+    # candidates; bands of every mined point are rewritten from SQL
+    reports = db.mine()
+    repaired["sentences_remined"] = sum(sum(r.new.values()) for r in reports)
+    repaired["bands_rewritten"] = _rewrite_bands(db)
+    final = _inspect(db)
+    final.repaired = repaired
+    return final
+
+
+def _stored_ids(db: BitextDB, lang: str) -> np.ndarray:
+    parts = [ids for ids, _ in db.index.scan(lang)]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _inspect(db: BitextDB) -> CheckReport:
+    report = CheckReport()
+    with db.db.session() as s:
+        langs = graph.languages(s)
+        sql_langs = sorted({*langs, *db.index.languages()})
+        for lang in sql_langs:
+            wanted = consistency.all_ids(s, lang)
+            indexed = consistency.indexed_ids(s, lang)
+            stored = _stored_ids(db, lang)
+            dim = db.index.dimension(lang)
+            if dim is not None and dim != db.settings.dim:
+                report.wrong_dimension.append(lang)
+            report.languages[lang] = {
+                "sentences": len(wanted),
+                "vectors": len(stored),
+                "missing_vectors": len(np.setdiff1d(indexed, stored)),
+                "orphan_vectors": len(np.setdiff1d(stored, wanted)),
+            }
+        report.unindexed = consistency.count_unindexed(s)
+        report.dangling_neighbours = consistency.count_dangling_neighbours(s)
+        report.dangling_pairs = consistency.count_dangling_pairs(s)
+        report.dirty_candidates = consistency.count_dirty(s)
+    for a, b in db.language_pairs():
+        with db.db.session() as s:
+            n = graph.count_pending(s, a, b) + graph.count_pending(s, b, a)
+        report.unmined[f"{a}-{b}"] = n
+    return report
+
+
+def _rewrite_bands(db: BitextDB) -> int:
+    miner = db.miner()
+    total = 0
+    for a, b in db.language_pairs():
+        for side, other in ((a, b), (b, a)):
+            with db.db.session() as s:
+                base = graph.mined_base(s, side, other)
+            if not len(base.ids):
+                continue
+            bars = np.where(base.sizes < db.settings.k, -np.inf, base.kth_cos)
+            miner.write_bands(side, other, base.ids, bars)
+            total += len(base.ids)
+    return total

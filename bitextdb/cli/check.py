@@ -1,0 +1,48 @@
+"""``bitextdb check``: consistency of SQL and the vector store."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from . import Context, cli, emit, friendly, json_option, pass_ctx
+
+
+def _text(r: dict[str, Any]) -> str:
+    lines = []
+    for lang, c in sorted(r["languages"].items()):
+        lines.append(
+            f"{lang}: {c['sentences']} sentences, {c['vectors']} vectors, "
+            f"{c['missing_vectors']} missing, {c['orphan_vectors']} orphans"
+        )
+    lines.append(f"wrong dimension: {', '.join(r['wrong_dimension']) or 'none'}")
+    lines.append(f"sentences without a vector yet: {r['unindexed']}")
+    lines.append(f"neighbour entries pointing at missing sentences: {r['dangling_neighbours']}")
+    lines.append(f"pairs pointing at missing sentences: {r['dangling_pairs']}")
+    lines.append(f"candidates waiting to be recomputed: {r['dirty_candidates']}")
+    for pair, n in sorted(r["unmined"].items()):
+        lines.append(f"{pair}: {n} sentences not yet mined")
+    if r["repaired"]:
+        lines.append("repaired: " + ", ".join(f"{k} {v}" for k, v in r["repaired"].items()))
+    lines.append("consistent" if r["ok"] else "NOT consistent (run `bitextdb check --repair`)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Re-encode or re-upsert what is missing, remove orphans, re-mine what is stale.",
+)
+@json_option
+@pass_ctx
+@friendly
+def check(ctx: Context, repair: bool, as_json: bool) -> None:
+    """Compare SQL and the vector store; exit 0 only when they agree."""
+    with ctx.open() as db:
+        report = db.check(repair=repair).as_dict()
+    ctx.bars.close()
+    emit(report, as_json, _text)
+    sys.exit(0 if report["ok"] else 1)

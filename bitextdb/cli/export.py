@@ -1,0 +1,184 @@
+"""``bitextdb export`` and ``bitextdb evaluate``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from bitextdb.cli import Context, cli, emit, friendly, json_option, pass_ctx
+from bitextdb.evaluate import evaluate as evaluate_pairs
+from bitextdb.export import FORMATS, RETRIEVALS, export_pairs
+from bitextdb.margin import MARGINS
+
+
+def _parse_since(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> datetime | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read 'Z'
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO timestamp such as 2026-01-31 or 2026-01-31T12:00:00+01:00."
+        ) from None
+
+
+def _export_text(summary: dict[str, Any]) -> str:
+    files = ", ".join(summary["files"])
+    how = "" if summary["margin"] == "ratio" else f" {summary['margin']} margin,"
+    how += "" if summary["retrieval"] == "max" else f" {summary['retrieval']} retrieval,"
+    score = "" if summary["min_score"] is None else f" score >= {summary['min_score']:g},"
+    return (
+        f"exported {summary['rows']} {summary['pair']} pairs ({summary['format']},{how}{score}"
+        f" {summary['seconds']:.1f} s) to {files}"
+    )
+
+
+@cli.command("export")
+@click.option("--pair", required=True, help="Language pair; the first language is the src side.")
+@click.option(
+    "-o",
+    "--output",
+    default="-",
+    show_default=True,
+    help="File to write (- for stdout); .gz/.bz2/.xz compress. For moses: a PREFIX.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="tsv",
+    show_default=True,
+    help="tsv (score, src, tgt), jsonl, or moses (PREFIX.src and PREFIX.tgt).",
+)
+@click.option(
+    "--min-score",
+    type=float,
+    help="Keep pairs scoring at least this [the database threshold for the ratio margin].",
+)
+@click.option(
+    "--since",
+    callback=_parse_since,
+    metavar="ISO-TIMESTAMP",
+    help="Only pairs changed at or after this time (UTC unless a zone is given).",
+)
+@click.option(
+    "--cursor",
+    metavar="NAME",
+    help="Only pairs changed since the last export under this name; remembered on success.",
+)
+@click.option("--with-sources", is_flag=True, help="jsonl: add the source names of each side.")
+@click.option(
+    "--margin",
+    type=click.Choice(list(MARGINS)),
+    default="ratio",
+    show_default=True,
+    help="Margin function (others than ratio are re-derived from the stored neighbours).",
+)
+@click.option(
+    "--retrieval",
+    type=click.Choice(RETRIEVALS),
+    default="max",
+    show_default=True,
+    help="Selection as in LASER: max (one-to-one), intersect, fwd, bwd.",
+)
+@json_option
+@pass_ctx
+@friendly
+def export_cmd(
+    ctx: Context,
+    pair: str,
+    output: str,
+    fmt: str,
+    min_score: float | None,
+    since: datetime | None,
+    cursor: str | None,
+    with_sources: bool,
+    margin: str,
+    retrieval: str,
+    as_json: bool,
+) -> None:
+    """Write the mined pairs of a language pair (TSV, JSONL or Moses), best first.
+
+    The summary goes to stdout when the pairs go to a file, to stderr when they go to
+    stdout.
+    """
+    try:
+        with ctx.open() as db:
+            summary = export_pairs(
+                db,
+                pair,
+                output=output,
+                fmt=fmt,
+                min_score=min_score,
+                since=since,
+                cursor=cursor,
+                with_sources=with_sources,
+                margin=margin,
+                retrieval=retrieval,
+            )
+    except BrokenPipeError:  # e.g. `bitextdb export ... | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
+    finally:
+        ctx.bars.close()
+    if output == "-":
+        ctx.say(_export_text(summary))
+    else:
+        emit(summary, as_json, _export_text)
+
+
+def _evaluate_text(result: dict[str, Any]) -> str:
+    out = [
+        f"{result['pair']}: {result['gold_pairs']} gold pairs matched "
+        f"({result['gold_unmatched']} gold lines unmatched), {result['accepted']} accepted of "
+        f"{result['candidates']} candidates",
+        f"{'threshold':>10} {'pairs':>8} {'correct':>8} {'P':>7} {'R':>7} {'F1':>7}",
+    ]
+    for row in result["table"]:
+        out.append(
+            f"{row['threshold']:10.4f} {row['pairs']:8d} {row['correct']:8d} "
+            f"{row['precision']:7.4f} {row['recall']:7.4f} {row['f1']:7.4f}"
+        )
+    best = result["best"]
+    if best["threshold"] is None:
+        out.append("best: no correct pair found")
+    else:
+        out.append(
+            f"best: F1 {best['f1']:.4f} (P {best['precision']:.4f}, R {best['recall']:.4f}) "
+            f"at margin >= {best['threshold']:.4f}"
+        )
+    if result.get("plot"):
+        out.append(f"plot written to {result['plot']}")
+    return "\n".join(out)
+
+
+@cli.command("evaluate")
+@click.option("--pair", required=True, help="Language pair in the gold file's column order.")
+@click.option(
+    "--gold",
+    required=True,
+    type=click.Path(),
+    help="TSV of gold pairs (src, tgt): external ids or sentence texts.",
+)
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a margin histogram PNG.")
+@click.option("--steps", type=int, default=20, show_default=True, help="Thresholds in the table.")
+@json_option
+@pass_ctx
+@friendly
+def evaluate_cmd(
+    ctx: Context, pair: str, gold: str, plot: str | None, steps: int, as_json: bool
+) -> None:
+    """Precision, recall and F1 of the mined pairs against a gold standard (BUCC style)."""
+    with ctx.open() as db:
+        result = evaluate_pairs(db, pair, gold, plot=plot, steps=steps)
+    emit(result, as_json, _evaluate_text)

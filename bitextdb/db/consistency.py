@@ -1,0 +1,68 @@
+"""SQL side of ``bitextdb check``: what the SQL tables say should be in the vector store."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import delete, exists, func, not_, select, update
+from sqlalchemy.orm import Session
+
+from .graph import chunks
+from .tables import Knn, Neighbour, Pair, Sentence
+
+SENT = Sentence.__table__
+KNN = Knn.__table__
+NB = Neighbour.__table__
+PAIRS = Pair.__table__
+
+
+def indexed_ids(s: Session, lang: str) -> np.ndarray:
+    rows = s.execute(
+        select(SENT.c.id).where(SENT.c.lang == lang, SENT.c.indexed).order_by(SENT.c.id)
+    ).scalars()
+    return np.fromiter(rows, dtype=np.int64)
+
+
+def all_ids(s: Session, lang: str) -> np.ndarray:
+    rows = s.execute(select(SENT.c.id).where(SENT.c.lang == lang).order_by(SENT.c.id)).scalars()
+    return np.fromiter(rows, dtype=np.int64)
+
+
+def count_unindexed(s: Session) -> int:
+    return int(
+        s.execute(select(func.count()).select_from(SENT).where(not_(SENT.c.indexed))).scalar_one()
+    )
+
+
+def mark_unindexed(s: Session, ids: np.ndarray) -> None:
+    for chunk in chunks(ids):
+        s.execute(update(SENT).where(SENT.c.id.in_(chunk)).values(indexed=False))
+
+
+def count_dangling_neighbours(s: Session) -> int:
+    missing = not_(exists().where(SENT.c.id == NB.c.neighbour_id))
+    return int(s.execute(select(func.count()).select_from(NB).where(missing)).scalar_one())
+
+
+def count_dangling_pairs(s: Session) -> int:
+    missing = not_(exists().where(SENT.c.id == PAIRS.c.src_id)) | not_(
+        exists().where(SENT.c.id == PAIRS.c.tgt_id)
+    )
+    return int(s.execute(select(func.count()).select_from(PAIRS).where(missing)).scalar_one())
+
+
+def count_dirty(s: Session) -> int:
+    return int(s.execute(select(func.count()).select_from(KNN).where(KNN.c.dirty)).scalar_one())
+
+
+def forget_dangling(s: Session) -> int:
+    """Drop the kNN rows of sentences whose list points at a missing sentence (re-mined later)."""
+    holders = select(NB.c.sentence_id).where(not_(exists().where(SENT.c.id == NB.c.neighbour_id)))
+    ids = list(s.execute(holders.distinct()).scalars())
+    for chunk in chunks(ids):
+        s.execute(delete(NB).where(NB.c.sentence_id.in_(chunk)))
+        s.execute(delete(KNN).where(KNN.c.sentence_id.in_(chunk)))
+    missing = not_(exists().where(SENT.c.id == PAIRS.c.src_id)) | not_(
+        exists().where(SENT.c.id == PAIRS.c.tgt_id)
+    )
+    s.execute(delete(PAIRS).where(missing))
+    return len(ids)

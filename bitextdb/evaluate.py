@@ -1,0 +1,246 @@
+"""Evaluate the mined pairs of a language pair against a gold standard (BUCC style).
+
+As in sentence-transformers' ``bucc2018.py``: the accepted pairs (the greedy one-to-one
+walk, no threshold) are visited by descending margin; at each threshold ``t``, precision
+and recall are those of the accepted pairs with margin >= ``t``. The best F1 and its
+threshold are reported, with a table of P/R/F1 at evenly spaced quantiles of the margins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .db import export_sql
+from .errors import ConfigError, InputError
+from .export import PairSpec, resolve_pair
+from .readers import normalize, open_binary, text_hash
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .api import BitextDB
+
+
+def read_gold(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The (src, tgt) fields of a two-column TSV gold file (blank lines are skipped).
+
+    The file may be compressed (gzip, bzip2, xz) or ``-`` for standard input. A line
+    without exactly two non-empty tab-separated fields raises :class:`InputError`.
+    """
+    pairs: list[tuple[str, str]] = []
+    with open_binary(str(path)) as stream:
+        for number, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path} line {number} is not valid UTF-8.") from exc
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) != 2:
+                raise InputError(
+                    f"{path} line {number}: expected two tab-separated columns (src, tgt), "
+                    f"got {len(fields)}."
+                )
+            if not fields[0].strip() or not fields[1].strip():
+                raise InputError(
+                    f"{path} line {number} has an empty column; expected two tab-separated "
+                    "columns (src, tgt)."
+                )
+            pairs.append((fields[0].strip(), fields[1].strip()))
+    return pairs
+
+
+def _resolve(s: Session, lang: str, fields: Sequence[str]) -> dict[str, frozenset[int]]:
+    """``field -> sentence ids``: by external id first, else by normalised text."""
+    by_ext = export_sql.ids_by_ext_id(s, lang, fields)
+    rest = {f: text_hash(normalize(f)) for f in set(fields) if f not in by_ext}
+    by_hash = export_sql.ids_by_hash(s, lang, list(rest.values()))
+    out = {f: frozenset(ids) for f, ids in by_ext.items()}
+    for f, h in rest.items():
+        if h in by_hash:
+            out[f] = frozenset([by_hash[h]])
+    return out
+
+
+def _scores(correct: np.ndarray, n: np.ndarray, gold: int) -> tuple[np.ndarray, ...]:
+    n_safe = np.maximum(n, 1)
+    precision = np.where(n > 0, correct / n_safe, 0.0)
+    recall = correct / (gold + 1) if gold else np.zeros(len(correct))
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros(len(total)), where=total > 0)
+    return precision, recall, f1
+
+
+def evaluate(
+    db: BitextDB,
+    pair: str,
+    gold: str | os.PathLike[str],
+    *,
+    plot: str | os.PathLike[str] | None = None,
+    steps: int = 20,
+) -> dict[str, Any]:
+    """Precision, recall and F1 of the accepted pairs of ``pair`` against ``gold``.
+
+    ``gold`` is a TSV of (src, tgt) lines in the direction of ``pair`` ("en-de": English
+    first). Each field is matched as an external id of that language (``--id-column`` at
+    ingest; BUCC ids such as ``de-000001``), or else as sentence text (normalised). Lines
+    that match no sentence are counted in ``gold_unmatched``; ``gold_pairs`` (the recall
+    denominator) counts the distinct matched lines. ``candidates`` is the number of
+    candidate pairs, ``accepted`` the number walked.
+
+    ``best`` holds the threshold (the margin of the pair where the best F1 is reached),
+    precision, recall and F1; ``table`` those at ``steps`` evenly spaced quantiles of the
+    accepted margins. ``plot`` writes a PNG with the margin histograms of all candidates
+    and of the gold pairs' candidates and the best threshold (needs the ``plot`` extra).
+    """
+    if steps < 1:
+        raise InputError("--steps must be at least 1.")
+    spec = resolve_pair(db, pair)
+    lines = read_gold(gold)
+    if plot is not None:
+        _check_plot_target(Path(plot))
+    with db.db.session() as s:
+        src_ids = _resolve(s, spec.src_lang, [a for a, _ in lines])
+        tgt_ids = _resolve(s, spec.tgt_lang, [b for _, b in lines])
+        acc = _oriented(spec, *export_sql.accepted_pairs(s, *spec.stored))
+        cand = _oriented(spec, *export_sql.candidate_pairs(s, *spec.stored))
+
+    entries: dict[tuple[frozenset[int], frozenset[int]], int] = {}
+    unmatched = 0
+    for a, b in lines:
+        if a in src_ids and b in tgt_ids:
+            entries.setdefault((src_ids[a], tgt_ids[b]), len(entries))
+        else:
+            unmatched += 1
+    entry_of: dict[tuple[int, int], int] = {}
+    for (xs, ys), number in entries.items():
+        for x in xs:
+            for y in ys:
+                entry_of.setdefault((x, y), number)
+    n_gold = len(entries)
+
+    src, tgt, margin = acc
+    order = np.lexsort((tgt, src, -margin))
+    src, tgt, margin = src[order], tgt[order], margin[order]
+    credited: set[int] = set()
+    hit = np.zeros(len(src), dtype=bool)
+    for i, key in enumerate(zip(src.tolist(), tgt.tolist())):
+        number = entry_of.get(key)
+        if number is not None and number not in credited:
+            credited.add(number)
+            hit[i] = True
+    cum = np.cumsum(hit)
+    # a threshold cannot split pairs of equal margin: only the last of each run counts
+    ends = np.flatnonzero(np.append(margin[1:] != margin[:-1], True)) if len(margin) else cum
+    precision, recall, f1 = _scores(cum[ends], ends + 1, n_gold)
+    best: dict[str, Any] = {"threshold": None, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    if len(ends) and f1.max() > 0:
+        at = int(np.argmax(f1))  # the first (highest) threshold reaching it
+        best = {
+            "threshold": float(margin[ends[at]]),
+            "precision": float(precision[at]),
+            "recall": float(recall[at]),
+            "f1": float(f1[at]),
+        }
+
+    table = []
+    if len(margin):
+        quantiles = np.quantile(margin, np.linspace(1.0, 0.0, steps), method="lower")
+        thresholds = sorted({float(t) for t in quantiles}, reverse=True)
+        counts = np.searchsorted(-margin, -np.array(thresholds), side="right")
+        correct = np.where(counts > 0, cum[np.maximum(counts - 1, 0)], 0)
+        p, r, f = _scores(correct, counts, n_gold)
+        table = [
+            {
+                "threshold": t,
+                "pairs": int(n),
+                "correct": int(c),
+                "precision": float(pi),
+                "recall": float(ri),
+                "f1": float(fi),
+            }
+            for t, n, c, pi, ri, fi in zip(thresholds, counts, correct, p, r, f)
+        ]
+
+    result: dict[str, Any] = {
+        "pair": spec.name,
+        "gold_lines": len(lines),
+        "gold_pairs": n_gold,
+        "gold_unmatched": unmatched,
+        "candidates": len(cand[0]),
+        "accepted": len(src),
+        "correct": int(cum[-1]) if len(cum) else 0,
+        "best": best,
+        "table": table,
+    }
+    if plot is not None:
+        in_gold = np.array(
+            [key in entry_of for key in zip(cand[0].tolist(), cand[1].tolist())], dtype=bool
+        )
+        _plot(Path(plot), spec, cand[2], cand[2][in_gold], best)
+        result["plot"] = str(plot)
+    return result
+
+
+def _oriented(
+    spec: PairSpec, src: np.ndarray, tgt: np.ndarray, margin: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (tgt, src, margin) if spec.swap else (src, tgt, margin)
+
+
+def _check_plot_target(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a .png file name to --plot.")
+    if not path.parent.is_dir():
+        raise InputError(f"The folder {path.parent} does not exist.")
+
+
+def _plot(
+    path: Path,
+    spec: PairSpec,
+    margins: np.ndarray,
+    gold_margins: np.ndarray,
+    best: dict[str, Any],
+) -> None:
+    """Margin histograms of all candidates and the gold ones, with the best threshold."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ConfigError(
+            "--plot needs matplotlib; install the plot extra: pip install 'bitextdb[plot]'."
+        ) from exc
+    fig = Figure(figsize=(8, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    bins = np.histogram_bin_edges(margins, bins=50) if len(margins) else 10
+    ax.hist(margins, bins=bins, alpha=0.5, label=f"all candidates ({len(margins)})")
+    ax.hist(
+        gold_margins, bins=bins, alpha=0.8, label=f"gold pairs' candidates ({len(gold_margins)})"
+    )
+    if best["threshold"] is not None:
+        ax.axvline(
+            best["threshold"],
+            color="red",
+            linestyle="--",
+            label=f"best F1 {best['f1']:.3f} at margin {best['threshold']:.4f}",
+        )
+    ax.set_xlabel("margin")
+    ax.set_ylabel("candidates")
+    ax.set_title(f"{spec.name}: candidate margins")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -1,0 +1,502 @@
+"""Export mined pairs as TSV, JSONL or Moses files, streamed and optionally compressed.
+
+The default export (ratio margin, ``max`` retrieval) is the stored selection: the accepted
+pairs of the ``pairs`` table, read with a streaming cursor. Other margins and retrieval
+modes (as in LASER's ``mine_bitexts.py``) are re-derived from the stored kNN lists and
+``r`` values without searching again; see :func:`select_pairs`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import io
+import json
+import lzma
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import check_lang, pair_name
+from .db import export_sql
+from .db.tables import utcnow
+from .errors import BitextDBError, InputError
+from .margin import MARGINS, MarginFn, greedy_one_to_one
+
+if TYPE_CHECKING:
+    from .api import BitextDB
+
+FORMATS = ("tsv", "jsonl", "moses")
+RETRIEVALS = ("max", "intersect", "fwd", "bwd")
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
+#: pairs written per round of text lookups
+BATCH = 1000
+MAX_CURSOR_NAME = 128
+
+#: ``(output src id, output tgt id, score, cosine)``
+Row = tuple[int, int, float, float]
+
+
+# -- the language pair -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairSpec:
+    """A language pair in the direction asked for; ``swap`` when stored the other way round."""
+
+    src_lang: str
+    tgt_lang: str
+
+    @property
+    def swap(self) -> bool:
+        """Whether the output's src side is the stored tgt side (stored pairs are sorted)."""
+        return self.src_lang > self.tgt_lang
+
+    @property
+    def stored(self) -> tuple[str, str]:
+        """The pair as the ``pairs`` table holds it (``src_lang < tgt_lang``)."""
+        a, b = sorted((self.src_lang, self.tgt_lang))
+        return a, b
+
+    @property
+    def name(self) -> str:
+        """``src-tgt`` in the direction asked for."""
+        return f"{self.src_lang}-{self.tgt_lang}"
+
+    @property
+    def canonical(self) -> str:
+        """The canonical (sorted) name, as in ``stats``."""
+        return pair_name(self.src_lang, self.tgt_lang)
+
+
+def parse_directed_pair(text: str) -> PairSpec:
+    """Parse ``en-de`` (or ``zh-Hant:en``) keeping the order given."""
+    parts = text.split(":") if ":" in text else text.split("-")
+    if len(parts) != 2:
+        raise InputError(f"{text!r} is not a language pair; write it as 'en-de' (or 'en:de').")
+    try:
+        src, tgt = (check_lang(p.strip()) for p in parts)
+    except BitextDBError as exc:
+        raise InputError(str(exc)) from exc
+    if src == tgt:
+        raise InputError(f"{text!r} pairs a language with itself.")
+    return PairSpec(src, tgt)
+
+
+def resolve_pair(db: BitextDB, pair: str) -> PairSpec:
+    """Parse ``pair`` and check that the database holds both languages and mines the pair."""
+    spec = parse_directed_pair(pair)
+    with db.db.session() as s:
+        langs = export_sql.languages(s)
+    for lang in (spec.src_lang, spec.tgt_lang):
+        if lang not in langs:
+            held = ", ".join(langs) or "none yet"
+            raise InputError(f"The database has no sentences in {lang!r} (languages: {held}).")
+    wanted = db.settings.pairs
+    if wanted is not None and spec.canonical not in wanted:
+        raise InputError(
+            f"The pair {spec.canonical} is not mined in this database (pairs: "
+            f"{', '.join(wanted) or 'none'}); add it with `bitextdb config --pairs`."
+        )
+    return spec
+
+
+# -- re-deriving a selection from the neighbour lists ----------------------------------------
+@dataclass
+class Selection:
+    """Selected pairs in the output direction, sorted by (-score, src, tgt)."""
+
+    src: np.ndarray
+    tgt: np.ndarray
+    score: np.ndarray
+    cosine: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+def _best(
+    lists: export_sql.Lists, other: export_sql.Lists, margin: MarginFn
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per sentence of ``lists`` (with neighbours): its id, best neighbour, score, cosine.
+
+    The best neighbour has the highest ``margin`` score; ties go to the first in kNN order.
+    """
+    n, k = lists.nb_ids.shape
+    empty_ids = np.zeros(0, dtype=np.int64)
+    if n == 0 or k == 0 or len(other.ids) == 0:
+        return empty_ids, empty_ids.copy(), np.zeros(0), np.zeros(0)
+    pos = np.minimum(np.searchsorted(other.ids, lists.nb_ids), len(other.ids) - 1)
+    valid = (np.arange(k)[None, :] < lists.sizes[:, None]) & (other.ids[pos] == lists.nb_ids)
+    r_neighbours = np.where(valid, other.r[pos], 0.0)
+    cos = np.where(valid, lists.nb_cos, 0.0)
+    scores = np.where(valid, margin(cos, lists.r[:, None], r_neighbours), -np.inf)
+    column = np.argmax(scores, axis=1)  # the first maximum: kNN order on ties
+    rows = np.arange(n)
+    has = valid.any(axis=1)
+    return (
+        lists.ids[has],
+        lists.nb_ids[rows, column][has],
+        scores[rows, column][has],
+        lists.nb_cos[rows, column][has],
+    )
+
+
+def _sorted(src: np.ndarray, tgt: np.ndarray, score: np.ndarray, cos: np.ndarray) -> Selection:
+    order = np.lexsort((tgt, src, -score))
+    return Selection(src[order], tgt[order], score[order], cos[order])
+
+
+def select_from_lists(
+    src_lists: export_sql.Lists,
+    tgt_lists: export_sql.Lists,
+    margin: str = "ratio",
+    retrieval: str = "max",
+) -> Selection:
+    """LASER-style selection on neighbour lists (``src_lists``: the output's src side).
+
+    ``fwd``: each src sentence's best-scoring neighbour; ``bwd``: each tgt sentence's;
+    ``max``: their union, greedy one-to-one by (-score, src, tgt); ``intersect``: the pairs
+    that are both the fwd best of their src and the bwd best of their tgt.
+    """
+    fn = _margin_fn(margin)
+    _check_retrieval(retrieval)
+    f_src, f_tgt, f_score, f_cos = _best(src_lists, tgt_lists, fn)
+    b_tgt, b_src, b_score, b_cos = _best(tgt_lists, src_lists, fn)
+    if retrieval == "fwd":
+        return _sorted(f_src, f_tgt, f_score, f_cos)
+    if retrieval == "bwd":
+        return _sorted(b_src, b_tgt, b_score, b_cos)
+    if retrieval == "intersect":
+        if not len(b_tgt):
+            return _sorted(f_src[:0], f_tgt[:0], f_score[:0], f_cos[:0])
+        pos = np.minimum(np.searchsorted(b_tgt, f_tgt), len(b_tgt) - 1)
+        both = (b_tgt[pos] == f_tgt) & (b_src[pos] == f_src)
+        return _sorted(f_src[both], f_tgt[both], f_score[both], f_cos[both])
+    src = np.concatenate([f_src, b_src])
+    tgt = np.concatenate([f_tgt, b_tgt])
+    score = np.concatenate([f_score, b_score])
+    cos = np.concatenate([f_cos, b_cos])
+    # a pair found in both directions: keep it once (the higher score; equal in exact math)
+    order = np.lexsort((-score, tgt, src))
+    src, tgt, score, cos = src[order], tgt[order], score[order], cos[order]
+    first = np.ones(len(src), dtype=bool)
+    first[1:] = (src[1:] != src[:-1]) | (tgt[1:] != tgt[:-1])
+    src, tgt, score, cos = src[first], tgt[first], score[first], cos[first]
+    keep = greedy_one_to_one(src, tgt, score)
+    return _sorted(src[keep], tgt[keep], score[keep], cos[keep])
+
+
+def select_pairs(
+    db: BitextDB, pair: str, *, margin: str = "ratio", retrieval: str = "max"
+) -> Selection:
+    """Re-derive a selection from the stored kNN lists and ``r`` values (no new search).
+
+    Holds both sides' neighbour lists in memory. With ``ratio`` and ``max`` it equals the
+    stored accepted pairs.
+    """
+    _margin_fn(margin)
+    _check_retrieval(retrieval)
+    spec = resolve_pair(db, pair)
+    k = db.settings.k
+    with db.db.session() as s:
+        src_lists = export_sql.load_lists(s, spec.src_lang, spec.tgt_lang, k)
+        tgt_lists = export_sql.load_lists(s, spec.tgt_lang, spec.src_lang, k)
+    return select_from_lists(src_lists, tgt_lists, margin, retrieval)
+
+
+def _margin_fn(margin: str) -> MarginFn:
+    if margin not in MARGINS:
+        raise InputError(f"Unknown margin {margin!r}; use one of {', '.join(MARGINS)}.")
+    return MARGINS[margin]
+
+
+def _check_retrieval(retrieval: str) -> None:
+    if retrieval not in RETRIEVALS:
+        raise InputError(f"Unknown retrieval {retrieval!r}; use one of {', '.join(RETRIEVALS)}.")
+
+
+# -- output files ------------------------------------------------------------------------------
+@dataclass
+class _Target:
+    path: Path
+    compression: str | None
+
+
+def _targets(output: str, fmt: str, spec: PairSpec) -> list[_Target] | None:
+    """The files an export writes (None: standard output), checked before any work."""
+    if output == "-":
+        if fmt == "moses":
+            raise InputError(
+                "Moses output is two files (PREFIX.src and PREFIX.tgt); give --output PREFIX, "
+                "not standard output."
+            )
+        return None
+    path = Path(output).expanduser()
+    compression = COMPRESSIONS.get(path.suffix.lower())
+    if fmt == "moses":
+        stem = path.with_suffix("") if compression else path
+        ext = path.suffix if compression else ""
+        paths = [
+            stem.with_name(f"{stem.name}.{lang}{ext}") for lang in (spec.src_lang, spec.tgt_lang)
+        ]
+    else:
+        paths = [path]
+    for p in paths:
+        if not p.name or p.is_dir():
+            raise InputError(f"{p} is a directory; give a file name to --output.")
+        if not p.parent.is_dir():
+            raise InputError(f"The folder {p.parent} does not exist.")
+    return [_Target(p, compression) for p in paths]
+
+
+class _Sink:
+    """Text streams into temporary files, renamed into place by :meth:`commit`."""
+
+    def __init__(self, targets: list[_Target] | None) -> None:
+        self._stack = contextlib.ExitStack()
+        self._targets = targets or []
+        self._temps: list[Path] = []
+        self.streams: list[IO[str]] = []
+        self._stdout_bytes: IO[bytes] | None = None
+        if targets is None:
+            sys.stdout.flush()
+            self._stdout_bytes = getattr(sys.stdout, "buffer", None)
+            return
+        try:
+            for target in self._targets:
+                tmp = target.path.with_name(f".{target.path.name}.{os.getpid()}.tmp")
+                self._temps.append(tmp)
+                self.streams.append(self._open(tmp, target))
+        except OSError as exc:
+            self.abort()
+            raise InputError(f"Cannot write {exc.filename}: {exc.strerror or exc}.") from exc
+
+    def _open(self, tmp: Path, target: _Target) -> IO[str]:
+        raw = self._stack.enter_context(open(tmp, "wb"))  # noqa: SIM115 - closed by the stack
+        binary: IO[bytes]
+        if target.compression == "gzip":
+            inner = target.path.name[: -len(target.path.suffix)]
+            binary = self._stack.enter_context(
+                gzip.GzipFile(filename=inner, mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+            )
+        elif target.compression == "bzip2":
+            binary = self._stack.enter_context(bz2.BZ2File(raw, mode="wb"))
+        elif target.compression == "xz":
+            binary = self._stack.enter_context(lzma.LZMAFile(raw, mode="wb"))  # noqa: SIM115
+        else:
+            binary = raw
+        text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n", write_through=False)
+        self._stack.callback(text.detach)
+        self._stack.callback(text.flush)
+        return text
+
+    def write(self, parts: list[str]) -> None:
+        """One string per stream (only one for standard output)."""
+        if not self._targets:
+            if self._stdout_bytes is not None:
+                self._stdout_bytes.write(parts[0].encode("utf-8"))
+            else:
+                sys.stdout.write(parts[0])
+            return
+        for stream, part in zip(self.streams, parts):
+            stream.write(part)
+
+    def commit(self) -> list[str]:
+        """Close the files and move them into place; the files written (``-``: stdout)."""
+        if not self._targets:
+            (self._stdout_bytes or sys.stdout).flush()
+            return ["-"]
+        self._stack.close()
+        for tmp, target in zip(self._temps, self._targets):
+            os.replace(tmp, target.path)
+        self._temps = []
+        return [str(t.path) for t in self._targets]
+
+    def abort(self) -> None:
+        """Drop the temporary files; nothing is left behind."""
+        with contextlib.suppress(Exception):
+            self._stack.close()
+        for tmp in self._temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._temps = []
+
+
+def _format(
+    fmt: str,
+    spec: PairSpec,
+    rows: list[Row],
+    texts: dict[int, str],
+    sources: dict[int, list[str]] | None,
+) -> list[str]:
+    if fmt == "tsv":
+        return ["".join(f"{score:.6f}\t{texts[a]}\t{texts[b]}\n" for a, b, score, _ in rows)]
+    if fmt == "moses":
+        return [
+            "".join(texts[a] + "\n" for a, *_ in rows),
+            "".join(texts[b] + "\n" for _, b, *_ in rows),
+        ]
+    lines = []
+    for a, b, score, cos in rows:
+        record: dict[str, Any] = {
+            "src": texts[a],
+            "tgt": texts[b],
+            "src_lang": spec.src_lang,
+            "tgt_lang": spec.tgt_lang,
+            "margin": score,
+            "cosine": cos,
+            "src_id": a,
+            "tgt_id": b,
+        }
+        if sources is not None:
+            record["src_sources"] = sources.get(a, [])
+            record["tgt_sources"] = sources.get(b, [])
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    return ["".join(lines)]
+
+
+def _selection_batches(selection: Selection, min_score: float | None) -> Iterator[list[Row]]:
+    n = len(selection)
+    if min_score is not None:  # sorted by descending score: the tail is cut
+        n = int(np.searchsorted(-selection.score, -float(min_score), side="right"))
+    for start in range(0, n, BATCH):
+        stop = min(n, start + BATCH)
+        yield list(
+            zip(
+                selection.src[start:stop].tolist(),
+                selection.tgt[start:stop].tolist(),
+                selection.score[start:stop].tolist(),
+                selection.cosine[start:stop].tolist(),
+            )
+        )
+
+
+def export_pairs(
+    db: BitextDB,
+    pair: str,
+    *,
+    output: str = "-",
+    fmt: str = "tsv",
+    min_score: float | None = None,
+    since: datetime | None = None,
+    cursor: str | None = None,
+    with_sources: bool = False,
+    margin: str = "ratio",
+    retrieval: str = "max",
+) -> dict[str, Any]:
+    """Write the mined pairs of ``pair`` and return a summary (rows, files, seconds, ...).
+
+    ``pair`` is directed: ``en-de`` puts English in the src column even though the database
+    stores the pair as de-en. Rows come in descending score, ties by (src id, tgt id).
+
+    Formats: ``tsv`` (score, src, tgt: LASER's layout), ``jsonl`` (src, tgt, src_lang,
+    tgt_lang, margin, cosine, src_id, tgt_id, and with ``with_sources`` src_sources and
+    tgt_sources) and ``moses`` (``output`` is a prefix: ``PREFIX.<src>`` and
+    ``PREFIX.<tgt>``, line-aligned; ``corpus.gz`` gives ``corpus.en.gz`` and
+    ``corpus.de.gz``). An ``output`` ending in .gz, .bz2 or .xz is compressed. Files are
+    written under a temporary name and renamed at the end, so a failed export leaves none.
+
+    ``min_score`` keeps pairs scoring at least that much; it defaults to the database
+    threshold for the ratio margin and to no limit for the other margins (whose scale
+    differs). ``margin`` (ratio, distance, absolute) and ``retrieval`` (max, intersect,
+    fwd, bwd) other than the default ratio/max re-derive the selection from the stored
+    neighbour lists (:func:`select_pairs`), holding them in memory.
+
+    ``since`` keeps pairs changed at or after that moment (a naive datetime is UTC).
+    ``cursor`` names a stored position: only pairs changed after the last successful export
+    under that name are written (all of them on first use), and a successful export moves
+    the cursor to the time it started. A pair changes when it is created, its margin or
+    cosine changes, or it becomes accepted; a pair that stops being accepted (or falls
+    below ``min_score``) is not announced, so consumers that need removals should export
+    in full now and then. The cursor is exact when no miner writes to the database during
+    the export (the home's lock ensures that with the embedded vector store). ``since`` and
+    ``cursor`` apply to the stored selection only (ratio margin, max retrieval).
+    """
+    started = time.perf_counter()
+    started_at = utcnow()
+    if fmt not in FORMATS:
+        raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    _margin_fn(margin)
+    _check_retrieval(retrieval)
+    stored = (margin, retrieval) == ("ratio", "max")
+    if not stored and (since is not None or cursor is not None):
+        raise InputError(
+            "--since and --cursor follow the stored pairs (ratio margin, max retrieval); "
+            "they cannot be combined with another margin or retrieval."
+        )
+    if cursor is not None and not (0 < len(cursor) <= MAX_CURSOR_NAME and cursor.isprintable()):
+        raise InputError(f"A cursor name has 1 to {MAX_CURSOR_NAME} printable characters.")
+    spec = resolve_pair(db, pair)
+    if min_score is None and margin == "ratio":
+        min_score = db.settings.threshold
+    after = None
+    if cursor is not None:
+        with db.db.session() as s:
+            found = export_sql.get_cursor(s, cursor)
+        if found is not None:
+            if found[0] != spec.canonical:
+                raise InputError(
+                    f"The cursor {cursor!r} follows {found[0]}, not {spec.canonical}; "
+                    "use another name."
+                )
+            after = found[1]
+    targets = _targets(output, fmt, spec)
+    progress = db.progress or (lambda stage, done, total: None)
+
+    selection = None
+    if not stored:  # the neighbour lists are read (and released) before anything is written
+        selection = select_pairs(db, pair, margin=margin, retrieval=retrieval)
+
+    sink = _Sink(targets)
+    rows_written = 0
+    try:
+        with db.db.session() as s:
+            if selection is None:
+                total = 0
+                batches: Iterator[list[Row]] = export_sql.stream_accepted(
+                    s,
+                    *spec.stored,
+                    swap=spec.swap,
+                    min_score=min_score,
+                    since=since,
+                    after=after,
+                    batch=BATCH,
+                )
+            else:
+                total = len(selection)
+                batches = _selection_batches(selection, min_score)
+            for batch in batches:
+                ids = [a for a, *_ in batch] + [b for _, b, *_ in batch]
+                texts = export_sql.texts(s, ids)
+                sources = export_sql.source_names(s, ids) if with_sources else None
+                sink.write(_format(fmt, spec, batch, texts, sources))
+                rows_written += len(batch)
+                progress("export", rows_written, total)
+        files = sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    if cursor is not None:
+        with db.db.session() as s:
+            export_sql.save_cursor(s, cursor, spec.canonical, started_at)
+    return {
+        "pair": spec.name,
+        "format": fmt,
+        "rows": rows_written,
+        "files": files,
+        "seconds": time.perf_counter() - started,
+        "min_score": min_score,
+        "margin": margin,
+        "retrieval": retrieval,
+        "since": None if since is None else export_sql.as_utc(since).isoformat(),
+        "cursor": cursor,
+        "cursor_after": None if after is None else after.isoformat(),
+        "started_at": started_at.isoformat(),
+    }
