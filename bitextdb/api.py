@@ -303,6 +303,8 @@ def open(
 ) -> BitextDB:
     """Open an initialised database. ``model`` only checks it is the database's model."""
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
+    if loc.db.startswith("sqlite:///") and not Path(loc.db[len("sqlite:///") :]).exists():
+        raise NotInitializedError(f"No bitextdb database in {loc.home}; run `bitextdb init` first.")
     database = Database(loc.db)
     database.require_schema()
     settings = database.load_settings()
@@ -346,11 +348,15 @@ def init(
     **options: Any,
 ) -> BitextDB:
     """Create or upgrade a database and fix its settings; harmless to repeat."""
+    unknown = sorted(set(options) - set(Settings.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"Unknown setting(s): {', '.join(unknown)}.")
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
     loc.home.mkdir(parents=True, exist_ok=True)
     with _acquire(loc, wait, None):
         database = Database(loc.db)
         database.upgrade()
+        open_index(loc).close()  # an unreachable vector store fails before anything is saved
         current = database.load_settings()
         if current is None:
             settings = Settings.from_dict({key: v for key, v in options.items() if v is not None})

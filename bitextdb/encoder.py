@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +27,13 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
 class Encoder:
     """A loaded sentence-transformers model that turns sentences into unit float32 vectors.
 
-    On CUDA the model runs in float16; elsewhere in float32.
+    On CUDA the model runs in float16 and ``encode`` is a pipeline: sentences are sorted by
+    length and cut into batches of about ``max_tokens`` padded tokens; a worker thread
+    tokenizes the next batches into pinned memory while the GPU runs the current one, and
+    results stay on the GPU until the whole call is done. Several devices
+    (``device="cuda:0,cuda:1"``) use sentence-transformers' multi-process pool. Elsewhere
+    ``SentenceTransformer.encode`` does the work. ``backend`` chooses sentence-transformers'
+    ONNX or OpenVINO backends for CPUs.
     """
 
     def __init__(
@@ -36,31 +45,106 @@ class Encoder:
         trust_remote_code: bool = False,
         max_seq_length: int | None = None,
         batch_size: int = 64,
+        backend: str = "torch",
+        max_tokens: int = 32_768,
     ) -> None:
         self.name = model
         self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        devices = [d.strip() for d in (device or "").split(",") if d.strip()]
+        self.devices = devices if len(devices) > 1 else []
         self.model = load_model(
-            model, device=device, revision=revision, trust_remote_code=trust_remote_code
+            model,
+            device=None if self.devices else (devices[0] if devices else None),
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            backend=backend,
         )
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
-        self.device = str(self.model.device)
-        if self.device.startswith("cuda"):
+        self.device = ",".join(self.devices) if self.devices else str(self.model.device)
+        self.pipelined = self.device.startswith("cuda") and not self.devices and backend == "torch"
+        if self.pipelined:
             self.model.half()
         self.dim = int(self.model.get_embedding_dimension())
+        self._pool: dict[str, Any] | None = None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit float32 vectors for ``texts`` (n x dim)."""
+        """Unit float32 vectors for ``texts`` (n x dim), in order."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.pipelined:
+            return self._encode_pipelined(list(texts))
+        kwargs: dict[str, Any] = {}
+        if self.devices:
+            if self._pool is None:
+                self._pool = self.model.start_multi_process_pool(self.devices)
+            kwargs["pool"] = self._pool
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
+            **kwargs,
         )
         return normalize_rows(vectors)
+
+    def close(self) -> None:
+        """Stop the multi-process pool, if one was started."""
+        if self._pool is not None:
+            self.model.stop_multi_process_pool(self._pool)
+            self._pool = None
+
+    # -- the CUDA pipeline ---------------------------------------------------------------
+    def token_batches(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Indices of ``texts``, longest first, in batches of about ``max_tokens`` tokens.
+
+        Token counts are estimated from characters (about 3 per token, capped at the
+        model's maximum sequence length), which is enough to size the padded batches.
+        """
+        limit = int(getattr(self.model, "max_seq_length", 512) or 512)
+        estimate = np.minimum(np.array([len(t) for t in texts]) // 3 + 2, limit)
+        order = np.argsort(-estimate, kind="stable")
+        batches: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            longest = max(1, int(estimate[order[start]]))
+            size = max(1, self.max_tokens // longest)
+            batches.append(order[start : start + size])
+            start += size
+        return batches
+
+    def _encode_pipelined(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        device = self.model.device
+        results: list[tuple[np.ndarray, Any]] = []
+        with torch.inference_mode():
+            for idx, features in _prefetch(self._features(texts), depth=4):
+                features = {
+                    key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
+                    for key, value in features.items()
+                }
+                embedding = self.model(features)["sentence_embedding"]
+                results.append((idx, torch.nn.functional.normalize(embedding.float(), dim=1)))
+            out = np.empty((len(texts), self.dim), dtype=np.float32)
+            for idx, embedding in results:  # one synchronisation, at the end
+                out[idx] = embedding.cpu().numpy()
+        return out
+
+    def _features(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+        import torch
+
+        for idx in self.token_batches(texts):
+            features = self.model.preprocess([texts[i] for i in idx])
+            yield (
+                idx,
+                {
+                    key: value.pin_memory() if torch.is_tensor(value) else value
+                    for key, value in features.items()
+                },
+            )
 
     def check_dimension(self, expected: int) -> None:
         if expected and self.dim != expected:
@@ -70,7 +154,50 @@ class Encoder:
             )
 
 
-def load_model(model: str, *, device: str | None, revision: str | None, trust_remote_code: bool):  # type: ignore[no-untyped-def]
+def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run ``items`` in a worker thread, at most ``depth`` ahead of the consumer."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(exc)
+        finally:
+            buffer.put(done)
+
+    worker = threading.Thread(target=work, name="bitextdb-tokenize", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting on a full buffer
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
+def load_model(  # type: ignore[no-untyped-def]
+    model: str,
+    *,
+    device: str | None,
+    revision: str | None,
+    trust_remote_code: bool,
+    backend: str = "torch",
+):
     """Load a SentenceTransformer, turning every failure into one clear sentence."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -88,7 +215,13 @@ def load_model(model: str, *, device: str | None, revision: str | None, trust_re
                 device=None if device in (None, "auto") else device,
                 revision=revision,
                 trust_remote_code=trust_remote_code,
+                backend=backend,
             )
+    except ImportError as exc:
+        extra = {"onnx": "onnx", "openvino": "openvino"}.get(backend, backend)
+        raise ModelLoadError(
+            f"The {backend} backend needs extra packages; install 'bitextdb[{extra}]'."
+        ) from exc
     except Exception as exc:
         log.debug("model load failed", exc_info=True)
         raise ModelLoadError(

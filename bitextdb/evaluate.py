@@ -72,7 +72,7 @@ def _resolve(s: Session, lang: str, fields: Sequence[str]) -> dict[str, frozense
 def _scores(correct: np.ndarray, n: np.ndarray, gold: int) -> tuple[np.ndarray, ...]:
     n_safe = np.maximum(n, 1)
     precision = np.where(n > 0, correct / n_safe, 0.0)
-    recall = correct / (gold + 1) if gold else np.zeros(len(correct))
+    recall = correct / gold if gold else np.zeros(len(correct))
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros(len(total)), where=total > 0)
     return precision, recall, f1

@@ -13,6 +13,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from .config import Settings, check_lang
 from .db import Database, corpus
 from .encoder import Encoder, normalize_rows
-from .errors import InputError, ModelMismatchError
+from .errors import InputError, ModelLoadError, ModelMismatchError
 from .readers import Line, ReadStats, read_lines, text_hash
 from .vectors import VectorIndex
 
@@ -230,9 +231,15 @@ class Ingestor:
                 by_lang.setdefault(row_lang, []).append((sid, text))
             for row_lang, items in by_lang.items():
                 self.index.ensure(row_lang, self.settings.dim)
-                self._index(
-                    row_lang, [i for i, _ in items], vectors.vectors([t for _, t in items], None)
-                )
+                try:
+                    found = vectors.vectors([t for _, t in items], None)
+                except ModelLoadError as exc:
+                    raise InputError(
+                        f"{len(items)} {row_lang} sentences were stored without vectors by an "
+                        "interrupted ingest and the model cannot encode them here; ingest the "
+                        "same file again (with its --embeddings, if it had them)."
+                    ) from exc
+                self._index(row_lang, [i for i, _ in items], found)
                 total += len(items)
 
     def ingest_file(
@@ -251,7 +258,9 @@ class Ingestor:
     ) -> IngestReport:
         """Read one file (or ``-`` for stdin) and store its sentences."""
         check_lang(lang)
-        name = source or ("stdin" if path == "-" else str(Path(path).resolve()))
+        # each read of stdin is its own source: positions of two streams must not collide
+        stdin_name = f"stdin@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
+        name = source or (stdin_name if path == "-" else str(Path(path).resolve()))
         options = {
             "fmt": fmt,
             "column": column,

@@ -115,10 +115,9 @@ def test_init_ingest_mine_stats_config(home: Path, tiny_bert: Path, tmp_path: Pa
     assert "revision" in ok("db", "upgrade").stdout
 
     # init again with the same model: harmless
+    before = stats()
     ok("init", "--model", str(tiny_bert))
-    after = stats()
-    assert after["languages"] == s["languages"]
-    assert after["pairs"]["de-en"]["pairs"] == s["pairs"]["de-en"]["pairs"]
+    assert stats() == before
 
 
 def test_ingest_and_mine_in_one_go(initialised: Path, tmp_path: Path) -> None:
@@ -130,7 +129,7 @@ def test_ingest_and_mine_in_one_go(initialised: Path, tmp_path: Path) -> None:
 
 def test_stdin_and_formats(initialised: Path, tmp_path: Path) -> None:
     report = as_json(ok("ingest", "--lang", "de", "--json", "--no-mine", "-", input=DE[0] + "\n"))
-    assert report["ingested"][0]["source"] == "stdin"  # type: ignore[index]
+    assert report["ingested"][0]["source"].startswith("stdin@")  # type: ignore[index]
     tsv = write_lines(tmp_path / "de.tsv", ["id\ttext", f"x1\t{DE[1]}", f"x2\t{DE[2]}"])
     result = ok("ingest", "--lang", "de", "--column", "text", "--id-column", "id", str(tsv))
     assert "new 2" in result.stdout
@@ -281,9 +280,7 @@ def walk(group: click.Group, prefix: str = "bitextdb") -> Iterator[tuple[str, cl
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:
     commands = dict(walk(cli))
-    assert {"bitextdb init", "bitextdb ingest", "bitextdb mine", "bitextdb stats"} <= set(
-        commands
-    )
+    assert {"bitextdb init", "bitextdb ingest", "bitextdb mine", "bitextdb stats"} <= set(commands)
     for name, command in commands.items():
         assert (command.help or "").strip(), f"{name} has no help text"
         for param in command.params:

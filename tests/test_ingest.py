@@ -32,7 +32,9 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def make_db(home: Path, db_url: str | None, tiny_bert: Path, **options: object) -> bitextdb.BitextDB:
+def make_db(
+    home: Path, db_url: str | None, tiny_bert: Path, **options: object
+) -> bitextdb.BitextDB:
     options.setdefault("dim", 32)  # the tiny model's: init need not load it to ask
     return bitextdb.init(home, db=db_url, model=str(tiny_bert), **options)
 
@@ -237,10 +239,17 @@ def test_stdin(home: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr("sys.stdin", FakeStdin(gzip.compress(f"{EN[0]}\n{EN[1]}\n".encode())))
     with make_db(home, None, tiny_bert) as db:
         report = only(db.ingest("-", "en", mine=False))
-        assert report["source"] == "stdin"
+        name = report["source"]
+        assert name.startswith("stdin@")
         assert report["new"] == 2
-        assert occurrences(db) == [("stdin", 0, EN[0], None), ("stdin", 1, EN[1], None)]
+        assert occurrences(db) == [(name, 0, EN[0], None), (name, 1, EN[1], None)]
         assert db.index.count("en") == 2
+    # a second stream is a source of its own: its positions do not overwrite the first's
+    monkeypatch.setattr("sys.stdin", FakeStdin(f"{EN[2]}\n".encode()))
+    with bitextdb.open(home) as db:
+        second = only(db.ingest("-", "en", mine=False))["source"]
+        assert second != name
+        assert len(occurrences(db)) == 3
 
 
 def test_skipped_counts_by_reason(home: Path, tiny_bert: Path, tmp_path: Path) -> None:
@@ -366,9 +375,7 @@ def test_given_vectors_of_the_wrong_dimension(home: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("bad", [0.0, np.nan, np.inf])
-def test_given_zero_or_nonfinite_row_stores_nothing(
-    bad: float, home: Path, tmp_path: Path
-) -> None:
+def test_given_zero_or_nonfinite_row_stores_nothing(bad: float, home: Path, tmp_path: Path) -> None:
     path = write_lines(tmp_path / "en.txt", EN[:3])
     given = rows(3)
     given[1] = bad

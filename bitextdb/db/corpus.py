@@ -77,8 +77,16 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
 
 
 def add_occurrences(s: Session, rows: list[dict[str, object]]) -> None:
+    """Remember where sentences were met; a rewritten file's position takes its new sentence."""
     if rows:
-        s.execute(_insert(s, OCC).on_conflict_do_nothing(), rows)
+        stmt = _insert(s, OCC)
+        s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[OCC.c.source_id, OCC.c.position],
+                set_={"sentence_id": stmt.excluded.sentence_id, "ext_id": stmt.excluded.ext_id},
+            ),
+            rows,
+        )
 
 
 def mark_indexed(s: Session, ids: Sequence[int]) -> None:

@@ -1,0 +1,191 @@
+"""Export benchmark (issue 5). Run by hand:
+
+    .venv/bin/python benchmarks/export.py                   # 1,000,000 planted pairs
+    .venv/bin/python benchmarks/export.py --size 5000       # a quick check
+    .venv/bin/python benchmarks/export.py --home DIR        # build once into DIR, reuse later
+
+Builds a database of SIZE x SIZE injected random vectors with SIZE planted pairs (noisy
+copies), mines it, then times ``export_pairs`` of every accepted pair to a .jsonl file and
+to a .tsv.gz file (optionally also a re-derived distance-margin export): rows per second,
+peak RSS (getrusage), how much the resident memory grew during each export (VmRSS sampled
+in a thread) and the peak of Python allocations during a second, untimed run under
+tracemalloc. A streaming export keeps both flat, whatever the size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine, peak_rss_mb, planted  # noqa: E402
+
+import bitextdb  # noqa: E402
+from bitextdb.export import export_pairs  # noqa: E402
+
+CHUNK = 20_000
+
+
+def rss_mb() -> float:
+    """The current resident set size (Linux), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Sampler(threading.Thread):
+    """Samples VmRSS every ``interval`` seconds until stopped; ``peak`` is the highest."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.peak = rss_mb()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.peak = max(self.peak, rss_mb())
+
+    def stop(self) -> float:
+        self.stop_event.set()
+        self.join()
+        return max(self.peak, rss_mb())
+
+
+def build(home: Path, size: int, dim: int, k: int, noise: float) -> dict[str, float]:
+    """A database with ``size`` sentences a side and ``size`` planted pairs, mined."""
+    a, b, _ = planted(size, size, size, dim, noise=noise, seed=1)
+    bitextdb.init(home, model="synthetic", dim=dim, k=k, exact_limit=10**9).close()
+    db = bitextdb.open(home)
+    out: dict[str, float] = {}
+    try:
+        start = time.perf_counter()
+        for lang, vecs in (("xa", a), ("xb", b)):
+            for lo in range(0, size, CHUNK):
+                hi = min(size, lo + CHUNK)
+                texts = [f"{lang} sentence number {i} of the benchmark" for i in range(lo, hi)]
+                db.ingest_embeddings(lang, texts, vecs[lo:hi], mine=False)
+        out["ingest_s"] = time.perf_counter() - start
+        del a, b
+        start = time.perf_counter()
+        reports = db.mine()
+        out["mine_s"] = time.perf_counter() - start
+        out["accepted"] = float(reports[0].accepted) if reports else 0.0
+    finally:
+        db.close()
+    return out
+
+
+def timed_export(home: Path, output: Path, fmt: str, trace: bool, **options: Any) -> dict[str, Any]:
+    """One export of every accepted pair, with its rate and memory growth.
+
+    With ``trace``, the export runs a second time (untimed) under tracemalloc to report
+    the peak of Python allocations it made.
+    """
+    db = bitextdb.open(home)
+    try:
+        before = rss_mb()
+        sampler = Sampler()
+        sampler.start()
+        start = time.perf_counter()
+        summary = export_pairs(
+            db, "xa-xb", output=str(output), fmt=fmt, min_score=float("-inf"), **options
+        )
+        seconds = time.perf_counter() - start
+        peak = sampler.stop()
+        traced = None
+        if trace:
+            tracemalloc.start()
+            export_pairs(
+                db, "xa-xb", output=str(output), fmt=fmt, min_score=float("-inf"), **options
+            )
+            traced = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+    finally:
+        db.close()
+    return {
+        "traced_peak_mb": traced,
+        "file": output.name,
+        "rows": summary["rows"],
+        "seconds": seconds,
+        "rows_per_s": summary["rows"] / seconds if seconds else float("inf"),
+        "bytes": sum(Path(f).stat().st_size for f in summary["files"]),
+        "rss_before_mb": before,
+        "rss_growth_mb": peak - before,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=1_000_000, help="sentences a side (= pairs)")
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--noise", type=float, default=0.5)
+    parser.add_argument("--home", type=Path, help="build here (kept), or reuse a built one")
+    parser.add_argument(
+        "--computed", action="store_true", help="also a distance-margin export (in memory)"
+    )
+    parser.add_argument(
+        "--no-tracemalloc", action="store_true", help="skip the extra tracemalloc run per export"
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="bitextdb-export-"))
+    home = args.home or root / "home"
+    results: dict[str, Any] = {"machine": machine(), "size": args.size, "dim": args.dim}
+    try:
+        if (home / "bitextdb.sqlite").exists():
+            results["build"] = "reused"
+        else:
+            results["build"] = build(home, args.size, args.dim, args.k, args.noise)
+        runs = [("pairs.jsonl", "jsonl", {}), ("pairs.tsv.gz", "tsv", {})]
+        if args.computed:
+            runs.append(("distance.jsonl", "jsonl", {"margin": "distance"}))
+        results["exports"] = [
+            timed_export(home, root / name, fmt, not args.no_tracemalloc, **options)
+            for name, fmt, options in runs
+        ]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"machine: {results['machine']}")
+    build_info = results["build"]
+    if isinstance(build_info, dict):
+        print(
+            f"built {args.size} x {args.size} (dim {args.dim}): ingest "
+            f"{build_info['ingest_s']:.1f} s, mine {build_info['mine_s']:.1f} s, "
+            f"{int(build_info['accepted'])} accepted pairs"
+        )
+    else:
+        print(f"reused the database in {home}")
+    for r in results["exports"]:
+        print(
+            f"{r['file']:15} {r['rows']:>10} rows {r['seconds']:8.2f} s "
+            f"{r['rows_per_s']:>10.0f} rows/s {r['bytes'] / 2**20:8.1f} MiB  RSS "
+            f"{r['rss_before_mb']:.0f} MB + {r['rss_growth_mb']:.1f} MB during export"
+            f" (peak {r['peak_rss_mb']:.0f} MB)"
+            + ("" if r["traced_peak_mb"] is None else f", traced {r['traced_peak_mb']:.1f} MB")
+        )
+    if not all(r["rows"] for r in results["exports"]):
+        print("warning: an export wrote no rows", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

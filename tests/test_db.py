@@ -1,0 +1,333 @@
+"""SQL database: migrations, settings, store locations, and the small parsers of config.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bitextdb.config import (
+    LOCATIONS_FILE,
+    Locations,
+    Settings,
+    check_lang,
+    mask_url,
+    pair_name,
+    parse_pair,
+    resolve_home,
+    resolve_locations,
+    write_locations_file,
+)
+from bitextdb.db import Database
+from bitextdb.db.engine import migrations_dir
+from bitextdb.errors import ConfigError, NotInitializedError, StoreUnavailableError
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {"settings", "sources", "sentences", "occurrences", "knn", "neighbours", "pairs"}
+
+
+def table_names(db: Database) -> set[str]:
+    return set(sa.inspect(db.engine).get_table_names())
+
+
+# -- migrations ------------------------------------------------------------------------------
+def test_upgrade_blank_database_to_head(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        assert db.current_revision() is None
+        assert not (TABLES & table_names(db))
+        head = db.head_revision()
+        assert head
+        db.upgrade()
+        assert db.current_revision() == head
+        assert table_names(db) >= TABLES | {"alembic_version"}
+        db.upgrade()  # twice: harmless
+        assert db.current_revision() == head
+        db.require_schema()
+    finally:
+        db.dispose()
+    # a new connection sees the same
+    again = Database(db_url)
+    try:
+        assert again.current_revision() == head
+        again.require_schema()
+    finally:
+        again.dispose()
+
+
+def test_require_schema_on_a_blank_database(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        with pytest.raises(NotInitializedError, match="bitextdb init"):
+            db.require_schema()
+    finally:
+        db.dispose()
+
+
+def test_require_schema_on_an_old_revision(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    try:
+        db.upgrade()
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+        with pytest.raises(NotInitializedError, match="db upgrade"):
+            db.require_schema()
+    finally:
+        db.dispose()
+
+
+def test_migrations_dir_is_found() -> None:
+    path = migrations_dir()
+    assert (path / "env.py").is_file()
+    assert (path / "versions" / "0001_initial_schema.py").is_file()
+
+
+def test_settings_round_trip(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        db.upgrade()
+        assert db.load_settings() is None
+        settings = Settings(
+            model="some/model", dim=384, k=6, threshold=1.07, pairs=["de-en", "en-fr"]
+        ).validate()
+        settings.extra = {"note": "ünïcode", "n": [1, 2]}
+        db.save_settings(settings)
+        loaded = db.load_settings()
+        assert loaded is not None
+        assert loaded.to_dict() == settings.to_dict()
+        settings.threshold = 1.2
+        settings.pairs = None
+        db.save_settings(settings)  # saving again replaces
+        loaded = db.load_settings()
+        assert loaded is not None
+        assert (loaded.threshold, loaded.pairs) == (1.2, None)
+    finally:
+        db.dispose()
+
+
+def test_sessions_commit_or_roll_back(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.sqlite'}")
+    try:
+        db.upgrade()
+        with db.session() as s:
+            s.execute(sa.text("INSERT INTO settings (key, value) VALUES ('a', '1')"))
+        with pytest.raises(RuntimeError), db.session() as s:
+            s.execute(sa.text("INSERT INTO settings (key, value) VALUES ('b', '2')"))
+            raise RuntimeError("boom")
+        with db.session() as s:
+            keys = s.execute(sa.text("SELECT key FROM settings")).scalars().all()
+        assert keys == ["a"]
+    finally:
+        db.dispose()
+
+
+def test_bad_urls() -> None:
+    with pytest.raises(ConfigError):
+        Database("not a url at all")
+    with pytest.raises(ConfigError, match="driver"):
+        Database("nosuchdialect://x/y")
+    db = Database("postgresql+psycopg://postgres:pw@127.0.0.1:1/nope")
+    try:
+        with pytest.raises(StoreUnavailableError) as info:
+            db.upgrade()
+        assert "pw@" not in str(info.value)
+    finally:
+        db.dispose()
+
+
+# -- store locations -------------------------------------------------------------------------
+def test_resolve_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BITEXTDB_HOME", str(tmp_path / "env-home"))
+    assert resolve_home(tmp_path / "flag-home") == (tmp_path / "flag-home").resolve()
+    assert resolve_home(None) == (tmp_path / "env-home").resolve()
+    monkeypatch.delenv("BITEXTDB_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert resolve_home(None) == tmp_path / "xdg" / "bitextdb"
+
+
+def test_resolve_locations_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    monkeypatch.delenv("BITEXTDB_HOME")
+    # nothing given: the defaults
+    loc = resolve_locations(home)
+    assert loc.db == f"sqlite:///{home.resolve() / 'bitextdb.sqlite'}"
+    assert loc.qdrant is None
+    assert loc.qdrant_prefix == "bitextdb_"
+    # what the home remembers
+    (home / LOCATIONS_FILE).write_text(
+        json.dumps({"db": "sqlite:///remembered", "qdrant": "http://q1", "qdrant_prefix": "r_"})
+    )
+    loc = resolve_locations(home)
+    assert (loc.db, loc.qdrant, loc.qdrant_prefix) == ("sqlite:///remembered", "http://q1", "r_")
+    # environment beats the home
+    monkeypatch.setenv("BITEXTDB_DB", "sqlite:///env")
+    monkeypatch.setenv("BITEXTDB_QDRANT", "http://q2")
+    monkeypatch.setenv("BITEXTDB_QDRANT_PREFIX", "e_")
+    loc = resolve_locations(home)
+    assert (loc.db, loc.qdrant, loc.qdrant_prefix) == ("sqlite:///env", "http://q2", "e_")
+    # flags beat everything
+    loc = resolve_locations(home, "sqlite:///flag", "http://q3", "f_")
+    assert (loc.db, loc.qdrant, loc.qdrant_prefix) == ("sqlite:///flag", "http://q3", "f_")
+    # an empty variable counts as unset
+    monkeypatch.setenv("BITEXTDB_DB", "")
+    assert resolve_locations(home).db == "sqlite:///remembered"
+
+
+def test_locations_file_round_trip_and_errors(tmp_path: Path) -> None:
+    loc = Locations(
+        home=tmp_path, db="postgresql://u:pw@h/db", qdrant="http://q", qdrant_prefix="p_"
+    )
+    write_locations_file(loc)
+    path = tmp_path / LOCATIONS_FILE
+    assert path.stat().st_mode & 0o077 == 0  # may hold a password
+    again = resolve_locations(tmp_path)
+    assert (again.db, again.qdrant, again.qdrant_prefix) == (loc.db, loc.qdrant, loc.qdrant_prefix)
+    assert again.describe()["db"] == "postgresql://u:***@h/db"
+    assert again.describe()["vector_backend"] == "qdrant-server"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match=LOCATIONS_FILE):
+        resolve_locations(tmp_path)
+    path.unlink()
+    with pytest.raises(ConfigError, match="prefix"):
+        resolve_locations(tmp_path, qdrant_prefix="bad prefix!")
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (
+            "postgresql+psycopg://user:secret@host:5432/db",
+            "postgresql+psycopg://user:***@host:5432/db",
+        ),
+        ("http://key:s3cr3t@qdrant:6333", "http://key:***@qdrant:6333"),
+        ("postgresql://user@host/db", "postgresql://user@host/db"),
+        ("sqlite:////tmp/x.sqlite", "sqlite:////tmp/x.sqlite"),
+        ("http://qdrant:6333", "http://qdrant:6333"),
+        (None, None),
+        ("", ""),
+    ],
+)
+def test_mask_url(url: str | None, masked: str | None) -> None:
+    assert mask_url(url) == masked
+
+
+# -- language codes and pairs ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "pair"),
+    [
+        ("en-de", ("de", "en")),
+        ("de-en", ("de", "en")),
+        ("de:en", ("de", "en")),
+        ("zh-Hant:en", ("en", "zh-Hant")),
+        ("en:zh-Hant", ("en", "zh-Hant")),
+        ("eng-deu", ("deu", "eng")),
+    ],
+)
+def test_parse_pair(text: str, pair: tuple[str, str]) -> None:
+    assert parse_pair(text) == pair
+    assert pair_name(*pair) == "-".join(pair)
+
+
+@pytest.mark.parametrize("text", ["en-en", "en", "", "en-de-fr", "EN-DE", "en:de:fr", "zh-Hant-en"])
+def test_parse_pair_rejects(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_pair(text)
+
+
+@pytest.mark.parametrize("lang", ["en", "deu", "zh-Hant", "pt_BR", "sr-Latn"])
+def test_check_lang_accepts(lang: str) -> None:
+    assert check_lang(lang) == lang
+
+
+@pytest.mark.parametrize("lang", ["EN DE", "", "en de", "e", "english", "EN", "en/../x", "1a"])
+def test_check_lang_rejects(lang: str) -> None:
+    with pytest.raises(ConfigError):
+        check_lang(lang)
+
+
+def test_settings_validate() -> None:
+    assert Settings(pairs=["en-de", "de:en", "fr-en"]).validate().pairs == ["de-en", "en-fr"]
+    for bad in (
+        {"k": 0},
+        {"k": 65},
+        {"mine_path": "fast"},
+        {"batch_size": 0},
+        {"min_chars": 5, "max_chars": 4},
+        {"pairs": ["en-en"]},
+    ):
+        with pytest.raises(ConfigError):
+            Settings(**bad).validate()  # type: ignore[arg-type]
+    assert Settings.from_dict({"model": "m", "unknown": 1}).model == "m"
+
+
+# -- the installed package -------------------------------------------------------------------
+def test_wheel_layout_finds_its_migrations(tmp_path: Path) -> None:
+    """Laid out as the wheel installs it (migrations in bitextdb/_migrations), it works."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        ROOT / "bitextdb", site / "bitextdb", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(ROOT / "migrations", site / "bitextdb" / "_migrations")
+    script = (
+        "import sys; from bitextdb.db import Database; from bitextdb.db.engine import "
+        "migrations_dir; print(migrations_dir()); d = Database(sys.argv[1]); d.upgrade(); "
+        "print(d.current_revision() == d.head_revision())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, f"sqlite:///{tmp_path / 'w.sqlite'}"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    found, at_head = out.stdout.split()
+    assert Path(found) == site / "bitextdb" / "_migrations"
+    assert at_head == "True"
+
+
+@pytest.mark.slow
+def test_wheel_contains_the_migrations(tmp_path: Path) -> None:
+    try:
+        import hatchling  # noqa: F401
+
+        isolation = ["--no-build-isolation"]
+    except ImportError:
+        isolation = []  # pip fetches hatchling into an isolated build env, if it can
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-index",  # no network: only what is installed or in pip's find-links
+            *isolation,
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    wheels = list(tmp_path.glob("bitextdb-*.whl"))
+    if out.returncode != 0 or not wheels:
+        lines = (out.stderr + out.stdout).strip().splitlines()
+        why = [ln.strip() for ln in lines if "hatchling" in ln or "ERROR" in ln] or lines[-1:]
+        pytest.skip(f"cannot build a wheel offline: {' | '.join(why[:2])}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        names = set(wheel.namelist())
+    assert "bitextdb/_migrations/env.py" in names
+    assert "bitextdb/_migrations/versions/0001_initial_schema.py" in names
+    assert "bitextdb/db/engine.py" in names

@@ -1,0 +1,599 @@
+"""Exports: formats, compression, direction, filters, cursors, margins and retrieval modes."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic import command
+from click.testing import CliRunner
+from sqlalchemy import inspect, text
+
+import bitextdb
+import bitextdb.export as export_module
+from bitextdb.cli import cli
+from bitextdb.db import Database
+from bitextdb.db import export_sql as export_sql_module
+from bitextdb.export import export_pairs, select_pairs
+from tests.reference import cosine_matrix, random_unit
+
+INF = float("-inf")
+OPENERS = {"": open, ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+MAGIC = {".gz": b"\x1f\x8b", ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def build(
+    home: Path, db_url: str | None = None, n: tuple[int, int] = (14, 17)
+) -> bitextdb.BitextDB:
+    """de and en sentences with random vectors, mined (stored as de-en: de is the src)."""
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=8, k=3)
+    db.ingest_embeddings("en", [f"en sentence {i}" for i in range(n[0])], random_unit(n[0], 8, 1))
+    db.ingest_embeddings("de", [f"de satz {i}" for i in range(n[1])], random_unit(n[1], 8, 2))
+    return db
+
+
+def table(db: bitextdb.BitextDB) -> list[dict]:
+    """Every pairs row with both texts (stored orientation: src is de)."""
+    with db.db.session() as s:
+        rows = s.execute(
+            text(
+                "SELECT p.src_id, p.tgt_id, p.margin, p.cosine, p.accepted, p.updated_at, "
+                "a.text, b.text FROM pairs p JOIN sentences a ON a.id = p.src_id "
+                "JOIN sentences b ON b.id = p.tgt_id WHERE p.src_lang = 'de' AND p.tgt_lang = 'en'"
+            )
+        ).all()
+    keys = ("src_id", "tgt_id", "margin", "cosine", "accepted", "updated_at", "src", "tgt")
+    return [dict(zip(keys, row)) for row in rows]
+
+
+def accepted(db: bitextdb.BitextDB, min_score: float = INF) -> list[dict]:
+    """Accepted pairs in the stored orientation, best first, ties by (src, tgt)."""
+    rows = [r for r in table(db) if r["accepted"] and r["margin"] >= min_score]
+    return sorted(rows, key=lambda r: (-r["margin"], r["src_id"], r["tgt_id"]))
+
+
+def read_text(path: Path) -> str:
+    opener = OPENERS[path.suffix if path.suffix in OPENERS else ""]
+    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        return f.read()
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in read_text(path).splitlines()]
+
+
+def as_utc(moment: datetime | str) -> datetime:
+    """A stored timestamp as aware UTC (raw SQLite rows hold naive UTC text)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+# -- formats and compression ------------------------------------------------------------------
+@pytest.mark.parametrize("compression", ["", ".gz", ".bz2", ".xz"])
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "moses"])
+def test_round_trip_every_format_and_compression(
+    home: Path, tmp_path: Path, fmt: str, compression: str
+) -> None:
+    db = build(home)
+    try:
+        out = tmp_path / f"corpus{'' if fmt == 'moses' else '.' + fmt}{compression}"
+        summary = export_pairs(db, "de-en", output=str(out), fmt=fmt, min_score=INF)
+        want = accepted(db)
+    finally:
+        db.close()
+    assert summary["rows"] == len(want) > 5
+    if fmt == "moses":
+        files = [tmp_path / f"corpus.de{compression}", tmp_path / f"corpus.en{compression}"]
+        assert summary["files"] == [str(f) for f in files]
+        src, tgt = (read_text(f).splitlines() for f in files)
+        assert len(src) == len(tgt) == len(want)
+        assert list(zip(src, tgt)) == [(r["src"], r["tgt"]) for r in want]
+    else:
+        files = [out]
+        assert summary["files"] == [str(out)]
+        if fmt == "tsv":
+            rows = [line.split("\t") for line in read_text(out).splitlines()]
+            assert [(s, t) for _, s, t in rows] == [(r["src"], r["tgt"]) for r in want]
+            scores = [float(score) for score, _, _ in rows]
+            assert scores == pytest.approx([r["margin"] for r in want], abs=1e-6)
+            assert scores == sorted(scores, reverse=True)
+        else:
+            records = jsonl(out)
+            assert [list(r) for r in records[:1]] == [
+                ["src", "tgt", "src_lang", "tgt_lang", "margin", "cosine", "src_id", "tgt_id"]
+            ]
+            assert [
+                (r["src"], r["tgt"], r["src_id"], r["tgt_id"], r["margin"], r["cosine"])
+                for r in records
+            ] == [
+                (w["src"], w["tgt"], w["src_id"], w["tgt_id"], w["margin"], w["cosine"])
+                for w in want
+            ]
+            assert {(r["src_lang"], r["tgt_lang"]) for r in records} == {("de", "en")}
+    for f in files:
+        head = f.read_bytes()[:6]
+        if compression:
+            assert head.startswith(MAGIC[compression]), f
+        else:
+            assert not any(head.startswith(m) for m in MAGIC.values())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_export_to_stdout(home: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    db = build(home)
+    try:
+        summary = export_pairs(db, "de-en", min_score=INF)
+        want = accepted(db)
+    finally:
+        db.close()
+    lines = capsysbinary.readouterr().out.decode("utf-8").splitlines()
+    assert summary["files"] == ["-"] and summary["rows"] == len(want)
+    assert [line.split("\t")[1:] for line in lines] == [[r["src"], r["tgt"]] for r in want]
+
+
+# -- on SQLite and PostgreSQL ------------------------------------------------------------------
+def test_direction_swap_min_score_and_order(db_url: str, home: Path, tmp_path: Path) -> None:
+    db = build(home, db_url)
+    try:
+        want = accepted(db)
+        out = tmp_path / "en-de.jsonl"
+        export_pairs(db, "en-de", output=str(out), fmt="jsonl", min_score=INF)
+        records = jsonl(out)
+        assert {(r["src_lang"], r["tgt_lang"]) for r in records} == {("en", "de")}
+        # en is stored as the tgt side: every pair comes back swapped
+        assert [(r["src_id"], r["tgt_id"], r["src"], r["tgt"]) for r in records] == [
+            (w["tgt_id"], w["src_id"], w["tgt"], w["src"])
+            for w in sorted(want, key=lambda w: (-w["margin"], w["tgt_id"], w["src_id"]))
+        ]
+        margins = [r["margin"] for r in records]
+        assert margins == sorted(margins, reverse=True)
+
+        cut = float(np.median(margins))
+        export_pairs(db, "en-de", output=str(out), fmt="jsonl", min_score=cut)
+        kept = jsonl(out)
+        assert 0 < len(kept) < len(records)
+        assert {(r["src_id"], r["tgt_id"]) for r in kept} == {
+            (w["tgt_id"], w["src_id"]) for w in accepted(db, cut)
+        }
+        # without --min-score: the database threshold
+        db.configure(threshold=cut)
+        assert export_pairs(db, "en-de", output=str(out))["rows"] == len(kept)
+    finally:
+        db.close()
+
+
+def test_ratio_max_selection_equals_the_accepted_pairs(db_url: str, home: Path) -> None:
+    db = build(home, db_url, n=(25, 22))
+    try:
+        want = accepted(db)
+        for pair, flip in (("de-en", False), ("en-de", True)):
+            sel = select_pairs(db, pair, margin="ratio", retrieval="max")
+            got = list(zip(sel.src.tolist(), sel.tgt.tolist()))
+            if flip:
+                got = [(b, a) for a, b in got]
+            assert set(got) == {(w["src_id"], w["tgt_id"]) for w in want}
+            by_pair = {(w["src_id"], w["tgt_id"]): w for w in want}
+            assert sel.score.tolist() == pytest.approx([by_pair[p]["margin"] for p in got])
+            assert sel.cosine.tolist() == pytest.approx([by_pair[p]["cosine"] for p in got])
+    finally:
+        db.close()
+
+
+def test_cursor_exports_only_new_pairs(db_url: str, home: Path, tmp_path: Path) -> None:
+    """New sentences in orthogonal dimensions leave the old lists alone: only new pairs."""
+    rng = np.random.default_rng(5)
+    dim = 16
+
+    def cluster(n: int, dims: slice) -> tuple[np.ndarray, np.ndarray]:
+        a = np.zeros((n, dim))
+        a[:, dims] = np.abs(rng.standard_normal((n, 8)))
+        b = a.copy()
+        b[:, dims] += 0.05 * np.abs(rng.standard_normal((n, 8)))
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        return a.astype(np.float32), b.astype(np.float32)
+
+    old_de, old_en = cluster(12, slice(0, 8))
+    new_de, new_en = cluster(5, slice(8, 16))
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=dim, k=3)
+    out = tmp_path / "delta.jsonl"
+    try:
+        db.ingest_embeddings("de", [f"de old {i}" for i in range(12)], old_de)
+        db.ingest_embeddings("en", [f"en old {i}" for i in range(12)], old_en)
+        first = export_pairs(db, "de-en", output=str(out), fmt="jsonl", min_score=INF, cursor="c")
+        first_rows = {(r["src"], r["tgt"]) for r in jsonl(out)}
+        assert first["rows"] == 12 and first["cursor_after"] is None
+        assert first_rows == {(f"de old {i}", f"en old {i}") for i in range(12)}
+        before = {(r["src_id"], r["tgt_id"]): r["updated_at"] for r in table(db)}
+
+        db.ingest_embeddings("de", [f"de new {i}" for i in range(5)], new_de)
+        db.ingest_embeddings("en", [f"en new {i}" for i in range(5)], new_en)
+        assert {(r["src_id"], r["tgt_id"]): r["updated_at"] for r in table(db)} | before == {
+            (r["src_id"], r["tgt_id"]): r["updated_at"] for r in table(db)
+        }  # the old rows did not change
+        second = export_pairs(db, "de-en", output=str(out), fmt="jsonl", min_score=INF, cursor="c")
+        assert {(r["src"], r["tgt"]) for r in jsonl(out)} == {
+            (f"de new {i}", f"en new {i}") for i in range(5)
+        }
+        assert second["rows"] == 5
+        third = export_pairs(db, "de-en", output=str(out), fmt="jsonl", min_score=INF, cursor="c")
+        assert third["rows"] == 0 and read_text(out) == ""
+        # another name starts from the beginning; a name is bound to its pair
+        assert export_pairs(db, "en-de", output=str(out), min_score=INF, cursor="d")["rows"] == 17
+        with pytest.raises(bitextdb.InputError, match="follows"):
+            db.ingest_embeddings("fr", ["fr un"], random_unit(1, dim, 3))
+            export_pairs(db, "de-fr", output=str(out), cursor="c")
+    finally:
+        db.close()
+
+
+def test_cursor_replays_to_the_current_selection(db_url: str, home: Path, tmp_path: Path) -> None:
+    """Applying the cursor exports in order gives every accepted pair with its margin."""
+    db = build(home, db_url, n=(10, 10))
+    out = tmp_path / "delta.jsonl"
+    seen: dict[tuple[int, int], float] = {}
+    try:
+        starts = []
+        for step in range(3):
+            summary = export_pairs(
+                db, "de-en", output=str(out), fmt="jsonl", min_score=INF, cursor="sync"
+            )
+            starts.append(datetime.fromisoformat(summary["started_at"]))
+            for r in jsonl(out):
+                seen[(r["src_id"], r["tgt_id"])] = r["margin"]
+            if step == 1:  # what the second export wrote: exactly the rows changed since the first
+                changed = {
+                    (w["src_id"], w["tgt_id"])
+                    for w in accepted(db)
+                    if as_utc(w["updated_at"]) > starts[0]
+                }
+                assert {(r["src_id"], r["tgt_id"]) for r in jsonl(out)} == changed
+                assert changed
+            lo = 10 + 7 * step
+            db.ingest_embeddings(
+                "en", [f"en sentence {i}" for i in range(lo, lo + 7)], random_unit(7, 8, 10 + step)
+            )
+        final = export_pairs(
+            db, "de-en", output=str(out), fmt="jsonl", min_score=INF, cursor="sync"
+        )
+        for r in jsonl(out):
+            seen[(r["src_id"], r["tgt_id"])] = r["margin"]
+        current = {(w["src_id"], w["tgt_id"]): w["margin"] for w in accepted(db)}
+        assert {key: seen[key] for key in current} == current
+        assert final["rows"] < len(current)
+        again = export_pairs(db, "de-en", output=str(out), min_score=INF, cursor="sync")
+        assert again["rows"] == 0
+    finally:
+        db.close()
+
+
+def test_cursor_keeps_changes_made_during_an_export(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cursor moves to the export's start: a pair changed meanwhile comes next time."""
+    db = build(home)
+    out = tmp_path / "c.jsonl"
+    real = export_sql_module.texts
+    target = accepted(db)[-1]
+
+    def texts_and_a_concurrent_change(s, ids):  # type: ignore[no-untyped-def]
+        with db.db.engine.begin() as conn:  # another writer, committed during the export
+            conn.execute(
+                text("UPDATE pairs SET updated_at = :now WHERE src_id = :a AND tgt_id = :b"),
+                {"now": datetime.now(timezone.utc), "a": target["src_id"], "b": target["tgt_id"]},
+            )
+        return real(s, ids)
+
+    try:
+        monkeypatch.setattr(export_sql_module, "texts", texts_and_a_concurrent_change)
+        export_pairs(db, "de-en", output=str(out), fmt="jsonl", min_score=INF, cursor="c")
+        monkeypatch.undo()
+        export_pairs(db, "de-en", output=str(out), fmt="jsonl", min_score=INF, cursor="c")
+        assert [(r["src_id"], r["tgt_id"]) for r in jsonl(out)] == [
+            (target["src_id"], target["tgt_id"])
+        ]
+    finally:
+        db.close()
+
+
+def test_since(db_url: str, home: Path, tmp_path: Path) -> None:
+    db = build(home, db_url, n=(10, 10))
+    out = tmp_path / "since.jsonl"
+    try:
+        time.sleep(0.01)
+        middle = datetime.now(timezone.utc)
+        db.ingest_embeddings("en", [f"en extra {i}" for i in range(6)], random_unit(6, 8, 9))
+        want = {
+            (w["src_id"], w["tgt_id"]) for w in accepted(db) if as_utc(w["updated_at"]) >= middle
+        }
+        assert want and len(want) < len(accepted(db))
+        for since in (middle, middle.replace(tzinfo=None)):  # naive is UTC
+            export_pairs(db, "de-en", output=str(out), fmt="jsonl", min_score=INF, since=since)
+            assert {(r["src_id"], r["tgt_id"]) for r in jsonl(out)} == want
+        later = datetime.now(timezone.utc)
+        assert export_pairs(db, "de-en", output=str(out), min_score=INF, since=later)["rows"] == 0
+    finally:
+        db.close()
+
+
+def test_with_sources(db_url: str, home: Path, tmp_path: Path) -> None:
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=8, k=2)
+    en, de = random_unit(4, 8, 1), random_unit(4, 8, 2)
+    try:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(4)], en, source="europarl")
+        db.ingest_embeddings("en", ["en 0", "en 1"], en[:2], source="books")
+        db.ingest_embeddings("de", [f"de {i}" for i in range(4)], de, source="wiki")
+        out = tmp_path / "s.jsonl"
+        export_pairs(db, "en-de", output=str(out), fmt="jsonl", min_score=INF, with_sources=True)
+        records = jsonl(out)
+        assert len(records) == 4
+        for r in records:
+            assert r["src_sources"] == (
+                ["books", "europarl"] if r["src"] in ("en 0", "en 1") else ["europarl"]
+            )
+            assert r["tgt_sources"] == ["wiki"]
+        export_pairs(db, "en-de", output=str(out), fmt="jsonl", min_score=INF)
+        assert all("src_sources" not in r for r in jsonl(out))
+    finally:
+        db.close()
+
+
+# -- margins and retrieval modes against a plain reference --------------------------------------
+def reference(db: bitextdb.BitextDB, src_lang: str, tgt_lang: str, margin: str, retrieval: str):  # type: ignore[no-untyped-def]
+    """LASER's selection in plain loops over the full cosine matrix of the stored vectors."""
+    k = db.settings.k
+    ids, vecs = {}, {}
+    for lang in (src_lang, tgt_lang):
+        with db.db.session() as s:
+            wanted = [
+                r[0]
+                for r in s.execute(
+                    text("SELECT id FROM sentences WHERE lang = :l ORDER BY id"), {"l": lang}
+                )
+            ]
+        ids[lang], vecs[lang] = db.index.retrieve(lang, np.array(wanted))
+    cos = cosine_matrix(vecs[src_lang], vecs[tgt_lang])
+    s_ids, t_ids = ids[src_lang].tolist(), ids[tgt_lang].tolist()
+
+    def knn(row: np.ndarray, others: list[int]) -> list[tuple[int, float]]:
+        order = sorted(range(len(others)), key=lambda j: (-row[j], others[j]))[:k]
+        return [(others[j], float(row[j])) for j in order]
+
+    fwd_lists = {x: knn(cos[i], t_ids) for i, x in enumerate(s_ids)}
+    bwd_lists = {y: knn(cos[:, j], s_ids) for j, y in enumerate(t_ids)}
+    r_src = {x: sum(c for _, c in lst) / len(lst) for x, lst in fwd_lists.items()}
+    r_tgt = {y: sum(c for _, c in lst) / len(lst) for y, lst in bwd_lists.items()}
+
+    def score(c: float, rx: float, ry: float) -> float:
+        if margin == "ratio":
+            return c / max((rx + ry) / 2, 1e-6)
+        if margin == "distance":
+            return c - (rx + ry) / 2
+        return c
+
+    def best(
+        lst: list[tuple[int, float]], r_self: float, r_other: dict
+    ) -> tuple[int, float, float]:
+        top = None
+        for y, c in lst:
+            m = score(c, r_self, r_other[y])
+            if top is None or m > top[1]:
+                top = (y, m, c)
+        assert top is not None
+        return top
+
+    fwd = {x: best(lst, r_src[x], r_tgt) for x, lst in fwd_lists.items()}
+    bwd = {y: best(lst, r_tgt[y], r_src) for y, lst in bwd_lists.items()}
+    pairs: dict[tuple[int, int], tuple[float, float]] = {}
+    if retrieval in ("fwd", "max"):
+        for x, (y, m, c) in fwd.items():
+            pairs[(x, y)] = (m, c)
+    if retrieval in ("bwd", "max"):
+        for y, (x, m, c) in bwd.items():
+            pairs[(x, y)] = (m, c)
+    if retrieval == "intersect":
+        for x, (y, m, c) in fwd.items():
+            if bwd[y][0] == x:
+                pairs[(x, y)] = (m, c)
+    ordered = sorted(pairs.items(), key=lambda kv: (-kv[1][0], kv[0][0], kv[0][1]))
+    if retrieval == "max":
+        used_x, used_y, kept = set(), set(), []
+        for (x, y), v in ordered:
+            if x not in used_x and y not in used_y:
+                used_x.add(x)
+                used_y.add(y)
+                kept.append(((x, y), v))
+        ordered = kept
+    return ordered
+
+
+@pytest.mark.parametrize("margin", ["ratio", "distance", "absolute"])
+def test_margins_and_retrievals_agree_with_reference(
+    home: Path, tmp_path: Path, margin: str
+) -> None:
+    db = build(home, n=(16, 19))
+    out = tmp_path / "m.jsonl"
+    try:
+        for retrieval in ("max", "intersect", "fwd", "bwd"):
+            for src, tgt in (("en", "de"), ("de", "en")):
+                want = reference(db, src, tgt, margin, retrieval)
+                summary = export_pairs(
+                    db,
+                    f"{src}-{tgt}",
+                    output=str(out),
+                    fmt="jsonl",
+                    min_score=INF,
+                    margin=margin,
+                    retrieval=retrieval,
+                )
+                records = jsonl(out)
+                assert summary["rows"] == len(want), (retrieval, src)
+                assert [(r["src_id"], r["tgt_id"]) for r in records] == [p for p, _ in want]
+                assert [r["margin"] for r in records] == pytest.approx([v[0] for _, v in want])
+                assert [r["cosine"] for r in records] == pytest.approx([v[1] for _, v in want])
+                assert {r["src_lang"] for r in records} == {src}
+        # fwd has one row per src sentence, bwd one per tgt sentence
+        for retrieval, n in (("fwd", 16), ("bwd", 19)):
+            summary = export_pairs(
+                db, "en-de", output=str(out), margin=margin, retrieval=retrieval, min_score=INF
+            )
+            assert summary["rows"] == n
+        # min_score cuts the tail; by default the threshold for ratio, no limit otherwise
+        scores = sorted(v[0] for _, v in reference(db, "en", "de", margin, "bwd"))
+        cut = (scores[9] + scores[10]) / 2  # between two scores: float noise cannot matter
+        summary = export_pairs(
+            db, "en-de", output=str(out), fmt="jsonl", margin=margin, retrieval="bwd", min_score=cut
+        )
+        assert summary["rows"] == sum(m >= cut for m in scores) < 19
+        assert all(r["margin"] >= cut for r in jsonl(out))
+        default = export_pairs(db, "en-de", output=str(out), margin=margin, retrieval="bwd")
+        assert default["min_score"] == (1.0 if margin == "ratio" else None)
+        if margin != "ratio":
+            assert default["rows"] == 19
+    finally:
+        db.close()
+
+
+# -- streaming and failures -------------------------------------------------------------------
+def test_text_lookups_are_batched(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = build(home, n=(20, 20))
+    calls: list[int] = []
+    real = export_sql_module.texts
+
+    def counting(s, ids):  # type: ignore[no-untyped-def]
+        ids = list(ids)
+        calls.append(len(ids))
+        return real(s, ids)
+
+    monkeypatch.setattr(export_sql_module, "texts", counting)
+    monkeypatch.setattr(export_module, "BATCH", 3)
+    try:
+        for retrieval in ("max", "fwd"):
+            calls.clear()
+            summary = export_pairs(
+                db, "de-en", output=str(tmp_path / "b.tsv"), min_score=INF, retrieval=retrieval
+            )
+            assert summary["rows"] > 6
+            assert len(calls) == -(-summary["rows"] // 3) and max(calls) <= 6
+            assert len(read_text(tmp_path / "b.tsv").splitlines()) == summary["rows"]
+    finally:
+        db.close()
+
+
+def test_failed_export_leaves_no_file(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = build(home)
+    target = tmp_path / "out.tsv.gz"
+    target.write_bytes(b"previous export")
+
+    def broken(s, ids):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk on fire")
+
+    try:
+        monkeypatch.setattr(export_sql_module, "texts", broken)
+        with pytest.raises(RuntimeError):
+            export_pairs(db, "de-en", output=str(target), min_score=INF, cursor="c")
+        with pytest.raises(RuntimeError):
+            export_pairs(db, "de-en", output=str(tmp_path / "m"), fmt="moses", min_score=INF)
+        monkeypatch.undo()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out.tsv.gz"]
+        assert target.read_bytes() == b"previous export"
+        # the failed export did not move the cursor
+        assert export_pairs(db, "de-en", output=str(target), min_score=INF, cursor="c")["rows"] > 0
+    finally:
+        db.close()
+
+
+def test_errors(home: Path, tmp_path: Path) -> None:
+    db = build(home)
+    try:
+        cases = [
+            ({"pair": "en-fr"}, "no sentences in 'fr'"),
+            ({"pair": "en"}, "not a language pair"),
+            ({"pair": "en-en"}, "itself"),
+            ({"pair": "en-de", "fmt": "csv"}, "Unknown format"),
+            ({"pair": "en-de", "margin": "cosine"}, "Unknown margin"),
+            ({"pair": "en-de", "retrieval": "both"}, "Unknown retrieval"),
+            ({"pair": "en-de", "fmt": "moses"}, "Moses output"),
+            ({"pair": "en-de", "output": str(tmp_path / "no" / "x.tsv")}, "does not exist"),
+            ({"pair": "en-de", "cursor": "c", "margin": "distance"}, "--cursor"),
+            ({"pair": "en-de", "cursor": ""}, "cursor name"),
+        ]
+        for kwargs, message in cases:
+            pair = kwargs.pop("pair")
+            with pytest.raises(bitextdb.InputError, match=message):
+                export_pairs(db, pair, **kwargs)  # type: ignore[arg-type]
+        db.configure(pairs=["de-fr"])
+        with pytest.raises(bitextdb.InputError, match="not mined"):
+            export_pairs(db, "en-de")
+    finally:
+        db.close()
+
+
+# -- command line -------------------------------------------------------------------------------
+def test_cli_export(home: Path, tmp_path: Path) -> None:
+    db = build(home)
+    want = accepted(db)
+    at_threshold = len(accepted(db, db.settings.threshold))
+    db.close()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["-q", "export", "--pair", "de-en", "--min-score", "-inf"])
+    assert result.exit_code == 0, result.output
+    assert [line.split("\t")[1:] for line in result.stdout.splitlines()] == [
+        [w["src"], w["tgt"]] for w in want
+    ]
+    out = tmp_path / "cli.jsonl.gz"
+    args = ["export", "--pair", "en-de", "-o", str(out), "--format", "jsonl", "--json"]
+    result = runner.invoke(cli, ["-q", *args, "--min-score", "0", "--margin", "distance"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == len(jsonl(out)) > 0 and summary["margin"] == "distance"
+    since = ["--since", "2000-01-01T00:00:00Z"]
+    result = runner.invoke(cli, ["-q", *args, "--cursor", "nightly", *since])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] == at_threshold > 0
+    result = runner.invoke(cli, ["-q", *args, "--cursor", "nightly"])
+    assert json.loads(result.stdout)["rows"] == 0
+    text_out = runner.invoke(cli, ["export", "--pair", "en-de", "-o", str(tmp_path / "t.tsv")])
+    assert text_out.exit_code == 0 and text_out.stdout.startswith("exported ")
+
+    for bad, code in (
+        (["export", "--pair", "en-de", "--format", "moses"], 2),
+        (["export", "--pair", "en-xx"], 2),
+        (["export", "--pair", "en-de", "--since", "yesterday"], 2),
+        (["export", "--pair", "en-de", "--format", "xml"], 2),
+    ):
+        result = runner.invoke(cli, ["-q", *bad])
+        assert result.exit_code == code, result.output
+        assert "Traceback" not in result.output and "Error" in result.output
+
+
+# -- migration -------------------------------------------------------------------------------------
+def test_migration_adds_export_cursors(db_url: str, home: Path) -> None:
+    database = Database(db_url)
+    cfg = database._alembic_config()
+    with database.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    assert database.current_revision() == "0001"
+    assert "export_cursors" not in inspect(database.engine).get_table_names()
+    database.upgrade()
+    assert database.current_revision() == database.head_revision()
+    columns = {c["name"] for c in inspect(database.engine).get_columns("export_cursors")}
+    assert columns == {"name", "pair", "last_exported_at", "updated_at"}
+    database.dispose()
+    result = CliRunner().invoke(cli, ["-q", "--db", db_url, "db", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["up_to_date"] is True

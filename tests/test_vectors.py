@@ -1,0 +1,312 @@
+"""The two vector store adapters behave alike; a server that is down fails fast and clearly."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from bitextdb.errors import ModelMismatchError, StoreUnavailableError
+from bitextdb.vectors import EdgeIndex, ServerIndex, VectorIndex
+from bitextdb.vectors.server import is_transient
+
+# read at import: the autouse fixture clears BITEXTDB_* variables before each test
+QDRANT_URL = os.environ.get("BITEXTDB_QDRANT_URL")
+
+DIM = 8
+N = 60
+
+
+def unit(n: int, seed: int, dim: int = DIM) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[EdgeIndex, ServerIndex]]:
+    edge = EdgeIndex(tmp_path / "edge")
+    server = ServerIndex(client=QdrantClient(path=str(tmp_path / "local")))
+    yield edge, server
+    edge.close()
+    server.close()
+
+
+def fill(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray) -> None:
+    index.ensure("en", DIM)
+    index.ensure("zh-Hant", DIM)
+    index.upsert("en", ids, vectors)
+    index.upsert("zh-Hant", ids[:5], vectors[:5])
+
+
+def scanned(index: VectorIndex, lang: str, batch_size: int) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    for ids, vectors in index.scan(lang, batch_size=batch_size):
+        assert len(ids) == len(vectors)
+        for i, v in zip(ids.tolist(), vectors):
+            assert i not in out, f"scan returned {i} twice"
+            out[i] = v
+    return out
+
+
+def assert_congruent(a: VectorIndex, b: VectorIndex) -> None:
+    """Fill both stores alike and compare everything the interface offers."""
+    ids = np.arange(1, N + 1, dtype=np.int64) * 7
+    vectors = unit(N, seed=1)
+    for index in (a, b):
+        assert index.dimension("en") is None
+        assert index.count("en") == 0
+        assert index.search("en", vectors[:2], 3, exact=True) == [[], []]
+        fill(index, ids, vectors)
+        assert index.count("en") == N
+        assert index.count("zh-Hant") == 5
+        assert index.languages() == ["en", "zh-Hant"]
+        assert index.dimension("en") == DIM
+        assert index.dimension("de") is None
+        index.ensure("en", DIM)  # again: harmless
+        with pytest.raises(ModelMismatchError):
+            index.ensure("en", DIM + 1)
+
+    # retrieve: in the order asked, unknown ids left out
+    wanted = np.array([ids[5], 999_999, ids[0], ids[-1]])
+    ra, va = a.retrieve("en", wanted)
+    rb, vb = b.retrieve("en", wanted)
+    assert ra.tolist() == rb.tolist() == [ids[5], ids[0], ids[-1]]
+    assert np.allclose(va, vb, atol=1e-6)
+    assert np.allclose(va, vectors[[5, 0, N - 1]], atol=1e-6)
+
+    # scan covers every id exactly once, whatever the batch size
+    for batch_size in (7, 1000):
+        sa, sb = scanned(a, "en", batch_size), scanned(b, "en", batch_size)
+        assert set(sa) == set(sb) == set(ids.tolist())
+        for i in sa:
+            assert np.allclose(sa[i], sb[i], atol=1e-6)
+
+    # exact search: same ids in the same order, same scores
+    queries = unit(6, seed=2)
+    ha = a.search("en", queries, 10, exact=True)
+    hb = b.search("en", queries, 10, exact=True)
+    expected = queries @ vectors.T
+    for q, (xa, xb) in enumerate(zip(ha, hb)):
+        assert [h.id for h in xa] == [h.id for h in xb]
+        assert len(xa) == 10
+        assert np.allclose([h.score for h in xa], [h.score for h in xb], atol=1e-5)
+        best = np.argsort(-expected[q])[:10]
+        assert [h.id for h in xa] == ids[best].tolist()
+        assert np.allclose([h.score for h in xa], expected[q][best], atol=1e-5)
+        for h in xa:
+            assert h.vector is not None
+            assert np.allclose(h.vector, vectors[np.where(ids == h.id)[0][0]], atol=1e-6)
+    no_vectors = a.search("en", queries[:1], 3, exact=True, with_vectors=False)
+    assert all(h.vector is None for h in no_vectors[0])
+
+    # bands and score thresholds
+    low, high = ids[: N // 2], ids[N // 2 :]
+    for index in (a, b):
+        index.set_band("en", "band_de", 3, low)
+        index.set_band("en", "band_de", 5, high)
+    for band, members in ((3, set(low.tolist())), (5, set(high.tolist()))):
+        ba = a.search("en", queries, 8, exact=True, band=("band_de", band))
+        bb = b.search("en", queries, 8, exact=True, band=("band_de", band))
+        for xa, xb in zip(ba, bb):
+            assert [h.id for h in xa] == [h.id for h in xb]
+            assert len(xa) == 8
+            assert {h.id for h in xa} <= members
+    assert a.search("en", queries, 8, exact=True, band=("band_de", 9)) == [[]] * 6
+    assert b.search("en", queries, 8, exact=True, band=("band_de", 9)) == [[]] * 6
+    ta = a.search("en", queries, N, exact=True, score_threshold=0.3)
+    tb = b.search("en", queries, N, exact=True, score_threshold=0.3)
+    for q, (xa, xb) in enumerate(zip(ta, tb)):
+        assert [h.id for h in xa] == [h.id for h in xb]
+        assert all(h.score >= 0.3 - 1e-6 for h in xa)
+        assert len(xa) == int((expected[q] >= 0.3).sum())
+
+    # upsert replaces; delete removes (unknown ids ignored)
+    for index in (a, b):
+        index.upsert("en", ids[:1], vectors[1:2])
+        index.delete("en", np.array([ids[1], ids[2], 424_242]))
+        index.delete("de", np.array([1]))  # no such collection: nothing happens
+        assert index.count("en") == N - 2
+        found, got = index.retrieve("en", ids[:3])
+        assert found.tolist() == [ids[0]]
+        assert np.allclose(got[0], vectors[1], atol=1e-6)
+        assert ids[1] not in {h.id for h in index.search("en", vectors[1:2], N, exact=True)[0]}
+    assert set(scanned(a, "en", 100)) == set(scanned(b, "en", 100))
+    assert a.count("zh-Hant") == b.count("zh-Hant") == 5
+
+
+def test_edge_and_local_server_adapters_agree(pair: tuple[EdgeIndex, ServerIndex]) -> None:
+    assert_congruent(*pair)
+
+
+def test_edge_index_persists(tmp_path: Path) -> None:
+    ids = np.arange(1, 11, dtype=np.int64)
+    vectors = unit(10, seed=3)
+    edge = EdgeIndex(tmp_path / "edge")
+    edge.ensure("en", DIM)
+    edge.upsert("en", ids, vectors)
+    edge.close()
+    again = EdgeIndex(tmp_path / "edge")
+    try:
+        assert again.languages() == ["en"]
+        assert again.count("en") == 10
+        assert again.dimension("en") == DIM
+        found, got = again.retrieve("en", ids)
+        assert found.tolist() == ids.tolist()
+        assert np.allclose(got, vectors, atol=1e-6)
+        with pytest.raises(ModelMismatchError):
+            again.ensure("en", 16)
+    finally:
+        again.close()
+
+
+def test_exact_and_hnsw_search_agree_on_small_collections(tmp_path: Path) -> None:
+    ids = np.arange(1, 201, dtype=np.int64)
+    vectors = unit(200, seed=4)
+    edge = EdgeIndex(tmp_path / "edge", hnsw_m=8, hnsw_ef_construct=64)
+    try:
+        edge.ensure("en", DIM)
+        edge.upsert("en", ids, vectors)
+        edge.build_index("en")
+        queries = unit(5, seed=5)
+        exact = edge.search("en", queries, 5, exact=True)
+        approx = edge.search("en", queries, 5, exact=False, ef=256)
+        # 200 points in 8 dimensions: the graph search finds the true neighbours
+        assert [[h.id for h in x] for x in exact] == [[h.id for h in x] for x in approx]
+    finally:
+        edge.close()
+
+
+# -- a server that is not there ------------------------------------------------------------------
+def test_nothing_listening_gives_store_unavailable_quickly() -> None:
+    index = ServerIndex("http://127.0.0.1:1", retry_seconds=1, timeout=2)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1"):
+        index.count("en")
+    assert time.monotonic() - started < 8
+    with pytest.raises(StoreUnavailableError):
+        index.ensure("en", DIM)
+    index.close()
+
+
+@pytest.fixture
+def hanging_up_server() -> Iterator[str]:
+    """A TCP server that accepts every connection and closes it at once."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_server_that_hangs_up_gives_store_unavailable(hanging_up_server: str) -> None:
+    index = ServerIndex(hanging_up_server, retry_seconds=1, timeout=2)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="Cannot reach Qdrant"):
+        index.languages()
+    assert time.monotonic() - started < 8
+    index.close()
+
+
+def test_api_key_in_url_is_masked_in_errors() -> None:
+    index = ServerIndex("http://user:hunter2@127.0.0.1:1", retry_seconds=0.2, timeout=1)
+    with pytest.raises(StoreUnavailableError) as info:
+        index.count("en")
+    assert "hunter2" not in str(info.value)
+    index.close()
+
+
+def _response(status: int) -> UnexpectedResponse:
+    return UnexpectedResponse(status, "reason", b"", httpx.Headers())
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (_response(503), True),
+        (_response(500), True),
+        (_response(429), True),
+        (_response(404), False),
+        (_response(400), False),
+        (ResponseHandlingException(ValueError("bad")), True),
+        (httpx.ConnectError("refused"), True),
+        (httpx.ReadTimeout("slow"), True),
+        (httpx.RemoteProtocolError("hung up"), True),
+        (ConnectionRefusedError(), True),
+        (ValueError("a bug"), False),
+        (KeyError("x"), False),
+        (ModelMismatchError("no"), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_is_transient(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+def test_permanent_errors_are_not_retried(tmp_path: Path) -> None:
+    index = ServerIndex(client=QdrantClient(path=str(tmp_path / "local")), retry_seconds=30)
+    calls = {"n": 0}
+
+    def broken(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        raise ValueError("a bug, not the network")
+
+    started = time.monotonic()
+    with pytest.raises(ValueError):
+        index._call(broken)
+    assert calls["n"] == 1
+    assert time.monotonic() - started < 1
+
+    def flaky(*args: object, **kwargs: object) -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise httpx.ConnectError("refused")
+        return "ok"
+
+    calls["n"] = 0
+    assert index._call(flaky) == "ok"
+    assert calls["n"] == 3
+    index.close()
+
+
+# -- a real server, when one is offered ------------------------------------------------------
+@pytest.mark.qdrant_server
+@pytest.mark.skipif(not QDRANT_URL, reason="set BITEXTDB_QDRANT_URL to test a real Qdrant server")
+def test_edge_and_real_server_agree(tmp_path: Path) -> None:
+    assert QDRANT_URL is not None
+    prefix = f"bitextdb_test_{uuid.uuid4().hex[:10]}_"
+    server = ServerIndex(QDRANT_URL, prefix=prefix, retry_seconds=5)
+    edge = EdgeIndex(tmp_path / "edge")
+    try:
+        assert_congruent(edge, server)
+    finally:
+        for name in server.client.get_collections().collections:
+            if name.name.startswith(prefix):
+                server.client.delete_collection(name.name)
+        server.close()
+        edge.close()
