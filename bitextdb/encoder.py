@@ -66,7 +66,10 @@ class Encoder:
         self.pipelined = self.device.startswith("cuda") and not self.devices and backend == "torch"
         if self.pipelined:
             self.model.half()
-        self.dim = int(self.model.get_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension"
+        )
+        self.dim = int(get_dim())
         self._pool: dict[str, Any] | None = None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -136,12 +139,14 @@ class Encoder:
     def _features(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         import torch
 
+        pin = torch.cuda.is_available()
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # st < 6
         for idx in self.token_batches(texts):
-            features = self.model.preprocess([texts[i] for i in idx])
+            features = prepare([texts[i] for i in idx])
             yield (
                 idx,
                 {
-                    key: value.pin_memory() if torch.is_tensor(value) else value
+                    key: value.pin_memory() if pin and torch.is_tensor(value) else value
                     for key, value in features.items()
                 },
             )

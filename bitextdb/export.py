@@ -40,6 +40,8 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
 #: pairs written per round of text lookups
 BATCH = 1000
 MAX_CURSOR_NAME = 128
+#: the lock ``Miner.mine_pair`` holds while it writes a pair (PostgreSQL advisory lock)
+MINE_LOCK = "bitextdb-mine-{pair}"
 
 #: ``(output src id, output tgt id, score, cosine)``
 Row = tuple[int, int, float, float]
@@ -415,12 +417,12 @@ def export_pairs(
     the cursor to the time it started. A pair changes when it is created, its margin or
     cosine changes, or it becomes accepted; a pair that stops being accepted (or falls
     below ``min_score``) is not announced, so consumers that need removals should export
-    in full now and then. The cursor is exact when no miner writes to the database during
-    the export (the home's lock ensures that with the embedded vector store). ``since`` and
+    in full now and then. A cursor export holds the pair's mining lock (on PostgreSQL; an
+    embedded home is held by one process anyway), so no pair changed by a concurrent miner
+    is skipped; the clocks of the machines that mine and export must agree. ``since`` and
     ``cursor`` apply to the stored selection only (ratio margin, max retrieval).
     """
     started = time.perf_counter()
-    started_at = utcnow()
     if fmt not in FORMATS:
         raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     _margin_fn(margin)
@@ -454,35 +456,40 @@ def export_pairs(
     if not stored:  # the neighbour lists are read (and released) before anything is written
         selection = select_pairs(db, pair, margin=margin, retrieval=retrieval)
 
-    sink = _Sink(targets)
-    rows_written = 0
-    try:
-        with db.db.session() as s:
-            if selection is None:
-                total = 0
-                batches: Iterator[list[Row]] = export_sql.stream_accepted(
-                    s,
-                    *spec.stored,
-                    swap=spec.swap,
-                    min_score=min_score,
-                    since=since,
-                    after=after,
-                    batch=BATCH,
-                )
-            else:
-                total = len(selection)
-                batches = _selection_batches(selection, min_score)
-            for batch in batches:
-                ids = [a for a, *_ in batch] + [b for _, b, *_ in batch]
-                texts = export_sql.texts(s, ids)
-                sources = export_sql.source_names(s, ids) if with_sources else None
-                sink.write(_format(fmt, spec, batch, texts, sources))
-                rows_written += len(batch)
-                progress("export", rows_written, total)
-        files = sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
+    with contextlib.ExitStack() as hold:
+        if cursor is not None:
+            # no miner of this pair may commit between the cursor's new time and the read
+            hold.enter_context(db.db.advisory_lock(MINE_LOCK.format(pair=spec.canonical)))
+        started_at = utcnow()
+        sink = _Sink(targets)
+        rows_written = 0
+        try:
+            with db.db.session() as s:
+                if selection is None:
+                    total = 0
+                    batches: Iterator[list[Row]] = export_sql.stream_accepted(
+                        s,
+                        *spec.stored,
+                        swap=spec.swap,
+                        min_score=min_score,
+                        since=since,
+                        after=after,
+                        batch=BATCH,
+                    )
+                else:
+                    total = len(selection)
+                    batches = _selection_batches(selection, min_score)
+                for batch in batches:
+                    ids = [a for a, *_ in batch] + [b for _, b, *_ in batch]
+                    texts = export_sql.texts(s, ids)
+                    sources = export_sql.source_names(s, ids) if with_sources else None
+                    sink.write(_format(fmt, spec, batch, texts, sources))
+                    rows_written += len(batch)
+                    progress("export", rows_written, total)
+            files = sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
     if cursor is not None:
         with db.db.session() as s:
             export_sql.save_cursor(s, cursor, spec.canonical, started_at)

@@ -22,6 +22,7 @@ from .config import Settings, check_lang
 from .db import Database, corpus
 from .encoder import Encoder, normalize_rows
 from .errors import InputError, ModelLoadError, ModelMismatchError
+from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, text_hash
 from .vectors import VectorIndex
 
@@ -151,8 +152,14 @@ class Ingestor:
         with self.db.session() as s:
             src = corpus.source_id(s, lang, source, path)
         done = 0
-        for batch in _batches(lines, BATCH):
-            self._store_batch(lang, src, batch, vectors, report)
+        # three stages overlap: store the batch in SQL (this thread feeds them), encode it,
+        # upsert its vectors and mark it indexed; each batch is committed as it goes
+        stages = [
+            lambda batch: (batch, self._store_batch(lang, src, batch, vectors, report)),
+            lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
+            lambda job: (job[0], self._write(lang, job[1], job[2], report)),
+        ]
+        for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2):
             done += len(batch)
             self.progress("ingest", done, 0)
         if stats is not None:
@@ -167,7 +174,8 @@ class Ingestor:
 
     def _store_batch(
         self, lang: str, src: int, batch: list[Line], vectors: VectorSource, report: IngestReport
-    ) -> None:
+    ) -> dict[int, tuple[str, int]]:
+        """Store a batch's sentences and occurrences; ``id -> (text, position)`` to encode."""
         if vectors.rows is not None:  # a bad given vector must fail before the batch is stored
             _checked_rows(vectors.rows, [line.position for line in batch])
         hashes = [text_hash(line.text) for line in batch]
@@ -199,12 +207,24 @@ class Ingestor:
             sid = ids[h]
             if (h in fresh or not stored[h][1]) and sid not in todo:
                 todo[sid] = (line.text, line.position)
-        if todo:
-            sids = list(todo)
-            texts = [todo[i][0] for i in sids]
-            positions = [todo[i][1] for i in sids]
-            self._index(lang, sids, vectors.vectors(texts, positions))
-            report.encoded += len(sids)
+        return todo
+
+    @staticmethod
+    def _vectors_for(todo: dict[int, tuple[str, int]], vectors: VectorSource) -> np.ndarray | None:
+        if not todo:
+            return None
+        return vectors.vectors([t for t, _ in todo.values()], [p for _, p in todo.values()])
+
+    def _write(
+        self,
+        lang: str,
+        todo: dict[int, tuple[str, int]],
+        found: np.ndarray | None,
+        report: IngestReport,
+    ) -> None:
+        if found is not None:
+            self._index(lang, list(todo), found)
+            report.encoded += len(todo)
 
     def _index(self, lang: str, ids: list[int], vectors: np.ndarray) -> None:
         if vectors.shape[1] != self.settings.dim:

@@ -305,6 +305,31 @@ def test_cursor_keeps_changes_made_during_an_export(
         db.close()
 
 
+def test_cursor_export_holds_the_miners_lock(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cursor export takes the very lock the miner of that pair takes (PostgreSQL)."""
+    db = build(home, n=(5, 5))
+    taken: list[str] = []
+    real = Database.advisory_lock
+
+    def recording(self, name):  # type: ignore[no-untyped-def]
+        taken.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(Database, "advisory_lock", recording)
+    try:
+        db.ingest_embeddings("en", ["one more"], random_unit(1, 8, 4))
+        mined = set(taken)
+        taken.clear()
+        export_pairs(db, "en-de", output=str(tmp_path / "x.tsv"))
+        assert taken == []  # no cursor: nothing to protect
+        export_pairs(db, "en-de", output=str(tmp_path / "x.tsv"), cursor="c")
+        assert mined and set(taken) == mined
+    finally:
+        db.close()
+
+
 def test_since(db_url: str, home: Path, tmp_path: Path) -> None:
     db = build(home, db_url, n=(10, 10))
     out = tmp_path / "since.jsonl"

@@ -1,0 +1,89 @@
+"""The staged pipeline and the encoder's batching helpers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitextdb.encoder import Encoder, _prefetch
+from bitextdb.pipeline import run_stages
+
+
+def test_stages_keep_order_and_overlap() -> None:
+    seen_threads: set[str] = set()
+
+    def slow_double(x: int) -> int:
+        seen_threads.add(threading.current_thread().name)
+        time.sleep(0.01)
+        return 2 * x
+
+    out = list(run_stages(range(50), [slow_double, lambda x: x + 1], depth=2))
+    assert out == [2 * x + 1 for x in range(50)]
+    assert all(name.startswith("bitextdb-stage") for name in seen_threads)
+
+
+def test_a_failing_stage_stops_the_pipeline_and_raises_here() -> None:
+    def boom(x: int) -> int:
+        if x == 7:
+            raise ValueError("bad item 7")
+        return x
+
+    produced: list[int] = []
+
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    with pytest.raises(ValueError, match="bad item 7"):
+        list(run_stages(source(), [boom, lambda x: x], depth=2))
+    assert len(produced) < 100  # bounded queues: the feeder did not run away
+    assert not [t for t in threading.enumerate() if t.name.startswith("bitextdb-")]
+
+
+def test_a_failing_source_raises_too() -> None:
+    def source():  # type: ignore[no-untyped-def]
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(run_stages(source(), [lambda x: x]))
+
+
+def test_prefetch_yields_everything_and_reraises() -> None:
+    assert list(_prefetch(iter(range(20)), depth=3)) == list(range(20))
+
+    def bad():  # type: ignore[no-untyped-def]
+        yield 1
+        raise RuntimeError("tokenizer failed")
+
+    with pytest.raises(RuntimeError, match="tokenizer failed"):
+        list(_prefetch(bad(), depth=2))
+
+
+def test_token_batches_cover_every_text_once_longest_first(tiny_bert: Path) -> None:
+    encoder = Encoder(str(tiny_bert), device="cpu")
+    encoder.max_tokens = 200
+    texts = ["word " * n for n in (3, 40, 1, 25, 7, 60, 2)] * 5
+    batches = encoder.token_batches(texts)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(texts)))
+    lengths = [len(texts[i]) for i in flat]
+    assert lengths == sorted(lengths, reverse=True)
+    for batch in batches:  # a batch holds about max_tokens padded tokens, at least one text
+        longest = max(len(texts[i]) // 3 + 2 for i in batch)
+        assert len(batch) == 1 or len(batch) * longest <= encoder.max_tokens
+
+
+def test_pipelined_encoding_equals_plain_encoding(tiny_bert: Path) -> None:
+    """The CUDA pipeline's code path, run on the CPU, gives the same vectors in order."""
+    encoder = Encoder(str(tiny_bert), device="cpu")
+    texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(70)]
+    plain = encoder.encode(texts)
+    encoder.max_tokens = 64
+    piped = encoder._encode_pipelined(texts)
+    assert np.allclose(plain, piped, atol=1e-5)
