@@ -66,9 +66,9 @@ class Encoder:
         self.pipelined = self.device.startswith("cuda") and not self.devices and backend == "torch"
         if self.pipelined:
             self.model.half()
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
-        )
+        get_dim = getattr(self.model, "get_embedding_dimension", None)
+        if get_dim is None:  # sentence-transformers < 6
+            get_dim = self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self._pool: dict[str, Any] | None = None
 
