@@ -204,6 +204,18 @@ class BitextDB:
         """Ranked translations of several sentences, encoded in one batch."""
         return translate_many(self, list(texts), src, tgt, top=top)
 
+    def export(self, pair: str, **options: Any) -> dict[str, Any]:
+        """Write the pairs of ``pair`` (e.g. ``"en-de"``); see :func:`bitextdb.export.export_pairs`."""
+        from .export import export_pairs
+
+        return export_pairs(self, pair, **options)
+
+    def evaluate(self, pair: str, gold: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+        """Precision, recall and F1 against gold pairs; see :func:`bitextdb.evaluate.evaluate`."""
+        from .evaluate import evaluate
+
+        return evaluate(self, pair, gold, **options)
+
     # -- consistency -------------------------------------------------------------------------
     def check(self, *, repair: bool = False) -> CheckReport:
         """Compare SQL and the vector store; ``repair`` fixes what disagrees."""

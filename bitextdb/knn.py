@@ -89,21 +89,25 @@ class BlockedKnn:
         *,
         device: str | None = None,
         query_block: int = 4096,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.m = m
         self.device = pick_device(device)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        if dtype is None:
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.dtype = dtype
         self.query_ids = np.asarray(query_ids, dtype=np.int64)
         self.query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         self.query_block = query_block
-        self._q = (
-            None
-            if self.device.type == "cpu"
-            else torch.from_numpy(self.query_vectors).to(self.device, self.dtype)
-        )
+        # numpy's BLAS for float32 on the CPU; torch (and exact re-scoring next to the data)
+        # for the GPU and for low-precision products
+        on_gpu = self.device.type != "cpu" or dtype != torch.float32
+        # float32 copies stay on the device for the exact re-scoring of the kept candidates
+        self._q32 = torch.from_numpy(self.query_vectors).to(self.device) if on_gpu else None
+        self._q = self._q32.to(self.dtype) if self._q32 is not None else None
         self.forward = TopK.empty(len(self.query_ids), m)
         # how far a low-precision cosine may stray from the float64 one
-        self._slack = 1e-5 if self.dtype == torch.float32 else 4e-3
+        self._slack = {torch.float32: 1e-5, torch.float16: 4e-3}.get(self.dtype, 2e-2)
 
     def add_chunk(
         self, base_ids: np.ndarray, base_vectors: np.ndarray, bars: np.ndarray | None = None
@@ -120,24 +124,21 @@ class BlockedKnn:
         reverse = TopK.empty(n_base, self.m)
         if n_base == 0 or len(self.query_ids) == 0:
             return reverse
-        on_cpu = self.device.type == "cpu"
-        base = None if on_cpu else torch.from_numpy(base_vectors).to(self.device, self.dtype)
+        on_cpu = self._q32 is None
+        base32 = None if on_cpu else torch.from_numpy(base_vectors).to(self.device)
+        base = None if base32 is None else base32.to(self.dtype)
         for start in range(0, len(self.query_ids), self.query_block):
             stop = min(start + self.query_block, len(self.query_ids))
-            if on_cpu:  # numpy's BLAS beats torch's CPU matmul here; topk runs on the view
+            if on_cpu:  # topk runs on a view of numpy's result
                 sims = torch.from_numpy(self.query_vectors[start:stop] @ base_vectors.T)
             else:
                 sims = self._q[start:stop] @ base.T
             q_ids, q_vecs = self.query_ids[start:stop], self.query_vectors[start:stop]
             # forward: each query's best in this chunk, among entries that can still enter
             rows, cols = self._near_top(sims, self._forward_bar(start, stop))
-            found = _reduce(
-                rows,
-                base_ids[cols],
-                row_dots(q_vecs, rows, base_vectors, cols),
-                stop - start,
-                self.m,
-            )
+            q32 = None if self._q32 is None else self._q32[start:stop]
+            cos = self._exact(q_vecs, q32, rows, base_vectors, base32, cols)
+            found = _reduce(rows, base_ids[cols], cos, stop - start, self.m)
             merged = merge_topk(self.forward.take(slice(start, stop)), found, self.m)
             self.forward.ids[start:stop] = merged.ids
             self.forward.cos[start:stop] = merged.cos
@@ -149,18 +150,33 @@ class BlockedKnn:
             rev = sims.T
             wanted = np.arange(n_base)
             if np.isfinite(floor).any():
-                best = sims.max(dim=0).values.cpu().numpy()
+                best = sims.max(dim=0).values.float().cpu().numpy()
                 wanted = np.nonzero(best >= floor - self._slack)[0]
                 if not len(wanted):
                     continue
                 rev = rev[torch.from_numpy(wanted).to(rev.device)]
             rows, cols = self._near_top(rev, floor[wanted])
             rows = wanted[rows]
-            found = _reduce(
-                rows, q_ids[cols], row_dots(base_vectors, rows, q_vecs, cols), n_base, self.m
-            )
+            cos = self._exact(base_vectors, base32, rows, q_vecs, q32, cols)
+            found = _reduce(rows, q_ids[cols], cos, n_base, self.m)
             reverse = merge_topk(reverse, found, self.m)
         return reverse
+
+    @staticmethod
+    def _exact(
+        a: np.ndarray,
+        a_dev: torch.Tensor | None,
+        rows: np.ndarray,
+        b: np.ndarray,
+        b_dev: torch.Tensor | None,
+        cols: np.ndarray,
+    ) -> np.ndarray:
+        """float64 cosines of the kept (row, col) entries, on the GPU when the data is there."""
+        if a_dev is None or b_dev is None:
+            return row_dots(a, rows, b, cols)
+        r = torch.from_numpy(rows).to(a_dev.device)
+        c = torch.from_numpy(cols).to(b_dev.device)
+        return torch.einsum("ij,ij->i", a_dev[r].double(), b_dev[c].double()).cpu().numpy()
 
     def _forward_bar(self, start: int, stop: int) -> np.ndarray:
         """The m-th cosine of each query's running list (-inf while it is short)."""
