@@ -205,7 +205,7 @@ class BitextDB:
         return translate_many(self, list(texts), src, tgt, top=top)
 
     def export(self, pair: str, **options: Any) -> dict[str, Any]:
-        """Write the pairs of ``pair`` (e.g. ``"en-de"``); see :func:`bitextdb.export.export_pairs`."""
+        """Write the pairs of ``pair`` (``"en-de"``); see ``bitextdb.export.export_pairs``."""
         from .export import export_pairs
 
         return export_pairs(self, pair, **options)
