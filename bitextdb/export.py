@@ -345,23 +345,33 @@ def _format(
             "".join(texts[a] + "\n" for a, *_ in rows),
             "".join(texts[b] + "\n" for _, b, *_ in rows),
         ]
-    lines = []
-    for a, b, score, cos in rows:
-        record: dict[str, Any] = {
-            "src": texts[a],
-            "tgt": texts[b],
-            "src_lang": spec.src_lang,
-            "tgt_lang": spec.tgt_lang,
-            "margin": score,
-            "cosine": cos,
-            "src_id": a,
-            "tgt_id": b,
-        }
-        if sources is not None:
-            record["src_sources"] = sources.get(a, [])
-            record["tgt_sources"] = sources.get(b, [])
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    return ["".join(lines)]
+    return [
+        "".join(
+            json.dumps(_record(spec, row, texts, sources), ensure_ascii=False) + "\n"
+            for row in rows
+        )
+    ]
+
+
+def _record(
+    spec: PairSpec, row: Row, texts: dict[int, str], sources: dict[int, list[str]] | None
+) -> dict[str, Any]:
+    """One jsonl record: src, tgt, src_lang, tgt_lang, margin, cosine, src_id, tgt_id[, sources]."""
+    a, b, score, cos = row
+    record: dict[str, Any] = {
+        "src": texts[a],
+        "tgt": texts[b],
+        "src_lang": spec.src_lang,
+        "tgt_lang": spec.tgt_lang,
+        "margin": score,
+        "cosine": cos,
+        "src_id": a,
+        "tgt_id": b,
+    }
+    if sources is not None:
+        record["src_sources"] = sources.get(a, [])
+        record["tgt_sources"] = sources.get(b, [])
+    return record
 
 
 def _selection_batches(selection: Selection, min_score: float | None) -> Iterator[list[Row]]:
@@ -378,6 +388,57 @@ def _selection_batches(selection: Selection, min_score: float | None) -> Iterato
                 selection.cosine[start:stop].tolist(),
             )
         )
+
+
+def iter_records(
+    db: BitextDB,
+    pair: str,
+    *,
+    min_score: float | None = None,
+    since: datetime | None = None,
+    with_sources: bool = False,
+    batch: int = BATCH,
+) -> Iterator[dict[str, Any]]:
+    """The stored selection of ``pair`` as jsonl records (dicts), streamed.
+
+    Each record has the fields of :func:`export_pairs`' jsonl rows, in the same order
+    (src, tgt, src_lang, tgt_lang, margin, cosine, src_id, tgt_id, and with
+    ``with_sources`` src_sources and tgt_sources); records come best first, ties by
+    (src id, tgt id). ``min_score`` defaults to the database threshold; ``since`` keeps
+    pairs changed at or after that moment (a naive datetime is UTC).
+
+    The pair is checked when this is called (:class:`~bitextdb.errors.InputError`), before
+    any record is read. Rows are then read from a streaming cursor ``batch`` at a time, with
+    their texts looked up per batch, so at most one batch is held in memory; the cursor's
+    session stays open until the iterator is exhausted or closed (``.close()``).
+    """
+    if batch < 1:
+        raise InputError("The export batch size must be at least 1.")
+    spec = resolve_pair(db, pair)
+    if min_score is None:
+        min_score = db.settings.threshold
+    return _iter_records(db, spec, float(min_score), since, with_sources, batch)
+
+
+def _iter_records(
+    db: BitextDB,
+    spec: PairSpec,
+    min_score: float,
+    since: datetime | None,
+    with_sources: bool,
+    batch: int,
+) -> Iterator[dict[str, Any]]:
+    with db.db.session() as s:
+        batches = export_sql.stream_accepted(
+            s, *spec.stored, swap=spec.swap, min_score=min_score, since=since, batch=batch
+        )
+        with contextlib.closing(batches):
+            for rows in batches:
+                ids = [a for a, *_ in rows] + [b for _, b, *_ in rows]
+                texts = export_sql.texts(s, ids)
+                sources = export_sql.source_names(s, ids) if with_sources else None
+                for row in rows:
+                    yield _record(spec, row, texts, sources)
 
 
 def export_pairs(

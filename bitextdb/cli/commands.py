@@ -4,3 +4,4 @@
 from . import translate
 from . import check
 from . import export
+from . import serve

@@ -68,9 +68,11 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
     """Insert ``hash -> text`` sentences (existing ones are kept); ``hash -> id``."""
     if texts:
         now = utcnow()
+        # one order for every writer: concurrent inserts of the same sentences then queue on
+        # the unique index instead of deadlocking (PostgreSQL)
         rows = [
             {"lang": lang, "text": t, "text_hash": h, "indexed": False, "created_at": now}
-            for h, t in texts.items()
+            for h, t in sorted(texts.items())
         ]
         s.execute(_insert(s, SENT).on_conflict_do_nothing(), rows)
     return {h: sid for h, (sid, _) in known(s, lang, list(texts)).items()}
@@ -79,6 +81,7 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
 def add_occurrences(s: Session, rows: list[dict[str, object]]) -> None:
     """Remember where sentences were met; a rewritten file's position takes its new sentence."""
     if rows:
+        rows = sorted(rows, key=lambda row: (row["source_id"], row["position"]))  # lock order
         stmt = _insert(s, OCC)
         s.execute(
             stmt.on_conflict_do_update(

@@ -1,0 +1,295 @@
+"""GPU benchmark (issue 6), one prepared run on a CUDA machine:
+
+    python benchmarks/gpu.py --sentences sentences.txt --out results.json
+
+1. Encoding, with a LaBSE-shaped BERT (vocab 501,153, hidden 768, 12 layers; random
+   weights) on real sentences: tokenization alone; ``SentenceTransformer.encode`` at its
+   default (fp32, batch 32) and in fp16 at several batch sizes; the bare fp16 forward pass
+   over pre-tokenized, length-sorted batches already on the GPU (with achieved TFLOP/s);
+   bitextdb's pipelined encoder; and the whole bitextdb ingest (read, dedup, SQL, encode,
+   upsert) — all in the same run.
+2. Bulk mining: the exact blocked kNN (``bitextdb.knn.BlockedKnn``: fp16 products, float64
+   re-scoring of the kept candidates) of N x N unit vectors, both directions, against a plain
+   fp16 matmul + topk in torch (the speed of a matrix multiply), and the agreement of its
+   lists with float64 exact kNN for sampled rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEVICE = "cuda"
+LABSE = {
+    "vocab_size": 501_153,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+}
+
+
+def log(*args: object) -> None:
+    print(*args, flush=True)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def build_model(path: Path, sentences: list[str]) -> Path:
+    """A LaBSE-shaped BERT with random weights and a WordPiece vocab from the corpus."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    words = Counter(w for s in sentences for w in s.lower().replace(".", " . ").split())
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted({c for s in sentences for c in s.lower() if not c.isspace()})
+    vocab = specials + chars + [f"##{c}" for c in chars]
+    vocab += [w for w, _ in words.most_common(30_000) if w not in set(vocab)]
+    staging = path.parent / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast.from_pretrained(str(staging))
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(**LABSE))
+    model.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    transformer = Transformer(str(staging), max_seq_length=128)
+    try:
+        pooling = Pooling(768, pooling_mode="mean")
+    except TypeError:
+        pooling = Pooling(word_embedding_dimension=768, pooling_mode="mean")
+    SentenceTransformer(modules=[transformer, pooling, Normalize()]).save(str(path))
+    return path
+
+
+def flops_per_token(seq: float) -> float:
+    h, layers = LABSE["hidden_size"], LABSE["num_hidden_layers"]
+    return layers * (24 * h * h + 4 * h * seq)
+
+
+def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus: Path) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    import bitextdb
+    from bitextdb.encoder import Encoder
+
+    out: dict = {"sentences": len(sentences)}
+    st = SentenceTransformer(str(model_dir), device=DEVICE)
+    tokenize = getattr(st, "preprocess", None) or st.tokenize
+    lengths = [
+        int(x.sum())
+        for b in range(0, min(4096, len(sentences)), 512)
+        for x in tokenize(sentences[b : b + 512])["attention_mask"]
+    ]
+    out["mean_tokens"] = float(np.mean(lengths))
+
+    torch.set_num_threads(1)
+    t = time.perf_counter()
+    n_tok = min(20_000, len(sentences))
+    for b in range(0, n_tok, 1024):
+        tokenize(sentences[b : min(n_tok, b + 1024)])
+    out["tokenize_1core_per_s"] = n_tok / (time.perf_counter() - t)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    sub = sentences[: min(12_000, len(sentences) // 2)]
+    st.encode(sub[:512], batch_size=32)
+    sync()
+    t = time.perf_counter()
+    st.encode(sub, batch_size=32)
+    sync()
+    out["st_fp32_b32_per_s"] = len(sub) / (time.perf_counter() - t)
+    log("st fp32 b32", out["st_fp32_b32_per_s"])
+
+    st.half()
+    sub = sentences[: min(30_000, len(sentences) // 2)]
+    best = (0.0, 0)
+    for batch in (128, 256, 512, 1024):
+        st.encode(sub[:2048], batch_size=batch)
+        sync()
+        t = time.perf_counter()
+        st.encode(sub, batch_size=batch)
+        sync()
+        rate = len(sub) / (time.perf_counter() - t)
+        out[f"st_fp16_b{batch}_per_s"] = rate
+        log("st fp16", batch, rate)
+        best = max(best, (rate, batch))
+    out["st_fp16_best_per_s"], out["st_fp16_best_batch"] = best
+
+    # bare forward: pre-tokenized, length-sorted, already on the GPU
+    enc = Encoder(str(model_dir), device=DEVICE)
+    batches = []
+    padded = 0
+    for idx in enc.token_batches(sentences):
+        features = tokenize([sentences[i] for i in idx])
+        padded += int(features["attention_mask"].numel())
+        batches.append({k: v.to(DEVICE) for k, v in features.items() if torch.is_tensor(v)})
+    seq = padded / len(sentences)
+    with torch.inference_mode():
+        for f in batches[:3]:
+            enc.model(dict(f))
+        sync()
+        t = time.perf_counter()
+        for f in batches:
+            enc.model(dict(f))
+        sync()
+        bare = time.perf_counter() - t
+    out["bare_fp16_forward_per_s"] = len(sentences) / bare
+    out["bare_fp16_tflops"] = padded * flops_per_token(seq) / bare / 1e12
+    out["bare_padded_tokens_per_sentence"] = seq
+    log("bare", out["bare_fp16_forward_per_s"], out["bare_fp16_tflops"])
+    del batches
+
+    enc.encode(sentences[:4096])
+    sync()
+    t = time.perf_counter()
+    enc.encode(sentences)
+    sync()
+    out["bitextdb_encoder_per_s"] = len(sentences) / (time.perf_counter() - t)
+    log("bitextdb encoder", out["bitextdb_encoder_per_s"])
+    del enc, st
+    torch.cuda.empty_cache()
+
+    db = bitextdb.init(home, model=str(model_dir), device=DEVICE)
+    db.encoder.encode(sentences[:4096])  # load and warm up, as the bare runs were
+    t = time.perf_counter()
+    result = db.ingest(str(corpus), "en", mine=False)
+    whole = time.perf_counter() - t
+    db.close()
+    new = result["ingested"][0]["new"]
+    out["ingest_sentences"] = new
+    out["ingest_per_s"] = new / whole
+    out["ingest_vs_st_best"] = out["ingest_per_s"] / out["st_fp16_best_per_s"]
+    out["ingest_vs_bare"] = out["ingest_per_s"] / out["bare_fp16_forward_per_s"]
+    out["ingest_tflops"] = out["ingest_per_s"] * seq * flops_per_token(seq) / 1e12
+    log("ingest", out["ingest_per_s"])
+    return out
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def mining_benchmark(n: int, dim: int, k: int, samples: int) -> dict:
+    from bitextdb.knn import BlockedKnn
+
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    a = unit(torch.randn(n, dim, device=DEVICE, generator=g))
+    b = torch.randn(n, dim, device=DEVICE, generator=g)
+    half = n // 2
+    b[:half] = a[:half] + 0.7 * b[:half] / dim**0.5  # planted pairs
+    b = unit(b)
+    a_np, b_np = a.cpu().numpy(), b.cpu().numpy()
+    out: dict = {"n": n, "dim": dim, "k": k}
+
+    # baseline: fp16 matmul + topk both ways, no re-scoring (what a matrix multiply costs)
+    a16, b16 = a.half(), b.half()
+    sync()
+    t = time.perf_counter()
+    for x, y in ((b16, a16), (a16, b16)):
+        for lo in range(0, n, 32_768):
+            (x[lo : lo + 32_768] @ y.T).topk(k, dim=1)
+    sync()
+    out["plain_fp16_topk_s"] = time.perf_counter() - t
+    log("plain", out["plain_fp16_topk_s"])
+
+    chunk = 131_072
+    sync()
+    t = time.perf_counter()
+    engine = BlockedKnn(np.arange(n), b_np, k, device=DEVICE, query_block=32_768)
+    reverse_ids = np.empty((n, k), dtype=np.int64)
+    reverse_cos = np.empty((n, k))
+    for lo in range(0, n, chunk):
+        rev = engine.add_chunk(np.arange(n, 2 * n)[lo : lo + chunk], a_np[lo : lo + chunk])
+        reverse_ids[lo : lo + chunk], reverse_cos[lo : lo + chunk] = rev.ids, rev.cos
+    sync()
+    out["bitextdb_knn_s"] = time.perf_counter() - t
+    out["ratio_vs_plain"] = out["bitextdb_knn_s"] / out["plain_fp16_topk_s"]
+    log("blocked", out["bitextdb_knn_s"])
+
+    rng = np.random.default_rng(1)
+    same_fwd = same_rev = 0
+    a64, b64 = a.double(), b.double()
+    base_ids = torch.arange(n, 2 * n, device=DEVICE)
+    for row in rng.choice(n, samples, replace=False):
+        cos = a64 @ b64[row]
+        top = torch.topk(cos, k)  # exact float64; ties have probability ~0 here
+        same_fwd += list((base_ids[top.indices]).cpu().numpy()) == list(engine.forward.ids[row])
+        cos = b64 @ a64[row]
+        top = torch.topk(cos, k)
+        same_rev += list(top.indices.cpu().numpy()) == list(reverse_ids[row])
+    out["agreement_forward"] = same_fwd / samples
+    out["agreement_reverse"] = same_rev / samples
+    out["sampled_rows"] = samples
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sentences", required=True)
+    parser.add_argument("--n", type=int, default=60_000)
+    parser.add_argument("--mine-size", type=int, default=1_000_000)
+    parser.add_argument("--out", default="gpu-results.json")
+    parser.add_argument("--skip-encode", action="store_true")
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
+    args = parser.parse_args()
+    global DEVICE
+    if args.dry_run:
+        DEVICE = "cpu"
+        LABSE.update(vocab_size=40_000, num_hidden_layers=2)
+        args.n, args.mine_size = 3_000, 20_000
+    results: dict = {
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+    }
+    try:
+        import sentence_transformers
+
+        results["sentence_transformers"] = sentence_transformers.__version__
+    except ImportError:
+        pass
+    log(results)
+    work = Path(tempfile.mkdtemp(prefix="bitextdb-gpu-"))
+    try:
+        if not args.skip_encode:
+            lines = Path(args.sentences).read_text(encoding="utf-8").splitlines()[: args.n]
+            corpus = work / "corpus.txt"
+            corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            t = time.perf_counter()
+            model_dir = build_model(work / "labse-shaped", lines)
+            log("model built", time.perf_counter() - t)
+            results["encode"] = encode_benchmarks(model_dir, lines, work / "home", corpus)
+            Path(args.out).write_text(json.dumps(results, indent=2))
+        results["mine"] = mining_benchmark(args.mine_size, 768, 4, 200 if args.dry_run else 2000)
+    finally:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        shutil.rmtree(work, ignore_errors=True)
+    log(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""An HTTP face for one open ``BitextDB``: FastAPI endpoints over the library calls.
+
+Needs the ``serve`` extra (``pip install 'bitextdb[serve]'``: FastAPI and uvicorn); the rest
+of bitextdb never imports this module. ``bitextdb serve`` runs :func:`create_app` under
+uvicorn.
+
+Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
+
+* ``GET /health`` -> ``{"status": "ok"}`` (never needs the API key, never waits for the db);
+* ``GET /stats`` -> ``BitextDB.stats()``;
+* ``POST /translate`` ``{"text": str} | {"texts": [str]}, "from", "to", "top"=5`` ->
+  ``{"results": [Translation.as_dict(), ...]}``;
+* ``GET /export?pair=en-de&min_score=&since=&with_sources=`` -> NDJSON, one jsonl export
+  record a line, streamed from :func:`bitextdb.export.iter_records`;
+* ``POST /ingest`` ``{"lang", "sentences": [str], "source"="api", "mine"=true}`` -> the ingest
+  summary of ``BitextDB.ingest_texts``.
+
+Errors are ``{"error": "one sentence"}`` (validation errors add ``"detail"``): bad input 400,
+unknown language or pair 404, busy 409, invalid request 422, unavailable store 503, anything
+unexpected 500 (logged here, no traceback in the response). With an API key every request
+but ``/health`` needs ``X-API-Key: KEY`` or ``Authorization: Bearer KEY`` (else 401).
+
+Qdrant Edge and the SQL session factory are shared, so every call on the ``BitextDB`` holds
+one lock; endpoints are plain functions that FastAPI runs in its thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .config import check_lang
+from .errors import (
+    BitextDBError,
+    BusyError,
+    InputError,
+    StoreUnavailableError,
+)
+from .export import iter_records, parse_directed_pair
+
+if TYPE_CHECKING:
+    from .api import BitextDB
+
+log = logging.getLogger(__name__)
+
+#: export records serialised per chunk of the NDJSON stream (the lock is held per chunk)
+EXPORT_CHUNK = 1000
+#: the most candidates one query may ask for
+MAX_TOP = 1000
+#: paths that never need the API key
+OPEN_PATHS = frozenset({"/health"})
+
+
+class NotFoundError(InputError):
+    """A language or language pair the database does not hold (HTTP 404)."""
+
+
+# -- request bodies -----------------------------------------------------------------------------
+class TranslateRequest(BaseModel):
+    """``{"text": ...}`` or ``{"texts": [...]}``, with ``from``, ``to`` and ``top``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, description="One sentence to translate.")
+    texts: list[str] | None = Field(None, description="Several sentences, encoded in one batch.")
+    src: str = Field(alias="from", description="Language of the sentences, e.g. en.")
+    tgt: str = Field(alias="to", description="Language to find translations in, e.g. de.")
+    top: int = Field(5, ge=1, le=MAX_TOP, description="Candidates per sentence.")
+
+    @model_validator(mode="after")
+    def _one_of_text_or_texts(self) -> TranslateRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError('give either "text" or "texts"')
+        if self.texts is not None and not self.texts:
+            raise ValueError('"texts" is empty')
+        return self
+
+    def queries(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class IngestRequest(BaseModel):
+    """Sentences of one language; mined against the other languages unless ``mine`` is false."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lang: str = Field(description="Language code of the sentences.")
+    sentences: list[str] = Field(description="The sentences (normalised and deduplicated).")
+    source: str = Field("api", min_length=1, description="Name to remember the source by.")
+    mine: bool = Field(True, description="Mine the new sentences right away.")
+
+
+# -- errors -------------------------------------------------------------------------------------
+def status_of(exc: BitextDBError) -> int:
+    """The HTTP status of a domain error."""
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, StoreUnavailableError):
+        return 503
+    if isinstance(exc, BusyError):
+        return 409
+    return 400  # InputError, ConfigError, ModelMismatchError, ModelLoadError, ...
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _validation_detail(errors: Any) -> list[dict[str, Any]]:
+    """Pydantic's errors without the input echoed back or unserialisable context."""
+    return [
+        {"type": str(e.get("type")), "loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")}
+        for e in errors
+    ]
+
+
+# -- authentication -----------------------------------------------------------------------------
+class APIKeyMiddleware:
+    """Refuse every request but ``/health`` without ``X-API-Key`` or ``Bearer`` = the key."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.key = api_key.encode("utf-8")
+
+    def _allowed(self, scope: Scope) -> bool:
+        given: list[bytes] = []
+        for name, value in scope.get("headers", ()):
+            if name == b"x-api-key":
+                given.append(value.strip())
+            elif name == b"authorization":
+                scheme, _, token = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given.append(token.strip())
+        # compare every offered value, in constant time each
+        return any([hmac.compare_digest(value, self.key) for value in given])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {"error": "Missing or wrong API key; send X-API-Key or Authorization: Bearer."},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
+class CatchAllMiddleware:
+    """Answer an unexpected exception with a JSON 500 (no traceback) and log it here.
+
+    Starlette's own 500 handler answers and then re-raises, which makes the server drop
+    the connection; this one answers and keeps it. An error after the response started
+    (in a stream) cannot change the status any more: it is re-raised, and the server
+    cuts the stream short.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            log.error("unexpected error on %s %s", scope["method"], scope["path"], exc_info=exc)
+            if started:
+                raise
+            message = f"Internal server error ({type(exc).__name__}); see the server log."
+            await _error(500, message)(scope, receive, send)
+
+
+# -- the app ------------------------------------------------------------------------------------
+def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
+    """The FastAPI app over ``db`` (which the caller opens and closes).
+
+    ``api_key`` (None or empty: no authentication) is required on every request but
+    ``/health``. At startup the database's model is loaded once, when it loads; a database
+    of your own vectors serves everything but the translation of new sentences without it.
+    """
+    lock = threading.Lock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(_warm, db, lock)
+        yield
+
+    app = FastAPI(
+        title="bitextdb",
+        summary="Translations, exports and ingestion of a bitext database.",
+        description=__doc__,
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.db = db
+    app.state.lock = lock
+
+    # -- error handlers ----------------------------------------------------------------------
+    @app.exception_handler(BitextDBError)
+    async def domain_error(_request: Request, exc: BitextDBError) -> JSONResponse:
+        return _error(status_of(exc), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = _validation_detail(exc.errors())
+        if any(e["type"] == "json_invalid" for e in detail):
+            return _error(400, "The request body is not valid JSON.", detail=detail)
+        return _error(422, "The request does not match the API; see detail.", detail=detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = _error(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    # -- endpoints ---------------------------------------------------------------------------
+    @app.get("/health", summary="Liveness check (no API key needed)")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/stats", summary="Languages, counts, model, settings and stores")
+    def stats() -> dict[str, Any]:
+        with lock:
+            return db.stats()
+
+    @app.post("/translate", summary="Ranked translations of one or several sentences")
+    def translate(body: TranslateRequest) -> dict[str, Any]:
+        with lock:
+            _require_language(db, body.tgt)
+            results = db.translate_many(body.queries(), body.src, body.tgt, top=body.top)
+        return {"results": [t.as_dict() for t in results]}
+
+    @app.post("/ingest", summary="Ingest sentences of one language (and mine them)")
+    def ingest(body: IngestRequest) -> dict[str, Any]:
+        with lock:
+            return db.ingest_texts(body.lang, body.sentences, source=body.source, mine=body.mine)
+
+    @app.get(
+        "/export",
+        summary="The accepted pairs of a language pair as NDJSON, best first",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson": {}}}},
+    )
+    def export(
+        pair: str = Query(description="Directed pair: en-de puts English in src."),
+        min_score: float | None = Query(None, description="Lowest margin [the threshold]."),
+        since: datetime | None = Query(None, description="Only pairs changed since (ISO)."),
+        with_sources: bool = Query(False, description="Add the source names of each side."),
+    ) -> StreamingResponse:
+        parse_directed_pair(pair)  # a malformed pair is bad input (400) ...
+        with lock:
+            try:
+                records = iter_records(
+                    db, pair, min_score=min_score, since=since, with_sources=with_sources
+                )
+            except InputError as exc:  # ... a well-formed one the database lacks is not found
+                raise NotFoundError(str(exc)) from exc
+        return StreamingResponse(_ndjson(records, lock), media_type="application/x-ndjson")
+
+    app.add_middleware(CatchAllMiddleware)
+    if api_key:  # added last: the outermost
+        app.add_middleware(APIKeyMiddleware, api_key=api_key)
+    return app
+
+
+def _require_language(db: BitextDB, lang: str) -> None:
+    check_lang(lang)
+    if db.index.count(lang) == 0:
+        raise NotFoundError(f"There are no {lang} sentences in this database.")
+
+
+def _ndjson(records: Iterator[dict[str, Any]], lock: threading.Lock) -> Iterator[bytes]:
+    """Export records as NDJSON chunks; the lock is held while a chunk is read, not sent.
+
+    Closing (a client gone) releases the cursor without the lock: that touches only the
+    export's own SQL connection, and may run on the event loop, which must never wait.
+    """
+    try:
+        while True:
+            with lock:
+                chunk = list(itertools.islice(records, EXPORT_CHUNK))
+            if not chunk:
+                return
+            yield "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in chunk).encode(
+                "utf-8"
+            )
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+
+
+def _warm(db: BitextDB, lock: threading.Lock) -> None:
+    """Load the model once, if it loads: a database of own vectors may have none."""
+    with lock:
+        try:
+            encoder = db.encoder
+        except BitextDBError as exc:
+            log.warning(
+                "The model %r was not loaded (%s); only sentences stored in the database can "
+                "be translated.",
+                db.settings.model,
+                exc,
+            )
+            return
+    log.info("model %s loaded on %s", db.settings.model, encoder.device)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bitextdb")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+        return "0"
