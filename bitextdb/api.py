@@ -337,9 +337,7 @@ def open(
     settings.validate()
     lock = _acquire(loc, wait, on_wait)
     try:
-        index = open_index(
-            loc, hnsw_m=settings.hnsw_m, hnsw_ef_construct=settings.hnsw_ef_construct
-        )
+        index = open_index(loc, settings)
     except BaseException:
         lock.close()
         raise

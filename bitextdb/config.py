@@ -167,6 +167,9 @@ class Settings:
     hnsw_ef_construct: int = 100
     hnsw_ef: int = 128
     mine_path: str = "auto"
+    # compact vectors (fixed at init): storage type and Qdrant quantization for HNSW search
+    vector_dtype: str = "float32"
+    quantization: str = "none"
     bulk_ratio: float = 0.05
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -199,6 +202,10 @@ class Settings:
             raise ConfigError(f"The embedding dimension must be positive, not {self.dim}.")
         if self.mine_path not in ("auto", "scan", "query"):
             raise ConfigError("mine_path must be one of auto, scan, query.")
+        if self.vector_dtype not in ("float32", "float16"):
+            raise ConfigError("vector_dtype must be float32 or float16.")
+        if self.quantization not in ("none", "scalar", "binary"):
+            raise ConfigError("quantization must be none, scalar or binary.")
         if self.batch_size < 1:
             raise ConfigError("The batch size must be at least 1.")
         if self.min_chars < 0 or self.max_chars < max(1, self.min_chars):

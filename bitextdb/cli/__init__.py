@@ -186,6 +186,16 @@ def model_options(fn: F) -> F:
 @click.option("--hnsw-m", type=int, help="HNSW edges per node [16].")
 @click.option("--hnsw-ef-construct", type=int, help="HNSW build candidates [100].")
 @click.option("--hnsw-ef", type=int, help="HNSW search candidates [128].")
+@click.option(
+    "--vector-dtype",
+    type=click.Choice(["float32", "float16"]),
+    help="How vectors are stored: float16 halves their size [float32].",
+)
+@click.option(
+    "--quantization",
+    type=click.Choice(["none", "scalar", "binary"]),
+    help="Qdrant quantization for HNSW search, with exact rescoring [none].",
+)
 @click.option("--min-chars", type=int, help="Skip shorter sentences [2].")
 @click.option("--max-chars", type=int, help="Skip longer sentences [1000].")
 @model_options

@@ -2,37 +2,39 @@
 
 from __future__ import annotations
 
-from ..config import Locations
+from ..config import Locations, Settings
 from .base import Hit, VectorIndex, band_field, band_floor, band_of
 from .edge import EdgeIndex
 from .server import ServerIndex
 
 
-def open_index(loc: Locations, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100) -> VectorIndex:
-    """The store a home's locations name: a Qdrant server URL, else Qdrant Edge shards."""
+def open_index(loc: Locations, settings: Settings | None = None) -> VectorIndex:
+    """The store a home's locations name: a Qdrant server URL, else Qdrant Edge shards.
+
+    ``settings`` give the HNSW and compact-vector options for collections created later.
+    """
+    s = settings or Settings()
+    options = {
+        "hnsw_m": s.hnsw_m,
+        "hnsw_ef_construct": s.hnsw_ef_construct,
+        "vector_dtype": s.vector_dtype,
+        "quantization": s.quantization,
+    }
     if loc.qdrant and loc.qdrant.startswith("local:"):
         # qdrant-client's pure-Python local mode: a stand-in for a server in tests
         from qdrant_client import QdrantClient
 
         client = QdrantClient(path=loc.qdrant[len("local:") :])
-        return ServerIndex(
-            loc.qdrant,
-            client=client,
-            prefix=loc.qdrant_prefix,
-            hnsw_m=hnsw_m,
-            hnsw_ef_construct=hnsw_ef_construct,
-        )
+        return ServerIndex(loc.qdrant, client=client, prefix=loc.qdrant_prefix, **options)
     if loc.qdrant:
-        server = ServerIndex(
-            loc.qdrant, prefix=loc.qdrant_prefix, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct
-        )
+        server = ServerIndex(loc.qdrant, prefix=loc.qdrant_prefix, **options)
         try:
             server.languages()  # fail now, clearly, when the server cannot be reached
         except BaseException:
             server.close()
             raise
         return server
-    return EdgeIndex(loc.vectors_dir, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)
+    return EdgeIndex(loc.vectors_dir, **options)
 
 
 __all__ = [

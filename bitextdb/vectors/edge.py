@@ -22,10 +22,20 @@ class EdgeIndex:
 
     backend = "qdrant-edge"
 
-    def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        hnsw_m: int = 16,
+        hnsw_ef_construct: int = 100,
+        vector_dtype: str = "float32",
+        quantization: str = "none",
+    ) -> None:
         self.root = Path(root)
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construct = hnsw_ef_construct
+        self.vector_dtype = vector_dtype
+        self.quantization = quantization
         self._shards: dict[str, qe.EdgeShard] = {}
         self._indexed_fields: set[tuple[str, str]] = set()
 
@@ -34,8 +44,20 @@ class EdgeIndex:
         return self.root / check_lang(lang)
 
     def _config(self, dim: int) -> qe.EdgeConfig:
+        datatype = qe.VectorStorageDatatype.Float16 if self.vector_dtype == "float16" else None
+        quantization = {
+            "scalar": lambda: qe.ScalarQuantizationConfig(
+                type=qe.ScalarType.Int8, quantile=0.99, always_ram=True
+            ),
+            "binary": lambda: qe.BinaryQuantizationConfig(always_ram=True),
+        }.get(self.quantization, lambda: None)()
         return qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+            vectors=qe.EdgeVectorParams(
+                size=dim,
+                distance=qe.Distance.Cosine,
+                datatype=datatype,
+                quantization_config=quantization,
+            ),
             hnsw_config=qe.HnswIndexConfig(
                 m=self.hnsw_m, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000
             ),
@@ -161,7 +183,10 @@ class EdgeIndex:
         flt = None
         if band is not None:
             flt = qe.Filter(must=[qe.FieldCondition(key=band[0], match=qe.MatchValue(band[1]))])
-        params = qe.SearchParams(hnsw_ef=ef, exact=exact)
+        quantized = None
+        if self.quantization != "none" and not exact:  # quantized candidates, exact rescoring
+            quantized = qe.QuantizationSearchParams(rescore=True, oversampling=2.0)
+        params = qe.SearchParams(hnsw_ef=ef, exact=exact, quantization=quantized)
         results: list[list[Hit]] = []
         for start in range(0, len(queries), 256):
             requests = [

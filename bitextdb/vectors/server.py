@@ -61,6 +61,8 @@ class ServerIndex:
         api_key: str | None = None,
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 100,
+        vector_dtype: str = "float32",
+        quantization: str = "none",
         retry_seconds: float | None = None,
         retry_attempts: int = 6,
         timeout: int = 10,
@@ -69,6 +71,8 @@ class ServerIndex:
         self.prefix = prefix
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construct = hnsw_ef_construct
+        self.vector_dtype = vector_dtype
+        self.quantization = quantization
         if retry_seconds is None:
             retry_seconds = float(os.environ.get("BITEXTDB_QDRANT_RETRY_SECONDS", "10"))
         self.retry_seconds = retry_seconds
@@ -114,10 +118,26 @@ class ServerIndex:
         self._call(
             self.client.create_collection,
             self._name(lang),
-            vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
+            vectors_config=qm.VectorParams(
+                size=dim,
+                distance=qm.Distance.COSINE,
+                datatype=qm.Datatype.FLOAT16 if self.vector_dtype == "float16" else None,
+            ),
             hnsw_config=qm.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct),
+            quantization_config=self._quantization(),
         )
         self._dims[lang] = dim
+
+    def _quantization(self) -> qm.ScalarQuantization | qm.BinaryQuantization | None:
+        if self.quantization == "scalar":
+            return qm.ScalarQuantization(
+                scalar=qm.ScalarQuantizationConfig(
+                    type=qm.ScalarType.INT8, quantile=0.99, always_ram=True
+                )
+            )
+        if self.quantization == "binary":
+            return qm.BinaryQuantization(binary=qm.BinaryQuantizationConfig(always_ram=True))
+        return None
 
     def dimension(self, lang: str) -> int | None:
         if lang in self._dims:
@@ -214,7 +234,10 @@ class ServerIndex:
             flt = qm.Filter(
                 must=[qm.FieldCondition(key=band[0], match=qm.MatchValue(value=band[1]))]
             )
-        params = qm.SearchParams(hnsw_ef=ef, exact=exact)
+        quantized = None
+        if self.quantization != "none" and not exact:  # quantized candidates, exact rescoring
+            quantized = qm.QuantizationSearchParams(rescore=True, oversampling=2.0)
+        params = qm.SearchParams(hnsw_ef=ef, exact=exact, quantization=quantized)
         results: list[list[Hit]] = []
         for start in range(0, len(queries), 128):
             requests = [
