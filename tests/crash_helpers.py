@@ -1,9 +1,10 @@
 """Helpers for the reliability tests: killable CLI runs, corpora and text-keyed snapshots.
 
 Importing bitextdb costs seconds (torch), far longer than the work a crash test wants to
-interrupt. So command sequences run in children forked from a ``forkserver`` that imported
-``bitextdb.cli`` once: each child is a real process (SIGKILL ends it with no cleanup at all)
-and starts at once, so a kill after a random delay lands in the work, not in the imports.
+interrupt. So command sequences run in children forked from a *zygote*, a Python process
+that imported ``bitextdb.cli`` once: each child is a real process (SIGKILL ends it with no
+cleanup at all) and starts at once, so a kill after a random delay lands in the work, not in
+the imports.
 A child runs the click commands exactly as the console script does (``standalone_mode``),
 writes each step's stdout and stderr to files, and appends markers of the phase it is in
 (init, open, ingest, mine, close) to a file with unbuffered writes, which survive a kill.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 
 # -- the console script, for tests that want a real exec'd process ------------------------------
 def bitextdb_command() -> list[str]:
@@ -178,9 +180,9 @@ class Child:
     def results(self) -> list[Step]:
         done: dict[int, int] = {}
         for line in self.markers():
-            parts = line.split()
-            if len(parts) == 3 and parts[1] == "exit":
-                done[int(parts[0])] = int(parts[2])
+            step, phase, _ = line.split()
+            if phase.startswith("exit:"):
+                done[int(step)] = int(phase[5:])
         out = []
         for i, args in enumerate(self.steps):
             stdout, stderr = self.workdir / f"{i}.out", self.workdir / f"{i}.err"
@@ -200,10 +202,23 @@ class Child:
         path = self.workdir / "phase"
         return path.read_text().splitlines() if path.exists() else []
 
-    def phase(self) -> str:
-        """Where the child was when it stopped: ``<step> <phase>`` of the last marker."""
+    def phase(self) -> tuple[int, str]:
+        """Where the child was when it stopped: the step and the phase of the last marker."""
         lines = self.markers()
-        return lines[-1] if lines else "- fork"
+        if not lines:
+            return -1, "fork"
+        step, phase, _ = lines[-1].split()
+        return int(step), phase
+
+    def timeline(self, absolute: bool = False) -> list[tuple[int, str, float]]:
+        """``(step, phase, seconds since the child started)`` of every marker.
+
+        With ``absolute``, the time is ``time.time()`` when the marker was written.
+        """
+        marks = [(int(a), b, float(c)) for a, b, c in (m.split() for m in self.markers())]
+        if absolute or not marks:
+            return marks
+        return [(step, phase, t - marks[0][2]) for step, phase, t in marks]
 
 
 def _alive(pid: int) -> bool:
@@ -216,7 +231,7 @@ def _alive(pid: int) -> bool:
 
 
 def run(steps: Sequence[Sequence[str]], env: dict[str, str], workdir: Path) -> list[Step]:
-    """Run a command sequence to its end (stopping at the first failure); its steps."""
+    """Run a command sequence to its end; its steps."""
     child = Child(steps, env, workdir)
     child.wait()
     assert child.exitcode == 0, f"the child died with {child.exitcode}"
@@ -224,7 +239,10 @@ def run(steps: Sequence[Sequence[str]], env: dict[str, str], workdir: Path) -> l
 
 
 def run_steps(steps: list[list[str]], env: dict[str, str], workdir: str) -> None:
-    """In the child: run CLI commands one after the other, as the console script would."""
+    """In the child: run CLI commands one after the other, as the console script would.
+
+    Every step runs, whatever the exit code of the one before (a rerun wants them all).
+    """
     for name in [n for n in os.environ if n.startswith("BITEXTDB_")]:
         del os.environ[name]
     os.environ.update(env)
@@ -232,7 +250,7 @@ def run_steps(steps: list[list[str]], env: dict[str, str], workdir: str) -> None
     current = [0]
 
     def mark(text: str) -> None:
-        os.write(marker, f"{current[0]} {text}\n".encode())
+        os.write(marker, f"{current[0]} {text} {time.time():.4f}\n".encode())
 
     _install_markers(mark)
     from bitextdb.cli import cli
@@ -250,7 +268,10 @@ def run_steps(steps: list[list[str]], env: dict[str, str], workdir: str) -> None
             mark("start")
             code = 0
             try:
-                cli.main(args, prog_name="bitextdb", standalone_mode=True)
+                if args[0] == "@call":  # a helper of this module, e.g. one holding a lock
+                    globals()[args[1]](**json.loads(args[2]))
+                else:
+                    cli.main(args, prog_name="bitextdb", standalone_mode=True)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             except BaseException:
@@ -258,9 +279,7 @@ def run_steps(steps: list[list[str]], env: dict[str, str], workdir: str) -> None
                 code = 99
             sys.stdout.flush()
             sys.stderr.flush()
-        mark(f"exit {code}")
-        if code:
-            break
+        mark(f"exit:{code}")
 
 
 def _install_markers(mark: Any) -> None:
@@ -282,6 +301,73 @@ def _install_markers(mark: Any) -> None:
     wrap(api.BitextDB, "close", "close")
     wrap(ingest.Ingestor, "ingest_lines", "ingest")
     wrap(miner.Miner, "mine", "mine-pairs")
+
+
+def call(helper: str, /, **kwargs: Any) -> list[str]:
+    """A step that calls ``helper`` (a function of this module) in the child with ``kwargs``."""
+    return ["@call", helper, json.dumps(kwargs)]
+
+
+def wait_for(path: str | Path, timeout: float = 60.0) -> None:
+    """Wait until ``path`` exists (a start signal between processes)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.005)
+
+
+def hold_home(home: str, seconds: float, ready: str) -> None:
+    """Open the database at ``home`` (taking its writer lock) and keep it ``seconds``."""
+    import bitextdb
+
+    db = bitextdb.open(home)
+    try:
+        Path(ready).write_text(str(os.getpid()))
+        time.sleep(seconds)
+    finally:
+        db.close()
+        Path(ready + ".released").write_text(repr(time.time()))
+
+
+def hold_advisory_lock(
+    url: str, name: str, seconds: float, ready: str, go: str, entered: str, peer: str, out: str
+) -> None:
+    """Take ``Database(url).advisory_lock(name)`` once ``go`` exists and hold it.
+
+    Held until the ``peer`` process says it entered its lock too, or for ``seconds`` at
+    most; ``out`` gets the (entered, left) times.
+    """
+    from bitextdb.db import Database
+
+    db = Database(url)
+    db.ping()
+    Path(ready).touch()
+    wait_for(go)
+    with db.advisory_lock(name):
+        started = time.time()
+        Path(entered).touch()
+        while time.time() < started + seconds and not os.path.exists(peer):
+            time.sleep(0.005)
+        left = time.time()
+    db.dispose()
+    Path(out).write_text(json.dumps([started, left]))
+
+
+def add_sentences_at_once(url: str, texts: list[str], ready: str, go: str, out: str) -> None:
+    """``corpus.add_sentences`` of ``texts`` (in this order) once ``go`` exists; the ids."""
+    from bitextdb.db import Database, corpus
+    from bitextdb.readers import text_hash
+
+    db = Database(url)
+    db.ping()
+    fresh = {text_hash(t): t for t in texts}
+    Path(ready).touch()
+    wait_for(go)
+    with db.session() as s:
+        ids = corpus.add_sentences(s, "en", fresh)
+    db.dispose()
+    Path(out).write_text(json.dumps({fresh[h]: i for h, i in ids.items()}))
 
 
 # -- corpora ------------------------------------------------------------------------------------

@@ -1,0 +1,267 @@
+"""Translations of sentences (library ``translate`` and ``bitextdb translate``).
+
+The database is built with the static cross-lingual test model, whose word-for-word
+translations embed identically: 40 English sentences, their German translations and 20
+German sentences without an English side, ingested in shuffled order. The planted
+translation must come first for sentences in the database and for new sentences alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from sentence_transformers import SentenceTransformer
+from sqlalchemy import text
+
+import bitextdb
+from bitextdb.cli import cli
+from tests.models import random_sentences, translate
+
+N_PLANTED = 40
+N_EXTRA = 20
+N_QUERIES = 20
+
+
+@dataclass(frozen=True)
+class Corpus:
+    home: Path
+    en: list[str]  #: English sentences in the database
+    de: list[str]  #: de[i] is the German translation of en[i], also in the database
+    extra_de: list[str]  #: German sentences whose English side is not in the database
+    extra_en: list[str]  #: extra_en[i] translates extra_de[i]; never ingested
+
+
+@pytest.fixture(scope="module")
+def corpus(static_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
+    """The database, built once and closed (each test opens it: the CLI needs the home free)."""
+    home = tmp_path_factory.mktemp("translate") / "home"
+    english = random_sentences(N_PLANTED + N_EXTRA, seed=11)  # distinct bags of words
+    german = [translate(s, "de") for s in english]
+    c = Corpus(
+        home,
+        english[:N_PLANTED],
+        german[:N_PLANTED],
+        german[N_PLANTED:],
+        english[N_PLANTED:],
+    )
+    shuffled = c.de + c.extra_de
+    random.Random(5).shuffle(shuffled)
+    with pytest.MonkeyPatch.context() as mp:  # the caller's BITEXTDB_* must not leak in
+        for name in list(os.environ):
+            if name.startswith("BITEXTDB_"):
+                mp.delenv(name)
+        db = bitextdb.init(home, model=str(static_model))
+        try:
+            db.ingest_texts("en", c.en)
+            db.ingest_texts("de", shuffled)
+        finally:
+            db.close()
+    yield c
+
+
+@pytest.fixture
+def db(corpus: Corpus) -> Iterator[bitextdb.BitextDB]:
+    handle = bitextdb.open(corpus.home)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def ids_of(db: bitextdb.BitextDB, lang: str) -> dict[str, int]:
+    with db.db.session() as s:
+        rows = s.execute(text("SELECT text, id FROM sentences WHERE lang = :l"), {"l": lang})
+        return {t: int(i) for t, i in rows}
+
+
+def pair_rows(db: bitextdb.BitextDB) -> dict[tuple[int, int], bool]:
+    """``(de id, en id) -> accepted`` for every candidate pair (stored as de-en)."""
+    with db.db.session() as s:
+        rows = s.execute(
+            text("SELECT src_id, tgt_id, accepted FROM pairs WHERE src_lang = 'de'")
+        ).all()
+    return {(int(a), int(b)): bool(acc) for a, b, acc in rows}
+
+
+# -- library -----------------------------------------------------------------------------------
+def test_planted_translation_first_for_stored_sentences(
+    db: bitextdb.BitextDB, corpus: Corpus
+) -> None:
+    en_ids, de_ids = ids_of(db, "en"), ids_of(db, "de")
+    pairs = pair_rows(db)
+    assert sum(pairs.values()) >= N_PLANTED  # the planted pairs were all accepted
+    queries = corpus.en[:N_QUERIES]
+    results = db.translate_many(queries, "en", "de", top=5)
+    assert len(results) == N_QUERIES
+    for query, want, t in zip(queries, corpus.de, results):
+        assert (t.query, t.src_lang, t.tgt_lang) == (query, "en", "de")
+        assert t.sentence_id == en_ids[query]
+        assert len(t.hits) == 5
+        assert t.hits[0].text == want and t.hits[0].id == de_ids[want]
+        assert t.hits[0].accepted and t.hits[0].mined
+        margins = [h.margin for h in t.hits]
+        assert all(m is not None for m in margins)
+        assert margins == sorted(margins, reverse=True)
+        assert t.hits[0].margin > t.hits[1].margin  # a clear winner, not a tie
+        for h in t.hits:  # marks are exactly the stored pairs of (hit, query)
+            key = (h.id, t.sentence_id)
+            assert h.mined == (key in pairs)
+            assert h.accepted == pairs.get(key, False)
+        # the stored pair, in the stored orientation (de-en)
+        p = t.stored_pair
+        assert p is not None
+        assert (p["src_lang"], p["tgt_lang"], p["src"], p["tgt"]) == ("de", "en", want, query)
+        assert (p["src_id"], p["tgt_id"]) == (de_ids[want], en_ids[query])
+        assert p["accepted"] and p["margin"] == pytest.approx(t.hits[0].margin)
+
+    # and the other way round
+    back = db.translate_many(corpus.de[N_QUERIES:], "de", "en", top=3)
+    for want, t in zip(corpus.en[N_QUERIES:], back):
+        assert t.hits[0].text == want and t.hits[0].accepted
+        assert t.stored_pair is not None and t.stored_pair["tgt"] == want
+
+
+def test_planted_translation_first_for_new_sentences(db: bitextdb.BitextDB, corpus: Corpus) -> None:
+    en_ids, de_ids = ids_of(db, "en"), ids_of(db, "de")
+    # English sides of German sentences that have none in the database
+    assert not set(corpus.extra_en) & set(en_ids)
+    results = db.translate_many(corpus.extra_en, "en", "de", top=5)
+    for query, want, t in zip(corpus.extra_en, corpus.extra_de, results):
+        assert t.query == query and t.sentence_id is None and t.stored_pair is None
+        assert t.hits[0].text == want and t.hits[0].id == de_ids[want]
+        assert t.hits[0].cosine == pytest.approx(1.0, abs=1e-5)
+        assert t.hits[0].margin > t.hits[1].margin
+        assert not any(h.accepted or h.mined for h in t.hits)  # the query is in no pair
+
+    # new word orders of stored sentences: the same words, a text the database lacks
+    reordered = [(" ".join(s.split()[::-1]), d) for s, d in zip(corpus.en, corpus.de)]
+    reordered = [(q, d) for q, d in reordered if q not in en_ids][:N_QUERIES]
+    assert len(reordered) == N_QUERIES
+    for (_query, want), t in zip(
+        reordered, db.translate_many([q for q, _ in reordered], "en", "de", top=2)
+    ):
+        assert t.sentence_id is None and t.stored_pair is None
+        assert t.hits[0].text == want
+        assert not t.hits[0].accepted  # the stored pair belongs to the stored sentence
+
+    one = db.translate(corpus.extra_en[0], "en", "de", top=5)
+    assert one.as_dict() == results[0].as_dict()
+
+
+def test_margins_agree_with_a_hand_computation(
+    db: bitextdb.BitextDB, corpus: Corpus, static_model: Path
+) -> None:
+    k = db.settings.k
+    model = SentenceTransformer(str(static_model), device="cpu")
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return model.encode(texts, normalize_embeddings=True).astype(np.float64)
+
+    en_ids, de_ids = ids_of(db, "en"), ids_of(db, "de")
+    de_texts, en_texts = list(de_ids), list(en_ids)
+    de_vecs, en_vecs = encode(de_texts), encode(en_texts)
+    with db.db.session() as s:
+        stored_r = {
+            int(i): float(r)
+            for i, r in s.execute(text("SELECT sentence_id, r FROM knn WHERE other_lang = 'en'"))
+        }
+    queries = [corpus.en[0], corpus.en[7], corpus.extra_en[0], corpus.extra_en[3]]
+    results = db.translate_many(queries, "en", "de", top=6)
+    for query, t in zip(queries, results):
+        cos = de_vecs @ encode([query])[0]
+        r_q = float(np.sort(cos)[::-1][:k].mean())
+        assert t.r == pytest.approx(r_q, abs=1e-5)
+        for h in t.hits:
+            row = de_texts.index(h.text)
+            assert de_ids[h.text] == h.id
+            # the stored r of the hit is its mean top-k cosine towards English
+            r_y = stored_r[h.id]
+            assert r_y == pytest.approx(np.sort(en_vecs @ de_vecs[row])[::-1][:k].mean(), abs=1e-5)
+            assert h.cosine == pytest.approx(cos[row], abs=1e-5)
+            assert h.margin == pytest.approx(cos[row] / ((r_q + r_y) / 2), abs=1e-5)
+
+
+# -- command line ------------------------------------------------------------------------------
+def run(corpus: Corpus, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["-q", "--home", str(corpus.home), "translate", *args])
+
+
+def ok(corpus: Corpus, *args: str) -> Result:
+    result = run(corpus, *args)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_cli_text_output_marks_pairs_and_shows_the_stored_pair(corpus: Corpus) -> None:
+    query, want = corpus.en[3], corpus.de[3]
+    lines = ok(corpus, query, "--from", "en", "--to", "de", "--top", "3").stdout.splitlines()
+    assert lines[0].startswith(f"{query}  [en -> de, r=")
+    hits = [line for line in lines if line.lstrip()[:3] in ("1. ", "2. ", "3. ")]
+    assert len(hits) == 3
+    assert hits[0].endswith(f"{want} *pair")
+    assert not any("*pair" in line for line in hits[1:])
+    assert any(line.strip().startswith(f"stored pair: {want} ||| {query}") for line in lines)
+
+    new = ok(corpus, corpus.extra_en[1], "--from", "en", "--to", "de").stdout
+    first = next(line for line in new.splitlines() if line.lstrip().startswith("1. "))
+    assert first.endswith(corpus.extra_de[1]) and "stored pair" not in new
+
+
+def test_cli_json(corpus: Corpus) -> None:
+    query, want = corpus.en[5], corpus.de[5]
+    data = json.loads(ok(corpus, query, "--from", "en", "--to", "de", "--json").stdout)
+    assert data["query"] == query and data["sentence_id"] is not None
+    assert len(data["hits"]) == 5
+    assert data["hits"][0]["text"] == want and data["hits"][0]["accepted"] is True
+    assert set(data["hits"][0]) == {"id", "text", "cosine", "margin", "mined", "accepted"}
+    assert data["stored_pair"]["src"] == want and data["stored_pair"]["tgt"] == query
+
+
+def test_cli_file_prints_tsv(corpus: Corpus, tmp_path: Path) -> None:
+    queries = [corpus.en[0], corpus.extra_en[2], corpus.en[9]]
+    wants = [corpus.de[0], corpus.extra_de[2], corpus.de[9]]
+    path = tmp_path / "queries.txt"
+    path.write_text("".join(q + "\n" for q in queries), encoding="utf-8")
+    out = ok(corpus, "--file", str(path), "--from", "en", "--to", "de", "--top", "2").stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert len(rows) == 2 * len(queries) and all(len(r) == 6 for r in rows)
+    assert [(r[0], r[1]) for r in rows] == [(q, str(n)) for q in queries for n in (1, 2)]
+    firsts = rows[::2]
+    assert [r[4] for r in firsts] == wants
+    assert [r[5] for r in firsts] == ["accepted", "", "accepted"]
+    for r in rows:
+        float(r[2]), float(r[3])  # margin and cosine are numbers
+    assert float(firsts[0][2]) > float(rows[1][2])
+
+    data = json.loads(
+        ok(corpus, "--file", str(path), "--from", "en", "--to", "de", "--json").stdout
+    )
+    assert [t["hits"][0]["text"] for t in data] == wants
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["the dog", "--from", "en", "--to", "en"], "different languages"),
+        (["the dog", "--from", "en", "--to", "fr"], "no fr sentences"),
+        (["   ", "--from", "en", "--to", "de"], "empty"),
+        (["the dog", "--from", "en", "--to", "de", "--top", "0"], "--top"),
+        (["--from", "en", "--to", "de"], "either one TEXT or --file"),
+    ],
+)
+def test_cli_errors_are_one_clean_sentence(corpus: Corpus, args: list[str], needle: str) -> None:
+    result = run(corpus, *args)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and needle in errors[0], result.output
