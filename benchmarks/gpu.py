@@ -277,6 +277,7 @@ def main() -> None:
     parser.add_argument("--mine-size", type=int, default=1_000_000)
     parser.add_argument("--out", default="gpu-results.json")
     parser.add_argument("--skip-encode", action="store_true")
+    parser.add_argument("--skip-mine", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     args = parser.parse_args()
     global DEVICE
@@ -306,7 +307,10 @@ def main() -> None:
             log("model built", time.perf_counter() - t)
             results["encode"] = encode_benchmarks(model_dir, lines, work / "home", corpus)
             Path(args.out).write_text(json.dumps(results, indent=2))
-        results["mine"] = mining_benchmark(args.mine_size, 768, 4, 200 if args.dry_run else 2000)
+        if not args.skip_mine:
+            results["mine"] = mining_benchmark(
+                args.mine_size, 768, 4, 200 if args.dry_run else 2000
+            )
     finally:
         Path(args.out).write_text(json.dumps(results, indent=2))
         shutil.rmtree(work, ignore_errors=True)

@@ -66,6 +66,8 @@ class Encoder:
         self.pipelined = self.device.startswith("cuda") and not self.devices and backend == "torch"
         if self.pipelined:
             self.model.half()
+            # the tokenizer's own threads: our pipeline never forks
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
         get_dim = getattr(self.model, "get_embedding_dimension", None)
         if get_dim is None:  # sentence-transformers < 6
             get_dim = self.model.get_sentence_embedding_dimension
@@ -103,20 +105,35 @@ class Encoder:
     def token_batches(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Indices of ``texts``, longest first, in batches of about ``max_tokens`` tokens.
 
-        Token counts are estimated from characters (about 3 per token, capped at the
-        model's maximum sequence length), which is enough to size the padded batches.
+        Sorting by the real token count keeps padding small (a batch is padded to its
+        longest sentence); the counts come from one fast, parallel tokenizer pass.
         """
-        limit = int(getattr(self.model, "max_seq_length", 512) or 512)
-        estimate = np.minimum(np.array([len(t) for t in texts]) // 3 + 2, limit)
-        order = np.argsort(-estimate, kind="stable")
+        lengths = self.token_lengths(texts)
+        order = np.argsort(-lengths, kind="stable")
         batches: list[np.ndarray] = []
         start = 0
         while start < len(order):
-            longest = max(1, int(estimate[order[start]]))
+            longest = max(1, int(lengths[order[start]]))
             size = max(1, self.max_tokens // longest)
             batches.append(order[start : start + size])
             start += size
         return batches
+
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens per text (special tokens included, capped at the maximum length)."""
+        limit = int(getattr(self.model, "max_seq_length", 512) or 512)
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None or not callable(tokenizer):  # estimate: ~3 characters a token
+            return np.minimum(np.array([len(t) for t in texts]) // 3 + 2, limit)
+        encoded = tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=True,
+            max_length=limit,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
 
     def _encode_pipelined(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -204,7 +221,6 @@ def load_model(  # type: ignore[no-untyped-def]
     backend: str = "torch",
 ):
     """Load a SentenceTransformer, turning every failure into one clear sentence."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging

@@ -27,7 +27,7 @@ from .readers import Line, ReadStats, read_lines, text_hash
 from .vectors import VectorIndex
 
 Progress = Callable[[str, int, int], None]
-BATCH = 4096
+BATCH = 8192
 
 
 @dataclass

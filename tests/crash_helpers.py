@@ -210,6 +210,18 @@ class Child:
         step, phase, _ = lines[-1].split()
         return int(step), phase
 
+    def reach(self, step: int, phase: str, timeout: float = 120.0) -> bool:
+        """Wait until the child writes the marker ``(step, phase)``; False if it ended first."""
+        deadline = time.monotonic() + timeout
+        wanted = f"{step} {phase} "
+        while time.monotonic() < deadline:
+            if any(m.startswith(wanted) for m in self.markers()):
+                return True
+            if not _alive(self.pid):
+                return False
+            time.sleep(0.001)
+        raise AssertionError(f"the child never reached {step} {phase}")
+
     def timeline(self, absolute: bool = False) -> list[tuple[int, str, float]]:
         """``(step, phase, seconds since the child started)`` of every marker.
 

@@ -72,11 +72,12 @@ def test_token_batches_cover_every_text_once_longest_first(tiny_bert: Path) -> N
     batches = encoder.token_batches(texts)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(len(texts)))
-    lengths = [len(texts[i]) for i in flat]
-    assert lengths == sorted(lengths, reverse=True)
+    tokens = encoder.token_lengths(texts)
+    assert tokens.tolist() == [len(encoder.model.tokenizer(t)["input_ids"]) for t in texts]
+    ordered = [int(tokens[i]) for i in flat]
+    assert ordered == sorted(ordered, reverse=True)
     for batch in batches:  # a batch holds about max_tokens padded tokens, at least one text
-        longest = max(len(texts[i]) // 3 + 2 for i in batch)
-        assert len(batch) == 1 or len(batch) * longest <= encoder.max_tokens
+        assert len(batch) == 1 or len(batch) * max(tokens[batch]) <= encoder.max_tokens
 
 
 def test_pipelined_encoding_equals_plain_encoding(tiny_bert: Path) -> None:

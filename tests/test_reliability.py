@@ -140,9 +140,10 @@ def test_sigkill_at_random_moments_then_rerun_equals_the_uninterrupted_run(
         with fresh_database(backend, home) as (flag, url):
             steps = command_sequence(corpus, flag)
             env = child_env(home)
-            delay = kill_moment(timeline, trial, rng)
+            step, phase, delay = kill_target(timeline, trial, rng)
             child = ch.Child(steps, env, home.parent / f"run{trial}")
-            _sleep_until(child.started + delay)
+            if child.reach(step, phase):
+                time.sleep(delay)
             if child.kill():
                 landed += 1
                 step, phase = child.phase()
@@ -182,32 +183,30 @@ def _step_name(steps: list[list[str]], step: int) -> str:
 KILL_PHASES = (("ingest",), ("mine", "mine-pairs"), ("init", "open"), ("close",))
 
 
-def kill_moment(timeline: list[tuple[int, str, float]], trial: int, rng: random.Random) -> float:
-    """A random moment of the reference run, in the phases of ``KILL_PHASES[trial % 4]``.
+def kill_target(
+    timeline: list[tuple[int, str, float]], trial: int, rng: random.Random
+) -> tuple[int, str, float]:
+    """Where to kill: a marker ``(step, phase)`` and a delay within that phase.
 
     Reading and storing a file takes a few per cent of the run and mining most of it, so
-    uniform delays would seldom land in ingest: trials take each kind of phase in turn and a
-    uniform moment within it (the killed run's own markers say where the kill landed).
+    uniform delays over the whole run would seldom land in ingest: trials take each kind of
+    phase of ``KILL_PHASES`` in turn, pick one of its spans in the reference run (weighted by
+    length) and a uniform moment within it. The delay counts from the moment the killed run
+    itself reaches that marker, so a run slower or faster than the reference is still killed
+    in the phase chosen (its own markers say where the kill landed).
     """
     wanted = KILL_PHASES[trial % len(KILL_PHASES)]
     spans = [
-        (start, end)
-        for (_, phase, start), (_, _, end) in itertools.pairwise(timeline)
+        (step, phase, end - start)
+        for (step, phase, start), (_, _, end) in itertools.pairwise(timeline)
         if phase in wanted and end > start
     ]
-    total = sum(end - start for start, end in spans)
-    point = rng.uniform(0, total)
-    for start, end in spans:
-        if point <= end - start:
-            return start + point
-        point -= end - start
-    return spans[-1][1]
-
-
-def _sleep_until(moment: float) -> None:
-    left = moment - time.perf_counter()
-    if left > 0:
-        time.sleep(left)
+    point = rng.uniform(0, sum(length for _, _, length in spans))
+    for step, phase, length in spans:
+        if point <= length:
+            return step, phase, point
+        point -= length
+    return spans[-1][0], spans[-1][1], spans[-1][2]
 
 
 # -- 2. stores that are not there, or fail --------------------------------------------------------
