@@ -188,7 +188,7 @@ class BitextDB:
     # -- mining ----------------------------------------------------------------------------
     def mine(self, pairs: Sequence[str] | None = None) -> list[PairReport]:
         """Bring the neighbour graph, candidates and pairs up to date."""
-        self._ingestor().resume()
+        self._ingestor().resume(strict=False)
         miner = self.miner()
         chosen = [parse_pair(p) for p in pairs] if pairs else None
         return miner.mine(chosen)

@@ -42,7 +42,7 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
 
 def check_lang(lang: str) -> str:
     """Validate a language code (ISO 639-1/3 with an optional region or script suffix)."""
-    if not isinstance(lang, str) or not LANG_RE.match(lang):
+    if not isinstance(lang, str) or len(lang) > 16 or not LANG_RE.match(lang):
         raise ConfigError(
             f"{lang!r} is not a language code; use an ISO 639 code such as 'en', 'de' or 'zh-Hant'."
         )

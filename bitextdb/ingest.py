@@ -10,6 +10,7 @@ sentence is found by its hash and every (source, position) occurrence already ex
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .vectors import VectorIndex
 
 Progress = Callable[[str, int, int], None]
 BATCH = 8192
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -236,14 +238,22 @@ class Ingestor:
         with self.db.session() as s:
             corpus.mark_indexed(s, ids)
 
-    def resume(self, lang: str | None = None, vectors: VectorSource | None = None) -> int:
-        """Encode and upsert sentences an interrupted run stored without a vector."""
+    def resume(
+        self, lang: str | None = None, vectors: VectorSource | None = None, *, strict: bool = True
+    ) -> int:
+        """Encode and upsert sentences an interrupted run stored without a vector.
+
+        With ``strict=False`` a language whose sentences cannot be encoded here (a database of
+        given vectors) is left as it is: unindexed sentences are never mined, and ``check``
+        reports them until their file is ingested again.
+        """
         if vectors is None:
             vectors = VectorSource(self.encoder)
         total = 0
+        skipped: set[str] = set()
         while True:
             with self.db.session() as s:
-                rows = corpus.unindexed(s, lang, BATCH)
+                rows = corpus.unindexed(s, lang, BATCH, exclude=sorted(skipped))
             if not rows:
                 return total
             by_lang: dict[str, list[tuple[int, str]]] = {}
@@ -253,7 +263,15 @@ class Ingestor:
                 self.index.ensure(row_lang, self.settings.dim)
                 try:
                     found = vectors.vectors([t for _, t in items], None)
-                except ModelLoadError as exc:
+                except (ModelLoadError, InputError) as exc:
+                    if not strict:
+                        log.warning(
+                            "%d %s sentences lack vectors; ingest their file again",
+                            len(items),
+                            row_lang,
+                        )
+                        skipped.add(row_lang)
+                        continue
                     raise InputError(
                         f"{len(items)} {row_lang} sentences were stored without vectors by an "
                         "interrupted ingest and the model cannot encode them here; ingest the "
@@ -281,6 +299,8 @@ class Ingestor:
         # each read of stdin is its own source: positions of two streams must not collide
         stdin_name = f"stdin@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
         name = source or (stdin_name if path == "-" else str(Path(path).resolve()))
+        if len(name) > 512 or "\x00" in name:
+            raise InputError("A source name has at most 512 characters and no NUL; pass --source.")
         options = {
             "fmt": fmt,
             "column": column,

@@ -45,6 +45,7 @@ __all__ = [
 
 DEFAULT_MIN_CHARS = 2
 DEFAULT_MAX_CHARS = 1000
+MAX_ID_CHARS = 256  # external ids (TSV id column, JSONL id field)
 FORMATS = ("auto", "txt", "tsv", "jsonl")
 
 #: A record (line) with more bytes than this, not counting its line break, is counted as
@@ -430,7 +431,9 @@ def _read(
 
         def accept(position: int, text: str, ext_id: str | None) -> Line | None:
             text = normalize(text)
-            if not text:
+            if ext_id is not None and (len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id):
+                stats.malformed += 1  # an id no database column should have to hold
+            elif not text:
                 stats.empty += 1
             elif len(text) < min_chars:
                 stats.too_short += 1

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tests.models import build_static_crosslingual, build_tiny_bert  # noqa: E402
+from tests.models import build_static_crosslingual, build_tiny_bert
 
 POSTGRES_ENV = "BITEXTDB_TEST_POSTGRES_URL"
 REQUIRE_ENV = "BITEXTDB_TEST_REQUIRE_POSTGRES"

@@ -265,18 +265,10 @@ def _stored_texts(db: bitextdb.BitextDB) -> set[str]:
         return set(s.execute(text("SELECT text FROM sentences")).scalars())
 
 
-# -- hostile values PostgreSQL refuses ----------------------------------------------------------
-PG_LIMITS_BUG = (
-    "PostgreSQL refuses what SQLite stores: occurrences.ext_id is VARCHAR(256) and text "
-    "columns cannot hold NUL, sources.name is VARCHAR(512), sentences.lang VARCHAR(16) "
-    "while check_lang accepts longer codes; the DataError escapes as 'Error: unexpected "
-    "DataError' (exit 1) instead of an InputError (readers.py ext ids, config.check_lang, "
-    "ingest source names)"
-)
+# -- values PostgreSQL would refuse: InputError (or skipped as malformed) on every database --
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=PG_LIMITS_BUG)
 @pytest.mark.parametrize(
     "case",
     ["long-tsv-id", "nul-tsv-id", "nul-jsonl-id", "long-lang", "long-source"],

@@ -260,12 +260,6 @@ def test_unreachable_qdrant_fails_init_and_ingest_with_exit_3(home: Path, tmp_pa
     assert ch.snapshot(f"sqlite:///{home / 'bitextdb.sqlite'}").sentences == {}
 
 
-HTTP_BUG = (
-    "bitextdb/vectors/server.py: ServerIndex._call maps only transient errors to "
-    "StoreUnavailableError; an HTTP server that is not Qdrant at the URL makes qdrant-client "
-    "raise JSONDecodeError / UnexpectedResponse(404) / AssertionError, which reach the CLI as "
-    "'Error: unexpected ...' with exit 1"
-)
 REPLIES = {
     "close": None,
     "garbage": b"\x00\xff\x13garbage that is not HTTP\r\n\r\n",
@@ -318,8 +312,8 @@ def hostile_server(mode: str) -> Iterator[int]:
     [
         "close",
         "garbage",
-        pytest.param("http-html", marks=pytest.mark.xfail(strict=True, reason=HTTP_BUG)),
-        pytest.param("http-404", marks=pytest.mark.xfail(strict=True, reason=HTTP_BUG)),
+        "http-html",
+        "http-404",
     ],
 )
 def test_a_server_that_is_not_qdrant_fails_init_with_exit_3(

@@ -97,11 +97,15 @@ def mark_indexed(s: Session, ids: Sequence[int]) -> None:
         s.execute(update(SENT).where(SENT.c.id.in_(chunk)).values(indexed=True))
 
 
-def unindexed(s: Session, lang: str | None, limit: int) -> list[tuple[int, str, str]]:
+def unindexed(
+    s: Session, lang: str | None, limit: int, exclude: Sequence[str] = ()
+) -> list[tuple[int, str, str]]:
     """Sentences stored without a vector yet: ``(id, lang, text)``, oldest first."""
     query = select(SENT.c.id, SENT.c.lang, SENT.c.text).where(SENT.c.indexed.is_(False))
     if lang:
         query = query.where(SENT.c.lang == lang)
+    if exclude:
+        query = query.where(SENT.c.lang.not_in(list(exclude)))
     return [(int(a), b, c) for a, b, c in s.execute(query.order_by(SENT.c.id).limit(limit))]
 
 

@@ -14,11 +14,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import Settings, mask_url
-from ..errors import ConfigError, NotInitializedError, StoreUnavailableError
+from ..errors import ConfigError, InputError, NotInitializedError, StoreUnavailableError
 from .tables import Setting
 
 
@@ -94,6 +100,10 @@ class Database:
             try:
                 yield session
                 session.commit()
+            except DataError as exc:  # a value the database refuses (PostgreSQL is strict)
+                session.rollback()
+                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                raise InputError(f"The database refused a value: {reason}") from exc
             except OperationalError as exc:
                 session.rollback()
                 reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]

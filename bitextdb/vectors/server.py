@@ -101,6 +101,13 @@ class ServerIndex:
                     f"Cannot reach Qdrant at {mask_url(self.url)} (gave up after "
                     f"{self.retry_seconds:g} s of retries): {_reason(exc)}"
                 ) from exc
+            if isinstance(
+                exc, (UnexpectedResponse, ResponseHandlingException, ValueError, AssertionError)
+            ):
+                # an HTML page, a 404, JSON of another shape: not a Qdrant server at all
+                raise StoreUnavailableError(
+                    f"{mask_url(self.url)} does not answer like a Qdrant server: {_reason(exc)}"
+                ) from exc
             raise
 
     def _name(self, lang: str) -> str:

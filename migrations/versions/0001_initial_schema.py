@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -138,7 +137,6 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_pairs_tgt", ["tgt_id"], unique=False)
         batch_op.create_index("ix_pairs_updated", ["updated_at"], unique=False)
-
 
 
 def downgrade() -> None:

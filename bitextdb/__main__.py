@@ -1,0 +1,5 @@
+"""``python -m bitextdb``: the command line."""
+
+from .cli import main
+
+main()

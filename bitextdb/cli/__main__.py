@@ -1,0 +1,5 @@
+"""``python -m bitextdb.cli``: the command line."""
+
+from . import main
+
+main()
