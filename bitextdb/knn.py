@@ -61,10 +61,27 @@ def row_dots(a: np.ndarray, rows: np.ndarray, b: np.ndarray, cols: np.ndarray) -
     left_all, right_all = torch.from_numpy(a), torch.from_numpy(b)
     for lo in range(0, len(rows), 65_536):
         hi = lo + 65_536
-        left = left_all[torch.from_numpy(np.asarray(rows[lo:hi]))].double()
-        right = right_all[torch.from_numpy(np.asarray(cols[lo:hi]))].double()
-        out[lo:hi] = torch.einsum("ij,ij->i", left, right).numpy()
+        left = left_all[torch.from_numpy(np.asarray(rows[lo:hi]))]
+        right = right_all[torch.from_numpy(np.asarray(cols[lo:hi]))]
+        out[lo:hi] = fixed_order_dots(left, right).numpy()
     return out
+
+
+def fixed_order_dots(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Row-wise float64 dot products summed in one fixed pairwise order.
+
+    A library reduction may split a row differently depending on how many rows there are
+    (or on the device), changing the last bit; halving the padded row until one column is
+    left adds the same numbers in the same order every time, on the CPU and on a GPU.
+    """
+    products = left.double() * right.double()
+    width = 1 << max(0, (products.shape[1] - 1).bit_length())
+    if width != products.shape[1]:
+        products = torch.nn.functional.pad(products, (0, width - products.shape[1]))
+    while width > 1:
+        width //= 2
+        products = products[:, :width] + products[:, width:]
+    return products[:, 0]
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -176,7 +193,7 @@ class BlockedKnn:
             return row_dots(a, rows, b, cols)
         r = torch.from_numpy(rows).to(a_dev.device)
         c = torch.from_numpy(cols).to(b_dev.device)
-        return torch.einsum("ij,ij->i", a_dev[r].double(), b_dev[c].double()).cpu().numpy()
+        return fixed_order_dots(a_dev[r], b_dev[c]).cpu().numpy()
 
     def _forward_bar(self, start: int, stop: int) -> np.ndarray:
         """The m-th cosine of each query's running list (-inf while it is short)."""

@@ -104,12 +104,12 @@ def open_fresh(kind: str, k: int, root: Path, mine_path: str, dim: int = 8) -> b
 
 
 @st.composite
-def scenario(draw: st.DrawFn) -> dict:
+def scenario(draw: st.DrawFn, ties: bool = True) -> dict:
     n_a = draw(st.integers(0, 13))
     n_b = draw(st.integers(0, 13))
     k = draw(st.integers(1, 4))
     seed = draw(st.integers(0, 10_000))
-    dup_every = draw(st.sampled_from([0, 0, 3, 5]))
+    dup_every = draw(st.sampled_from([0, 0, 3, 5] if ties else [0]))
     cuts_a = sorted({c for c in draw(st.lists(st.integers(1, 13), max_size=3)) if c < n_a})
     cuts_b = sorted({c for c in draw(st.lists(st.integers(1, 13), max_size=3)) if c < n_b})
     batches = [("xa", s, e) for s, e in zip([0, *cuts_a], [*cuts_a, n_a]) if e > s]
@@ -148,8 +148,11 @@ def test_incremental_equals_batch_on_edge(sc: dict, mine_path: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mine_path", ["scan", "query"])
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sc=scenario())
+@given(sc=scenario(ties=False))
 def test_incremental_equals_batch_on_server_adapter(sc: dict, mine_path: str) -> None:
+    """Through qdrant-client; without bit-identical vectors, since its local mode (the
+    stand-in for a server here) re-normalises a point's vector when its payload changes,
+    which moves equal vectors apart in the last bit. Ties are covered on Qdrant Edge."""
     run_scenario(sc, "server", mine_path)
 
 

@@ -6,6 +6,7 @@ mode) in the tests: a stand-in for a server, never a default store.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 import numpy as np
+from pydantic import ValidationError
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -30,6 +32,15 @@ from ..errors import ModelMismatchError, StoreUnavailableError
 from .base import Hit, as_ids, as_vectors
 
 log = logging.getLogger(__name__)
+#: what qdrant-client raises when the other end is not a Qdrant server (HTML, 404, JSON of
+#: another shape); anything else from a call is a bug and propagates as it is
+NOT_QDRANT = (
+    UnexpectedResponse,
+    ResponseHandlingException,
+    json.JSONDecodeError,
+    ValidationError,
+    AssertionError,
+)
 T = TypeVar("T")
 
 
@@ -101,9 +112,7 @@ class ServerIndex:
                     f"Cannot reach Qdrant at {mask_url(self.url)} (gave up after "
                     f"{self.retry_seconds:g} s of retries): {_reason(exc)}"
                 ) from exc
-            if isinstance(
-                exc, (UnexpectedResponse, ResponseHandlingException, ValueError, AssertionError)
-            ):
+            if isinstance(exc, NOT_QDRANT):
                 # an HTML page, a 404, JSON of another shape: not a Qdrant server at all
                 raise StoreUnavailableError(
                     f"{mask_url(self.url)} does not answer like a Qdrant server: {_reason(exc)}"
