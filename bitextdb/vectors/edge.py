@@ -129,11 +129,17 @@ class EdgeIndex:
                 for i, v in zip(ids[start : start + 1024], vectors[start : start + 1024])
             ]
             shard.update(qe.UpdateOperation.upsert_points(points))
+        self._mirror(lang).append(ids, vectors)
 
     def delete(self, lang: str, ids: np.ndarray) -> None:
         shard = self._shard(lang)
         if shard is not None and len(ids):
             shard.update(qe.UpdateOperation.delete_points([int(i) for i in as_ids(ids)]))
+            self._mirror(lang).remove(as_ids(ids))
+
+    def _mirror(self, lang: str) -> Mirror:
+        dtype = np.float16 if self.vector_dtype == "float16" else np.float32
+        return Mirror(self._dir(lang), dtype, self.dimension(lang) or 0)
 
     def retrieve(self, lang: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         shard = self._require(lang)
@@ -148,21 +154,44 @@ class EdgeIndex:
         return kept, vectors.reshape(len(kept), -1)
 
     def scan(self, lang: str, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every point, read from the shard's flat mirror (rebuilt from the shard if stale).
+
+        The Python binding hands vectors over as lists, which costs far more than the search
+        itself; the mirror is an append-only copy of what was upserted, checked against the
+        shard's point count on every scan, so a crash or a foreign write only costs a rebuild.
+        """
         shard = self._shard(lang)
         if shard is None:
             return
+        mirror = self._mirror(lang)
+        ids, vectors = mirror.load()
+        if len(ids) != self.count(lang):
+            ids, vectors = self._rebuild_mirror(lang, shard, mirror)
+        for start in range(0, len(ids), batch_size):
+            yield (
+                ids[start : start + batch_size],
+                np.asarray(vectors[start : start + batch_size], dtype=np.float32),
+            )
+
+    def _rebuild_mirror(
+        self, lang: str, shard: qe.EdgeShard, mirror: Mirror
+    ) -> tuple[np.ndarray, np.ndarray]:
+        parts_ids, parts_vectors = [], []
         offset = None
         while True:
             records, offset = shard.scroll(
-                qe.ScrollRequest(
-                    offset=offset, limit=batch_size, with_payload=False, with_vector=True
-                )
+                qe.ScrollRequest(offset=offset, limit=8192, with_payload=False, with_vector=True)
             )
             if records:
-                ids = np.fromiter((int(r.id) for r in records), dtype=np.int64, count=len(records))
-                yield ids, np.array([r.vector for r in records], dtype=np.float32)
+                parts_ids.append(np.array([int(r.id) for r in records], dtype=np.int64))
+                parts_vectors.append(np.array([r.vector for r in records], dtype=np.float32))
             if offset is None:
-                return
+                break
+        dim = self.dimension(lang) or 0
+        ids = np.concatenate(parts_ids) if parts_ids else np.zeros(0, dtype=np.int64)
+        vectors = np.concatenate(parts_vectors) if parts_vectors else np.zeros((0, dim), np.float32)
+        mirror.replace(ids, vectors)
+        return mirror.load()
 
     def search(
         self,
@@ -244,3 +273,52 @@ class EdgeIndex:
             finally:
                 shard.close()
         self._shards.clear()
+
+
+class Mirror:
+    """An append-only flat copy of a shard's points: ``mirror.ids`` and ``mirror.vec``.
+
+    Rows are (id, vector) in upsert order; a re-upserted id appears again and its last row
+    wins. A torn append (a crash between the two files) is cut back to the rows both hold.
+    """
+
+    def __init__(self, folder: Path, dtype: type[np.floating], dim: int) -> None:
+        self.ids_path = folder / "mirror.ids"
+        self.vec_path = folder / "mirror.vec"
+        self.dtype = np.dtype(dtype)
+        self.dim = dim
+
+    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not len(ids):
+            return
+        with open(self.vec_path, "ab") as vec, open(self.ids_path, "ab") as idf:
+            vec.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
+            idf.write(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids (unique, last row wins) and their vectors, memory-mapped where possible."""
+        empty = np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=self.dtype)
+        if self.dim <= 0 or not self.ids_path.is_file() or not self.vec_path.is_file():
+            return empty
+        ids = np.fromfile(self.ids_path, dtype=np.int64)
+        rows = min(len(ids), self.vec_path.stat().st_size // (self.dtype.itemsize * self.dim))
+        if rows == 0:
+            return empty
+        vectors = np.memmap(self.vec_path, dtype=self.dtype, mode="r", shape=(rows, self.dim))
+        ids = ids[:rows]
+        # the last row of each id wins
+        _, last_from_end = np.unique(ids[::-1], return_index=True)
+        keep = np.sort(rows - 1 - last_from_end)
+        if len(keep) == rows:
+            return ids, vectors
+        return ids[keep], vectors[keep]
+
+    def replace(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        for path in (self.ids_path, self.vec_path):
+            path.unlink(missing_ok=True)
+        self.append(ids, vectors)
+
+    def remove(self, ids: np.ndarray) -> None:
+        current, vectors = self.load()
+        keep = ~np.isin(current, ids)
+        self.replace(current[keep], np.asarray(vectors)[keep])
