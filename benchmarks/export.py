@@ -31,20 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine, peak_rss_mb, planted  # noqa: E402
+from common import machine, peak_rss_mb, planted, rss_mb  # noqa: E402
 
 import bitextdb  # noqa: E402
 from bitextdb.export import export_pairs  # noqa: E402
 
 CHUNK = 20_000
-
-
-def rss_mb() -> float:
-    """The current resident set size (Linux), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Sampler(threading.Thread):

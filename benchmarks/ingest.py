@@ -24,17 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine  # noqa: E402
+from common import machine, rss_mb  # noqa: E402
 
 import bitextdb  # noqa: E402
 from tests.models import LEXICON, build_tiny_bert  # noqa: E402
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Sampler(threading.Thread):
