@@ -88,10 +88,6 @@ class Miner:
             return [p for p in itertools.combinations(langs, 2) if p in wanted]
         return list(itertools.combinations(langs, 2))
 
-    def pending(self, a: str, b: str) -> dict[str, int]:
-        with self.db.session() as s:
-            return {a: graph.count_pending(s, a, b), b: graph.count_pending(s, b, a)}
-
     def mine(self, pairs: list[tuple[str, str]] | None = None) -> list[PairReport]:
         """Bring every (or the given) language pair up to date."""
         return [self.mine_pair(a, b) for a, b in (pairs or self.pairs())]

@@ -23,19 +23,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Context:
     """What the group's options resolve to, shared by every command."""
 
-    def __init__(
-        self,
-        home: str | None,
-        db: str | None,
-        qdrant: str | None,
-        qdrant_prefix: str | None,
-        wait: float,
-        quiet: bool,
-    ) -> None:
-        self.home, self.db, self.qdrant, self.qdrant_prefix = home, db, qdrant, qdrant_prefix
-        self.wait = wait
-        self.quiet = quiet
-        self.bars = ProgressBars(disable=quiet)
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.home = options["home"]
+        self.db = options["db"]
+        self.qdrant = options["qdrant"]
+        self.qdrant_prefix = options["qdrant_prefix"]
+        self.wait = options["wait"]
+        self.quiet = options["quiet"]
+        self.bars = ProgressBars(disable=self.quiet)
 
     def stores(self) -> dict[str, Any]:
         return {
@@ -136,18 +131,10 @@ def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages.")
 @click.version_option(package_name="bitextdb")
 @click.pass_context
-def cli(
-    ctx: click.Context,
-    home: str | None,
-    db: str | None,
-    qdrant: str | None,
-    qdrant_prefix: str | None,
-    wait: float,
-    quiet: bool,
-) -> None:
+def cli(ctx: click.Context, **options: Any) -> None:
     """Mine parallel sentences incrementally: ingest corpora, mine pairs, export them."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = Context(home, db, qdrant, qdrant_prefix, wait, quiet)
+    ctx.obj = Context(options)
 
 
 # -- init / config -------------------------------------------------------------------------

@@ -9,7 +9,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, not_, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -302,8 +314,6 @@ def upsert_pairs(s: Session, rows: list[dict[str, object]]) -> None:
         and_(ex.forward, not_(PAIRS.c.forward)),
         and_(ex.backward, not_(PAIRS.c.backward)),
     )
-    from sqlalchemy import case
-
     stmt = stmt.on_conflict_do_update(
         index_elements=[PAIRS.c.src_id, PAIRS.c.tgt_id],
         set_={
