@@ -104,9 +104,13 @@ class Miner:
             with self.db.session() as s:
                 new_ids = graph.pending_ids(s, side, other)
             report.new[side] = len(new_ids)
+            # the path is chosen for the whole addition: groups only bound the memory, and a
+            # short last group of a bulk load must not fall to the (approximate) query path
+            with self.db.session() as s:
+                path = self._path(len(new_ids), graph.count_mined(s, other, side))
             for start in range(0, len(new_ids), self.group_size):
                 group = new_ids[start : start + self.group_size]
-                changed, path = self._add(side, other, group)
+                changed = self._add(side, other, group, path)
                 report.changed_lists += changed
                 report.paths.append(path)
         self._refresh(a, b, report)
@@ -121,13 +125,12 @@ class Miner:
             return "scan"
         return "query"
 
-    def _add(self, side: str, other: str, new_ids: np.ndarray) -> tuple[int, str]:
+    def _add(self, side: str, other: str, new_ids: np.ndarray, path: str) -> int:
         """Mine ``new_ids`` (of ``side``) against the mined sentences of ``other``."""
         with self.db.session() as s:
             base = graph.mined_base(s, other, side)
             unmined_other = graph.count_pending(s, other, side)
         new_ids, new_vectors = self.index.retrieve(side, new_ids)
-        path = self._path(len(new_ids), len(base.ids))
         if len(base.ids) == 0:
             forward, reverse_ids, reverse = TopK.empty(len(new_ids), self.m), base.ids, None
         elif path == "scan":
@@ -160,7 +163,7 @@ class Miner:
                     graph.mark_holders_dirty(s, side, other, changed_ids)
         # k-th cosines only grow, so a band written after the commit can lag but never lie
         self._set_bands(other, side, changed_ids, changed_lists)
-        return len(changed_ids), path
+        return len(changed_ids)
 
     def _scan(
         self, other: str, base: graph.Base, new_ids: np.ndarray, new_vectors: np.ndarray

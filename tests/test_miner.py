@@ -199,6 +199,27 @@ def test_bulk_path_blocks_and_groups_agree_with_reference(tmp_path: Path) -> Non
         db.close()
 
 
+def test_a_bulk_addition_takes_the_bulk_path_for_every_group(tmp_path: Path) -> None:
+    """The path is chosen on the whole addition: a short last group stays on the scan."""
+    home = tmp_path / "home"
+    bitextdb.init(home, model="synthetic", dim=8, k=3, exact_limit=10).close()
+    db = bitextdb.open(home)
+    try:
+        db.ingest_embeddings("xa", [f"a{i}" for i in range(40)], random_unit(40, 8, 1))
+        db.ingest_embeddings("xb", [f"b{i}" for i in range(41)], random_unit(41, 8, 2), mine=False)
+        miner = db.miner()
+        miner.group_size = 20  # groups of 20, 20 and 1: 1 < 5% of 40, 41 is not
+        (report,) = miner.mine()
+        assert report.new == {"xa": 40, "xb": 41}  # no pair existed before xb came
+        assert report.paths == ["scan"] * 5  # xa: 20 + 20, xb: 20 + 20 + 1
+        assert_equals_reference(db, "xa", "xb")
+        db.ingest_embeddings("xa", ["one more"], random_unit(1, 8, 3), mine=False)
+        (report,) = db.miner().mine()
+        assert report.paths == ["query"]  # a small addition above the exact limit
+    finally:
+        db.close()
+
+
 @pytest.mark.parametrize("mine_path", ["scan", "query"])
 def test_sqlite_and_postgres_agree_with_reference(
     db_url: str, tmp_path: Path, mine_path: str

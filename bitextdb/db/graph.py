@@ -95,6 +95,14 @@ def pending_ids(s: Session, lang: str, other: str) -> np.ndarray:
     return np.fromiter(rows, dtype=np.int64)
 
 
+def count_mined(s: Session, lang: str, other: str) -> int:
+    """Sentences of ``lang`` that have a kNN list towards ``other``."""
+    query = (
+        select(func.count()).select_from(KNN).where(KNN.c.lang == lang, KNN.c.other_lang == other)
+    )
+    return int(s.execute(query).scalar_one())
+
+
 def count_pending(s: Session, lang: str, other: str) -> int:
     query = select(func.count()).select_from(SENT).where(_pending_query(lang, other))
     return int(s.execute(query).scalar_one())
