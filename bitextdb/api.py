@@ -28,13 +28,13 @@ from .ingest import Ingestor, IngestReport, VectorSource
 from .lock import writer_lock
 from .miner import Miner, PairReport
 from .query import Translation, translate_many
-from .readers import Line, normalize
+from .readers import Line, ReadStats, normalize
 from .vectors import VectorIndex, open_index
 
 Progress = Callable[[str, int, int], None]
 
 #: settings a single run may change without touching the database
-RUN_OPTIONS = ("device", "batch_size", "mine_path")
+RUN_OPTIONS = ("device", "batch_size", "backend", "mine_path")
 
 
 class BitextDB:
@@ -88,6 +88,8 @@ class BitextDB:
                 trust_remote_code=s.trust_remote_code,
                 max_seq_length=s.max_seq_length,
                 batch_size=s.batch_size,
+                backend=s.backend,
+                cache_dir=self.locations.home / "onnx",
             )
             encoder.check_dimension(s.dim)
             self._encoder = encoder
@@ -148,8 +150,9 @@ class BitextDB:
         self, lang: str, texts: Iterable[str], *, source: str = "api", mine: bool = True
     ) -> dict[str, Any]:
         """Ingest sentences given as strings; they are normalised and deduplicated."""
-        lines = _lines_from_texts(texts, self.settings)
-        report = self._ingestor().ingest_lines(check_lang(lang), lines, source=source)
+        stats = ReadStats()
+        lines = _lines_from_texts(texts, self.settings, stats)
+        report = self._ingestor().ingest_lines(check_lang(lang), lines, source=source, stats=stats)
         return self._finish([report], mine)
 
     def ingest_embeddings(
@@ -173,9 +176,14 @@ class BitextDB:
                 f"Got {vectors.shape[1]}-dimensional vectors for a database of "
                 f"{self.settings.dim}-dimensional ones."
             )
-        lines = _lines_from_texts(texts, self.settings)
+        stats = ReadStats()
+        lines = _lines_from_texts(texts, self.settings, stats)
         report = self._ingestor().ingest_lines(
-            check_lang(lang), lines, source=source, vectors=VectorSource(rows=vectors)
+            check_lang(lang),
+            lines,
+            source=source,
+            stats=stats,
+            vectors=VectorSource(rows=vectors),
         )
         return self._finish([report], mine)
 
@@ -283,12 +291,20 @@ class BitextDB:
         }
 
 
-def _lines_from_texts(texts: Iterable[str], settings: Settings) -> Iterable[Line]:
+def _lines_from_texts(texts: Iterable[str], settings: Settings, stats: ReadStats) -> Iterable[Line]:
+    """Normalise in-memory sentences, counting the skipped ones as ``read_lines`` does."""
     for position, raw in enumerate(texts):
         if not isinstance(raw, str):
             raise InputError(f"Sentence {position + 1} is not a string.")
+        stats.lines += 1
         text = normalize(raw)
-        if settings.min_chars <= len(text) <= settings.max_chars and text:
+        if not text:
+            stats.empty += 1
+        elif len(text) < settings.min_chars:
+            stats.too_short += 1
+        elif len(text) > settings.max_chars:
+            stats.too_long += 1
+        else:
             yield Line(position, text)
 
 

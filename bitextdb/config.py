@@ -110,7 +110,7 @@ def resolve_locations(
     """Resolve the stores: flag > env var > ``HOME/bitextdb.json`` > embedded defaults."""
     home_path = resolve_home(home)
     remembered = read_locations_file(home_path)
-    db_url = db or env("DB") or remembered.get("db") or f"sqlite:///{home_path / 'bitextdb.sqlite'}"
+    db_url = db or env("DB") or remembered.get("db") or embedded_db_url(home_path)
     qdrant_url = qdrant or env("QDRANT") or remembered.get("qdrant")
     prefix = qdrant_prefix or env("QDRANT_PREFIX") or remembered.get("qdrant_prefix") or "bitextdb_"
     if not re.match(r"^[A-Za-z0-9_-]*$", prefix):
@@ -118,6 +118,11 @@ def resolve_locations(
             f"Qdrant collection prefix {prefix!r} may hold only letters, digits, _ and -."
         )
     return Locations(home=home_path, db=db_url, qdrant=qdrant_url, qdrant_prefix=prefix)
+
+
+def embedded_db_url(home: Path) -> str:
+    """The default SQL store: a SQLite file inside the home folder."""
+    return f"sqlite:///{home / 'bitextdb.sqlite'}"
 
 
 def read_locations_file(home: Path) -> dict[str, Any]:
@@ -132,8 +137,14 @@ def read_locations_file(home: Path) -> dict[str, Any]:
 
 
 def write_locations_file(loc: Locations) -> None:
-    """Remember non-default store locations so later commands need only ``--home``."""
-    data: dict[str, Any] = {"db": loc.db, "qdrant_prefix": loc.qdrant_prefix}
+    """Remember non-default store locations so later commands need only ``--home``.
+
+    The embedded SQLite file is not written down, so a home folder can be moved or copied
+    whole and still open its own database.
+    """
+    data: dict[str, Any] = {"qdrant_prefix": loc.qdrant_prefix}
+    if loc.db != embedded_db_url(loc.home):
+        data["db"] = loc.db
     if loc.qdrant:
         data["qdrant"] = loc.qdrant
     path = loc.home / LOCATIONS_FILE
@@ -158,6 +169,7 @@ class Settings:
     max_seq_length: int | None = None
     device: str | None = None
     batch_size: int = 64
+    backend: str = "torch"  # or onnx / onnx-int8: ONNX Runtime on the CPU
     # reader defaults
     min_chars: int = 2
     max_chars: int = 1000
@@ -178,6 +190,7 @@ class Settings:
         "pairs",
         "device",
         "batch_size",
+        "backend",
         "min_chars",
         "max_chars",
         "exact_limit",
@@ -206,6 +219,8 @@ class Settings:
             raise ConfigError("vector_dtype must be float32 or float16.")
         if self.quantization not in ("none", "scalar", "binary"):
             raise ConfigError("quantization must be none, scalar or binary.")
+        if self.backend not in ("torch", "onnx", "onnx-int8"):
+            raise ConfigError("backend must be one of torch, onnx, onnx-int8.")
         if self.batch_size < 1:
             raise ConfigError("The batch size must be at least 1.")
         if self.min_chars < 0 or self.max_chars < max(1, self.min_chars):

@@ -9,9 +9,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
+import bitextdb
 from bitextdb.config import (
     LOCATIONS_FILE,
     Locations,
@@ -331,3 +333,24 @@ def test_wheel_contains_the_migrations(tmp_path: Path) -> None:
     assert "bitextdb/_migrations/env.py" in names
     assert "bitextdb/_migrations/versions/0001_initial_schema.py" in names
     assert "bitextdb/db/engine.py" in names
+
+
+def test_embedded_home_can_be_moved(tmp_path: Path) -> None:
+    """The embedded stores travel with the folder: a moved home opens its own data."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    bitextdb.init(old, model="synthetic", dim=4).close()
+    db = bitextdb.open(old)
+    report = db.ingest_embeddings(
+        "en", ["one", "two", "x", ""], np.eye(4, dtype=np.float32), mine=False
+    )
+    assert report["ingested"][0]["read"] == 4
+    assert report["ingested"][0]["skipped"] == {"too_short": 1, "empty": 1}
+    db.close()
+    shutil.move(old, new)
+    db = bitextdb.open(new)
+    try:
+        assert db.locations.db == f"sqlite:///{new.resolve() / 'bitextdb.sqlite'}"
+        assert db.stats()["languages"]["en"]["sentences"] == 2
+    finally:
+        db.close()
+    assert not old.exists()
