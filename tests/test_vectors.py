@@ -177,7 +177,9 @@ def test_exact_and_hnsw_search_agree_on_small_collections(tmp_path: Path) -> Non
     try:
         edge.ensure("en", DIM)
         edge.upsert("en", ids, vectors)
+        assert edge.indexed_count("en") == 0
         edge.build_index("en")
+        assert edge.indexed_count("en") == 200
         queries = unit(5, seed=5)
         exact = edge.search("en", queries, 5, exact=True)
         approx = edge.search("en", queries, 5, exact=False, ef=256)

@@ -57,10 +57,17 @@ class EdgeIndex:
                 distance=qe.Distance.Cosine,
                 datatype=datatype,
                 quantization_config=quantization,
+                # with quantization only the compact copy needs RAM; the full vectors are
+                # read from disk for rescoring
+                on_disk=quantization is not None,
             ),
             hnsw_config=qe.HnswIndexConfig(
                 m=self.hnsw_m, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000
             ),
+            # Edge has no background optimizer: the graph is built when ``build_index`` calls
+            # ``optimize``, which the miner does only above ``exact_limit``. Qdrant's default
+            # threshold (about 10 MB of vectors) would silently skip smaller collections.
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
         )
 
     def _shard(self, lang: str) -> qe.EdgeShard | None:

@@ -138,6 +138,7 @@ class ServerIndex:
                 size=dim,
                 distance=qm.Distance.COSINE,
                 datatype=qm.Datatype.FLOAT16 if self.vector_dtype == "float16" else None,
+                on_disk=self.quantization != "none",  # RAM holds the quantized copy only
             ),
             hnsw_config=qm.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct),
             quantization_config=self._quantization(),
