@@ -8,11 +8,13 @@ import queue
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ModelLoadError, ModelMismatchError
+from .errors import ConfigError, ModelLoadError, ModelMismatchError
+from .onnx_backend import BACKENDS, OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,9 @@ class Encoder:
     tokenizes the next batches into pinned memory while the GPU runs the current one, and
     results stay on the GPU until the whole call is done. Several devices
     (``device="cuda:0,cuda:1"``) use sentence-transformers' multi-process pool. Elsewhere
-    ``SentenceTransformer.encode`` does the work. ``backend`` chooses sentence-transformers'
-    ONNX or OpenVINO backends for CPUs.
+    ``SentenceTransformer.encode`` does the work, or, with ``backend="onnx"`` (or
+    ``"onnx-int8"``), ONNX Runtime on the CPU (:mod:`bitextdb.onnx_backend`), the exported
+    graph cached in ``cache_dir``.
     """
 
     def __init__(
@@ -47,21 +50,42 @@ class Encoder:
         batch_size: int = 64,
         backend: str = "torch",
         max_tokens: int = 32_768,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+        on_cpu = backend == "torch" or (device or "cpu") in ("cpu", "auto")
+        if not on_cpu:
+            raise ConfigError(f"The {backend} backend runs on the CPU; use --device cpu.")
         self.name = model
+        self.backend = backend
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         devices = [d.strip() for d in (device or "").split(",") if d.strip()]
         self.devices = devices if len(devices) > 1 else []
+        single = None if self.devices else (devices[0] if devices else None)
         self.model = load_model(
             model,
-            device=None if self.devices else (devices[0] if devices else None),
+            device=single if backend == "torch" else "cpu",
             revision=revision,
             trust_remote_code=trust_remote_code,
-            backend=backend,
         )
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
+        self.onnx: OnnxModel | None = None
+        if backend != "torch":
+            identity = {
+                "model": model,
+                "files": model_fingerprint(model),
+                "revision": revision,
+                "max_seq_length": self.model.max_seq_length,
+            }
+            self.onnx = OnnxModel(
+                self.model,
+                identity=identity,
+                quantize=backend == "onnx-int8",
+                cache_dir=cache_dir,
+            )
         self.device = ",".join(self.devices) if self.devices else str(self.model.device)
         self.pipelined = self.device.startswith("cuda") and not self.devices and backend == "torch"
         if self.pipelined:
@@ -80,6 +104,8 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.pipelined:
             return self._encode_pipelined(list(texts))
+        if self.onnx is not None:
+            return normalize_rows(self.onnx.encode(list(texts), self.batch_size))
         kwargs: dict[str, Any] = {}
         if self.devices:
             if self._pool is None:
@@ -218,7 +244,6 @@ def load_model(  # type: ignore[no-untyped-def]
     device: str | None,
     revision: str | None,
     trust_remote_code: bool,
-    backend: str = "torch",
 ):
     """Load a SentenceTransformer, turning every failure into one clear sentence."""
     try:
@@ -236,13 +261,7 @@ def load_model(  # type: ignore[no-untyped-def]
                 device=None if device in (None, "auto") else device,
                 revision=revision,
                 trust_remote_code=trust_remote_code,
-                backend=backend,
             )
-    except ImportError as exc:
-        extra = {"onnx": "onnx", "openvino": "openvino"}.get(backend, backend)
-        raise ModelLoadError(
-            f"The {backend} backend needs extra packages; install 'bitextdb[{extra}]'."
-        ) from exc
     except Exception as exc:
         log.debug("model load failed", exc_info=True)
         raise ModelLoadError(
@@ -250,3 +269,16 @@ def load_model(  # type: ignore[no-untyped-def]
             "downloaded from here); pass a local sentence-transformers model folder with "
             "--model PATH."
         ) from exc
+
+
+def model_fingerprint(model: str) -> list[tuple[str, int, int]]:
+    """Names, sizes and mtimes of a local model folder's files (empty for a hub name), so a
+    cached export is not reused after the folder changes."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in folder.rglob("*")
+        if f.is_file()
+    )

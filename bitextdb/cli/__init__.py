@@ -153,6 +153,11 @@ def model_options(fn: F) -> F:
             ),
             click.option("--device", help="cpu, cuda, cuda:1, ... [default: cuda when present]."),
             click.option("--batch-size", type=int, help="Sentences per encoder batch [64]."),
+            click.option(
+                "--backend",
+                type=click.Choice(["torch", "onnx", "onnx-int8"]),
+                help="Encoder runtime: onnx runs ONNX Runtime on the CPU [torch].",
+            ),
         ]
     ):
         fn = option(fn)
@@ -216,6 +221,9 @@ def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None
 @click.option("--pairs", help="Language pairs to mine, e.g. en-de,en-fr; 'all' for every pair.")
 @click.option("--exact-limit", type=int, help="Search exactly up to this many sentences a side.")
 @click.option("--hnsw-ef", type=int, help="HNSW search candidates.")
+@click.option(
+    "--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), help="Encoder runtime."
+)
 @click.option("--min-chars", type=int, help="Skip shorter sentences.")
 @click.option("--max-chars", type=int, help="Skip longer sentences.")
 @json_option
@@ -288,6 +296,11 @@ def _mine_line(m: dict[str, Any]) -> str:
 )
 @click.option("--device", help="Encoder device for this run.")
 @click.option("--batch-size", type=int, help="Encoder batch size for this run.")
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx", "onnx-int8"]),
+    help="Encoder runtime for this run (onnx: ONNX Runtime on the CPU).",
+)
 @json_option
 @pass_ctx
 @friendly
@@ -299,13 +312,14 @@ def ingest(
     no_mine: bool,
     device: str | None,
     batch_size: int | None,
+    backend: str | None,
     as_json: bool,
     column: str | None,
     id_column: str | None,
     **options: Any,
 ) -> None:
     """Read corpus files (txt, tsv, jsonl, optionally .gz/.bz2/.xz; - for stdin) and mine."""
-    with ctx.open(model=model, device=device, batch_size=batch_size) as db:
+    with ctx.open(model=model, device=device, batch_size=batch_size, backend=backend) as db:
         result = db.ingest(
             list(paths),
             lang,

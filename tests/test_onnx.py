@@ -1,0 +1,104 @@
+"""The ONNX Runtime backend: same vectors as torch, cached exports, clear failures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import bitextdb
+from bitextdb.cli import cli
+from bitextdb.encoder import Encoder
+from bitextdb.errors import ConfigError, ModelLoadError
+from bitextdb.export import iter_records
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+TEXTS = [
+    "the house is big",
+    "a dog runs in the street and the cat sleeps on the table by the window",
+    "der hund",
+    "el perro y el gato son amigos",
+    "x",
+] * 7
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_bert", "static_model"])
+def test_onnx_gives_the_torch_vectors(
+    model_fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    model = str(request.getfixturevalue(model_fixture))
+    want = Encoder(model, batch_size=4).encode(TEXTS)
+    exact = Encoder(model, batch_size=4, backend="onnx", cache_dir=tmp_path).encode(TEXTS)
+    assert exact.shape == want.shape and exact.dtype == np.float32
+    assert np.abs(exact - want).max() < 1e-5
+    int8 = Encoder(model, batch_size=4, backend="onnx-int8", cache_dir=tmp_path).encode(TEXTS)
+    assert np.allclose(np.linalg.norm(int8, axis=1), 1, atol=1e-5)
+    assert (int8 * want).sum(axis=1).min() > 0.99  # quantized weights: close, not equal
+
+
+def test_the_export_is_cached_and_reused(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = Encoder(str(tiny_bert), backend="onnx", cache_dir=tmp_path)
+    assert first.onnx is not None and first.onnx.path.parent == tmp_path
+    exported = sorted(tmp_path.iterdir())
+    assert [p.suffix for p in exported] == [".onnx"]  # no temporary file left behind
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    again = Encoder(str(tiny_bert), backend="onnx", cache_dir=tmp_path)
+    assert np.array_equal(again.encode(TEXTS), first.encode(TEXTS))
+    # another sequence length is another tokenization: a new cache entry, not the old one
+    with pytest.raises(ModelLoadError, match="export"):
+        Encoder(str(tiny_bert), backend="onnx", cache_dir=tmp_path, max_seq_length=8)
+    assert sorted(tmp_path.iterdir()) == exported
+
+
+def test_missing_runtime_is_one_clear_sentence(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ModelLoadError, match=r"bitextdb\[onnx\]"):
+        Encoder(str(tiny_bert), backend="onnx", cache_dir=tmp_path)
+
+
+def test_onnx_refuses_a_gpu_and_unknown_backends(tiny_bert: Path) -> None:
+    with pytest.raises(ConfigError, match="CPU"):
+        Encoder(str(tiny_bert), backend="onnx", device="cuda")
+    with pytest.raises(ConfigError, match="backend"):
+        Encoder(str(tiny_bert), backend="openvino")
+
+
+def test_cli_ingest_with_the_onnx_backend(home: Path, static_model: Path, tmp_path: Path) -> None:
+    """The same corpora through torch and through ONNX give the same pairs."""
+    en = tmp_path / "en.txt"
+    de = tmp_path / "de.txt"
+    en.write_text("the dog sleeps in the house\nmy friend reads a book\nthe city is big\n")
+    de.write_text("der hund schläft im haus\nmein freund liest ein buch\ndie stadt ist groß\n")
+    runner = CliRunner()
+    pairs = {}
+    for backend in ("torch", "onnx"):
+        where = str(home / backend)
+        result = runner.invoke(cli, ["-q", "--home", where, "init", "--model", str(static_model)])
+        assert result.exit_code == 0, result.output
+        for path, lang in ((en, "en"), (de, "de")):
+            args = ["-q", "--home", where, "ingest", str(path), "--lang", lang]
+            result = runner.invoke(cli, [*args, "--backend", backend])
+            assert result.exit_code == 0, result.output
+        db = bitextdb.open(where)
+        try:
+            pairs[backend] = [(r["src"], r["tgt"]) for r in iter_records(db, "de-en")]
+        finally:
+            db.close()
+    assert pairs["onnx"] == pairs["torch"] and len(pairs["torch"]) == 3
+    assert list((home / "onnx" / "onnx").glob("*.onnx"))  # the export lives in the home
+
+    result = runner.invoke(cli, ["--home", str(home / "onnx"), "config", "--backend", "tensorrt"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
