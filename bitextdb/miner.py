@@ -129,16 +129,13 @@ class Miner:
         """Mine ``new_ids`` (of ``side``) against the mined sentences of ``other``."""
         with self.db.session() as s:
             base = graph.mined_base(s, other, side)
-            unmined_other = graph.count_pending(s, other, side)
         new_ids, new_vectors = self.index.retrieve(side, new_ids)
         if len(base.ids) == 0:
             forward, reverse_ids, reverse = TopK.empty(len(new_ids), self.m), base.ids, None
         elif path == "scan":
             forward, reverse_ids, reverse = self._scan(other, base, new_ids, new_vectors)
         else:
-            forward, reverse_ids, reverse = self._query(
-                other, side, base, new_ids, new_vectors, unmined_other
-            )
+            forward, reverse_ids, reverse = self._query(other, side, base, new_ids, new_vectors)
         new_lists = TopK(forward.ids[:, : self.k].copy(), forward.cos[:, : self.k].copy())
 
         with self.db.session() as s:
@@ -205,34 +202,51 @@ class Miner:
         base: graph.Base,
         new_ids: np.ndarray,
         new_vectors: np.ndarray,
-        unmined_other: int,
     ) -> tuple[TopK, np.ndarray, TopK]:
         exact = len(base.ids) <= self.settings.exact_limit
         self._vector_cache: dict[int, np.ndarray] = {}
         if not exact:
             self.index.build_index(other)
         ef = self.settings.hnsw_ef
-        # forward: the newcomers' own neighbours (unmined points of `other` are skipped).
+        # forward: the newcomers' own neighbours among the mined points of `other`, which
+        # are the points with a band towards `side` (newcomers of `other` have none yet).
+        # A point with a band but no stored list (a crash between the two writes) is
+        # dropped here; a row left short by that is searched again with a larger limit.
         # Cosines are recomputed from retrieved vectors: a hit's own copy may differ in the
         # last bit between adapters, and exact ties must break the same way everywhere.
-        self.search_calls += 1
-        hits = self.index.search(
-            other, new_vectors, self.m + unmined_other, exact=exact, ef=ef, with_vectors=False
-        )
+        field_name = band_field(side)
+        want = min(self.m, len(base.ids))
         forward = TopK.empty(len(new_ids), self.m)
-        for row, row_hits in enumerate(hits):
-            ids = np.array([h.id for h in row_hits], dtype=np.int64)
-            ids = ids[base.contains(ids)][: self.m]
-            if len(ids):
-                cos = self._cosines(other, new_vectors[row], ids)
-                order = np.lexsort((ids, -cos))
-                forward.ids[row, : len(ids)] = ids[order]
-                forward.cos[row, : len(ids)] = cos[order]
+        limit = self.m + 8
+        todo = np.arange(len(new_ids))
+        while len(todo):
+            self.search_calls += 1
+            hits = self.index.search(
+                other,
+                new_vectors[todo],
+                limit,
+                exact=exact,
+                ef=max(ef, limit),
+                has_field=field_name,
+                with_vectors=False,
+            )
+            short = []
+            for row, row_hits in zip(todo, hits):
+                ids = np.array([h.id for h in row_hits], dtype=np.int64)
+                ids = ids[base.contains(ids)][: self.m]
+                if len(ids) < want and len(row_hits) >= limit:
+                    short.append(row)
+                elif len(ids):
+                    cos = self._cosines(other, new_vectors[row], ids)
+                    order = np.lexsort((ids, -cos))
+                    forward.ids[row, : len(ids)] = ids[order]
+                    forward.cos[row, : len(ids)] = cos[order]
+            todo = np.array(short, dtype=np.int64)
+            limit *= 4
         # reverse: per band of k-th cosines, the base points a newcomer comes close enough to
         entries: dict[int, list[tuple[float, int]]] = {}
         bars = np.where(base.sizes < self.k, -np.inf, base.kth_cos)
         bands = np.unique([band_of(c) for c in bars]) if len(base.ids) else []
-        field_name = band_field(side)
         for band in bands:
             limit = 64
             todo = np.arange(len(new_ids))

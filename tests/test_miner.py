@@ -280,3 +280,33 @@ def test_pad_id_is_never_stored(tmp_path: Path) -> None:
         assert all(n != PAD_ID for entries in lists.values() for n, _ in entries)
     finally:
         db.close()
+
+
+def test_query_path_skips_banded_points_that_have_no_list(tmp_path: Path) -> None:
+    """A band written just before a crash (the point has no stored list yet) must not cost
+    a newcomer its true neighbours: the forward search asks again with a larger limit."""
+    from bitextdb.db import graph
+
+    db = open_fresh("edge", 2, tmp_path, "query")
+    try:
+        db.ingest_embeddings("xa", [f"a{i}" for i in range(10)], random_unit(10, 8, 1))
+        db.ingest_embeddings("xb", [f"b{i}" for i in range(10)], random_unit(10, 8, 2))
+        query = random_unit(1, 8, 3)
+        near = query + 0.01 * random_unit(20, 8, 4)
+        db.ingest_embeddings("xb", [f"near{i}" for i in range(20)], near, mine=False)
+        db.ingest_embeddings("xa", ["newcomer"], query, mine=False)
+        miner = db.miner()
+        with db.db.session() as s:
+            leftovers = graph.pending_ids(s, "xb", "xa")
+            newcomer = graph.pending_ids(s, "xa", "xb")
+            base = graph.mined_base(s, "xb", "xa")
+        assert len(leftovers) == 20 and len(newcomer) == 1
+        miner.write_bands("xb", "xa", leftovers, np.zeros(len(leftovers)))
+        new_ids, new_vectors = db.index.retrieve("xa", newcomer)
+        forward, _, _ = miner._query("xb", "xa", base, new_ids, new_vectors)
+        _, base_vectors = db.index.retrieve("xb", base.ids)
+        cos = base_vectors.astype(np.float64) @ new_vectors[0].astype(np.float64)
+        want = base.ids[np.lexsort((base.ids, -cos))][: miner.m]
+        assert forward.ids[0].tolist() == want.tolist()
+    finally:
+        db.close()

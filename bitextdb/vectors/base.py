@@ -78,9 +78,14 @@ class VectorIndex(Protocol):
         ef: int | None = None,
         score_threshold: float | None = None,
         band: tuple[str, int] | None = None,
+        has_field: str | None = None,
         with_vectors: bool = True,
     ) -> list[list[Hit]]:
-        """Nearest points by cosine for each query row, best first."""
+        """Nearest points by cosine for each query row, best first.
+
+        ``band=(field, value)`` keeps points whose integer payload ``field`` is ``value``;
+        ``has_field`` keeps points that have that payload field at all.
+        """
 
     def set_band(self, lang: str, field: str, band: int, ids: np.ndarray) -> None:
         """Set the integer payload ``field`` of the given points to ``band``."""

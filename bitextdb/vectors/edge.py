@@ -210,6 +210,7 @@ class EdgeIndex:
         ef: int | None = None,
         score_threshold: float | None = None,
         band: tuple[str, int] | None = None,
+        has_field: str | None = None,
         with_vectors: bool = True,
     ) -> list[list[Hit]]:
         shard = self._shard(lang)
@@ -219,6 +220,8 @@ class EdgeIndex:
         flt = None
         if band is not None:
             flt = qe.Filter(must=[qe.FieldCondition(key=band[0], match=qe.MatchValue(band[1]))])
+        elif has_field is not None:
+            flt = qe.Filter(must_not=[qe.IsEmptyCondition(has_field)])
         quantized = None
         if self.quantization != "none" and not exact:  # quantized candidates, exact rescoring
             quantized = qe.QuantizationSearchParams(rescore=True, oversampling=2.0)

@@ -241,6 +241,7 @@ class ServerIndex:
         ef: int | None = None,
         score_threshold: float | None = None,
         band: tuple[str, int] | None = None,
+        has_field: str | None = None,
         with_vectors: bool = True,
     ) -> list[list[Hit]]:
         queries = as_vectors(queries)
@@ -251,6 +252,8 @@ class ServerIndex:
             flt = qm.Filter(
                 must=[qm.FieldCondition(key=band[0], match=qm.MatchValue(value=band[1]))]
             )
+        elif has_field is not None:
+            flt = qm.Filter(must_not=[qm.IsEmptyCondition(is_empty=qm.PayloadField(key=has_field))])
         quantized = None
         if self.quantization != "none" and not exact:  # quantized candidates, exact rescoring
             quantized = qm.QuantizationSearchParams(rescore=True, oversampling=2.0)
