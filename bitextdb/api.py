@@ -276,6 +276,7 @@ class BitextDB:
                 "revision": s.revision,
                 "trust_remote_code": s.trust_remote_code,
                 "max_seq_length": s.max_seq_length,
+                "backend": s.backend,
             },
             "settings": {
                 "k": s.k,

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from .config import Settings, pair_name
 from .db import Database, graph
 from .knn import PAD_ID, BlockedKnn, TopK, exact_cosines, merge_topk
 from .margin import best_candidates, greedy_one_to_one
-from .vectors import VectorIndex, band_field, band_floor, band_of
+from .vectors import Hit, VectorIndex, band_field, band_floor, band_of
 
 Progress = Callable[[str, int, int], None]
 
@@ -207,7 +208,6 @@ class Miner:
         self._vector_cache: dict[int, np.ndarray] = {}
         if not exact:
             self.index.build_index(other)
-        ef = self.settings.hnsw_ef
         # forward: the newcomers' own neighbours among the mined points of `other`, which
         # are the points with a band towards `side` (newcomers of `other` have none yet).
         # A point with a band but no stored list (a crash between the two writes) is
@@ -217,64 +217,42 @@ class Miner:
         field_name = band_field(side)
         want = min(self.m, len(base.ids))
         forward = TopK.empty(len(new_ids), self.m)
-        limit = self.m + 8
-        todo = np.arange(len(new_ids))
-        while len(todo):
-            self.search_calls += 1
-            hits = self.index.search(
-                other,
-                new_vectors[todo],
-                limit,
-                exact=exact,
-                ef=max(ef, limit),
-                has_field=field_name,
-                with_vectors=False,
-            )
-            short = []
-            for row, row_hits in zip(todo, hits):
-                ids = np.array([h.id for h in row_hits], dtype=np.int64)
-                ids = ids[base.contains(ids)][: self.m]
-                if len(ids) < want and len(row_hits) >= limit:
-                    short.append(row)
-                elif len(ids):
-                    cos = self._cosines(other, new_vectors[row], ids)
-                    order = np.lexsort((ids, -cos))
-                    forward.ids[row, : len(ids)] = ids[order]
-                    forward.cos[row, : len(ids)] = cos[order]
-            todo = np.array(short, dtype=np.int64)
-            limit *= 4
+
+        def enough(hits: list[Hit], limit: int) -> bool:
+            if len(hits) < limit:
+                return True
+            return int(base.contains(np.array([h.id for h in hits])).sum()) >= want
+
+        options = {"exact": exact, "has_field": field_name, "with_vectors": False}
+        for row, hits in self._search_until(other, new_vectors, self.m + 8, enough, options):
+            ids = np.array([h.id for h in hits], dtype=np.int64)
+            ids = ids[base.contains(ids)][: self.m]
+            if len(ids):
+                cos = self._cosines(other, new_vectors[row], ids)
+                order = np.lexsort((ids, -cos))
+                forward.ids[row, : len(ids)] = ids[order]
+                forward.cos[row, : len(ids)] = cos[order]
         # reverse: per band of k-th cosines, the base points a newcomer comes close enough to
         entries: dict[int, list[tuple[float, int]]] = {}
         bars = np.where(base.sizes < self.k, -np.inf, base.kth_cos)
         bands = np.unique([band_of(c) for c in bars]) if len(base.ids) else []
         for band in bands:
-            limit = 64
-            todo = np.arange(len(new_ids))
-            while len(todo):
-                self.search_calls += 1
-                hits = self.index.search(
-                    other,
-                    new_vectors[todo],
-                    limit,
-                    exact=exact,
-                    ef=max(ef, limit),
-                    score_threshold=band_floor(int(band)) - 1e-6,
-                    band=(field_name, int(band)),
-                    with_vectors=True,
-                )
-                again = []
-                for q, row_hits in zip(todo, hits):
-                    if len(row_hits) >= limit:
-                        again.append(q)
-                        continue
-                    ids = np.array([h.id for h in row_hits], dtype=np.int64)
-                    ids = ids[base.contains(ids)]
-                    if len(ids):
-                        cos = self._cosines(other, new_vectors[q], ids)
-                        for pid, c in zip(ids.tolist(), cos.tolist()):
-                            entries.setdefault(pid, []).append((c, int(new_ids[q])))
-                todo = np.array(again, dtype=np.int64)
-                limit *= 4
+            options = {
+                "exact": exact,
+                "score_threshold": band_floor(int(band)) - 1e-6,
+                "band": (field_name, int(band)),
+                "with_vectors": True,
+            }
+            every = self._search_until(
+                other, new_vectors, 64, lambda hits, limit: len(hits) < limit, options
+            )
+            for row, hits in every:
+                ids = np.array([h.id for h in hits], dtype=np.int64)
+                ids = ids[base.contains(ids)]
+                if len(ids):
+                    cos = self._cosines(other, new_vectors[row], ids)
+                    for pid, c in zip(ids.tolist(), cos.tolist()):
+                        entries.setdefault(pid, []).append((c, int(new_ids[row])))
         ids = np.array(sorted(entries), dtype=np.int64)
         lists = TopK.empty(len(ids), self.m)
         for row, pid in enumerate(ids):
@@ -282,6 +260,31 @@ class Miner:
             lists.ids[row, : len(best)] = [e[1] for e in best]
             lists.cos[row, : len(best)] = [e[0] for e in best]
         return forward, ids, lists
+
+    def _search_until(
+        self,
+        lang: str,
+        vectors: np.ndarray,
+        limit: int,
+        enough: Callable[[list[Hit], int], bool],
+        options: dict[str, Any],
+    ) -> Iterator[tuple[int, list[Hit]]]:
+        """Search every row of ``vectors`` in ``lang``; rows whose answer is not ``enough``
+        are asked again with a four times larger limit. Yields (row, hits) once per row."""
+        todo = np.arange(len(vectors))
+        while len(todo):
+            self.search_calls += 1
+            hits = self.index.search(
+                lang, vectors[todo], limit, ef=max(self.settings.hnsw_ef, limit), **options
+            )
+            again = []
+            for row, row_hits in zip(todo.tolist(), hits):
+                if enough(row_hits, limit):
+                    yield row, row_hits
+                else:
+                    again.append(row)
+            todo = np.array(again, dtype=np.int64)
+            limit *= 4
 
     def _cosines(self, lang: str, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact float64 cosines of one query with stored points (cached per mine)."""
