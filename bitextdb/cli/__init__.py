@@ -173,11 +173,11 @@ def model_options(fn: F) -> F:
 @click.option("--threshold", type=float, help="Margin threshold for exports and stats [1.0].")
 @click.option("--pairs", help="Language pairs to mine, e.g. en-de,en-fr [every pair].")
 @click.option(
-    "--exact-limit", type=int, help="Search exactly up to this many sentences a side [100000]."
+    "--exact-limit", type=int, help="Search exactly up to this many sentences a side [1000000]."
 )
-@click.option("--hnsw-m", type=int, help="HNSW edges per node [16].")
-@click.option("--hnsw-ef-construct", type=int, help="HNSW build candidates [100].")
-@click.option("--hnsw-ef", type=int, help="HNSW search candidates [128].")
+@click.option("--hnsw-m", type=int, help="HNSW edges per node [32].")
+@click.option("--hnsw-ef-construct", type=int, help="HNSW build candidates [256].")
+@click.option("--hnsw-ef", type=int, help="HNSW search candidates [512].")
 @click.option(
     "--vector-dtype",
     type=click.Choice(["float32", "float16"]),

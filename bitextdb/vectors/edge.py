@@ -26,8 +26,8 @@ class EdgeIndex:
         self,
         root: Path,
         *,
-        hnsw_m: int = 16,
-        hnsw_ef_construct: int = 100,
+        hnsw_m: int = 32,
+        hnsw_ef_construct: int = 256,
         vector_dtype: str = "float32",
         quantization: str = "none",
     ) -> None:
