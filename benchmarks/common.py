@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import platform
 import resource
 import time
@@ -32,6 +33,17 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def in_child(target, *args):  # type: ignore[no-untyped-def]
+    """Run ``target(*args, conn)`` in a fresh (spawned) process; return what it sends."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(*args, child))
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    return result
 
 
 @contextmanager
