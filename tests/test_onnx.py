@@ -41,6 +41,27 @@ def test_onnx_gives_the_torch_vectors(
     assert (int8 * want).sum(axis=1).min() > 0.99  # quantized weights: close, not equal
 
 
+def test_labse_shaped_pipeline_exports_whole(tiny_bert: Path, tmp_path: Path) -> None:
+    """LaBSE's module chain (CLS pooling, a tanh Dense layer, Normalize) is one graph."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
+
+    base = SentenceTransformer(str(tiny_bert), device="cpu")
+    width = base[0].get_embedding_dimension()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        dense = Dense(width, 24)
+    model = SentenceTransformer(
+        modules=[base[0], Pooling(width, pooling_mode="cls"), dense, Normalize()], device="cpu"
+    )
+    model.save(str(tmp_path / "labse-shaped"))
+    path = str(tmp_path / "labse-shaped")
+    want = Encoder(path, batch_size=4).encode(TEXTS)
+    got = Encoder(path, batch_size=4, backend="onnx", cache_dir=tmp_path / "cache").encode(TEXTS)
+    assert got.shape == (len(TEXTS), 24)
+    assert np.abs(got - want).max() < 1e-5
+
+
 def test_the_export_is_cached_and_reused(
     tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
