@@ -53,6 +53,11 @@ def timed(results: dict[str, float], key: str) -> Iterator[None]:
     results[key] = time.perf_counter() - start
 
 
+def agreement(got: set, want: set) -> float:
+    """Jaccard agreement of two sets of pairs (1.0 when equal)."""
+    return len(got & want) / max(1, len(got | want))
+
+
 def unit(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float32)
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)

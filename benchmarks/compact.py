@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import in_child, machine, planted, rss_mb
+from common import agreement, in_child, machine, planted, rss_mb
 
 import bitextdb
 
@@ -101,10 +101,6 @@ def serve(home: str, dim: int, queries: int, conn) -> None:  # type: ignore[no-u
     seconds = time.perf_counter() - started
     conn.send({"rss_mb": rss_mb() - before, "search_qps": queries / seconds})
     db.close()
-
-
-def agreement(got: set, want: set) -> float:
-    return len(got & want) / max(1, len(got | want))
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, numpy_mine, peak_rss_mb, planted, timed
+from common import agreement, machine, numpy_mine, peak_rss_mb, planted, timed
 
 import bitextdb
 
@@ -55,10 +55,6 @@ def load(db: bitextdb.BitextDB, lang: str, vecs: np.ndarray, lo: int, hi: int) -
         db.ingest_embeddings(
             lang, [f"{lang} row {i}" for i in range(start, stop)], vecs[start:stop], mine=False
         )
-
-
-def agreement(got: set, want: set) -> float:
-    return len(got & want) / max(1, len(got | want))
 
 
 def run(
