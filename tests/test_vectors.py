@@ -185,6 +185,13 @@ def test_exact_and_hnsw_search_agree_on_small_collections(tmp_path: Path) -> Non
         approx = edge.search("en", queries, 5, exact=False, ef=256)
         # 200 points in 8 dimensions: the graph search finds the true neighbours
         assert [[h.id for h in x] for x in exact] == [[h.id for h in x] for x in approx]
+        # a few newcomers wait outside the graph, and searches still see them
+        extra = unit(10, seed=6)
+        edge.upsert("en", np.arange(201, 211, dtype=np.int64), extra)
+        edge.build_index("en")
+        assert edge.indexed_count("en") == 200
+        found = edge.search("en", extra, 1, exact=False, ef=256)
+        assert [x[0].id for x in found] == list(range(201, 211))
     finally:
         edge.close()
 

@@ -17,6 +17,9 @@ from .base import Hit, as_ids, as_vectors
 _CONFIG_FILE = "edge_config.json"
 
 
+PLAIN_LIMIT = 5_000  # points searched outside the HNSW graph before it is extended
+
+
 class EdgeIndex:
     """Shards live in ``root/<lang>/``; only one process may open them (the home lock)."""
 
@@ -264,8 +267,18 @@ class EdgeIndex:
             shard.update(qe.UpdateOperation.set_payload(chunk, {field: int(band)}))
 
     def build_index(self, lang: str) -> None:
+        """Build the HNSW graph, or extend it once enough points wait outside it.
+
+        Points not yet in the graph sit in a plain segment that every search scans exactly;
+        up to ``PLAIN_LIMIT`` of them that scan costs about one graph search, while indexing
+        a few hundred points costs seconds (most of a small HNSW addition's time).
+        """
         shard = self._shard(lang)
-        if shard is not None and shard.info().indexed_vectors_count < shard.info().points_count:
+        if shard is None:
+            return
+        info = shard.info()
+        waiting = info.points_count - info.indexed_vectors_count
+        if waiting and (info.indexed_vectors_count == 0 or waiting >= PLAIN_LIMIT):
             shard.optimize()
 
     def indexed_count(self, lang: str) -> int:
