@@ -357,3 +357,19 @@ def test_edge_mirror_heals_after_a_torn_or_missing_append(tmp_path: Path) -> Non
     assert sorted(scanned) == list(range(1, 21))
     assert np.allclose(scanned[5], vecs[4])
     index.close()
+
+
+@pytest.mark.parametrize("torn", [13, 8 * 4], ids=["part of a row", "a whole row, no id"])
+def test_edge_mirror_appends_after_a_torn_append_stay_aligned(tmp_path: Path, torn: int) -> None:
+    """Rows written after a crash mid-append must still pair each id with its own vector."""
+    index = EdgeIndex(tmp_path / "edge")
+    index.ensure("en", 8)
+    vecs = random_unit(30, 8, 3)
+    index.upsert("en", np.arange(1, 21), vecs[:20])
+    with open(tmp_path / "edge" / "en" / "mirror.vec", "ab") as f:
+        f.write(b"\x01" * torn)
+    index.upsert("en", np.arange(21, 31), vecs[20:])
+    scanned = _scan_all(index, "en")
+    assert sorted(scanned) == list(range(1, 31))
+    assert all(np.allclose(scanned[i], vecs[i - 1]) for i in range(1, 31))
+    index.close()

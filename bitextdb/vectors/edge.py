@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,21 +315,34 @@ class Mirror:
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if not len(ids):
             return
+        self._cut_to_whole_rows()
         with open(self.vec_path, "ab") as vec, open(self.ids_path, "ab") as idf:
             vec.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
             idf.write(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
 
+    def _rows(self) -> int:
+        """Rows both files hold whole."""
+        if self.dim <= 0 or not self.ids_path.is_file() or not self.vec_path.is_file():
+            return 0
+        return min(
+            self.ids_path.stat().st_size // 8,
+            self.vec_path.stat().st_size // (self.dtype.itemsize * self.dim),
+        )
+
+    def _cut_to_whole_rows(self) -> None:
+        """Drop what a torn append left, so the next rows line up in both files."""
+        rows = self._rows()
+        for path, width in ((self.ids_path, 8), (self.vec_path, self.dtype.itemsize * self.dim)):
+            if path.is_file() and path.stat().st_size != rows * width:
+                os.truncate(path, rows * width)
+
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """Ids (unique, last row wins) and their vectors, memory-mapped where possible."""
-        empty = np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=self.dtype)
-        if self.dim <= 0 or not self.ids_path.is_file() or not self.vec_path.is_file():
-            return empty
-        ids = np.fromfile(self.ids_path, dtype=np.int64)
-        rows = min(len(ids), self.vec_path.stat().st_size // (self.dtype.itemsize * self.dim))
+        rows = self._rows()
         if rows == 0:
-            return empty
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=self.dtype)
+        ids = np.fromfile(self.ids_path, dtype=np.int64, count=rows)
         vectors = np.memmap(self.vec_path, dtype=self.dtype, mode="r", shape=(rows, self.dim))
-        ids = ids[:rows]
         # the last row of each id wins
         _, last_from_end = np.unique(ids[::-1], return_index=True)
         keep = np.sort(rows - 1 - last_from_end)
