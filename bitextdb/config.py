@@ -154,6 +154,10 @@ def write_locations_file(loc: Locations) -> None:
     tmp.replace(path)
 
 
+#: encoder runtimes: sentence-transformers on torch, or the model exported to ONNX Runtime
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
 @dataclass
 class Settings:
     """A database's fixed settings, chosen at ``init`` and kept in the ``settings`` table."""
@@ -223,8 +227,8 @@ class Settings:
             raise ConfigError("vector_dtype must be float32 or float16.")
         if self.quantization not in ("none", "scalar", "binary"):
             raise ConfigError("quantization must be none, scalar or binary.")
-        if self.backend not in ("torch", "onnx", "onnx-int8"):
-            raise ConfigError("backend must be one of torch, onnx, onnx-int8.")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}.")
         if self.batch_size < 1:
             raise ConfigError("The batch size must be at least 1.")
         if self.min_chars < 0 or self.max_chars < max(1, self.min_chars):

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from .config import BACKENDS
 from .errors import ConfigError, ModelLoadError, ModelMismatchError
-from .onnx_backend import BACKENDS, OnnxModel
+from .onnx_backend import OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Encoder:
             }
             self.onnx = OnnxModel(
                 self.model,
+                preprocessor(self.model),
                 identity=identity,
                 quantize=backend == "onnx-int8",
                 cache_dir=cache_dir,
@@ -183,7 +185,7 @@ class Encoder:
         import torch
 
         pin = torch.cuda.is_available()
-        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # st < 6
+        prepare = preprocessor(self.model)
         for idx in self.token_batches(texts):
             features = prepare([texts[i] for i in idx])
             yield (
@@ -269,6 +271,11 @@ def load_model(  # type: ignore[no-untyped-def]
             "downloaded from here); pass a local sentence-transformers model folder with "
             "--model PATH."
         ) from exc
+
+
+def preprocessor(model: Any) -> Any:
+    """The model's tokenizing step: ``preprocess`` (``tokenize`` before sentence-transformers 6)."""
+    return getattr(model, "preprocess", None) or model.tokenize
 
 
 def model_fingerprint(model: str) -> list[tuple[str, int, int]]:

@@ -17,15 +17,13 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ModelLoadError
-
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def _require_runtime() -> Any:
@@ -45,6 +43,7 @@ class OnnxModel:
     def __init__(
         self,
         model: Any,
+        prepare: Callable[[list[str]], dict[str, Any]],
         *,
         identity: dict[str, Any],
         quantize: bool = False,
@@ -55,7 +54,7 @@ class OnnxModel:
         import torch
 
         self.model = model
-        self._prepare = getattr(model, "preprocess", None) or model.tokenize  # st < 6
+        self._prepare = prepare
         sample = self._features(["a sentence", "another, longer sentence"])
         self.input_names = list(sample)
         cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "bitextdb-onnx"

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import api
-from ..config import DEFAULT_MODEL, ENV_PREFIX
+from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX
 from ..errors import BitextDBError
 from ..progress import ProgressBars
 
@@ -155,7 +155,7 @@ def model_options(fn: F) -> F:
             click.option("--batch-size", type=int, help="Sentences per encoder batch [64]."),
             click.option(
                 "--backend",
-                type=click.Choice(["torch", "onnx", "onnx-int8"]),
+                type=click.Choice(BACKENDS),
                 help="Encoder runtime: onnx runs ONNX Runtime on the CPU [torch].",
             ),
         ]
@@ -221,9 +221,7 @@ def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None
 @click.option("--pairs", help="Language pairs to mine, e.g. en-de,en-fr; 'all' for every pair.")
 @click.option("--exact-limit", type=int, help="Search exactly up to this many sentences a side.")
 @click.option("--hnsw-ef", type=int, help="HNSW search candidates.")
-@click.option(
-    "--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), help="Encoder runtime."
-)
+@click.option("--backend", type=click.Choice(BACKENDS), help="Encoder runtime.")
 @click.option("--min-chars", type=int, help="Skip shorter sentences.")
 @click.option("--max-chars", type=int, help="Skip longer sentences.")
 @json_option
@@ -298,7 +296,7 @@ def _mine_line(m: dict[str, Any]) -> str:
 @click.option("--batch-size", type=int, help="Encoder batch size for this run.")
 @click.option(
     "--backend",
-    type=click.Choice(["torch", "onnx", "onnx-int8"]),
+    type=click.Choice(BACKENDS),
     help="Encoder runtime for this run (onnx: ONNX Runtime on the CPU).",
 )
 @json_option
