@@ -102,13 +102,12 @@ class Miner:
         started = time.perf_counter()
         report = PairReport(pair_name(a, b))
         for side, other in ((a, b), (b, a)):
-            with self.db.session() as s:
-                new_ids = graph.pending_ids(s, side, other)
-            report.new[side] = len(new_ids)
             # the path is chosen for the whole addition: groups only bound the memory, and a
             # short last group of a bulk load must not fall to the (approximate) query path
             with self.db.session() as s:
+                new_ids = graph.pending_ids(s, side, other)
                 path = self._path(len(new_ids), graph.count_mined(s, other, side))
+            report.new[side] = len(new_ids)
             for start in range(0, len(new_ids), self.group_size):
                 group = new_ids[start : start + self.group_size]
                 changed = self._add(side, other, group, path)

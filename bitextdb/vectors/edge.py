@@ -271,8 +271,8 @@ class EdgeIndex:
         """Build the HNSW graph, or extend it once enough points wait outside it.
 
         Points not yet in the graph sit in a plain segment that every search scans exactly;
-        up to ``PLAIN_LIMIT`` of them that scan costs about one graph search, while indexing
-        a few hundred points costs seconds (most of a small HNSW addition's time).
+        a few thousand of them cost little to scan, while indexing a few hundred points at
+        every mine took a large share of a small HNSW addition's time.
         """
         shard = self._shard(lang)
         if shard is None:
