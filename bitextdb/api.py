@@ -22,7 +22,8 @@ from .config import (
     write_locations_file,
 )
 from .db import Database, corpus, graph
-from .encoder import Encoder
+from .encoder import Encoder, TextEncoder
+from .encoder_process import EncoderProcess, wants_encoder_process
 from .errors import ConfigError, InputError, ModelMismatchError, NotInitializedError
 from .ingest import Ingestor, IngestReport, VectorSource
 from .lock import writer_lock
@@ -34,7 +35,7 @@ from .vectors import VectorIndex, open_index
 Progress = Callable[[str, int, int], None]
 
 #: settings a single run may change without touching the database
-RUN_OPTIONS = ("device", "batch_size", "backend", "mine_path")
+RUN_OPTIONS = ("device", "batch_size", "backend", "encoder_process", "mine_path")
 
 
 class BitextDB:
@@ -56,12 +57,15 @@ class BitextDB:
         self.settings = settings
         self.progress = progress
         self._lock = lock
-        self._encoder: Encoder | None = None
+        self._encoder: TextEncoder | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
         """Flush and release both stores and the home's lock."""
         try:
+            if self._encoder is not None:
+                self._encoder.close()
+                self._encoder = None
             self.index.close()
             self.db.dispose()
         finally:
@@ -77,22 +81,25 @@ class BitextDB:
 
     # -- the parts -------------------------------------------------------------------------
     @property
-    def encoder(self) -> Encoder:
+    def encoder(self) -> TextEncoder:
         """The database's model, loaded on first use."""
         if self._encoder is None:
             s = self.settings
-            encoder = Encoder(
-                s.model,
-                device=s.device,
-                revision=s.revision,
-                trust_remote_code=s.trust_remote_code,
-                max_seq_length=s.max_seq_length,
-                batch_size=s.batch_size,
-                backend=s.backend,
-                cache_dir=self.locations.home / "onnx",
-            )
-            encoder.check_dimension(s.dim)
+            options: dict[str, Any] = {
+                "device": s.device,
+                "revision": s.revision,
+                "trust_remote_code": s.trust_remote_code,
+                "max_seq_length": s.max_seq_length,
+                "batch_size": s.batch_size,
+                "backend": s.backend,
+                "cache_dir": self.locations.home / "onnx",
+            }
+            if wants_encoder_process(s):
+                encoder: TextEncoder = EncoderProcess(s.model, **options)
+            else:
+                encoder = Encoder(s.model, **options)
             self._encoder = encoder
+            encoder.check_dimension(s.dim)
         return self._encoder
 
     def miner(self) -> Miner:

@@ -154,8 +154,9 @@ def write_locations_file(loc: Locations) -> None:
     tmp.replace(path)
 
 
-#: encoder runtimes: sentence-transformers on torch, or the model exported to ONNX Runtime
-BACKENDS = ("torch", "onnx", "onnx-int8")
+#: encoder runtimes: sentence-transformers on torch, or the model exported to ONNX and run by
+#: ONNX Runtime or OpenVINO (no openvino-int8: README.md, "CPU backends", says why)
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 
 
 @dataclass
@@ -173,7 +174,9 @@ class Settings:
     max_seq_length: int | None = None
     device: str | None = None
     batch_size: int = 64
-    backend: str = "torch"  # or onnx / onnx-int8: ONNX Runtime on the CPU
+    backend: str = "torch"  # or onnx / onnx-int8 / openvino: ONNX Runtime or OpenVINO, CPU
+    # the model in a child process, apart from storage work; None: only for one CUDA device
+    encoder_process: bool | None = None
     # reader defaults
     min_chars: int = 2
     max_chars: int = 1000
@@ -199,6 +202,7 @@ class Settings:
         "device",
         "batch_size",
         "backend",
+        "encoder_process",
         "min_chars",
         "max_chars",
         "exact_limit",

@@ -9,7 +9,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +27,21 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms > 0, norms, 1.0)
 
 
+class TextEncoder(Protocol):
+    """What ingest and translate need of an encoder: :class:`Encoder`, or
+    :class:`~bitextdb.encoder_process.EncoderProcess` (the same model in a child process)."""
+
+    name: str
+    dim: int
+    device: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+    def check_dimension(self, expected: int) -> None: ...
+
+
 class Encoder:
     """A loaded sentence-transformers model that turns sentences into unit float32 vectors.
 
@@ -36,8 +51,8 @@ class Encoder:
     results stay on the GPU until the whole call is done. Several devices
     (``device="cuda:0,cuda:1"``) use sentence-transformers' multi-process pool. Elsewhere
     ``SentenceTransformer.encode`` does the work, or, with ``backend="onnx"`` (or
-    ``"onnx-int8"``), ONNX Runtime on the CPU (:mod:`bitextdb.onnx_backend`), the exported
-    graph cached in ``cache_dir``.
+    ``"onnx-int8"``), ONNX Runtime on the CPU, or with ``backend="openvino"``, OpenVINO
+    (:mod:`bitextdb.onnx_backend`), the exported graph cached in ``cache_dir``.
     """
 
     def __init__(
@@ -86,6 +101,7 @@ class Encoder:
                 preprocessor(self.model),
                 identity=identity,
                 quantize=backend == "onnx-int8",
+                runtime="openvino" if backend == "openvino" else "onnxruntime",
                 cache_dir=cache_dir,
             )
         self.device = ",".join(self.devices) if self.devices else str(self.model.device)
@@ -197,11 +213,16 @@ class Encoder:
             )
 
     def check_dimension(self, expected: int) -> None:
-        if expected and self.dim != expected:
-            raise ModelMismatchError(
-                f"The model {self.name} makes {self.dim}-dimensional vectors but the database "
-                f"holds {expected}-dimensional ones."
-            )
+        require_dimension(self.name, self.dim, expected)
+
+
+def require_dimension(model: str, dim: int, expected: int) -> None:
+    """Refuse a model whose vectors are not the database's ``expected`` size (0: not known)."""
+    if expected and dim != expected:
+        raise ModelMismatchError(
+            f"The model {model} makes {dim}-dimensional vectors but the database "
+            f"holds {expected}-dimensional ones."
+        )
 
 
 def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:

@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,8 @@ import numpy as np
 
 from .config import Settings, check_lang
 from .db import Database, corpus
-from .encoder import Encoder, normalize_rows
+from .encoder import TextEncoder, normalize_rows
+from .encoder_process import EncoderProcess
 from .errors import InputError, ModelLoadError, ModelMismatchError
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, text_hash
@@ -53,10 +55,10 @@ class VectorSource:
     """Where a batch's vectors come from: the encoder, or rows given by the user."""
 
     def __init__(
-        self, encoder: Callable[[], Encoder] | None = None, rows: np.ndarray | None = None
+        self, encoder: Callable[[], TextEncoder] | None = None, rows: np.ndarray | None = None
     ) -> None:
         self._encoder_factory = encoder
-        self._encoder: Encoder | None = None
+        self._encoder: TextEncoder | None = None
         self.rows = rows
 
     def vectors(self, texts: list[str], positions: list[int] | None) -> np.ndarray:
@@ -64,11 +66,28 @@ class VectorSource:
             if positions is None:
                 raise InputError("Given vectors need the positions of their sentences.")
             return _checked_rows(self.rows, positions)
+        return self.encoder().encode(texts)
+
+    def start(self, texts: list[str], positions: list[int]) -> Future[np.ndarray] | np.ndarray:
+        """The vectors, or a future of them when an encoder process computes them meanwhile."""
+        if self.rows is None:
+            encoder = self.encoder()
+            if isinstance(encoder, EncoderProcess):
+                return encoder.submit(texts)
+        return self.vectors(texts, positions)
+
+    def finish(self, started: Future[np.ndarray]) -> np.ndarray:
+        """The vectors a :meth:`start` future promised (an encoder process's errors mapped)."""
+        encoder = self.encoder()
+        assert isinstance(encoder, EncoderProcess)
+        return encoder.wait(started)
+
+    def encoder(self) -> TextEncoder:
         if self._encoder is None:
             if self._encoder_factory is None:
                 raise InputError("No model is available to encode these sentences.")
             self._encoder = self._encoder_factory()
-        return self._encoder.encode(texts)
+        return self._encoder
 
 
 def _checked_rows(rows: np.ndarray, positions: list[int]) -> np.ndarray:
@@ -118,7 +137,7 @@ class Ingestor:
         db: Database,
         index: VectorIndex,
         settings: Settings,
-        encoder: Callable[[], Encoder] | None,
+        encoder: Callable[[], TextEncoder] | None,
         progress: Progress | None = None,
     ) -> None:
         self.db = db
@@ -154,12 +173,13 @@ class Ingestor:
         with self.db.session() as s:
             src = corpus.source_id(s, lang, source, path)
         done = 0
-        # three stages overlap: store the batch in SQL (this thread feeds them), encode it,
+        # three stages overlap: store the batch in SQL (this thread feeds them), encode it
+        # (or hand it to the encoder process, which then works through the queued batches),
         # upsert its vectors and mark it indexed; each batch is committed as it goes
         stages = [
             lambda batch: (batch, self._store_batch(lang, src, batch, vectors, report)),
             lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
-            lambda job: (job[0], self._write(lang, job[1], job[2], report)),
+            lambda job: (job[0], self._write(lang, job[1], job[2], vectors, report)),
         ]
         for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2):
             done += len(batch)
@@ -212,18 +232,23 @@ class Ingestor:
         return todo
 
     @staticmethod
-    def _vectors_for(todo: dict[int, tuple[str, int]], vectors: VectorSource) -> np.ndarray | None:
+    def _vectors_for(
+        todo: dict[int, tuple[str, int]], vectors: VectorSource
+    ) -> Future[np.ndarray] | np.ndarray | None:
         if not todo:
             return None
-        return vectors.vectors([t for t, _ in todo.values()], [p for _, p in todo.values()])
+        return vectors.start([t for t, _ in todo.values()], [p for _, p in todo.values()])
 
     def _write(
         self,
         lang: str,
         todo: dict[int, tuple[str, int]],
-        found: np.ndarray | None,
+        found: Future[np.ndarray] | np.ndarray | None,
+        vectors: VectorSource,
         report: IngestReport,
     ) -> None:
+        if isinstance(found, Future):
+            found = vectors.finish(found)
         if found is not None:
             self._index(lang, list(todo), found)
             report.encoded += len(todo)

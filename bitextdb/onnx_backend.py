@@ -1,23 +1,26 @@
-"""CPU encoding with ONNX Runtime: the whole sentence-transformers model, exported once.
+"""CPU encoding with ONNX Runtime or OpenVINO: the whole sentence-transformers model, exported
+once to ONNX.
 
 sentence-transformers' own ONNX and OpenVINO backends go through ``optimum``, whose
 releases pin transformers < 5, so they cannot be installed beside sentence-transformers 6.
-This backend needs only ``onnxruntime`` and ``onnx`` (the ``bitextdb[onnx]`` extra): the
-model's modules (transformer, pooling, dense layers, normalisation) are traced into one
-ONNX graph with torch's exporter, cached by model and options, and run by ONNX Runtime;
-tokenization stays sentence-transformers' own. ``onnx-int8`` adds ONNX Runtime's dynamic
-int8 quantization of the weights: faster, with vectors slightly off the float32 ones.
+Here the model's modules (transformer, pooling, dense layers, normalisation) are traced into
+one ONNX graph with torch's exporter (which needs ``onnx``), cached by model and options, and
+run by ONNX Runtime (``onnx``, the ``bitextdb[onnx]`` extra) or by OpenVINO, which compiles
+the same ONNX file itself (``openvino``, the ``bitextdb[openvino]`` extra); tokenization
+stays sentence-transformers' own. ``onnx-int8`` adds ONNX Runtime's dynamic int8
+quantization of the weights: faster, with vectors slightly off the float32 ones.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +28,28 @@ import numpy as np
 
 from .errors import ModelLoadError
 
+#: a runtime's module, its name for people, and the extra that installs it
+RUNTIMES = {"onnxruntime": ("ONNX Runtime", "onnx"), "openvino": ("OpenVINO", "openvino")}
 
-def _require_runtime() -> Any:
+Batches = Iterable[tuple[np.ndarray, dict[str, np.ndarray]]]  # row indices, model inputs
+Runner = Callable[[Batches], Iterator[tuple[np.ndarray, np.ndarray]]]  # -> rows, vectors
+
+
+def _require_runtime(runtime: str) -> Any:
+    name, extra = RUNTIMES[runtime]
     try:
         import onnx  # noqa: F401  (the exporter and the quantizer need it)
-        import onnxruntime
+
+        return importlib.import_module(runtime)
     except ImportError as exc:
         raise ModelLoadError(
-            "The onnx backend needs ONNX Runtime; install 'bitextdb[onnx]' or use --backend torch."
+            f"The {extra} backend needs {name}; install 'bitextdb[{extra}]' or use --backend torch."
         ) from exc
-    return onnxruntime
 
 
 class OnnxModel:
-    """A sentence-transformers model run by ONNX Runtime on the CPU."""
+    """A sentence-transformers model exported to ONNX, run on the CPU by ``runtime``:
+    ``"onnxruntime"`` or ``"openvino"``."""
 
     def __init__(
         self,
@@ -47,10 +58,11 @@ class OnnxModel:
         *,
         identity: dict[str, Any],
         quantize: bool = False,
+        runtime: str = "onnxruntime",
         cache_dir: str | os.PathLike[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        ort = _require_runtime()
+        module = _require_runtime(runtime)
         import torch
 
         self.model = model
@@ -69,11 +81,8 @@ class OnnxModel:
         if not path.is_file():
             cache.mkdir(parents=True, exist_ok=True)
             self._export(sample, path, quantize)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: graph-rewrite notes are not the user's
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        start = _openvino if runtime == "openvino" else _onnxruntime
+        self._run = start(module, path, threads or torch.get_num_threads())
         self.path = path
 
     def _features(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -144,13 +153,55 @@ class OnnxModel:
         Sentences go through in batches of similar length, so padding stays small.
         """
         order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = (
+            (rows, self._features([texts[i] for i in rows]))
+            for rows in (order[s : s + batch_size] for s in range(0, len(order), batch_size))
+        )
         out: np.ndarray | None = None
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            features = self._features([texts[i] for i in rows])
-            (vectors,) = self.session.run(["embedding"], features)
+        for rows, vectors in self._run(batches):
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[rows] = vectors
         assert out is not None
         return out
+
+
+def _onnxruntime(ort: Any, path: Path, threads: int) -> Runner:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: graph-rewrite notes are not the user's
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(batches: Batches) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for rows, features in batches:
+            yield rows, session.run(["embedding"], features)[0]
+
+    return run
+
+
+def _openvino(ov: Any, path: Path, threads: int) -> Runner:
+    options = {
+        # float32 everywhere: OpenVINO's default on CPUs with bfloat16 units is bfloat16,
+        # which would make this backend's vectors depend on the machine
+        "INFERENCE_PRECISION_HINT": "f32",
+        # one request at a time on all cores: on 2 idle cores at par with THROUGHPUT streams
+        # fed by several requests at once (batch 32), or ~8 % faster (batch 64); and an
+        # AsyncInferQueue once hung our tests as a compiled model was freed (2026.4.1)
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+    }
+    try:
+        compiled = ov.Core().compile_model(str(path), "CPU", options)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"OpenVINO could not compile the exported model ({type(exc).__name__}: {exc}); "
+            "use --backend onnx or torch."
+        ) from exc
+
+    def run(batches: Batches) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        request = compiled.create_infer_request()  # one per call: calls may overlap
+        for rows, features in batches:
+            yield rows, request.infer(features)[0]
+
+    return run

@@ -1,4 +1,5 @@
-"""The ONNX Runtime backend: same vectors as torch, cached exports, clear failures."""
+"""The ONNX backends (ONNX Runtime, OpenVINO): same vectors as torch, cached exports, clear
+failures."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from bitextdb.errors import ConfigError, ModelLoadError
 from bitextdb.export import iter_records
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+pytest.importorskip("openvino", reason="the openvino extra is not installed")
 
 TEXTS = [
     "the house is big",
@@ -33,9 +35,10 @@ def test_onnx_gives_the_torch_vectors(
 ) -> None:
     model = str(request.getfixturevalue(model_fixture))
     want = Encoder(model, batch_size=4).encode(TEXTS)
-    exact = Encoder(model, batch_size=4, backend="onnx", cache_dir=tmp_path).encode(TEXTS)
-    assert exact.shape == want.shape and exact.dtype == np.float32
-    assert np.abs(exact - want).max() < 1e-5
+    for backend in ("onnx", "openvino"):
+        exact = Encoder(model, batch_size=4, backend=backend, cache_dir=tmp_path).encode(TEXTS)
+        assert exact.shape == want.shape and exact.dtype == np.float32
+        assert np.abs(exact - want).max() < 1e-5, backend
     int8 = Encoder(model, batch_size=4, backend="onnx-int8", cache_dir=tmp_path).encode(TEXTS)
     assert np.allclose(np.linalg.norm(int8, axis=1), 1, atol=1e-5)
     assert (int8 * want).sum(axis=1).min() > 0.99  # quantized weights: close, not equal
@@ -57,9 +60,10 @@ def test_labse_shaped_pipeline_exports_whole(tiny_bert: Path, tmp_path: Path) ->
     model.save(str(tmp_path / "labse-shaped"))
     path = str(tmp_path / "labse-shaped")
     want = Encoder(path, batch_size=4).encode(TEXTS)
-    got = Encoder(path, batch_size=4, backend="onnx", cache_dir=tmp_path / "cache").encode(TEXTS)
-    assert got.shape == (len(TEXTS), 24)
-    assert np.abs(got - want).max() < 1e-5
+    for backend in ("onnx", "openvino"):
+        got = Encoder(path, batch_size=4, backend=backend, cache_dir=tmp_path / "c").encode(TEXTS)
+        assert got.shape == (len(TEXTS), 24)
+        assert np.abs(got - want).max() < 1e-5, backend
 
 
 def test_the_export_is_cached_and_reused(
@@ -80,32 +84,41 @@ def test_the_export_is_cached_and_reused(
     with pytest.raises(ModelLoadError, match="export"):
         Encoder(str(tiny_bert), backend="onnx", cache_dir=tmp_path, max_seq_length=8)
     assert sorted(tmp_path.iterdir()) == exported
-
-
-def test_missing_runtime_is_one_clear_sentence(
-    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    # OpenVINO compiles the same export, and needs no ONNX Runtime to do so
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ModelLoadError, match=r"bitextdb\[onnx\]"):
-        Encoder(str(tiny_bert), backend="onnx", cache_dir=tmp_path)
+    openvino = Encoder(str(tiny_bert), backend="openvino", cache_dir=tmp_path)
+    assert openvino.onnx is not None and openvino.onnx.path == first.onnx.path
+    assert np.abs(openvino.encode(TEXTS) - first.encode(TEXTS)).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("backend", "module"), [("onnx", "onnxruntime"), ("openvino", "openvino"), ("openvino", "onnx")]
+)
+def test_missing_runtime_is_one_clear_sentence(
+    backend: str, module: str, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ModelLoadError, match=rf"bitextdb\[{backend}\]"):
+        Encoder(str(tiny_bert), backend=backend, cache_dir=tmp_path)
 
 
 def test_onnx_refuses_a_gpu_and_unknown_backends(tiny_bert: Path) -> None:
-    with pytest.raises(ConfigError, match="CPU"):
-        Encoder(str(tiny_bert), backend="onnx", device="cuda")
+    for backend in ("onnx", "openvino"):
+        with pytest.raises(ConfigError, match="CPU"):
+            Encoder(str(tiny_bert), backend=backend, device="cuda")
     with pytest.raises(ConfigError, match="backend"):
-        Encoder(str(tiny_bert), backend="openvino")
+        Encoder(str(tiny_bert), backend="openvino-int8")
 
 
-def test_cli_ingest_with_the_onnx_backend(home: Path, static_model: Path, tmp_path: Path) -> None:
-    """The same corpora through torch and through ONNX give the same pairs."""
+def test_cli_ingest_with_the_onnx_backends(home: Path, static_model: Path, tmp_path: Path) -> None:
+    """The same corpora through torch, ONNX Runtime and OpenVINO give the same pairs."""
     en = tmp_path / "en.txt"
     de = tmp_path / "de.txt"
     en.write_text("the dog sleeps in the house\nmy friend reads a book\nthe city is big\n")
     de.write_text("der hund schläft im haus\nmein freund liest ein buch\ndie stadt ist groß\n")
     runner = CliRunner()
     pairs = {}
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", "onnx", "openvino"):
         where = str(home / backend)
         result = runner.invoke(cli, ["-q", "--home", where, "init", "--model", str(static_model)])
         assert result.exit_code == 0, result.output
@@ -118,7 +131,7 @@ def test_cli_ingest_with_the_onnx_backend(home: Path, static_model: Path, tmp_pa
             pairs[backend] = [(r["src"], r["tgt"]) for r in iter_records(db, "de-en")]
         finally:
             db.close()
-    assert pairs["onnx"] == pairs["torch"] and len(pairs["torch"]) == 3
+    assert pairs["onnx"] == pairs["openvino"] == pairs["torch"] and len(pairs["torch"]) == 3
     assert list((home / "onnx" / "onnx").glob("*.onnx"))  # the export lives in the home
 
     result = runner.invoke(cli, ["--home", str(home / "onnx"), "config", "--backend", "tensorrt"])

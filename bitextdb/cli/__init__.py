@@ -138,6 +138,13 @@ def cli(ctx: click.Context, **options: Any) -> None:
 
 
 # -- init / config -------------------------------------------------------------------------
+encoder_process_option = click.option(
+    "--encoder-process/--no-encoder-process",
+    default=None,
+    help="Run the model in a child process, apart from storage work [on for one GPU].",
+)
+
+
 def model_options(fn: F) -> F:
     for option in reversed(
         [
@@ -156,8 +163,9 @@ def model_options(fn: F) -> F:
             click.option(
                 "--backend",
                 type=click.Choice(BACKENDS),
-                help="Encoder runtime: onnx runs ONNX Runtime on the CPU [torch].",
+                help="Encoder runtime: onnx (ONNX Runtime) or openvino on the CPU [torch].",
             ),
+            encoder_process_option,
         ]
     ):
         fn = option(fn)
@@ -222,6 +230,7 @@ def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None
 @click.option("--exact-limit", type=int, help="Search exactly up to this many sentences a side.")
 @click.option("--hnsw-ef", type=int, help="HNSW search candidates.")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Encoder runtime.")
+@encoder_process_option
 @click.option("--min-chars", type=int, help="Skip shorter sentences.")
 @click.option("--max-chars", type=int, help="Skip longer sentences.")
 @json_option
@@ -297,8 +306,9 @@ def _mine_line(m: dict[str, Any]) -> str:
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
-    help="Encoder runtime for this run (onnx: ONNX Runtime on the CPU).",
+    help="Encoder runtime for this run (onnx: ONNX Runtime, openvino: OpenVINO, on the CPU).",
 )
+@encoder_process_option
 @json_option
 @pass_ctx
 @friendly
@@ -311,13 +321,20 @@ def ingest(
     device: str | None,
     batch_size: int | None,
     backend: str | None,
+    encoder_process: bool | None,
     as_json: bool,
     column: str | None,
     id_column: str | None,
     **options: Any,
 ) -> None:
     """Read corpus files (txt, tsv, jsonl, optionally .gz/.bz2/.xz; - for stdin) and mine."""
-    with ctx.open(model=model, device=device, batch_size=batch_size, backend=backend) as db:
+    with ctx.open(
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        backend=backend,
+        encoder_process=encoder_process,
+    ) as db:
         result = db.ingest(
             list(paths),
             lang,

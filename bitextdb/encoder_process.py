@@ -1,0 +1,118 @@
+"""The encoder in a process of its own.
+
+During an ingest the ingesting process is busy with SQL, hashing and vector upserts, all
+Python code that holds the interpreter lock. A GPU is fed by a Python thread too (the
+model's forward pass launches its kernels from Python), so when both share one process the
+GPU waits for the lock. Here the model lives in a child process (``spawn``, as CUDA needs)
+with its own interpreter: the parent sends sentences and gets unit vectors back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+
+from .config import Settings
+from .encoder import Encoder, require_dimension
+from .errors import ModelLoadError
+
+_encoder: Encoder | None = None  # the child's model
+
+
+def _load(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    global _encoder
+    _encoder = Encoder(model, **options)
+    return {"dim": _encoder.dim, "device": _encoder.device}
+
+
+def _encode(texts: list[str]) -> np.ndarray:
+    assert _encoder is not None, "the encoder process has no model"
+    return _encoder.encode(texts)
+
+
+def _close() -> None:
+    if _encoder is not None:
+        _encoder.close()
+
+
+def wants_encoder_process(settings: Settings) -> bool:
+    """Whether ingest should run the model in a child process: as set, else for one GPU.
+
+    Only a GPU gains: on the CPU the model's own threads already use every core, and the
+    child would only add its start-up time.
+    """
+    if settings.encoder_process is not None:
+        return settings.encoder_process
+    if settings.backend != "torch":
+        return False
+    device = settings.device
+    if not device or device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device.startswith("cuda") and "," not in device
+
+
+class EncoderProcess:
+    """An :class:`~bitextdb.encoder.Encoder` (same arguments) running in a child process.
+
+    ``encode`` blocks the calling thread only, which waits without holding the interpreter
+    lock; ``submit`` returns a future so a caller can queue the next batch while the child
+    encodes the current one. Errors raised in the child (a model that cannot be loaded, a
+    CUDA failure) are raised here with their own message; a child that dies is reported as
+    a :class:`ModelLoadError`.
+    """
+
+    def __init__(self, model: str, **options: Any) -> None:
+        self.name = model
+        self.backend = options.get("backend", "torch")
+        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+        try:
+            info = self.wait(self._pool.submit(_load, model, options))
+        except BaseException:
+            self.close()
+            raise
+        self.dim: int = info["dim"]
+        self.device: str = info["device"]
+
+    def submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
+        """Start encoding ``texts`` in the child; the future's result is what ``encode`` gives."""
+        if self._pool is None:
+            raise ModelLoadError("The encoder process was closed.")
+        return self._pool.submit(_encode, list(texts))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit float32 vectors for ``texts`` (n x dim), in order."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.wait(self.submit(texts))
+
+    def wait(self, future: Future[Any]) -> Any:
+        """The result of a :meth:`submit` future; a dead child becomes a clear error."""
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            raise ModelLoadError(
+                f"The encoder process for {self.name} stopped unexpectedly (out of memory?); "
+                "run again, with a smaller --batch-size or --no-encoder-process."
+            ) from exc
+
+    def close(self) -> None:
+        """Stop the child process (and any pool of its own)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        with contextlib.suppress(Exception):  # a child that is gone has nothing left to close
+            pool.submit(_close).result(timeout=60)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def check_dimension(self, expected: int) -> None:
+        require_dimension(self.name, self.dim, expected)

@@ -1,0 +1,136 @@
+"""The encoder in a child process: same vectors, clear errors, and ingest through it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import bitextdb
+from bitextdb.cli import cli
+from bitextdb.config import Settings
+from bitextdb.encoder import Encoder
+from bitextdb.encoder_process import EncoderProcess, wants_encoder_process
+from bitextdb.errors import ModelLoadError
+from bitextdb.export import iter_records
+
+
+def test_the_child_gives_the_in_process_vectors(tiny_bert: Path) -> None:
+    texts = [f"the dog sleeps in house {i}" for i in range(300)]
+    child = EncoderProcess(str(tiny_bert), device="cpu", batch_size=16)
+    try:
+        assert (child.dim, child.device) == (32, "cpu")
+        futures = [child.submit(texts[:150]), child.submit(texts[150:])]  # queued back to back
+        queued = np.concatenate([child.wait(f) for f in futures])
+        assert child.encode([]).shape == (0, 32)
+        single = child.encode(texts)
+    finally:
+        child.close()
+    expected = Encoder(str(tiny_bert), device="cpu", batch_size=16).encode(texts)
+    assert np.allclose(single, expected, atol=1e-6)
+    assert np.allclose(queued, expected, atol=1e-6)
+    with pytest.raises(ModelLoadError, match="closed"):
+        child.submit(texts)
+    child.close()  # twice is harmless
+
+
+def test_a_model_that_cannot_load_is_one_clear_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="pass a local sentence-transformers model"):
+        EncoderProcess(str(tmp_path / "no-such-model"), device="cpu")
+
+
+def test_a_child_that_dies_is_reported(tiny_bert: Path) -> None:
+    child = EncoderProcess(str(tiny_bert), device="cpu")
+    try:
+        assert child._pool is not None
+        death = child._pool.submit(os._exit, 1)
+        with pytest.raises(ModelLoadError, match="stopped unexpectedly"):
+            child.wait(death)
+    finally:
+        child.close()
+
+
+@pytest.mark.parametrize(
+    ("device", "backend", "chosen", "expected"),
+    [
+        ("cuda", "torch", None, True),
+        ("cuda:1", "torch", None, True),
+        ("cuda:0,cuda:1", "torch", None, False),  # sentence-transformers' own pool
+        ("cpu", "torch", None, False),
+        ("cpu", "onnx", None, False),
+        ("cpu", "torch", True, True),
+        ("cuda", "torch", False, False),
+    ],
+)
+def test_when_the_child_is_used(
+    device: str, backend: str, chosen: bool | None, expected: bool
+) -> None:
+    settings = Settings(device=device, backend=backend, encoder_process=chosen)
+    assert wants_encoder_process(settings) is expected
+
+
+def test_ingest_through_the_child_stores_the_same_pairs(
+    home: Path, static_model: Path, tmp_path: Path
+) -> None:
+    en = tmp_path / "en.txt"
+    de = tmp_path / "de.txt"
+    en.write_text("the dog sleeps in the house\nmy friend reads a book\nthe city is big\n")
+    de.write_text("der hund schläft im haus\nmein freund liest ein buch\ndie stadt ist groß\n")
+    runner = CliRunner()
+    pairs = {}
+    vectors = {}
+    for flag in ("--no-encoder-process", "--encoder-process"):
+        where = str(home / flag)
+        result = runner.invoke(cli, ["-q", "--home", where, "init", "--model", str(static_model)])
+        assert result.exit_code == 0, result.output
+        for path, lang in ((en, "en"), (de, "de")):
+            args = ["-q", "--home", where, "ingest", str(path), "--lang", lang, flag]
+            result = runner.invoke(cli, args)
+            assert result.exit_code == 0, result.output
+        with bitextdb.open(where) as db:
+            pairs[flag] = [(r["src"], r["tgt"]) for r in iter_records(db, "de-en")]
+            vectors[flag] = db.index.retrieve("de", np.arange(1, 10))[1]
+    assert pairs["--encoder-process"] == pairs["--no-encoder-process"]
+    assert len(pairs["--no-encoder-process"]) == 3
+    assert np.allclose(vectors["--encoder-process"], vectors["--no-encoder-process"], atol=1e-6)
+
+
+def _refuse(texts: list[str]) -> None:  # runs in the child: importable, not local
+    raise ModelLoadError("the GPU went away")
+
+
+def test_a_failure_in_the_child_loses_nothing_stored(
+    home: Path, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's error reaches the caller; the rerun encodes what was left unindexed."""
+    lines = [f"sentence number {i} about a house" for i in range(20)]
+    path = tmp_path / "en.txt"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    with bitextdb.init(home, model=str(tiny_bert), dim=32, encoder_process=True) as db:
+        assert isinstance(db.encoder, EncoderProcess)
+        child = db.encoder._pool
+        monkeypatch.setattr(db.encoder, "submit", lambda texts: child.submit(_refuse, texts))
+        with pytest.raises(ModelLoadError, match="the GPU went away"):
+            db.ingest(path, "en", mine=False)
+        assert db.index.count("en") == 0
+        monkeypatch.undo()
+        report = db.ingest(path, "en", mine=False)["ingested"][0]
+        assert report["new"] == 0
+        assert db.index.count("en") == 20
+
+
+def test_several_devices_share_the_work_through_the_pool(tiny_bert: Path) -> None:
+    """``--device cuda:0,cuda:1`` takes this path; two CPU workers stand in for two GPUs."""
+    texts = [f"my friend reads book {i}" for i in range(200)]
+    pooled = Encoder(str(tiny_bert), device="cpu,cpu", batch_size=16)
+    try:
+        assert pooled.device == "cpu,cpu" and not pooled.pipelined
+        vectors = pooled.encode(texts)
+    finally:
+        pooled.close()
+    assert pooled._pool is None
+    expected = Encoder(str(tiny_bert), device="cpu", batch_size=16).encode(texts)
+    assert np.allclose(vectors, expected, atol=1e-6)
