@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import bitextdb
-from bitextdb.cli import cli
 from bitextdb.config import Settings
 from bitextdb.encoder import Encoder
 from bitextdb.encoder_process import EncoderProcess, wants_encoder_process
 from bitextdb.errors import ModelLoadError
-from bitextdb.export import iter_records
+from tests.cli_helpers import mine_small_corpus
 
 
 def test_the_child_gives_the_in_process_vectors(tiny_bert: Path) -> None:
@@ -72,26 +70,12 @@ def test_when_the_child_is_used(
     assert wants_encoder_process(settings) is expected
 
 
-def test_ingest_through_the_child_stores_the_same_pairs(
-    home: Path, static_model: Path, tmp_path: Path
-) -> None:
-    en = tmp_path / "en.txt"
-    de = tmp_path / "de.txt"
-    en.write_text("the dog sleeps in the house\nmy friend reads a book\nthe city is big\n")
-    de.write_text("der hund schläft im haus\nmein freund liest ein buch\ndie stadt ist groß\n")
-    runner = CliRunner()
+def test_ingest_through_the_child_stores_the_same_pairs(home: Path, static_model: Path) -> None:
     pairs = {}
     vectors = {}
     for flag in ("--no-encoder-process", "--encoder-process"):
-        where = str(home / flag)
-        result = runner.invoke(cli, ["-q", "--home", where, "init", "--model", str(static_model)])
-        assert result.exit_code == 0, result.output
-        for path, lang in ((en, "en"), (de, "de")):
-            args = ["-q", "--home", where, "ingest", str(path), "--lang", lang, flag]
-            result = runner.invoke(cli, args)
-            assert result.exit_code == 0, result.output
-        with bitextdb.open(where) as db:
-            pairs[flag] = [(r["src"], r["tgt"]) for r in iter_records(db, "de-en")]
+        pairs[flag] = mine_small_corpus(home / flag, static_model, flag)
+        with bitextdb.open(home / flag) as db:
             vectors[flag] = db.index.retrieve("de", np.arange(1, 10))[1]
     assert pairs["--encoder-process"] == pairs["--no-encoder-process"]
     assert len(pairs["--no-encoder-process"]) == 3

@@ -11,11 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import bitextdb
 from bitextdb.cli import cli
 from bitextdb.encoder import Encoder
 from bitextdb.errors import ConfigError, ModelLoadError
-from bitextdb.export import iter_records
+from tests.cli_helpers import mine_small_corpus
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
@@ -110,29 +109,15 @@ def test_onnx_refuses_a_gpu_and_unknown_backends(tiny_bert: Path) -> None:
         Encoder(str(tiny_bert), backend="openvino-int8")
 
 
-def test_cli_ingest_with_the_onnx_backends(home: Path, static_model: Path, tmp_path: Path) -> None:
+def test_cli_ingest_with_the_onnx_backends(home: Path, static_model: Path) -> None:
     """The same corpora through torch, ONNX Runtime and OpenVINO give the same pairs."""
-    en = tmp_path / "en.txt"
-    de = tmp_path / "de.txt"
-    en.write_text("the dog sleeps in the house\nmy friend reads a book\nthe city is big\n")
-    de.write_text("der hund schläft im haus\nmein freund liest ein buch\ndie stadt ist groß\n")
-    runner = CliRunner()
-    pairs = {}
-    for backend in ("torch", "onnx", "openvino"):
-        where = str(home / backend)
-        result = runner.invoke(cli, ["-q", "--home", where, "init", "--model", str(static_model)])
-        assert result.exit_code == 0, result.output
-        for path, lang in ((en, "en"), (de, "de")):
-            args = ["-q", "--home", where, "ingest", str(path), "--lang", lang]
-            result = runner.invoke(cli, [*args, "--backend", backend])
-            assert result.exit_code == 0, result.output
-        db = bitextdb.open(where)
-        try:
-            pairs[backend] = [(r["src"], r["tgt"]) for r in iter_records(db, "de-en")]
-        finally:
-            db.close()
+    pairs = {
+        backend: mine_small_corpus(home / backend, static_model, "--backend", backend)
+        for backend in ("torch", "onnx", "openvino")
+    }
     assert pairs["onnx"] == pairs["openvino"] == pairs["torch"] and len(pairs["torch"]) == 3
     assert list((home / "onnx" / "onnx").glob("*.onnx"))  # the export lives in the home
 
+    runner = CliRunner()
     result = runner.invoke(cli, ["--home", str(home / "onnx"), "config", "--backend", "tensorrt"])
     assert result.exit_code == 2 and "Traceback" not in result.output
