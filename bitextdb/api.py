@@ -98,8 +98,12 @@ class BitextDB:
                 encoder: TextEncoder = EncoderProcess(s.model, **options)
             else:
                 encoder = Encoder(s.model, **options)
+            try:
+                encoder.check_dimension(s.dim)
+            except BaseException:
+                encoder.close()  # a child process must not outlive the refusal
+                raise
             self._encoder = encoder
-            encoder.check_dimension(s.dim)
         return self._encoder
 
     def miner(self) -> Miner:

@@ -12,7 +12,7 @@ import bitextdb
 from bitextdb.config import Settings
 from bitextdb.encoder import Encoder
 from bitextdb.encoder_process import EncoderProcess, wants_encoder_process
-from bitextdb.errors import ModelLoadError
+from bitextdb.errors import ModelLoadError, ModelMismatchError
 from tests.cli_helpers import mine_small_corpus
 
 
@@ -118,3 +118,13 @@ def test_several_devices_share_the_work_through_the_pool(tiny_bert: Path) -> Non
     assert pooled._pool is None
     expected = Encoder(str(tiny_bert), device="cpu", batch_size=16).encode(texts)
     assert np.allclose(vectors, expected, atol=1e-6)
+
+
+def test_a_model_of_the_wrong_size_is_refused_every_time(home: Path, tiny_bert: Path) -> None:
+    import multiprocessing
+
+    with bitextdb.init(home, model=str(tiny_bert), dim=16, encoder_process=True) as db:
+        for _ in range(2):
+            with pytest.raises(ModelMismatchError, match="32-dimensional"):
+                db.encoder  # noqa: B018
+        assert not multiprocessing.active_children()  # the refused child was stopped
