@@ -16,9 +16,11 @@ from .config import (
     Locations,
     Settings,
     check_lang,
+    model_name,
     pair_name,
     parse_pair,
     resolve_locations,
+    same_model,
     write_locations_file,
 )
 from .db import Database, corpus, graph
@@ -352,7 +354,7 @@ def open(
         raise NotInitializedError(
             f"The database at {loc.describe()['db']} has no settings; run `bitextdb init`."
         )
-    if model is not None and model != settings.model:
+    if model is not None and not same_model(model, settings.model):
         raise ModelMismatchError(
             f"This database was built with {settings.model!r}, not {model!r}: vectors of two "
             "models cannot be compared. Use another --home for the other model."
@@ -398,7 +400,7 @@ def init(
         current = database.load_settings()
         if current is None:
             settings = Settings.from_dict({key: v for key, v in options.items() if v is not None})
-            settings.model = model or settings.model
+            settings.model = model_name(model) if model else settings.model
             settings.k = k or settings.k
             settings.validate()
             if dim:
@@ -413,6 +415,8 @@ def init(
                 settings.dim = encoder.dim
         else:
             settings = current
+            if model is not None and same_model(model, settings.model):
+                model = None  # the same folder, however it is written
             fixed = {"model": model, "dim": dim, "k": k} | {
                 key: v for key, v in options.items() if key not in Settings.MUTABLE
             }

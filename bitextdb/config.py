@@ -40,6 +40,18 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     return Path(chosen).expanduser().resolve() if chosen else default_home()
 
 
+def model_name(model: str) -> str:
+    """A model as a database records it: a local folder by its absolute path, so the home
+    works from any directory; a hub name as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names (as given or as recorded) name the same model."""
+    return a == b or model_name(a) == model_name(b)
+
+
 def check_lang(lang: str) -> str:
     """Validate a language code (ISO 639-1/3 with an optional region or script suffix)."""
     if not isinstance(lang, str) or len(lang) > 16 or not LANG_RE.match(lang):

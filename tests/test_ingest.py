@@ -448,6 +448,23 @@ def test_model_mismatch_and_repeated_init(
         assert db.settings.to_dict() == settings
 
 
+def test_a_model_folder_given_relatively_works_from_anywhere(
+    home: Path, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_lines(tmp_path / "en.txt", EN)
+    monkeypatch.chdir(tiny_bert.parent)
+    with bitextdb.init(home, model=tiny_bert.name) as db:
+        assert db.settings.model == str(tiny_bert.resolve())
+    monkeypatch.chdir(tmp_path)
+    with bitextdb.open(home, model=str(tiny_bert)) as db:  # written another way: the same
+        assert only(db.ingest(path, "en", mine=False))["encoded"] == 5
+    monkeypatch.chdir(tiny_bert.parent)
+    with bitextdb.init(home, model=f"./{tiny_bert.name}") as db:
+        assert db.settings.model == str(tiny_bert.resolve())
+    with pytest.raises(bitextdb.ModelMismatchError):
+        bitextdb.open(home, model="sentence-transformers/LaBSE")
+
+
 def test_open_before_init(home: Path) -> None:
     with pytest.raises(bitextdb.NotInitializedError, match="bitextdb init"):
         bitextdb.open(home)
