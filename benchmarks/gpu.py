@@ -6,7 +6,8 @@
    weights) on real sentences: tokenization alone; ``SentenceTransformer.encode`` at its
    default (fp32, batch 32) and in fp16 at several batch sizes; the bare fp16 forward pass
    over pre-tokenized, length-sorted batches already on the GPU (with achieved TFLOP/s);
-   bitextdb's pipelined encoder; and the whole bitextdb ingest (read, dedup, SQL, encode,
+   bitextdb's pipelined encoder (also at other token batch sizes and in bfloat16); and the
+   whole bitextdb ingest (read, dedup, SQL, encode,
    upsert), with the model in the ingesting process and in a child process of its own
    (the default on one GPU) — all in the same run.
 2. Bulk mining: the exact blocked kNN (``bitextdb.knn.BlockedKnn``: fp16 products, float64
@@ -173,6 +174,24 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
     sync()
     out["bitextdb_encoder_per_s"] = len(sentences) / (time.perf_counter() - t)
     log("bitextdb encoder", out["bitextdb_encoder_per_s"])
+
+    # where the encoder's operating point might be better: batch sizes in tokens, bfloat16
+    sub = sentences[: min(30_000, len(sentences))]
+    variants = [(f"t{size // 1024}k", size, torch.float16) for size in (16_384, 65_536, 131_072)]
+    for name, max_tokens, dtype in [*variants, ("bf16_t32k", 32_768, torch.bfloat16)]:
+        enc.max_tokens = max_tokens
+        if DEVICE != "cpu":  # a --dry-run keeps float32: half precision crawls on a CPU
+            enc.model.to(dtype)
+        try:
+            enc.encode(sub[:2048])
+            sync()
+            t = time.perf_counter()
+            enc.encode(sub)
+            sync()
+            out[f"bitextdb_encoder_{name}_per_s"] = len(sub) / (time.perf_counter() - t)
+        except RuntimeError as exc:  # out of memory, or a dtype this card lacks
+            out[f"bitextdb_encoder_{name}_error"] = str(exc)[:200]
+        log("bitextdb encoder", name, out.get(f"bitextdb_encoder_{name}_per_s"))
     del enc, st
     torch.cuda.empty_cache()
 
