@@ -3,7 +3,8 @@
 During an ingest the ingesting process is busy with SQL, hashing and vector upserts, all
 Python code that holds the interpreter lock. A GPU is fed by a Python thread too (the
 model's forward pass launches its kernels from Python), so when both share one process the
-GPU waits for the lock. Here the model lives in a child process (``spawn``, as CUDA needs)
+GPU can sit waiting for the lock (on an H200 the in-process ingest ran at half the encoder's
+own rate, benchmarks/README.md). Here the model lives in a child process (``spawn``, as CUDA needs)
 with its own interpreter: the parent sends sentences and gets unit vectors back.
 """
 
@@ -44,8 +45,8 @@ def _close() -> None:
 def wants_encoder_process(settings: Settings) -> bool:
     """Whether ingest should run the model in a child process: as set, else for one GPU.
 
-    Only a GPU gains: on the CPU the model's own threads already use every core, and the
-    child would only add its start-up time.
+    Meant for a GPU: on the CPU the model's own threads already use every core, and the
+    child would add its start-up time.
     """
     if settings.encoder_process is not None:
         return settings.encoder_process
