@@ -406,9 +406,11 @@ def init(
             if dim:
                 settings.dim = int(dim)
             else:
+                # only the dimension is wanted: on the CPU, so no GPU memory stays cached in
+                # this process beside the copy an encoder process would load
                 encoder = Encoder(
                     settings.model,
-                    device=settings.device,
+                    device="cpu",
                     revision=settings.revision,
                     trust_remote_code=settings.trust_remote_code,
                 )

@@ -13,7 +13,6 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,19 +67,16 @@ class VectorSource:
             return _checked_rows(self.rows, positions)
         return self.encoder().encode(texts)
 
-    def start(self, texts: list[str], positions: list[int]) -> Future[np.ndarray] | np.ndarray:
-        """The vectors, or a future of them when an encoder process computes them meanwhile."""
+    def start(self, texts: list[str], positions: list[int]) -> Callable[[], np.ndarray]:
+        """Begin on the vectors; call the result to get them. An encoder process works on
+        them meanwhile, so the caller can start the next batch before asking."""
         if self.rows is None:
             encoder = self.encoder()
             if isinstance(encoder, EncoderProcess):
-                return encoder.submit(texts)
-        return self.vectors(texts, positions)
-
-    def finish(self, started: Future[np.ndarray]) -> np.ndarray:
-        """The vectors a :meth:`start` future promised (an encoder process's errors mapped)."""
-        encoder = self.encoder()
-        assert isinstance(encoder, EncoderProcess)
-        return encoder.wait(started)
+                future = encoder.submit(texts)
+                return lambda: encoder.wait(future)
+        found = self.vectors(texts, positions)
+        return lambda: found
 
     def encoder(self) -> TextEncoder:
         if self._encoder is None:
@@ -179,7 +175,7 @@ class Ingestor:
         stages = [
             lambda batch: (batch, self._store_batch(lang, src, batch, vectors, report)),
             lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
-            lambda job: (job[0], self._write(lang, job[1], job[2], vectors, report)),
+            lambda job: (job[0], self._write(lang, job[1], job[2], report)),
         ]
         for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2):
             done += len(batch)
@@ -234,7 +230,7 @@ class Ingestor:
     @staticmethod
     def _vectors_for(
         todo: dict[int, tuple[str, int]], vectors: VectorSource
-    ) -> Future[np.ndarray] | np.ndarray | None:
+    ) -> Callable[[], np.ndarray] | None:
         if not todo:
             return None
         return vectors.start([t for t, _ in todo.values()], [p for _, p in todo.values()])
@@ -243,14 +239,11 @@ class Ingestor:
         self,
         lang: str,
         todo: dict[int, tuple[str, int]],
-        found: Future[np.ndarray] | np.ndarray | None,
-        vectors: VectorSource,
+        pending: Callable[[], np.ndarray] | None,
         report: IngestReport,
     ) -> None:
-        if isinstance(found, Future):
-            found = vectors.finish(found)
-        if found is not None:
-            self._index(lang, list(todo), found)
+        if pending is not None:
+            self._index(lang, list(todo), pending())
             report.encoded += len(todo)
 
     def _index(self, lang: str, ids: list[int], vectors: np.ndarray) -> None:
