@@ -52,6 +52,11 @@ def same_model(a: str, b: str) -> bool:
     return a == b or model_name(a) == model_name(b)
 
 
+def device_list(device: str | None) -> list[str]:
+    """The devices a ``--device`` value names: ``"cuda:0, cuda:1"`` gives two, none gives []."""
+    return [d.strip() for d in (device or "").split(",") if d.strip()]
+
+
 def check_lang(lang: str) -> str:
     """Validate a language code (ISO 639-1/3 with an optional region or script suffix)."""
     if not isinstance(lang, str) or len(lang) > 16 or not LANG_RE.match(lang):

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .config import BACKENDS
+from .config import BACKENDS, device_list
 from .errors import ConfigError, ModelLoadError, ModelMismatchError
 from .onnx_backend import OnnxModel
 
@@ -77,7 +77,7 @@ class Encoder:
         self.backend = backend
         self.batch_size = batch_size
         self.max_tokens = max_tokens
-        devices = [d.strip() for d in (device or "").split(",") if d.strip()]
+        devices = device_list(device)
         self.devices = devices if len(devices) > 1 else []
         single = None if self.devices else (devices[0] if devices else None)
         self.model = load_model(

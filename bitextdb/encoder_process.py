@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Settings
+from .config import Settings, device_list
 from .encoder import Encoder, require_dimension
 from .errors import ModelLoadError
 
@@ -52,12 +52,12 @@ def wants_encoder_process(settings: Settings) -> bool:
         return settings.encoder_process
     if settings.backend != "torch":
         return False
-    device = settings.device
-    if not device or device == "auto":
+    devices = [d for d in device_list(settings.device) if d != "auto"]
+    if not devices:
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device.startswith("cuda") and "," not in device
+        devices = ["cuda" if torch.cuda.is_available() else "cpu"]
+    return len(devices) == 1 and devices[0].startswith("cuda")
 
 
 class EncoderProcess:

@@ -57,6 +57,7 @@ def test_a_child_that_dies_is_reported(tiny_bert: Path) -> None:
         ("cuda", "torch", None, True),
         ("cuda:1", "torch", None, True),
         ("cuda:0,cuda:1", "torch", None, False),  # sentence-transformers' own pool
+        ("cuda:0, ", "torch", None, True),  # one device, however written
         ("cpu", "torch", None, False),
         ("cpu", "onnx", None, False),
         ("cpu", "torch", True, True),
