@@ -18,6 +18,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from bitextdb.errors import ModelMismatchError, StoreUnavailableError
 from bitextdb.vectors import EdgeIndex, ServerIndex, VectorIndex
+from bitextdb.vectors import edge as edge_module
 from bitextdb.vectors.server import is_transient
 from tests.reference import random_unit
 
@@ -372,4 +373,51 @@ def test_edge_mirror_appends_after_a_torn_append_stay_aligned(tmp_path: Path, to
     scanned = _scan_all(index, "en")
     assert sorted(scanned) == list(range(1, 31))
     assert all(np.allclose(scanned[i], vecs[i - 1]) for i in range(1, 31))
+    index.close()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_edge_bulk_retrieve_reads_the_mirror_and_agrees_with_the_shard(
+    tmp_path: Path, dtype: str
+) -> None:
+    n = edge_module.MIRROR_RETRIEVE + 200
+    index = EdgeIndex(tmp_path / "edge", vector_dtype=dtype)
+    index.ensure("en", 8)
+    vecs = random_unit(n, 8, 4)
+    index.upsert("en", np.arange(1, n + 1), vecs)
+    index.upsert("en", np.arange(1, 11), vecs[-10:])  # re-upserted: the last vector wins
+    index.delete("en", np.array([20, 21]))
+    rng = np.random.default_rng(5)
+    # unsorted, with ids asked twice, deleted ids and ids never stored
+    wanted = np.concatenate([rng.permutation(np.arange(1, n + 1)), [7, 7, 20, n + 50, 0]])
+    assert len(wanted) >= edge_module.MIRROR_RETRIEVE
+
+    def by_shard(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        step = edge_module.MIRROR_RETRIEVE - 1
+        parts = [index.retrieve("en", ids[i : i + step]) for i in range(0, len(ids), step)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    want_ids, want_vectors = by_shard(wanted)
+
+    class NoListRetrieve:  # the shard, minus the binding's slow list hand-over
+        def __init__(self, shard: object) -> None:
+            self.shard = shard
+
+        def __getattr__(self, name: str) -> object:
+            if name == "retrieve":
+                raise AssertionError("a bulk retrieve asked the shard")
+            return getattr(self.shard, name)
+
+    index._shards["en"] = NoListRetrieve(index._shards["en"])  # type: ignore[assignment]
+    got_ids, got_vectors = index.retrieve("en", wanted)
+    assert got_ids.tolist() == want_ids.tolist()
+    assert 20 not in got_ids and n + 50 not in got_ids and list(got_ids).count(7) == 3
+    assert got_vectors.dtype == np.float32
+    assert np.array_equal(got_vectors, want_vectors)
+    assert np.allclose(got_vectors[got_ids.tolist().index(3)], vecs[-8], atol=1e-3)
+
+    (tmp_path / "edge" / "en" / "mirror.ids").unlink()  # lost: rebuilt from the shard
+    again_ids, again_vectors = index.retrieve("en", wanted)
+    assert again_ids.tolist() == want_ids.tolist()
+    assert np.array_equal(again_vectors, want_vectors)
     index.close()

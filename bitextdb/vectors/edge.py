@@ -19,6 +19,7 @@ _CONFIG_FILE = "edge_config.json"
 
 
 PLAIN_LIMIT = 5_000  # points searched outside the HNSW graph before it is extended
+MIRROR_RETRIEVE = 1_024  # retrieves of at least this many ids read the mirror
 
 
 class EdgeIndex:
@@ -153,8 +154,17 @@ class EdgeIndex:
         return Mirror(self._dir(lang), dtype, self.dimension(lang) or 0)
 
     def retrieve(self, lang: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of ``ids`` (those that exist, in the order asked).
+
+        Many at once (a mining group) are read from the flat mirror, as scans are: the
+        binding hands vectors over as Python lists, which for 65k ids of dimension 256 took
+        longer and held hundreds of MB more than the search they fed. A few (a query) are
+        asked of the shard.
+        """
         shard = self._require(lang)
         wanted = as_ids(ids)
+        if len(wanted) >= MIRROR_RETRIEVE:
+            return self._retrieve_from_mirror(lang, shard, wanted)
         found: dict[int, list[float]] = {}
         for start in range(0, len(wanted), 4096):
             chunk = [int(i) for i in wanted[start : start + 4096]]
@@ -163,6 +173,17 @@ class EdgeIndex:
         kept = np.array([i for i in wanted if int(i) in found], dtype=np.int64)
         vectors = np.array([found[int(i)] for i in kept], dtype=np.float32)
         return kept, vectors.reshape(len(kept), -1)
+
+    def _retrieve_from_mirror(
+        self, lang: str, shard: qe.EdgeShard, wanted: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids, vectors = self._current_mirror(lang, shard)
+        if not len(ids):
+            return np.zeros(0, dtype=np.int64), np.zeros((0, vectors.shape[1]), np.float32)
+        order = np.argsort(ids)
+        rows = order[np.minimum(np.searchsorted(ids, wanted, sorter=order), len(ids) - 1)]
+        present = ids[rows] == wanted
+        return wanted[present], np.asarray(vectors[rows[present]], dtype=np.float32)
 
     def scan(self, lang: str, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every point, read from the shard's flat mirror (rebuilt from the shard if stale).
@@ -174,15 +195,20 @@ class EdgeIndex:
         shard = self._shard(lang)
         if shard is None:
             return
-        mirror = self._mirror(lang)
-        ids, vectors = mirror.load()
-        if len(ids) != self.count(lang):
-            ids, vectors = self._rebuild_mirror(lang, shard, mirror)
+        ids, vectors = self._current_mirror(lang, shard)
         for start in range(0, len(ids), batch_size):
             yield (
                 ids[start : start + batch_size],
                 np.asarray(vectors[start : start + batch_size], dtype=np.float32),
             )
+
+    def _current_mirror(self, lang: str, shard: qe.EdgeShard) -> tuple[np.ndarray, np.ndarray]:
+        """The mirror's ids and vectors, rebuilt from the shard if its count differs."""
+        mirror = self._mirror(lang)
+        ids, vectors = mirror.load()
+        if len(ids) != self.count(lang):
+            ids, vectors = self._rebuild_mirror(lang, shard, mirror)
+        return ids, vectors
 
     def _rebuild_mirror(
         self, lang: str, shard: qe.EdgeShard, mirror: Mirror
