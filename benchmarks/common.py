@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import platform
 import resource
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,12 +25,54 @@ def machine() -> str:
     return f"{platform.node()} | {cpu} | {torch.get_num_threads()} threads | {gpu}"
 
 
-def rss_mb() -> float:
-    """The current resident set size (Linux), in MB."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """A resident-memory figure of this process from /proc/self/status (Linux), in MB:
+    ``VmRSS`` (all), ``RssAnon`` (the process's own memory) or ``RssFile`` (mapped files,
+    page cache the kernel can take back)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class AnonPeak:
+    """The peak of ``RssAnon`` (which the kernel keeps no high-water mark of), sampled
+    every 0.1 s by a daemon thread; ``reset()`` starts a new phase."""
+
+    def __init__(self) -> None:
+        self.peak = rss_mb("RssAnon")
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb("RssAnon"))
+            time.sleep(0.1)
+
+    def reset(self) -> None:
+        self.peak = rss_mb("RssAnon")
+
+
+def join_memory_cgroup(limit_mb: int, name: str) -> None:
+    """Move this process into a new memory cgroup with a hard limit (root; cgroup v2 or
+    v1). Page cache counts against it too, so a run that fits is one whose own memory fits
+    and whose store pages the kernel could take back. Only what is allocated after the move
+    is charged (the start-up imports are not)."""
+    limit = str(limit_mb << 20)
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").is_file()
+    group = Path("/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/memory") / name
+    try:
+        group.mkdir(exist_ok=True)
+        if v2:
+            (group / "memory.max").write_text(limit)
+            (group / "memory.swap.max").write_text("0")
+        else:
+            (group / "memory.limit_in_bytes").write_text(limit)
+            memsw = group / "memory.memsw.limit_in_bytes"
+            if memsw.exists():
+                memsw.write_text(limit)
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError as exc:
+        raise SystemExit(f"Cannot set a memory limit here ({exc}); run as root on Linux.") from exc
 
 
 def peak_rss_mb() -> float:
@@ -41,6 +85,7 @@ def in_child(target, *args):  # type: ignore[no-untyped-def]
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=target, args=(*args, child))
     proc.start()
+    child.close()  # so that a child that dies ends recv() with EOFError
     result = parent.recv()
     proc.join()
     return result

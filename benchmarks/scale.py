@@ -5,9 +5,15 @@
 For each size N, in a fresh process: N injected vectors a side (planted pairs, generated a
 chunk at a time so the corpus itself never sits in memory) are ingested, then, up to
 ``--mine-limit``, mined in full (bulk scan) and grown by ``--add`` sentences a side, which
-are mined incrementally. Reports times, rates and the peak resident memory of each phase;
-ingest should grow linearly with N, memory should not, and the incremental mine should cost
-a small share of the first one.
+are mined incrementally. Reports times, rates and memory: the peak resident set (which includes the
+stores' mapped files, page cache the kernel can take back) and the peak of the process's own
+anonymous memory. Ingest should grow linearly with N, memory should not, and the incremental
+mine should cost a small share of the first one.
+
+``--allocators tuned glibc`` runs each size with the allocator settings the command line
+applies (``bitextdb.tune_allocator``) and with glibc's defaults. ``--memory-limit-mb`` runs
+each size in a memory cgroup with that hard limit (root), page cache included: a run that
+finishes shows what the store really needs, whatever the resident set grows to.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import in_child, machine, unit
+from common import AnonPeak, in_child, join_memory_cgroup, machine, rss_mb, unit
 
 import bitextdb
 
@@ -53,12 +59,20 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def one_size(home: str, n: int, dim: int, add: int, mine: bool, conn) -> None:  # type: ignore[no-untyped-def]
-    out: dict[str, float] = {"n": n, "dim": dim}
+def one_size(  # type: ignore[no-untyped-def]
+    home: str, n: int, dim: int, add: int, mine: bool, allocator: str, limit_mb: int, conn
+) -> None:
+    if limit_mb:
+        join_memory_cgroup(limit_mb, f"bitextdb-scale-{n}")
+    if allocator == "tuned":
+        bitextdb.tune_allocator()
+    out: dict[str, float] = {"n": n, "dim": dim, "allocator": allocator}  # type: ignore[dict-item]
+    anon = AnonPeak()
     bitextdb.init(home, model="synthetic", dim=dim).close()
     db = bitextdb.open(home)
     try:
         out["open_rss_mb"] = peak_mb()
+        out["open_anon_mb"] = rss_mb("RssAnon")
         started = time.perf_counter()
         for lang in ("xa", "xb"):
             for texts, vectors in chunks(lang, 0, n, dim):
@@ -66,11 +80,15 @@ def one_size(home: str, n: int, dim: int, add: int, mine: bool, conn) -> None:  
         out["ingest_s"] = time.perf_counter() - started
         out["ingest_per_s"] = 2 * n / out["ingest_s"]
         out["ingest_peak_rss_mb"] = peak_mb()
+        out["ingest_peak_anon_mb"] = anon.peak
+        out["ingest_end_file_mb"] = rss_mb("RssFile")
         if mine:
+            anon.reset()
             started = time.perf_counter()
             db.mine()
             out["first_mine_s"] = time.perf_counter() - started
             out["mine_peak_rss_mb"] = peak_mb()
+            out["mine_peak_anon_mb"] = anon.peak
             for lang in ("xa", "xb"):
                 for texts, vectors in chunks(lang, n, n + add, dim):
                     db.ingest_embeddings(lang, texts, vectors, mine=False)
@@ -86,33 +104,50 @@ def one_size(home: str, n: int, dim: int, add: int, mine: bool, conn) -> None:  
     conn.send(out)
 
 
+def summary(r: dict, add: int) -> str:
+    line = (
+        f"N={r['n']:>9,} a side, {r['allocator']} allocator: ingest {r['ingest_s']:7.1f} s"
+        f" ({r['ingest_per_s']:6.0f}/s), peak RSS {r['ingest_peak_rss_mb']:6.0f} MB"
+        f" (anonymous: {r['open_anon_mb']:.0f} MB open, peak {r['ingest_peak_anon_mb']:.0f} MB;"
+        f" mapped files at the end {r['ingest_end_file_mb']:.0f} MB)"
+    )
+    if "first_mine_s" in r:
+        line += (
+            f"; first mine {r['first_mine_s']:7.1f} s (peak RSS {r['mine_peak_rss_mb']:.0f} MB,"
+            f" anonymous {r['mine_peak_anon_mb']:.0f} MB); +{add} a side via {r['add_path']}"
+            f" {r['add_mine_s']:.2f} s = {100 * r['add_share']:.2f} %"
+        )
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--add", type=int, default=1_000, help="sentences a side added")
     parser.add_argument("--mine-limit", type=int, default=100_000)
+    parser.add_argument("--allocators", nargs="+", choices=["tuned", "glibc"], default=["tuned"])
+    parser.add_argument("--memory-limit-mb", type=int, default=0, help="cgroup limit (root)")
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     results = []
     for n in args.sizes:
-        root = Path(tempfile.mkdtemp(prefix="bitextdb-scale-"))
-        try:
-            r = in_child(one_size, str(root / "home"), n, args.dim, args.add, n <= args.mine_limit)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        results.append(r)
-        line = (
-            f"N={n:>9,} a side: ingest {r['ingest_s']:7.1f} s ({r['ingest_per_s']:6.0f}/s),"
-            f" peak RSS {r['ingest_peak_rss_mb']:6.0f} MB"
-        )
-        if "first_mine_s" in r:
-            line += (
-                f"; first mine {r['first_mine_s']:7.1f} s (peak {r['mine_peak_rss_mb']:.0f} MB);"
-                f" +{args.add} a side via {r['add_path']} {r['add_mine_s']:.2f} s"
-                f" = {100 * r['add_share']:.2f} %"
-            )
-        print(line, flush=True)
+        for allocator in args.allocators:
+            root = Path(tempfile.mkdtemp(prefix="bitextdb-scale-"))
+            home = str(root / "home")
+            try:
+                r = in_child(
+                    one_size,
+                    *(home, n, args.dim, args.add, n <= args.mine_limit),
+                    *(allocator, args.memory_limit_mb),
+                )
+            except EOFError:  # the child died: killed at the memory limit, or a crash
+                print(f"N={n:>9,} a side, {allocator} allocator: the run was killed", flush=True)
+                continue
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+            results.append(r)
+            print(summary(r, args.add), flush=True)
     print(json.dumps(results))
 
 

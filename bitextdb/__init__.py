@@ -1,5 +1,6 @@
 """bitextdb: persistent, incremental margin-based mining of parallel sentences."""
 
+from .allocator import tune_allocator
 from .api import BitextDB, init, open
 from .config import Settings
 from .errors import (
@@ -29,4 +30,5 @@ __all__ = [
     "__version__",
     "init",
     "open",
+    "tune_allocator",
 ]

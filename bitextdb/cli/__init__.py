@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import api
+from ..allocator import tune_allocator
 from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX
 from ..errors import BitextDBError
 from ..progress import ProgressBars
@@ -134,6 +135,7 @@ def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 def cli(ctx: click.Context, **options: Any) -> None:
     """Mine parallel sentences incrementally: ingest corpora, mine pairs, export them."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    tune_allocator()
     ctx.obj = Context(options)
 
 
