@@ -1,4 +1,4 @@
-"""glibc allocator settings that keep a long run's heap from growing with the corpus."""
+"""The glibc arena cap that keeps a long run's heap from growing with the corpus."""
 
 from __future__ import annotations
 
@@ -17,26 +17,29 @@ from bitextdb.cli import cli
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="needs glibc")
 
-# Frees an 8 MiB block (by default glibc then serves blocks up to that size from its heaps),
-# then counts the separate mappings a held 2 MiB block takes: 1 when it is mapped on its own.
+# Eight threads allocate at once (each would get a heap arena of its own), then glibc's
+# malloc_stats() lists the arenas on stderr.
 PROBE = """
-import ctypes, json, sys
+import ctypes, json, sys, threading
 from bitextdb.allocator import tune_allocator
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in (
-        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split())]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
 applied = tune_allocator() if sys.argv[1] == "tuned" else {}
-big = bytearray(8 << 20)
-del big
-before = libc.mallinfo2().hblks
-held = bytearray(2 << 20)
-print(json.dumps({"applied": applied, "mapped": libc.mallinfo2().hblks - before}))
+barrier = threading.Barrier(8)
+def work():
+    barrier.wait()
+    held = [bytearray(64_000) for _ in range(50)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(applied), flush=True)
+ctypes.CDLL(None).malloc_stats()
 """
 
 
-def probe(mode: str, **env: str) -> dict:
+def probe(mode: str, **env: str) -> tuple[dict, int]:
+    """What ``tune_allocator`` applied, and how many heap arenas the process ended with."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **env},
@@ -44,26 +47,24 @@ def probe(mode: str, **env: str) -> dict:
         text=True,
         check=True,
     )
-    return json.loads(out.stdout)
+    arenas = sum(line.startswith("Arena ") for line in out.stderr.splitlines())
+    return json.loads(out.stdout), arenas
 
 
 @glibc_only
-def test_tuned_heap_maps_batch_sized_blocks_on_their_own() -> None:
-    untuned = probe("default")
-    tuned = probe("tuned")
-    assert untuned["mapped"] == 0  # glibc's default: served from the heap after a larger free
-    assert tuned["mapped"] == 1
-    assert tuned["applied"] == {
-        "MALLOC_ARENA_MAX": allocator.ARENA_MAX,
-        "MALLOC_MMAP_THRESHOLD_": allocator.MMAP_THRESHOLD,
-    }
+def test_tuned_process_keeps_two_arenas_however_many_threads_allocate() -> None:
+    _, untuned = probe("default")
+    applied, tuned = probe("tuned")
+    assert untuned > allocator.ARENA_MAX  # glibc's default: an arena per allocating thread
+    assert tuned == allocator.ARENA_MAX
+    assert applied == {"MALLOC_ARENA_MAX": allocator.ARENA_MAX}
 
 
 @glibc_only
-def test_environment_settings_win() -> None:
-    tuned = probe("tuned", MALLOC_MMAP_THRESHOLD_="33554432")
-    assert tuned["applied"] == {"MALLOC_ARENA_MAX": allocator.ARENA_MAX}
-    assert tuned["mapped"] == 0  # the user's 32 MiB threshold, not ours
+def test_environment_setting_wins() -> None:
+    applied, arenas = probe("tuned", MALLOC_ARENA_MAX="4")
+    assert applied == {}
+    assert arenas == 4
 
 
 def test_command_line_tunes_the_allocator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
