@@ -3,8 +3,9 @@
 glibc gives every thread that allocates a heap arena of its own (up to eight per core), and
 ingest's stages run in threads: each arena keeps the freed space of the batches that passed
 through it, so a long run's memory climbs with the data it has seen though the pipeline only
-ever holds a few batches. Capping the arenas at two halved the anonymous memory of a
-1M-a-side ingest in ``benchmarks/scale.py`` at the same speed.
+ever holds a few batches. Capping the arenas at two cut the anonymous memory a 1M-a-side
+ingest adds by a third (696 MB against 1,078 MB in ``benchmarks/scale.py``), at the same
+speed.
 
 Not done, though it saved a little more memory: a fixed ``M_MMAP_THRESHOLD`` (mapping every
 large block on its own) made torch's CPU encoding 30 % slower, every activation tensor then
