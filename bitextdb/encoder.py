@@ -7,7 +7,7 @@ import os
 import queue
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +36,11 @@ class TextEncoder(Protocol):
     device: str
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def start(self, texts: Sequence[str]) -> Callable[[], np.ndarray]:
+        """Begin encoding ``texts``; call the result for the vectors (an encoder that works
+        apart, in a child process, goes on meanwhile; one in process has them ready)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -211,6 +216,11 @@ class Encoder:
                     for key, value in features.items()
                 },
             )
+
+    def start(self, texts: Sequence[str]) -> Callable[[], np.ndarray]:
+        """:meth:`encode` now (this process does the work); the result hands the vectors over."""
+        vectors = self.encode(texts)
+        return lambda: vectors
 
     def check_dimension(self, expected: int) -> None:
         require_dimension(self.name, self.dim, expected)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -89,6 +89,11 @@ class EncoderProcess:
         if self._pool is None:
             raise ModelLoadError("The encoder process was closed.")
         return self._pool.submit(_encode, list(texts))
+
+    def start(self, texts: Sequence[str]) -> Callable[[], np.ndarray]:
+        """Queue ``texts`` in the child; the result waits for their vectors."""
+        future = self.submit(texts)
+        return lambda: self.wait(future)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit float32 vectors for ``texts`` (n x dim), in order."""

@@ -22,7 +22,6 @@ import numpy as np
 from .config import Settings, check_lang
 from .db import Database, corpus
 from .encoder import TextEncoder, normalize_rows
-from .encoder_process import EncoderProcess
 from .errors import InputError, ModelLoadError, ModelMismatchError
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, text_hash
@@ -71,10 +70,7 @@ class VectorSource:
         """Begin on the vectors; call the result to get them. An encoder process works on
         them meanwhile, so the caller can start the next batch before asking."""
         if self.rows is None:
-            encoder = self.encoder()
-            if isinstance(encoder, EncoderProcess):
-                future = encoder.submit(texts)
-                return lambda: encoder.wait(future)
+            return self.encoder().start(texts)
         found = self.vectors(texts, positions)
         return lambda: found
 
