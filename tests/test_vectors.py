@@ -339,6 +339,9 @@ def test_edge_scan_equals_retrieve_through_the_mirror(tmp_path: Path, dtype: str
     ids, stored = index.retrieve("en", np.arange(1, 31))
     assert sorted(scanned) == list(range(1, 31))
     assert all((scanned[int(i)] == v).all() for i, v in zip(ids, stored))
+    # the older rows were dropped once, so the mirror maps again rather than copies
+    assert (tmp_path / "edge" / "en" / "mirror.ids").stat().st_size == 30 * 8
+    assert isinstance(index._mirror("en").load()[1], np.memmap)
     index.delete("en", np.array([3, 4]))
     assert sorted(_scan_all(index, "en")) == [i for i in range(1, 31) if i not in (3, 4)]
     index.close()
