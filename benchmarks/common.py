@@ -52,6 +52,12 @@ class AnonPeak:
         self.peak = rss_mb("RssAnon")
 
 
+def memory_cgroup(name: str) -> Path:
+    """Where :func:`join_memory_cgroup` makes its group (cgroup v2, else v1's memory tree)."""
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").is_file()
+    return Path("/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/memory") / name
+
+
 def join_memory_cgroup(limit_mb: int, name: str) -> None:
     """Move this process into a new memory cgroup with a hard limit (root; cgroup v2 or
     v1). Page cache counts against it too, so a run that fits is one whose own memory fits
@@ -59,7 +65,7 @@ def join_memory_cgroup(limit_mb: int, name: str) -> None:
     is charged (the start-up imports are not)."""
     limit = str(limit_mb << 20)
     v2 = Path("/sys/fs/cgroup/cgroup.controllers").is_file()
-    group = Path("/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/memory") / name
+    group = memory_cgroup(name)
     try:
         group.mkdir(exist_ok=True)
         if v2:
@@ -80,13 +86,18 @@ def peak_rss_mb() -> float:
 
 
 def in_child(target, *args):  # type: ignore[no-untyped-def]
-    """Run ``target(*args, conn)`` in a fresh (spawned) process; return what it sends."""
+    """Run ``target(*args, conn)`` in a fresh (spawned) process; return what it sends.
+    A child that ends without sending raises ``ChildProcessError`` (-9: killed)."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=target, args=(*args, child))
     proc.start()
     child.close()  # so that a child that dies ends recv() with EOFError
-    result = parent.recv()
+    try:
+        result = parent.recv()
+    except EOFError:
+        proc.join()
+        raise ChildProcessError(f"exit code {proc.exitcode}") from None
     proc.join()
     return result
 

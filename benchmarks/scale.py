@@ -19,6 +19,7 @@ finishes shows what the store really needs, whatever the resident set grows to.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import shutil
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import AnonPeak, in_child, join_memory_cgroup, machine, rss_mb, unit
+from common import AnonPeak, in_child, join_memory_cgroup, machine, memory_cgroup, rss_mb, unit
 
 import bitextdb
 
@@ -141,11 +142,14 @@ def main() -> None:
                     *(home, n, args.dim, args.add, n <= args.mine_limit),
                     *(allocator, args.memory_limit_mb),
                 )
-            except EOFError:  # the child died: killed at the memory limit, or a crash
-                print(f"N={n:>9,} a side, {allocator} allocator: the run was killed", flush=True)
+            except ChildProcessError as exc:  # killed at the memory limit, or a crash
+                print(f"N={n:>9,} a side, {allocator} allocator: no result ({exc})", flush=True)
                 continue
             finally:
                 shutil.rmtree(root, ignore_errors=True)
+                if args.memory_limit_mb:  # empty once its process is gone
+                    with contextlib.suppress(OSError):
+                        memory_cgroup(f"bitextdb-scale-{n}").rmdir()
             results.append(r)
             print(summary(r, args.add), flush=True)
     print(json.dumps(results))
