@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -16,6 +17,14 @@ import numpy as np
 from .config import BACKENDS, device_list
 from .errors import ConfigError, ModelLoadError, ModelMismatchError
 from .onnx_backend import OnnxModel
+from .tokens import (
+    DirectTokenizer,
+    direct_tokenizer,
+    max_length,
+    pad_to_multiple,
+    preprocessor,
+    round_up,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,10 @@ class Encoder:
     On CUDA the model runs in float16 and ``encode`` is a pipeline: sentences are sorted by
     length and cut into batches of about ``max_tokens`` padded tokens; a worker thread
     tokenizes the next batches into pinned memory while the GPU runs the current one, and
-    results stay on the GPU until the whole call is done. Several devices
+    results stay on the GPU until the whole call is done. Batches are padded to a multiple of
+    ``pad_multiple`` tokens, so their shapes repeat, and attention avoids cuDNN's kernel
+    (``attention_backends``): both because a new batch shape is slow the first time it is
+    seen (see :data:`ENCODE_ATTENTION`). Several devices
     (``device="cuda:0,cuda:1"``) use sentence-transformers' multi-process pool. Elsewhere
     ``SentenceTransformer.encode`` does the work, or, with ``backend="onnx"`` (or
     ``"onnx-int8"``), ONNX Runtime on the CPU, or with ``backend="openvino"``, OpenVINO
@@ -82,6 +94,8 @@ class Encoder:
         self.backend = backend
         self.batch_size = batch_size
         self.max_tokens = max_tokens
+        self.pad_multiple = PAD_MULTIPLE
+        self.attention_backends: tuple[str, ...] | None = ENCODE_ATTENTION
         devices = device_list(device)
         self.devices = devices if len(devices) > 1 else []
         single = None if self.devices else (devices[0] if devices else None)
@@ -120,6 +134,7 @@ class Encoder:
             get_dim = self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self._pool: dict[str, Any] | None = None
+        self._direct: DirectTokenizer | bool | None = None  # False: the model has none
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit float32 vectors for ``texts`` (n x dim), in order."""
@@ -157,12 +172,15 @@ class Encoder:
         Sorting by the real token count keeps padding small (a batch is padded to its
         longest sentence); the counts come from one fast, parallel tokenizer pass.
         """
-        lengths = self.token_lengths(texts)
+        return self.batches_by_length(self.token_lengths(texts))
+
+    def batches_by_length(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """:meth:`token_batches` for texts of ``lengths`` tokens."""
         order = np.argsort(-lengths, kind="stable")
         batches: list[np.ndarray] = []
         start = 0
         while start < len(order):
-            longest = max(1, int(lengths[order[start]]))
+            longest = round_up(max(1, int(lengths[order[start]])), self.pad_multiple)
             size = max(1, self.max_tokens // longest)
             batches.append(order[start : start + size])
             start += size
@@ -170,7 +188,7 @@ class Encoder:
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens per text (special tokens included, capped at the maximum length)."""
-        limit = int(getattr(self.model, "max_seq_length", 512) or 512)
+        limit = max_length(self.model)
         tokenizer = getattr(self.model, "tokenizer", None)
         if tokenizer is None or not callable(tokenizer):  # estimate: ~3 characters a token
             return np.minimum(np.array([len(t) for t in texts]) // 3 + 2, limit)
@@ -189,8 +207,8 @@ class Encoder:
 
         device = self.model.device
         results: list[tuple[np.ndarray, Any]] = []
-        with torch.inference_mode():
-            for idx, features in _prefetch(self._features(texts), depth=4):
+        with torch.inference_mode(), attention_kernels(self.attention_backends):
+            for idx, features in _prefetch(self._batch_features(texts), depth=4):
                 features = {
                     key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
                     for key, value in features.items()
@@ -202,13 +220,42 @@ class Encoder:
                 out[idx] = embedding.cpu().numpy()
         return out
 
+    def _batch_features(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+        """Batches of ``texts`` and their model input, in pinned memory on a CUDA machine:
+        tokenized once by the model's fast tokenizer where that gives exactly what the
+        model's ``preprocess`` does (:mod:`bitextdb.tokens`), batch by batch otherwise."""
+        import torch
+
+        if self._direct is None:
+            self._direct = direct_tokenizer(self.model) or False
+        direct = self._direct
+        if not direct or not direct.agrees(_probe(texts)):
+            return self._features(texts)
+        tokens = direct.token_ids(texts)
+        pin = torch.cuda.is_available()
+        return (
+            (
+                idx,
+                {
+                    key: value.pin_memory() if pin and torch.is_tensor(value) else value
+                    for key, value in direct.features(tokens, idx, self.pad_multiple).items()
+                },
+            )
+            for idx in self.batches_by_length(tokens.lengths)
+        )
+
     def _features(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         import torch
 
         pin = torch.cuda.is_available()
         prepare = preprocessor(self.model)
+        tokenizer = getattr(self.model, "tokenizer", None)
+        pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+        left = getattr(tokenizer, "padding_side", "right") == "left"
         for idx in self.token_batches(texts):
-            features = prepare([texts[i] for i in idx])
+            features = pad_to_multiple(
+                prepare([texts[i] for i in idx]), self.pad_multiple, pad_id, left=left
+            )
             yield (
                 idx,
                 {
@@ -226,6 +273,28 @@ class Encoder:
         require_dimension(self.name, self.dim, expected)
 
 
+PAD_MULTIPLE = 8
+"""Pipelined batches are padded to a multiple of this many tokens (and sized to match), so a
+long ingest sees a few dozen batch shapes, not hundreds."""
+
+ENCODE_ATTENTION: tuple[str, ...] | None = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+"""The scaled-dot-product attention kernels the pipeline lets torch choose from: all but
+cuDNN's, which builds an execution plan for every new batch shape. On an H200 that made the
+first pass over 60,000 sentences 3.5x slower than the second (benchmarks/README.md, GPU)."""
+
+
+def attention_kernels(backends: Sequence[str] | None) -> Any:
+    """A context that restricts torch's attention kernels to ``backends`` (names of
+    ``torch.nn.attention.SDPBackend``); no restriction for ``None`` or an older torch."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - torch < 2.3
+        return contextlib.nullcontext()
+    if not backends:
+        return contextlib.nullcontext()
+    return sdpa_kernel([getattr(SDPBackend, name) for name in backends])
+
+
 def require_dimension(model: str, dim: int, expected: int) -> None:
     """Refuse a model whose vectors are not the database's ``expected`` size (0: not known)."""
     if expected and dim != expected:
@@ -233,6 +302,12 @@ def require_dimension(model: str, dim: int, expected: int) -> None:
             f"The model {model} makes {dim}-dimensional vectors but the database "
             f"holds {expected}-dimensional ones."
         )
+
+
+def _probe(texts: Sequence[str], size: int = 4) -> list[str]:
+    """A few of ``texts`` to check a tokenizer on: the first ones and the longest ones."""
+    longest = np.argsort([len(text) for text in texts])[-size:]
+    return list(texts[:size]) + [texts[i] for i in longest]
 
 
 def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
@@ -302,11 +377,6 @@ def load_model(  # type: ignore[no-untyped-def]
             "downloaded from here); pass a local sentence-transformers model folder with "
             "--model PATH."
         ) from exc
-
-
-def preprocessor(model: Any) -> Any:
-    """The model's tokenizing step: ``preprocess`` (``tokenize`` before sentence-transformers 6)."""
-    return getattr(model, "preprocess", None) or model.tokenize
 
 
 def model_fingerprint(model: str) -> list[tuple[str, int, int]]:

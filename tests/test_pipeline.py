@@ -11,6 +11,7 @@ import pytest
 
 from bitextdb.encoder import Encoder, _prefetch
 from bitextdb.pipeline import run_stages
+from bitextdb.tokens import pad_to_multiple, round_up
 
 
 def test_stages_keep_order_and_overlap() -> None:
@@ -77,7 +78,47 @@ def test_token_batches_cover_every_text_once_longest_first(tiny_bert: Path) -> N
     ordered = [int(tokens[i]) for i in flat]
     assert ordered == sorted(ordered, reverse=True)
     for batch in batches:  # a batch holds about max_tokens padded tokens, at least one text
-        assert len(batch) == 1 or len(batch) * max(tokens[batch]) <= encoder.max_tokens
+        padded = round_up(int(max(tokens[batch])), encoder.pad_multiple)
+        assert len(batch) == 1 or len(batch) * padded <= encoder.max_tokens
+
+
+def test_pipelined_batches_repeat_their_shapes(tiny_bert: Path) -> None:
+    """Lengths padded to a multiple of 8 and batches sized from the padded length: a corpus
+    of many lengths gives few distinct (batch, length) shapes, each new one costing the GPU
+    a slow first run."""
+    encoder = Encoder(str(tiny_bert), device="cpu")
+    encoder.max_tokens = 256
+    texts = ["word " * (n % 61 + 1) for n in range(600)]
+
+    def shapes() -> set[tuple[int, ...]]:
+        return {tuple(f["input_ids"].shape) for _, f in encoder._batch_features(texts)}
+
+    padded = shapes()
+    assert all(length % 8 == 0 for _, length in padded)
+    encoder.pad_multiple = 1
+    exact = shapes()
+    assert len(padded) <= len(exact) // 4  # 63 lengths: 63 shapes and more, or 8 buckets
+    assert len(padded) <= 2 * 8
+
+
+def test_pad_to_multiple_pads_ids_with_the_pad_id_and_masks_with_zero() -> None:
+    torch = pytest.importorskip("torch")
+    features = {
+        "input_ids": torch.tensor([[101, 7, 102], [101, 102, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
+        "token_type_ids": torch.zeros(2, 3, dtype=torch.long),
+        "prompt_length": 0,
+    }
+    right = pad_to_multiple(features, 4, pad_id=5)
+    assert right["input_ids"].tolist() == [[101, 7, 102, 5], [101, 102, 0, 5]]
+    assert right["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
+    assert right["token_type_ids"].shape == (2, 4) and right["prompt_length"] == 0
+    left = pad_to_multiple(features, 4, pad_id=5, left=True)
+    assert left["input_ids"].tolist() == [[5, 101, 7, 102], [5, 101, 102, 0]]
+    assert left["attention_mask"].tolist() == [[0, 1, 1, 1], [0, 1, 1, 0]]
+    assert pad_to_multiple(features, 3, pad_id=5) is features  # already a multiple
+    assert pad_to_multiple(features, 1, pad_id=5) is features
+    assert [round_up(v, 8) for v in (1, 8, 9, 16)] == [8, 8, 16, 16] and round_up(5, 1) == 5
 
 
 def test_pipelined_encoding_equals_plain_encoding(tiny_bert: Path) -> None:
@@ -88,3 +129,5 @@ def test_pipelined_encoding_equals_plain_encoding(tiny_bert: Path) -> None:
     encoder.max_tokens = 64
     piped = encoder._encode_pipelined(texts)
     assert np.allclose(plain, piped, atol=1e-5)
+    encoder.pad_multiple, encoder.attention_backends = 1, None  # unpadded, any kernel
+    assert np.allclose(encoder._encode_pipelined(texts), piped, atol=1e-5)

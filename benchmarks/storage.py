@@ -1,0 +1,124 @@
+"""The storage stages of an ingest alone: what a GPU ingest leaves to the CPU. Run by hand:
+
+    .venv/bin/python benchmarks/storage.py [--sentences .gpu/sentences.txt] [--dim 768]
+
+Ingests a text file through the whole pipeline (read, normalise, dedup, SQL, upsert into
+Qdrant Edge, mark indexed) with an encoder that hands back ready vectors at once, so the
+rate is the ceiling any model's ingest can reach on this machine. Prints the rate and each
+stage's own CPU time (thread time, so waits for the interpreter lock are not counted), the
+sum of which, when one core's worth of Python does it all, bounds the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine  # noqa: E402
+
+import bitextdb  # noqa: E402
+import bitextdb.db.corpus as corpus  # noqa: E402
+import bitextdb.ingest as ingest  # noqa: E402
+from bitextdb.vectors.edge import EdgeIndex  # noqa: E402
+from tests.models import LEXICON, build_tiny_bert  # noqa: E402
+
+THREAD_TIME: collections.Counter[str] = collections.Counter()
+
+
+def timed(owner: Any, name: str, label: str) -> None:
+    """Add ``owner.name``'s thread time to ``THREAD_TIME[label]`` on every call."""
+    original: Callable[..., Any] = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            THREAD_TIME[label] += time.thread_time() - started
+
+    setattr(owner, name, wrapper)
+
+
+class InstantEncoder:
+    """Unit vectors of the database's size, ready at once (a stand-in for a fast GPU)."""
+
+    def __init__(self, name: str, dim: int) -> None:
+        self.name, self.dim, self.device = name, dim, "cpu"
+        rng = np.random.default_rng(0)
+        pool = rng.standard_normal((8192, dim)).astype(np.float32)
+        self.pool = pool / np.linalg.norm(pool, axis=1, keepdims=True)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        rows = np.arange(len(texts)) % len(self.pool)
+        return self.pool[rows]
+
+    def start(self, texts: Sequence[str]) -> Callable[[], np.ndarray]:
+        vectors = self.encode(texts)
+        return lambda: vectors
+
+    def close(self) -> None:
+        pass
+
+    def check_dimension(self, expected: int) -> None:
+        pass
+
+
+def sentences(path: str | None, size: int) -> list[str]:
+    """The file's first ``size`` lines, or synthetic sentences from the test lexicon."""
+    if path:
+        return Path(path).read_text(encoding="utf-8").splitlines()[:size]
+    rng = np.random.default_rng(1)
+    words = [w for group in LEXICON for w in group]
+    return [" ".join(rng.choice(words, size=rng.integers(6, 30))) + f" {i}" for i in range(size)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sentences", help="a text file, one sentence a line")
+    parser.add_argument("--size", type=int, default=60_000)
+    parser.add_argument("--dim", type=int, default=768)
+    args = parser.parse_args()
+    print(machine())
+    work = Path(tempfile.mkdtemp(prefix="bitextdb-storage-"))
+    try:
+        lines = sentences(args.sentences, args.size)
+        text = work / "corpus.txt"
+        text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        model = build_tiny_bert(work / "model", dim=args.dim)
+        db = bitextdb.init(work / "home", model=str(model), device="cpu")
+        db._encoder = InstantEncoder(str(model), args.dim)  # type: ignore[assignment]
+        for name in ("known", "add_sentences", "add_occurrences", "mark_indexed"):
+            timed(corpus, name, f"sql: {name}")
+        timed(ingest, "text_hash", "hashing")
+        timed(EdgeIndex, "upsert", "qdrant edge upsert (with the mirror)")
+        started, cpu = time.perf_counter(), time.process_time()
+        result = db.ingest(str(text), "en", mine=False)
+        took, cpu = time.perf_counter() - started, time.process_time() - cpu
+        db.close()
+        new = result["ingested"][0]["new"]
+        print(f"{len(lines):,} lines, {new:,} new sentences of dim {args.dim}")
+        print(f"ingest with ready vectors: {took:.2f} s = {new / took:,.0f} sentences/s")
+        print(f"process CPU time: {cpu:.2f} s ({cpu / took:.2f} cores busy on average)")
+        for label, seconds in THREAD_TIME.most_common():
+            print(f"  {label:42s} {seconds:6.2f} s thread time")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
