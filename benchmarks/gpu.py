@@ -162,12 +162,7 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
     seq = padded / len(sentences)
     for name in ("bare_fp16_forward_first_pass", "bare_fp16_forward"):
         with torch.inference_mode():
-            sync()
-            t = time.perf_counter()
-            for f in batches:
-                enc.model(dict(f))
-            sync()
-            bare = time.perf_counter() - t
+            bare = forward_seconds(enc.model, batches)
         out[f"{name}_per_s"] = len(sentences) / bare
         out[f"{name}_tflops"] = padded * flops_per_token(seq) / bare / 1e12
         log(name, out[f"{name}_per_s"], out[f"{name}_tflops"])
@@ -176,12 +171,7 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
     with torch.inference_mode(), attention_kernels(ENCODE_ATTENTION):
         for f in batches[:3]:  # the encoder's attention kernels: no plans to warm, but once
             enc.model(dict(f))
-        sync()
-        t = time.perf_counter()
-        for f in batches:
-            enc.model(dict(f))
-        sync()
-        took = time.perf_counter() - t
+        took = forward_seconds(enc.model, batches)
     out["bare_fp16_forward_encoder_attention_per_s"] = len(sentences) / took
     log("bare, encoder's attention kernels", out["bare_fp16_forward_encoder_attention_per_s"])
     if not QUICK:
@@ -235,6 +225,16 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
         log(name, rate)
     out["ingest_sentences"] = result["ingested"][0]["new"]
     return out
+
+
+def forward_seconds(model: torch.nn.Module, batches: list[dict]) -> float:
+    """Seconds for one forward pass of ``model`` over every batch."""
+    sync()
+    started = time.perf_counter()
+    for f in batches:
+        model(dict(f))
+    sync()
+    return time.perf_counter() - started
 
 
 def forward_diagnostics(enc, batches: list[dict], n: int, padded: int, seq: float) -> dict:  # type: ignore[no-untyped-def]
