@@ -59,13 +59,13 @@ class TextEncoder(Protocol):
 class Encoder:
     """A loaded sentence-transformers model that turns sentences into unit float32 vectors.
 
-    On CUDA the model runs in float16 and ``encode`` is a pipeline: sentences are sorted by
-    length and cut into batches of about ``max_tokens`` padded tokens; a worker thread
-    tokenizes the next batches into pinned memory while the GPU runs the current one, and
-    results stay on the GPU until the whole call is done. Batches are padded to a multiple of
-    ``pad_multiple`` tokens, so their shapes repeat, and attention avoids cuDNN's kernel
-    (``attention_backends``): both because a new batch shape is slow the first time it is
-    seen (see :data:`ENCODE_ATTENTION`). Several devices
+    On CUDA the model runs in float16 and ``encode`` is a pipeline: the call's sentences are
+    tokenized once (:mod:`bitextdb.tokens`), sorted by length and cut into batches of about
+    ``max_tokens`` padded tokens; a worker thread builds the next batches in pinned memory
+    while the GPU runs the current one, and results stay on the GPU until the call is done.
+    Batches are padded to a multiple of ``pad_multiple`` tokens, so their shapes repeat, and
+    attention avoids cuDNN's kernel (``attention_backends``): both because a new batch shape
+    is slow the first time it is seen (see :data:`ENCODE_ATTENTION`). Several devices
     (``device="cuda:0,cuda:1"``) use sentence-transformers' multi-process pool. Elsewhere
     ``SentenceTransformer.encode`` does the work, or, with ``backend="onnx"`` (or
     ``"onnx-int8"``), ONNX Runtime on the CPU, or with ``backend="openvino"``, OpenVINO
@@ -280,7 +280,7 @@ long ingest sees a few dozen batch shapes, not hundreds."""
 ENCODE_ATTENTION: tuple[str, ...] | None = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 """The scaled-dot-product attention kernels the pipeline lets torch choose from: all but
 cuDNN's, which builds an execution plan for every new batch shape. On an H200 that made the
-first pass over 60,000 sentences 3.5x slower than the second (benchmarks/README.md, GPU)."""
+first pass over 60,000 sentences 5.3x slower than the second (benchmarks/README.md, GPU)."""
 
 
 def attention_kernels(backends: Sequence[str] | None) -> Any:
