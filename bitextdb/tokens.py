@@ -75,8 +75,10 @@ class TokenIds:
         positions = np.arange(width)
         start = width - lengths[:, None] if left else np.zeros((len(idx), 1), dtype=np.int64)
         mask = (positions >= start) & (positions < start + lengths[:, None])
+        if not len(self.flat):  # texts without a single token
+            return np.full(mask.shape, pad_id, dtype=np.int64), mask.astype(np.int64)
         source = self.offsets[idx][:, None] + positions - start
-        ids = np.where(mask, self.flat[np.clip(source, 0, max(len(self.flat) - 1, 0))], pad_id)
+        ids = np.where(mask, self.flat[np.clip(source, 0, len(self.flat) - 1)], pad_id)
         return ids, mask.astype(np.int64)
 
 

@@ -30,6 +30,8 @@ def test_token_ids_pad_right_and_left_to_a_multiple() -> None:
     assert ids.tolist() == [[-1, -1, 8], [5, 6, 7]]
     assert mask.tolist() == [[0, 0, 1], [1, 1, 1]]
     assert tokens.lengths.tolist() == [3, 1, 2]
+    ids, mask = TokenIds([[], []]).padded(np.array([0, 1]), multiple=8, pad_id=0)
+    assert ids.shape == mask.shape == (2, 8) and not mask.any()
 
 
 def test_direct_features_equal_the_models_own_preprocess(tiny_bert: Path) -> None:
