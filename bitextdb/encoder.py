@@ -22,6 +22,7 @@ from .tokens import (
     direct_tokenizer,
     max_length,
     pad_to_multiple,
+    padding,
     preprocessor,
     round_up,
 )
@@ -224,45 +225,24 @@ class Encoder:
         """Batches of ``texts`` and their model input, in pinned memory on a CUDA machine:
         tokenized once by the model's fast tokenizer where that gives exactly what the
         model's ``preprocess`` does (:mod:`bitextdb.tokens`), batch by batch otherwise."""
-        import torch
-
         if self._direct is None:
             self._direct = direct_tokenizer(self.model) or False
         direct = self._direct
         if not direct or not direct.agrees(_probe(texts)):
             return self._features(texts)
         tokens = direct.token_ids(texts)
-        pin = torch.cuda.is_available()
         return (
-            (
-                idx,
-                {
-                    key: value.pin_memory() if pin and torch.is_tensor(value) else value
-                    for key, value in direct.features(tokens, idx, self.pad_multiple).items()
-                },
-            )
+            (idx, _pinned(direct.features(tokens, idx, self.pad_multiple)))
             for idx in self.batches_by_length(tokens.lengths)
         )
 
     def _features(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        import torch
-
-        pin = torch.cuda.is_available()
+        """:meth:`_batch_features` through the model's ``preprocess``, batch by batch."""
         prepare = preprocessor(self.model)
-        tokenizer = getattr(self.model, "tokenizer", None)
-        pad_id = getattr(tokenizer, "pad_token_id", None) or 0
-        left = getattr(tokenizer, "padding_side", "right") == "left"
+        pad_id, left = padding(getattr(self.model, "tokenizer", None))
         for idx in self.token_batches(texts):
-            features = pad_to_multiple(
-                prepare([texts[i] for i in idx]), self.pad_multiple, pad_id, left=left
-            )
-            yield (
-                idx,
-                {
-                    key: value.pin_memory() if pin and torch.is_tensor(value) else value
-                    for key, value in features.items()
-                },
-            )
+            features = prepare([texts[i] for i in idx])
+            yield idx, _pinned(pad_to_multiple(features, self.pad_multiple, pad_id, left=left))
 
     def start(self, texts: Sequence[str]) -> Callable[[], np.ndarray]:
         """:meth:`encode` now (this process does the work); the result hands the vectors over."""
@@ -277,7 +257,7 @@ PAD_MULTIPLE = 8
 """Pipelined batches are padded to a multiple of this many tokens (and sized to match), so a
 long ingest sees a few dozen batch shapes, not hundreds."""
 
-ENCODE_ATTENTION: tuple[str, ...] | None = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+ENCODE_ATTENTION: tuple[str, ...] = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 """The scaled-dot-product attention kernels the pipeline lets torch choose from: all but
 cuDNN's, which builds an execution plan for every new batch shape. On an H200 that made the
 first pass over 60,000 sentences 5.3x slower than the second (benchmarks/README.md, GPU)."""
@@ -302,6 +282,15 @@ def require_dimension(model: str, dim: int, expected: int) -> None:
             f"The model {model} makes {dim}-dimensional vectors but the database "
             f"holds {expected}-dimensional ones."
         )
+
+
+def _pinned(features: dict[str, Any]) -> dict[str, Any]:
+    """``features`` with their tensors in pinned memory where there is a GPU to copy to."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return features
+    return {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in features.items()}
 
 
 def _probe(texts: Sequence[str], size: int = 4) -> list[str]:

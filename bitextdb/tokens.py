@@ -34,6 +34,12 @@ def preprocessor(model: Any) -> Any:
     return getattr(model, "preprocess", None) or model.tokenize
 
 
+def padding(tokenizer: Any) -> tuple[int, bool]:
+    """A tokenizer's pad id (0 where it has none) and whether it pads on the left."""
+    pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+    return pad_id, getattr(tokenizer, "padding_side", "right") == "left"
+
+
 def pad_to_multiple(
     features: dict[str, Any], multiple: int, pad_id: int, *, left: bool = False
 ) -> dict[str, Any]:
@@ -95,8 +101,7 @@ class DirectTokenizer:
         self.backend = Tokenizer.from_str(backend.to_str())
         self.backend.no_padding()
         self.backend.enable_truncation(max_length)
-        self.pad_id = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
-        self.left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        self.pad_id, self.left = padding(self.tokenizer)
         self.keys: tuple[str, ...] = ()
         self.extras: dict[str, Any] = {}
 
