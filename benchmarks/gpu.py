@@ -241,8 +241,9 @@ def forward_diagnostics(enc, batches: list[dict], n: int, padded: int, seq: floa
     """Where the bare forward's time goes: the transformer alone (no pooling, no
     sentence-transformers wrapper) on the same batches, and a profile of a few batches.
 
-    Two earlier H200 runs gave about 10k sentences/s whether batches held 76 or 33 padded
-    tokens a sentence, so the time did not follow the arithmetic; these say what it follows.
+    Runs 1-2 gave about 10k sentences/s whether batches held 76 or 33 padded tokens a
+    sentence; these showed why (run 3: the transformer alone at 60.8k/s right after, and
+    cuDNN's attention in the profile): a batch shape's first run builds a cuDNN plan.
     """
     out: dict = {}
     hf = enc.model[0].auto_model

@@ -30,12 +30,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine  # noqa: E402
+from ingest import sentences as synthetic_sentences  # noqa: E402
 
 import bitextdb  # noqa: E402
 import bitextdb.db.corpus as corpus  # noqa: E402
 import bitextdb.ingest as ingest  # noqa: E402
 from bitextdb.vectors.edge import EdgeIndex  # noqa: E402
-from tests.models import LEXICON, build_tiny_bert  # noqa: E402
+from tests.models import build_tiny_bert  # noqa: E402
 
 THREAD_TIME: collections.Counter[str] = collections.Counter()
 
@@ -102,12 +103,48 @@ def point_building(dim: int, n: int = 8192) -> None:
 
 
 def sentences(path: str | None, size: int) -> list[str]:
-    """The file's first ``size`` lines, or synthetic sentences from the test lexicon."""
+    """The file's first ``size`` lines, or the ingest benchmark's synthetic sentences."""
     if path:
         return Path(path).read_text(encoding="utf-8").splitlines()[:size]
-    rng = np.random.default_rng(1)
-    words = [w for group in LEXICON for w in group]
-    return [" ".join(rng.choice(words, size=rng.integers(6, 30))) + f" {i}" for i in range(size)]
+    return synthetic_sentences(size)
+
+
+def edge_update_holds_the_lock(dim: int, n: int = 8192) -> None:
+    """How fast a pure-Python thread runs while Qdrant Edge stores ``n`` points, against
+    its speed alone: near 0 means ``update`` keeps the interpreter lock meanwhile."""
+    import array
+    import threading
+
+    import qdrant_edge as qe
+
+    work = Path(tempfile.mkdtemp(prefix="bitextdb-lock-"))
+    index = EdgeIndex(work)
+    try:
+        index.ensure("en", dim)
+        rows = InstantEncoder("", dim).pool[:n]
+        points = [qe.Point(i, array.array("f", r.tobytes())) for i, r in enumerate(rows)]  # type: ignore[arg-type]
+        count, stop = [0], threading.Event()
+
+        def spin() -> None:
+            while not stop.is_set():
+                count[0] += 1
+
+        def rate(seconds_of: Callable[[], None]) -> float:
+            before, started = count[0], time.perf_counter()
+            seconds_of()
+            return (count[0] - before) / (time.perf_counter() - started)
+
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        alone = rate(lambda: time.sleep(0.5))
+        during = rate(lambda: index._require("en").update(qe.UpdateOperation.upsert_points(points)))
+        stop.set()
+        spinner.join()
+        share = during / alone
+        print(f"a Python thread's speed while Edge stores {n:,} points: {share:.0%} of alone")
+    finally:
+        index.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -119,6 +156,7 @@ def main() -> None:
     print(machine())
     bitextdb.tune_allocator()  # as the command line does
     point_building(args.dim)
+    edge_update_holds_the_lock(args.dim)
     work = Path(tempfile.mkdtemp(prefix="bitextdb-storage-"))
     try:
         lines = sentences(args.sentences, args.size)
@@ -127,8 +165,9 @@ def main() -> None:
         model = build_tiny_bert(work / "model", dim=args.dim)
         db = bitextdb.init(work / "home", model=str(model), device="cpu")
         db._encoder = InstantEncoder(str(model), args.dim)  # type: ignore[assignment]
-        for name in ("known", "add_sentences", "add_occurrences", "mark_indexed"):
+        for name in ("add_sentences", "add_occurrences", "mark_indexed"):
             timed(corpus, name, f"sql: {name}")
+        timed(corpus, "known", "sql: known (also inside add_sentences)")
         timed(ingest, "text_hash", "hashing")
         timed(EdgeIndex, "upsert", "qdrant edge upsert (with the mirror)")
         started, cpu = time.perf_counter(), time.process_time()
