@@ -354,3 +354,33 @@ def test_embedded_home_can_be_moved(tmp_path: Path) -> None:
     finally:
         db.close()
     assert not old.exists()
+
+
+def test_a_migration_that_fails_half_way_leaves_nothing_of_itself(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill during ``init`` must not leave tables that the next ``init`` trips over."""
+    from alembic.operations import Operations
+
+    created: list[str] = []
+    original = Operations.create_table
+
+    def fail_on_the_third(self, name, *columns, **kw):  # type: ignore[no-untyped-def]
+        if len(created) == 2:
+            raise RuntimeError("killed")
+        created.append(name)
+        return original(self, name, *columns, **kw)
+
+    db = Database(db_url)
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(Operations, "create_table", fail_on_the_third)
+            with pytest.raises(RuntimeError, match="killed"):
+                db.upgrade()
+        assert len(created) == 2
+        assert not (TABLES & table_names(db))
+        assert db.current_revision() is None
+        db.upgrade()
+        assert db.current_revision() == db.head_revision()
+    finally:
+        db.dispose()

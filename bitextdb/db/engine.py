@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from ..config import Settings, mask_url
 from ..errors import ConfigError, InputError, NotInitializedError, StoreUnavailableError
@@ -46,6 +48,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_own_transactions(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # the driver issues no BEGIN or COMMIT itself
+
+
 class Database:
     """One SQL database: ``Database(url).session()`` yields a transactional session."""
 
@@ -53,6 +59,12 @@ class Database:
         self.url = url
         self.engine = self._create_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time; threads that both write (ingest's stages) wait
+        # on this lock, woken at once, instead of in SQLite's busy handler, which sleeps in
+        # steps of up to 100 ms
+        self._write_lock = (
+            threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     @property
     def dialect(self) -> str:
@@ -94,9 +106,13 @@ class Database:
             ) from exc
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
-        with self._sessions() as session:
+    def session(self, *, writes: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        ``writes``: the session writes and other threads of this process may write at the
+        same time; on SQLite they then take turns on a lock of this process.
+        """
+        with self._write_lock if writes else contextlib.nullcontext(), self._sessions() as session:
             try:
                 yield session
                 session.commit()
@@ -149,12 +165,30 @@ class Database:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head() or ""
 
     def upgrade(self) -> None:
-        """Create or upgrade the schema to the newest revision (one transaction per step)."""
+        """Create or upgrade the schema to the newest revision (one transaction per step).
+
+        A step that fails or is killed half-way leaves nothing of itself behind, so the
+        next ``init`` starts it again. On SQLite that takes an engine of its own: Python's
+        driver runs DDL outside transactions unless told to leave them to SQLite.
+        """
         self.ping()
         cfg = self._alembic_config()
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        engine = self._ddl_engine() if self.dialect == "sqlite" else self.engine
+        try:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
+
+    def _ddl_engine(self) -> Engine:
+        """A SQLite engine whose transactions SQLite itself runs, DDL included."""
+        engine = create_engine(self.engine.url, poolclass=NullPool)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_own_transactions)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return engine
 
     def require_schema(self) -> None:
         current = self.current_revision()
