@@ -1,7 +1,8 @@
 """bitextdb: persistent, incremental margin-based mining of parallel sentences."""
 
+from typing import TYPE_CHECKING, Any
+
 from .allocator import tune_allocator
-from .api import BitextDB, init, open
 from .config import Settings
 from .errors import (
     BitextDBError,
@@ -13,6 +14,9 @@ from .errors import (
     NotInitializedError,
     StoreUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from .api import BitextDB, init, open
 
 __version__ = "0.1.0"
 
@@ -32,3 +36,13 @@ __all__ = [
     "open",
     "tune_allocator",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the library face loads torch and both Qdrant clients; a child process that only
+    # needs one module of the package (the Edge writer) is spared them
+    if name in ("BitextDB", "init", "open"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'bitextdb' has no attribute {name!r}")

@@ -37,7 +37,14 @@ from .vectors import VectorIndex, open_index
 Progress = Callable[[str, int, int], None]
 
 #: settings a single run may change without touching the database
-RUN_OPTIONS = ("device", "batch_size", "backend", "encoder_process", "mine_path")
+RUN_OPTIONS = (
+    "device",
+    "batch_size",
+    "backend",
+    "encoder_process",
+    "index_process",
+    "mine_path",
+)
 
 
 class BitextDB:

@@ -194,6 +194,8 @@ class Settings:
     backend: str = "torch"  # or onnx / onnx-int8 / openvino: ONNX Runtime or OpenVINO, CPU
     # the model in a child process, apart from storage work; None: only for one CUDA device
     encoder_process: bool | None = None
+    # Qdrant Edge's upserts in a child process during an ingest; None: with the encoder's
+    index_process: bool | None = None
     # reader defaults
     min_chars: int = 2
     max_chars: int = 1000
@@ -220,6 +222,7 @@ class Settings:
         "batch_size",
         "backend",
         "encoder_process",
+        "index_process",
         "min_chars",
         "max_chars",
         "exact_limit",

@@ -25,7 +25,7 @@ from .encoder import TextEncoder, normalize_rows
 from .errors import InputError, ModelLoadError, ModelMismatchError
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, text_hash
-from .vectors import VectorIndex
+from .vectors import EdgeIndex, VectorIndex, edge_writer
 
 Progress = Callable[[str, int, int], None]
 BATCH = 8192
@@ -165,17 +165,21 @@ class Ingestor:
         with self.db.session() as s:
             src = corpus.source_id(s, lang, source, path)
         done = 0
+        sink = _Upserts(self.index, self._wants_index_process())
         # three stages overlap: store the batch in SQL (this thread feeds them), encode it
         # (or hand it to the encoder process, which then works through the queued batches),
         # upsert its vectors and mark it indexed; each batch is committed as it goes
         stages = [
             lambda batch: (batch, self._store_batch(lang, src, batch, vectors, report)),
             lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
-            lambda job: (job[0], self._write(lang, job[1], job[2], report)),
+            lambda job: (job[0], self._write(lang, job[1], job[2], report, sink)),
         ]
-        for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2):
-            done += len(batch)
-            self.progress("ingest", done, 0)
+        try:
+            for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2):
+                done += len(batch)
+                self.progress("ingest", done, 0)
+        finally:
+            sink.close()
         if stats is not None:
             report.read = stats.lines
             report.skipped = stats.skipped()
@@ -193,7 +197,7 @@ class Ingestor:
         if vectors.rows is not None:  # a bad given vector must fail before the batch is stored
             _checked_rows(vectors.rows, [line.position for line in batch])
         hashes = [text_hash(line.text) for line in batch]
-        with self.db.session() as s:
+        with self.db.session(writes=True) as s:
             stored = corpus.known(s, lang, hashes)
             fresh: dict[str, str] = {}
             for line, h in zip(batch, hashes):
@@ -202,16 +206,7 @@ class Ingestor:
             ids = {h: sid for h, (sid, _) in stored.items()}
             ids.update(corpus.add_sentences(s, lang, fresh))
             corpus.add_occurrences(
-                s,
-                [
-                    {
-                        "source_id": src,
-                        "position": line.position,
-                        "sentence_id": ids[h],
-                        "ext_id": line.ext_id,
-                    }
-                    for line, h in zip(batch, hashes)
-                ],
+                s, [(src, line.position, ids[h], line.ext_id) for line, h in zip(batch, hashes)]
             )
         report.new += len(fresh)
         report.duplicates += len(batch) - len(fresh)
@@ -237,19 +232,33 @@ class Ingestor:
         todo: dict[int, tuple[str, int]],
         pending: Callable[[], np.ndarray] | None,
         report: IngestReport,
+        sink: _Upserts,
     ) -> None:
         if pending is not None:
-            self._index(lang, list(todo), pending())
+            self._index(lang, list(todo), pending(), sink)
             report.encoded += len(todo)
 
-    def _index(self, lang: str, ids: list[int], vectors: np.ndarray) -> None:
+    def _wants_index_process(self) -> bool:
+        """Whether Qdrant Edge's upserts go to a child process: as set, else with the
+        encoder's (where the storage work is what holds a GPU ingest back)."""
+        if not isinstance(self.index, EdgeIndex) or not edge_writer.available():
+            return False  # a server's client already waits on the network, not in Python
+        if self.settings.index_process is not None:
+            return self.settings.index_process
+        from .encoder_process import wants_encoder_process
+
+        return wants_encoder_process(self.settings)
+
+    def _index(
+        self, lang: str, ids: list[int], vectors: np.ndarray, sink: _Upserts | None = None
+    ) -> None:
         if vectors.shape[1] != self.settings.dim:
             raise ModelMismatchError(
                 f"Got {vectors.shape[1]}-dimensional vectors for a database of "
                 f"{self.settings.dim}-dimensional ones."
             )
-        self.index.upsert(lang, np.asarray(ids, dtype=np.int64), vectors)
-        with self.db.session() as s:
+        (sink or self.index).upsert(lang, np.asarray(ids, dtype=np.int64), vectors)
+        with self.db.session(writes=True) as s:
             corpus.mark_indexed(s, ids)
 
     def resume(
@@ -348,6 +357,30 @@ class Ingestor:
             stats=stats,
             vectors=vectors,
         )
+
+
+class _Upserts:
+    """Where an ingest's vectors go: the index, or, when ``child`` is set, an
+    :class:`~bitextdb.vectors.edge_writer.EdgeWriter` from the second batch on (an ingest
+    of one batch is over before a child would have started)."""
+
+    def __init__(self, index: VectorIndex, child: bool) -> None:
+        self.index = index
+        self.child = child
+        self.writer: edge_writer.EdgeWriter | None = None
+        self.batches = 0
+
+    def upsert(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if self.child and self.batches and self.writer is None:
+            assert isinstance(self.index, EdgeIndex)
+            self.writer = edge_writer.EdgeWriter(self.index)
+        (self.writer or self.index).upsert(lang, ids, vectors)
+        self.batches += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def _batches(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:

@@ -145,6 +145,11 @@ encoder_process_option = click.option(
     default=None,
     help="Run the model in a child process, apart from storage work [on for one GPU].",
 )
+index_process_option = click.option(
+    "--index-process/--no-index-process",
+    default=None,
+    help="Store ingested vectors in Qdrant Edge from a child process [on with --encoder-process].",
+)
 
 
 def model_options(fn: F) -> F:
@@ -168,6 +173,7 @@ def model_options(fn: F) -> F:
                 help="Encoder runtime: onnx (ONNX Runtime) or openvino on the CPU [torch].",
             ),
             encoder_process_option,
+            index_process_option,
         ]
     ):
         fn = option(fn)
@@ -233,6 +239,7 @@ def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None
 @click.option("--hnsw-ef", type=int, help="HNSW search candidates.")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Encoder runtime.")
 @encoder_process_option
+@index_process_option
 @click.option("--min-chars", type=int, help="Skip shorter sentences.")
 @click.option("--max-chars", type=int, help="Skip longer sentences.")
 @json_option
@@ -311,6 +318,7 @@ def _mine_line(m: dict[str, Any]) -> str:
     help="Encoder runtime for this run (onnx: ONNX Runtime, openvino: OpenVINO, on the CPU).",
 )
 @encoder_process_option
+@index_process_option
 @json_option
 @pass_ctx
 @friendly
@@ -324,6 +332,7 @@ def ingest(
     batch_size: int | None,
     backend: str | None,
     encoder_process: bool | None,
+    index_process: bool | None,
     as_json: bool,
     column: str | None,
     id_column: str | None,
@@ -336,6 +345,7 @@ def ingest(
         batch_size=batch_size,
         backend=backend,
         encoder_process=encoder_process,
+        index_process=index_process,
     ) as db:
         result = db.ingest(
             list(paths),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Integer, func, select, update
+from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .bulk import db_value, execute_many, select_in
 from .graph import chunks
 from .tables import Occurrence, Sentence, Source, utcnow
 
@@ -55,10 +56,11 @@ def known(s: Session, lang: str, hashes: Sequence[str]) -> dict[str, tuple[int, 
     """``hash -> (sentence id, indexed)`` for the hashes already stored."""
     out: dict[str, tuple[int, bool]] = {}
     for chunk in _str_chunks(hashes):
-        for sid, h, indexed in s.execute(
-            select(SENT.c.id, SENT.c.text_hash, SENT.c.indexed).where(
-                SENT.c.lang == lang, SENT.c.text_hash.in_(chunk)
-            )
+        for sid, h, indexed in select_in(
+            s,
+            "SELECT id, text_hash, indexed FROM sentences WHERE lang = {p} AND text_hash IN ({in})",
+            chunk,
+            before=[lang],
         ):
             out[h] = (int(sid), bool(indexed))
     return out
@@ -67,34 +69,46 @@ def known(s: Session, lang: str, hashes: Sequence[str]) -> dict[str, tuple[int, 
 def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int]:
     """Insert ``hash -> text`` sentences (existing ones are kept); ``hash -> id``."""
     if texts:
-        now = utcnow()
+        now = db_value(s, SENT.c.created_at, utcnow())
+        no = db_value(s, SENT.c.indexed, False)
         # one order for every writer: concurrent inserts of the same sentences then queue on
         # the unique index instead of deadlocking (PostgreSQL)
-        rows = [
-            {"lang": lang, "text": t, "text_hash": h, "indexed": False, "created_at": now}
-            for h, t in sorted(texts.items())
-        ]
-        s.execute(_insert(s, SENT).on_conflict_do_nothing(), rows)
+        execute_many(
+            s,
+            _insert(s, SENT).on_conflict_do_nothing(),
+            ["lang", "text", "text_hash", "indexed", "created_at"],
+            [(lang, t, h, no, now) for h, t in sorted(texts.items())],
+        )
     return {h: sid for h, (sid, _) in known(s, lang, list(texts)).items()}
 
 
-def add_occurrences(s: Session, rows: list[dict[str, object]]) -> None:
-    """Remember where sentences were met; a rewritten file's position takes its new sentence."""
+OCCURRENCE_KEYS = ["source_id", "position", "sentence_id", "ext_id"]
+
+
+def add_occurrences(s: Session, rows: list[tuple[int, int, int, str | None]]) -> None:
+    """Remember where sentences were met: ``(source id, position, sentence id, ext id)``
+    rows; a rewritten file's position takes its new sentence."""
     if rows:
-        rows = sorted(rows, key=lambda row: (row["source_id"], row["position"]))  # lock order
         stmt = _insert(s, OCC)
-        s.execute(
+        execute_many(
+            s,
             stmt.on_conflict_do_update(
                 index_elements=[OCC.c.source_id, OCC.c.position],
                 set_={"sentence_id": stmt.excluded.sentence_id, "ext_id": stmt.excluded.ext_id},
             ),
-            rows,
+            OCCURRENCE_KEYS,
+            sorted(rows, key=lambda row: (row[0], row[1])),  # one lock order for every writer
         )
 
 
 def mark_indexed(s: Session, ids: Sequence[int]) -> None:
-    for chunk in chunks(list(ids)):
-        s.execute(update(SENT).where(SENT.c.id.in_(chunk)).values(indexed=True))
+    yes = db_value(s, SENT.c.indexed, True)
+    execute_many(
+        s,
+        update(SENT).where(SENT.c.id == bindparam("sid")).values(indexed=bindparam("yes")),
+        ["yes", "sid"],
+        [(yes, int(i)) for i in ids],
+    )
 
 
 def unindexed(

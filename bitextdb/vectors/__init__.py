@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..config import Locations, Settings
 from .base import Hit, VectorIndex, band_field, band_floor, band_of
 from .edge import EdgeIndex
-from .server import ServerIndex
+
+if TYPE_CHECKING:
+    from .server import ServerIndex
 
 
 def open_index(loc: Locations, settings: Settings | None = None) -> VectorIndex:
@@ -20,6 +24,8 @@ def open_index(loc: Locations, settings: Settings | None = None) -> VectorIndex:
         "vector_dtype": s.vector_dtype,
         "quantization": s.quantization,
     }
+    if loc.qdrant:
+        from .server import ServerIndex
     if loc.qdrant and loc.qdrant.startswith("local:"):
         # qdrant-client's pure-Python local mode: a stand-in for a server in tests
         from qdrant_client import QdrantClient
@@ -47,3 +53,12 @@ __all__ = [
     "band_of",
     "open_index",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # qdrant-client takes over a second to import; Qdrant Edge homes never need it
+    if name == "ServerIndex":
+        from .server import ServerIndex
+
+        return ServerIndex
+    raise AttributeError(f"module 'bitextdb.vectors' has no attribute {name!r}")

@@ -45,6 +45,15 @@ class EdgeIndex:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._indexed_fields: set[tuple[str, str]] = set()
 
+    def options(self) -> dict[str, object]:
+        """The keyword arguments that open this index again (in another process)."""
+        return {
+            "hnsw_m": self.hnsw_m,
+            "hnsw_ef_construct": self.hnsw_ef_construct,
+            "vector_dtype": self.vector_dtype,
+            "quantization": self.quantization,
+        }
+
     # -- shards ------------------------------------------------------------------------
     def _dir(self, lang: str) -> Path:
         return self.root / check_lang(lang)

@@ -1,0 +1,58 @@
+"""Many rows through the driver's own ``executemany``, compiled once by SQLAlchemy.
+
+An ingest writes tens of thousands of rows a second. Executed the usual way, SQLAlchemy
+turns every row's dict into the driver's parameters in Python, which was most of the SQL
+time of an ingest (``benchmarks/storage.py``). Here a statement is compiled once for the
+session's dialect and the rows go to the driver as tuples of values it takes as they are
+(each column's constant is converted once by :func:`db_value`); SQLite's and psycopg's
+``executemany`` loop over them in C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Column, Executable
+from sqlalchemy.orm import Session
+
+
+def db_value(s: Session, column: Column[Any], value: Any) -> Any:
+    """``value`` as the driver takes it for ``column`` (a datetime becomes SQLite's text)."""
+    process = column.type.bind_processor(s.get_bind().dialect)
+    return value if process is None else process(value)
+
+
+def execute_many(
+    s: Session, statement: Executable, keys: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Run ``statement`` once per row; each row holds the values of ``keys``, in that order.
+
+    Values must be what the driver takes (ints, strings, None; see :func:`db_value`).
+    """
+    connection = s.connection()
+    compiled = statement.compile(dialect=connection.dialect, column_keys=list(keys))
+    params: list[Any]
+    if compiled.positional:
+        order = [list(keys).index(name) for name in compiled.positiontup or ()]
+        if order == list(range(len(keys))):
+            params = [tuple(row) for row in rows]
+        else:
+            params = [tuple(row[i] for i in order) for row in rows]
+    else:
+        params = [dict(zip(keys, row)) for row in rows]
+    if params:
+        connection.exec_driver_sql(compiled.string, params)
+
+
+def select_in(
+    s: Session, statement: str, values: Sequence[Any], *, before: Sequence[Any] = ()
+) -> list[Any]:
+    """Rows of ``statement``, whose ``{in}`` is filled with one placeholder per value.
+
+    ``statement`` is plain SQL with ``{p}`` for each parameter in ``before`` (given first).
+    """
+    connection = s.connection()
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    sql = statement.format(p=mark, **{"in": ", ".join([mark] * len(values))})
+    return list(connection.exec_driver_sql(sql, (*before, *values)))

@@ -1,0 +1,192 @@
+"""Qdrant Edge's upserts in a writer process: same points, clear failures, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bitextdb
+import bitextdb.ingest as ingest
+from bitextdb.config import Settings
+from bitextdb.db import corpus
+from bitextdb.errors import StoreUnavailableError
+from bitextdb.vectors.edge import EdgeIndex
+from bitextdb.vectors.edge_writer import EdgeWriter
+from tests.cli_helpers import mine_small_corpus
+
+
+def unit_rows(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_the_writer_stores_what_the_index_would(tmp_path: Path) -> None:
+    index = EdgeIndex(tmp_path / "vectors")
+    index.ensure("en", 8)
+    vectors = unit_rows(300)
+    index.upsert("en", np.arange(1, 101), vectors[:100])
+    with EdgeWriter(index) as writer:
+        writer.upsert("en", np.arange(101, 301), vectors[100:])
+        writer.upsert("en", np.array([5]), vectors[299:300])  # a re-upsert: the last wins
+    expected = vectors.copy()
+    expected[4] = vectors[299]
+    assert index.count("en") == 300
+    few_ids, few = index.retrieve("en", np.array([5, 150, 300]))  # from the shard
+    assert few_ids.tolist() == [5, 150, 300]
+    assert np.allclose(few, expected[[4, 149, 299]], atol=1e-6)
+    scanned_ids, scanned = next(index.scan("en"))  # from the mirror
+    order = np.argsort(scanned_ids)
+    assert scanned_ids[order].tolist() == list(range(1, 301))
+    assert np.allclose(scanned[order], expected, atol=1e-6)
+    index.close()
+    assert not list((tmp_path / "vectors").glob(".writer-*"))  # its spool folder is gone
+
+
+def test_an_error_in_the_writer_is_the_store_s_own_and_it_goes_on(tmp_path: Path) -> None:
+    index = EdgeIndex(tmp_path / "vectors")
+    index.ensure("en", 8)
+    with EdgeWriter(index) as writer:
+        with pytest.raises(StoreUnavailableError, match="no de vector collection"):
+            writer.upsert("de", np.arange(3), unit_rows(3))
+        with pytest.raises(StoreUnavailableError, match="Qdrant Edge writer failed"):
+            writer.upsert("en", np.arange(3), unit_rows(3, dim=5))  # the shard refuses
+        writer.upsert("en", np.arange(3), unit_rows(3))
+    assert index.count("en") == 3
+    index.close()
+
+
+def test_a_writer_that_dies_is_one_clear_error_and_keeps_what_it_stored(
+    tmp_path: Path,
+) -> None:
+    index = EdgeIndex(tmp_path / "vectors")
+    index.ensure("en", 8)
+    writer = EdgeWriter(index)
+    writer.upsert("en", np.arange(1, 11), unit_rows(10))
+    assert writer._child is not None
+    os.kill(writer._child.pid, signal.SIGINT)  # Ctrl-C reaches the child too: ignored
+    writer.upsert("en", np.arange(11, 21), unit_rows(10, seed=1))
+    os.kill(writer._child.pid, signal.SIGKILL)
+    writer._child.wait()
+    with pytest.raises(StoreUnavailableError, match="writer process stopped unexpectedly"):
+        writer.upsert("en", np.arange(21, 31), unit_rows(10, seed=2))
+    writer.close()
+    assert index.count("en") == 20  # Qdrant's write-ahead log kept what was acknowledged
+    index.close()
+
+
+def ingest_vectors(
+    home: Path, db_url: str | None, texts: list[str], vectors: np.ndarray, **options: object
+) -> dict[str, np.ndarray]:
+    """Ingest ``texts`` with their given ``vectors``; ``text -> stored vector``."""
+    with bitextdb.init(home, db=db_url, model="laser-like", dim=8, **options) as db:
+        db.ingest_embeddings("en", texts, vectors, mine=False)
+        with db.db.session() as s:
+            assert not corpus.unindexed(s, "en", 10)
+            stored = corpus.texts(s, list(range(1, len(texts) + 1)))
+        ids, found = db.index.retrieve("en", np.array(sorted(stored)))
+        return {stored[int(i)][1]: v for i, v in zip(ids, found)}
+
+
+def test_an_ingest_through_the_writer_stores_the_same_vectors(
+    home: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "BATCH", 40)  # several batches: the writer starts at the second
+    started: list[EdgeIndex] = []
+    monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", _counting(started))
+    texts = [f"sentence {i}" for i in range(150)] + ["sentence 3", "sentence 7"]
+    vectors = unit_rows(len(texts))
+    by_writer = ingest_vectors(home / "writer", db_url, texts, vectors, index_process=True)
+    assert len(started) == 1
+    in_process = ingest_vectors(home / "plain", None, texts, vectors, index_process=False)
+    assert len(started) == 1
+    assert sorted(by_writer) == sorted(in_process) == sorted(set(texts))
+    for text in texts:
+        assert np.allclose(by_writer[text], in_process[text], atol=1e-6)
+
+
+def test_one_batch_stays_in_process(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[EdgeIndex] = []
+    monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", _counting(started))
+    texts = [f"sentence {i}" for i in range(30)]
+    assert len(ingest_vectors(home, None, texts, unit_rows(30), index_process=True)) == 30
+    assert started == []
+
+
+def _counting(started: list[EdgeIndex]) -> type[EdgeWriter]:
+    class Counting(EdgeWriter):
+        def __init__(self, index: EdgeIndex) -> None:
+            started.append(index)
+            super().__init__(index)
+
+    return Counting
+
+
+def test_a_writer_that_dies_mid_ingest_loses_nothing(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest fails with the writer's sentence; running it again stores the rest."""
+    monkeypatch.setattr(ingest, "BATCH", 40)
+
+    class Dying(EdgeWriter):
+        def upsert(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+            super().upsert(lang, ids, vectors)
+            assert self._child is not None
+            self._child.kill()
+            self._child.wait()
+
+    monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", Dying)
+    texts = [f"sentence {i}" for i in range(150)]
+    vectors = unit_rows(150)
+    with bitextdb.init(home, model="laser-like", dim=8, index_process=True) as db:
+        with pytest.raises(StoreUnavailableError, match="stopped unexpectedly"):
+            db.ingest_embeddings("en", texts, vectors, mine=False)
+        assert 0 < db.index.count("en") < 150
+        monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", EdgeWriter)
+        db.ingest_embeddings("en", texts, vectors, mine=False)
+        with db.db.session() as s:
+            assert not corpus.unindexed(s, "en", 10)
+            stored = corpus.texts(s, list(range(1, 151)))
+        ids, found = db.index.retrieve("en", np.array(sorted(stored)))
+    assert len(ids) == 150
+    by_text = {stored[int(i)][1]: v for i, v in zip(ids, found)}
+    for text, vector in zip(texts, vectors):
+        assert np.allclose(by_text[text], vector, atol=1e-6)
+
+
+class NotEdge:
+    """Any store other than Qdrant Edge (a server's client)."""
+
+
+@pytest.mark.parametrize(
+    ("chosen", "encoder_child", "edge", "expected"),
+    [
+        (None, False, True, False),  # follows the encoder: no child there, none here
+        (None, True, True, True),
+        (True, False, True, True),
+        (False, True, True, False),
+        (True, True, False, False),  # a server's client waits on the network already
+    ],
+)
+def test_when_the_writer_is_used(
+    tmp_path: Path, chosen: bool | None, encoder_child: bool, edge: bool, expected: bool
+) -> None:
+    settings = Settings(device="cpu", index_process=chosen, encoder_process=encoder_child)
+    index = EdgeIndex(tmp_path) if edge else NotEdge()
+    ingestor = ingest.Ingestor(None, index, settings, None)  # type: ignore[arg-type]
+    assert ingestor._wants_index_process() is expected
+
+
+def test_the_command_line_ingests_through_the_writer(
+    home: Path, static_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "BATCH", 2)  # three lines a language: two batches
+    started: list[EdgeIndex] = []
+    monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", _counting(started))
+    by_writer = mine_small_corpus(home / "writer", static_model, "--index-process")
+    assert started
+    assert mine_small_corpus(home / "plain", static_model, "--no-index-process") == by_writer
+    assert len(by_writer) == 3
