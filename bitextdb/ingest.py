@@ -166,13 +166,16 @@ class Ingestor:
             src = corpus.source_id(s, lang, source, path)
         done = 0
         sink = _Upserts(self.index, self._wants_index_process())
-        # three stages overlap: store the batch in SQL (this thread feeds them), encode it
+        # four stages overlap: store the batch in SQL (this thread feeds them), encode it
         # (or hand it to the encoder process, which then works through the queued batches),
-        # upsert its vectors and mark it indexed; each batch is committed as it goes
+        # upsert its vectors, mark it indexed; each batch is committed as it goes. Marking
+        # is a stage of its own so that the next upsert need not wait for SQLite's writer
+        # lock, which the first stage holds while it stores the batch after next.
         stages = [
             lambda batch: (batch, self._store_batch(lang, src, batch, vectors, report)),
             lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
-            lambda job: (job[0], self._write(lang, job[1], job[2], report, sink)),
+            lambda job: (job[0], self._upsert(lang, job[1], job[2], report, sink)),
+            lambda job: (job[0], self._mark_indexed(job[1])),
         ]
         try:
             for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2):
@@ -226,17 +229,26 @@ class Ingestor:
             return None
         return vectors.start([t for t, _ in todo.values()], [p for _, p in todo.values()])
 
-    def _write(
+    def _upsert(
         self,
         lang: str,
         todo: dict[int, tuple[str, int]],
         pending: Callable[[], np.ndarray] | None,
         report: IngestReport,
         sink: _Upserts,
-    ) -> None:
-        if pending is not None:
-            self._index(lang, list(todo), pending(), sink)
-            report.encoded += len(todo)
+    ) -> list[int]:
+        """Upsert the batch's vectors; the ids now stored, to be marked indexed."""
+        if pending is None:
+            return []
+        ids = list(todo)
+        self._upsert_vectors(lang, ids, pending(), sink)
+        report.encoded += len(ids)
+        return ids
+
+    def _mark_indexed(self, ids: list[int]) -> None:
+        if ids:
+            with self.db.session(writes=True) as s:
+                corpus.mark_indexed(s, ids)
 
     def _wants_index_process(self) -> bool:
         """Whether Qdrant Edge's upserts go to a child process: as set, else with the
@@ -249,7 +261,7 @@ class Ingestor:
 
         return wants_encoder_process(self.settings)
 
-    def _index(
+    def _upsert_vectors(
         self, lang: str, ids: list[int], vectors: np.ndarray, sink: _Upserts | None = None
     ) -> None:
         if vectors.shape[1] != self.settings.dim:
@@ -258,8 +270,6 @@ class Ingestor:
                 f"{self.settings.dim}-dimensional ones."
             )
         (sink or self.index).upsert(lang, np.asarray(ids, dtype=np.int64), vectors)
-        with self.db.session(writes=True) as s:
-            corpus.mark_indexed(s, ids)
 
     def resume(
         self, lang: str | None = None, vectors: VectorSource | None = None, *, strict: bool = True
@@ -300,7 +310,9 @@ class Ingestor:
                         "interrupted ingest and the model cannot encode them here; ingest the "
                         "same file again (with its --embeddings, if it had them)."
                     ) from exc
-                self._index(row_lang, [i for i, _ in items], found)
+                ids = [i for i, _ in items]
+                self._upsert_vectors(row_lang, ids, found)
+                self._mark_indexed(ids)
                 total += len(items)
 
     def ingest_file(

@@ -70,6 +70,9 @@ _MISSING = object()
 _TRANSLATION: dict[int, str | None] = {cp: " " for cp in range(0x20)}
 _TRANSLATION.update({cp: " " for cp in range(0x7F, 0xA0)})
 _TRANSLATION.update({cp: None for cp in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF)})
+# ``str.translate`` looks every character up in the table; most lines hold none of them,
+# and a regular expression finds that out several times faster
+_TRANSLATED = re.compile("[" + "".join(re.escape(chr(cp)) for cp in _TRANSLATION) + "]")
 
 
 @dataclass
@@ -117,7 +120,9 @@ def normalize(text: str) -> str:
     """
     # Removal happens before NFC, so that dropping a zero-width character between a base
     # letter and a combining mark cannot leave a non-NFC string behind.
-    text = unicodedata.normalize("NFC", text.translate(_TRANSLATION))
+    if _TRANSLATED.search(text):
+        text = text.translate(_TRANSLATION)
+    text = unicodedata.normalize("NFC", text)
     return " ".join(text.split())
 
 

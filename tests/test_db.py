@@ -384,3 +384,30 @@ def test_a_migration_that_fails_half_way_leaves_nothing_of_itself(
         assert db.current_revision() == db.head_revision()
     finally:
         db.dispose()
+
+
+def test_mark_indexed_marks_exactly_the_ids_given(db_url: str) -> None:
+    """Runs of consecutive ids, single ids, repeats and any order."""
+    from bitextdb.db import corpus
+    from bitextdb.readers import text_hash
+
+    db = Database(db_url)
+    try:
+        db.upgrade()
+        texts = [f"sentence {i}" for i in range(12)]
+        with db.session() as s:
+            ids = corpus.add_sentences(s, "en", {text_hash(t): t for t in texts})
+        by_id = sorted(ids.values())
+        chosen = [by_id[i] for i in (9, 0, 1, 2, 6, 10, 11, 2, 4)]
+        with db.session(writes=True) as s:
+            corpus.mark_indexed(s, chosen)
+            corpus.mark_indexed(s, [])
+        with db.session() as s:
+            indexed = {
+                sid
+                for sid, flag in s.execute(sa.text("SELECT id, indexed FROM sentences"))
+                if flag
+            }
+        assert indexed == set(chosen)
+    finally:
+        db.dispose()

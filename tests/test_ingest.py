@@ -553,3 +553,29 @@ def test_mine_resumes_unindexed_sentences(
         assert len(stored) == 5
         assert all(indexed for _, indexed in stored.values())
         assert db.index.count("en") == 5
+
+
+def test_bulk_rows_are_stored_as_the_orm_stores_them(
+    db_url: str, home: Path, tiny_bert: Path, tmp_path: Path
+) -> None:
+    """Rows sent through the driver's executemany (``db/bulk.py``) read back like rows the
+    ORM wrote: the same timestamp format (SQLite keeps text), booleans, ids."""
+    from sqlalchemy import select
+
+    from bitextdb.db.tables import Sentence, Source
+
+    path = write_lines(tmp_path / "en.txt", EN)
+    with make_db(home, db_url, tiny_bert) as db:
+        db.ingest(path, "en", mine=False)
+        with db.db.session() as s:
+            raw = s.execute(text("SELECT created_at FROM sentences")).scalars().all()
+            raw_source = s.execute(text("SELECT created_at FROM sources")).scalar_one()
+            sentences = s.execute(select(Sentence)).scalars().all()
+            source = s.execute(select(Source)).scalar_one()
+    assert len(raw) == len(sentences) == len(EN)
+    if isinstance(raw_source, str):  # SQLite: both written by SQLAlchemy's own format
+        assert {len(value) for value in raw} == {len(raw_source)}
+        assert not any("+" in value or "T" in value for value in raw)
+    for sentence in sentences:
+        assert sentence.indexed is True
+        assert abs((sentence.created_at - source.created_at).total_seconds()) < 60

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 def db_value(s: Session, column: Column[Any], value: Any) -> Any:
     """``value`` as the driver takes it for ``column`` (a datetime becomes SQLite's text)."""
-    process = column.type.bind_processor(s.get_bind().dialect)
+    dialect = s.get_bind().dialect
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
     return value if process is None else process(value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -102,12 +103,22 @@ def add_occurrences(s: Session, rows: list[tuple[int, int, int, str | None]]) ->
 
 
 def mark_indexed(s: Session, ids: Sequence[int]) -> None:
+    """Mark ``ids`` indexed: one UPDATE per run of consecutive ids (the new sentences of
+    a batch are mostly one run), in id order."""
+    ordered = np.unique(np.asarray(ids, dtype=np.int64))
+    if not len(ordered):
+        return
+    breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+    firsts = ordered[np.r_[0, breaks]].tolist()
+    lasts = ordered[np.r_[breaks - 1, len(ordered) - 1]].tolist()
     yes = db_value(s, SENT.c.indexed, True)
     execute_many(
         s,
-        update(SENT).where(SENT.c.id == bindparam("sid")).values(indexed=bindparam("yes")),
-        ["yes", "sid"],
-        [(yes, int(i)) for i in ids],
+        update(SENT)
+        .where(SENT.c.id.between(bindparam("first"), bindparam("last")))
+        .values(indexed=bindparam("yes")),
+        ["yes", "first", "last"],
+        [(yes, first, last) for first, last in zip(firsts, lasts)],
     )
 
 
