@@ -404,9 +404,7 @@ def test_mark_indexed_marks_exactly_the_ids_given(db_url: str) -> None:
             corpus.mark_indexed(s, [])
         with db.session() as s:
             indexed = {
-                sid
-                for sid, flag in s.execute(sa.text("SELECT id, indexed FROM sentences"))
-                if flag
+                sid for sid, flag in s.execute(sa.text("SELECT id, indexed FROM sentences")) if flag
             }
         assert indexed == set(chosen)
     finally:
