@@ -424,3 +424,52 @@ def test_edge_bulk_retrieve_reads_the_mirror_and_agrees_with_the_shard(
     assert again_ids.tolist() == want_ids.tolist()
     assert np.array_equal(again_vectors, want_vectors)
     index.close()
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from pathlib import Path
+from bitextdb.vectors import EdgeIndex
+
+index = EdgeIndex(Path(sys.argv[1]))
+if sys.argv[2] == "old":  # a shard made with a write-ahead log, as before
+    import qdrant_edge as qe
+    index._dir("en").mkdir(parents=True)
+    qe.EdgeShard.create(str(index._dir("en")), qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=8, distance=qe.Distance.Cosine))).close()
+else:
+    index.ensure("en", 8)
+rows = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+index.upsert("en", np.arange(1, 301), rows)
+index.set_band("en", "band_de", 3, np.arange(1, 101))
+index.delete("en", np.arange(291, 301))
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no flush
+"""
+
+
+@pytest.mark.parametrize("made", ["new", "old"])
+def test_what_edge_acknowledged_survives_a_kill(tmp_path: Path, made: str) -> None:
+    """New shards keep no write-ahead log and flush before each change returns; shards
+    made before keep their log. Either way a kill loses nothing that was acknowledged."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "writer.py"
+    script.write_text(_KILLED_WRITER)
+    root = tmp_path / "vectors"
+    done = subprocess.run([sys.executable, str(script), str(root), made], capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()
+    config = (root / "en" / "edge_config.json").read_text()
+    assert ('"wal_enabled":false' in config) is (made == "new")
+    index = EdgeIndex(root)
+    try:
+        assert index.count("en") == 290
+        found, _ = index.retrieve("en", np.array([1, 150, 290, 291]))
+        assert found.tolist() == [1, 150, 290]
+        banded = index.search(
+            "en", np.ones((1, 8), np.float32), 500, exact=True, band=("band_de", 3)
+        )[0]
+        assert sorted(hit.id for hit in banded) == list(range(1, 101))
+    finally:
+        index.close()
