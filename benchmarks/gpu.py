@@ -207,10 +207,20 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
     del enc, st
     torch.cuda.empty_cache()
 
-    # the whole ingest, with the model in this process and in a child process of its own
-    for name, in_child in (("ingest_in_process", False), ("ingest", True)):
+    # the whole ingest: the model in this process; in a child process of its own with the
+    # Qdrant Edge upserts kept here; and both in children (the default on one GPU)
+    variants = (
+        ("ingest_in_process", False, False),
+        ("ingest_upserts_in_process", True, False),
+        ("ingest", True, True),
+    )
+    for name, in_child, writer in variants:
         db = bitextdb.init(
-            home / name, model=str(model_dir), device=DEVICE, encoder_process=in_child
+            home / name,
+            model=str(model_dir),
+            device=DEVICE,
+            encoder_process=in_child,
+            index_process=writer,
         )
         db.encoder.encode(sentences[:4096])  # load and warm up, as the bare runs were
         t = time.perf_counter()

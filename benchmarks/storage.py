@@ -8,6 +8,12 @@ rate is the ceiling any model's ingest can reach on this machine. Prints the rat
 stage's own CPU time (thread time, so waits for the interpreter lock are not counted), the
 sum of which, when one core's worth of Python does it all, bounds the rate. (Qdrant Edge's
 ``update`` keeps the interpreter lock while it stores points, so the upserts count too.)
+
+Runs twice, in fresh homes: with the upserts in the ingesting process and with them in the
+Edge writer process (``--index-process``), whose CPU time is counted apart. On a machine
+with two cores the two processes share them, so there the wall-clock rates compare less
+well than the CPU seconds each process spends per sentence, which bound the rate on a
+machine with cores to spare (a GPU server).
 """
 
 from __future__ import annotations
@@ -102,6 +108,47 @@ def point_building(dim: int, n: int = 8192) -> None:
     )
 
 
+def write_ahead_log_or_flush(dim: int, n: int = 8192) -> None:
+    """How long Qdrant Edge stores ``n`` points in a shard with a write-ahead log (as shards
+    were made before) and in one without, which ``EdgeIndex`` then flushes (as it makes
+    them now); best of three batches each."""
+    import array
+
+    import qdrant_edge as qe
+
+    rows = InstantEncoder("", dim).pool[:n]
+    work = Path(tempfile.mkdtemp(prefix="bitextdb-wal-"))
+    config = EdgeIndex(work)._config(dim)  # the index's own settings, the log aside
+    try:
+        for logged in (True, False):
+            shard = qe.EdgeShard.create(
+                str(work / f"shard-{logged}"),
+                qe.EdgeConfig(
+                    vectors=config.vectors[""],
+                    optimizers=config.optimizers,
+                    wal_enabled=None if logged else False,
+                ),
+            )
+            update = flush = float("inf")
+            for batch in range(3):
+                points = [
+                    qe.Point(batch * n + i, array.array("f", r.tobytes()))  # type: ignore[arg-type]
+                    for i, r in enumerate(rows)
+                ]
+                started = time.perf_counter()
+                shard.update(qe.UpdateOperation.upsert_points(points))
+                update = min(update, time.perf_counter() - started)
+                started = time.perf_counter()
+                if not logged:
+                    shard.flush()
+                flush = min(flush, time.perf_counter() - started)
+            shard.close()
+            how = "with a write-ahead log" if logged else f"without a log, + flush {flush:.3f} s"
+            print(f"Edge stores {n:,} points of dim {dim} {how}: update {update:.3f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def sentences(path: str | None, size: int) -> list[str]:
     """The file's first ``size`` lines, or the ingest benchmark's synthetic sentences."""
     if path:
@@ -147,6 +194,39 @@ def edge_update_holds_the_lock(dim: int, n: int = 8192) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def ingest_once(lines: list[str], dim: int, work: Path, *, index_process: bool) -> None:
+    """Ingest ``lines`` into a fresh home under ``work`` and print the figures."""
+    import resource
+
+    THREAD_TIME.clear()
+    text = work / "corpus.txt"
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = build_tiny_bert(work / "model", dim=dim)
+    db = bitextdb.init(work / "home", model=str(model), device="cpu", index_process=index_process)
+    db._encoder = InstantEncoder(str(model), dim)  # type: ignore[assignment]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started, cpu = time.perf_counter(), time.process_time()
+    result = db.ingest(str(text), "en", mine=False)
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the writer has exited by now
+    child = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    db.close()
+    new = result["ingested"][0]["new"]
+    where = "in the writer process" if index_process else "in the ingesting process"
+    print(f"\n-- upserts {where}: {len(lines):,} lines, {new:,} new sentences of dim {dim}")
+    print(f"ingest with ready vectors: {took:.2f} s = {new / took:,.0f} sentences/s")
+    print(f"ingesting process CPU time: {cpu:.2f} s ({cpu / took:.2f} cores busy on average)")
+    if index_process:
+        print(f"writer process CPU time: {child:.2f} s")
+    busiest = max(cpu, child)
+    print(
+        f"busiest process: {busiest:.2f} CPU s = {new / busiest:,.0f} sentences per CPU second "
+        "(one process's rate where it has a core to itself)"
+    )
+    for label, seconds in THREAD_TIME.most_common():
+        print(f"  {label:42s} {seconds:6.2f} s thread time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sentences", help="a text file, one sentence a line")
@@ -156,32 +236,20 @@ def main() -> None:
     print(machine())
     bitextdb.tune_allocator()  # as the command line does
     point_building(args.dim)
+    write_ahead_log_or_flush(args.dim)
     edge_update_holds_the_lock(args.dim)
-    work = Path(tempfile.mkdtemp(prefix="bitextdb-storage-"))
-    try:
-        lines = sentences(args.sentences, args.size)
-        text = work / "corpus.txt"
-        text.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        model = build_tiny_bert(work / "model", dim=args.dim)
-        db = bitextdb.init(work / "home", model=str(model), device="cpu")
-        db._encoder = InstantEncoder(str(model), args.dim)  # type: ignore[assignment]
-        for name in ("add_sentences", "add_occurrences", "mark_indexed"):
-            timed(corpus, name, f"sql: {name}")
-        timed(corpus, "known", "sql: known (also inside add_sentences)")
-        timed(ingest, "text_hash", "hashing")
-        timed(EdgeIndex, "upsert", "qdrant edge upsert (with the mirror)")
-        started, cpu = time.perf_counter(), time.process_time()
-        result = db.ingest(str(text), "en", mine=False)
-        took, cpu = time.perf_counter() - started, time.process_time() - cpu
-        db.close()
-        new = result["ingested"][0]["new"]
-        print(f"{len(lines):,} lines, {new:,} new sentences of dim {args.dim}")
-        print(f"ingest with ready vectors: {took:.2f} s = {new / took:,.0f} sentences/s")
-        print(f"process CPU time: {cpu:.2f} s ({cpu / took:.2f} cores busy on average)")
-        for label, seconds in THREAD_TIME.most_common():
-            print(f"  {label:42s} {seconds:6.2f} s thread time")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    for name in ("add_sentences", "add_occurrences", "mark_indexed"):
+        timed(corpus, name, f"sql: {name}")
+    timed(corpus, "known", "sql: known (also inside add_sentences)")
+    timed(ingest, "text_hash", "hashing")
+    timed(EdgeIndex, "upsert", "qdrant edge upsert, this process (with the mirror)")
+    lines = sentences(args.sentences, args.size)
+    for index_process in (False, True):
+        work = Path(tempfile.mkdtemp(prefix="bitextdb-storage-"))
+        try:
+            ingest_once(lines, args.dim, work, index_process=index_process)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
