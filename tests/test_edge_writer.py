@@ -190,3 +190,86 @@ def test_the_command_line_ingests_through_the_writer(
     assert started
     assert mine_small_corpus(home / "plain", static_model, "--no-index-process") == by_writer
     assert len(by_writer) == 3
+
+
+@pytest.mark.slow
+def test_killing_an_ingest_while_its_writer_works_loses_nothing(tmp_path: Path) -> None:
+    """SIGKILL the ingesting process while the writer process is storing its batches:
+    the writer goes away with it, and running the same ingest again stores every sentence
+    with its own vector, `check` finds nothing wrong and no spool folder is left."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    n = 30_000  # four batches
+    texts = [f"sentence {i}" for i in range(n)]
+    vectors = unit_rows(n, seed=5)
+    text_file = tmp_path / "en.txt"
+    text_file.write_text("".join(f"{t}\n" for t in texts))
+    np.save(tmp_path / "en.npy", vectors)
+    home = tmp_path / "home"
+    env = {**os.environ, "BITEXTDB_HOME": str(home)}
+    command = [sys.executable, "-m", "bitextdb", "-q"]
+    init = [*command, "init", "--model", "given", "--dim", "8", "--index-process"]
+    subprocess.run(init, env=env, check=True, capture_output=True)
+    ingest_cmd = [*command, "ingest", str(text_file), "--lang", "en", "--no-mine"]
+    ingest_cmd += ["--embeddings", str(tmp_path / "en.npy")]
+    parent = subprocess.Popen(ingest_cmd, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list((home / "vectors").glob(".writer-*/*.npy")):  # the writer has work
+        assert parent.poll() is None, parent.stderr.read().decode() if parent.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    parent.kill()
+    parent.wait()
+    rerun = subprocess.run(ingest_cmd, env=env, capture_output=True)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    check = subprocess.run([*command, "check", "--json"], env=env, capture_output=True)
+    assert check.returncode == 0 and json.loads(check.stdout)["ok"] is True
+    assert not list((home / "vectors").glob(".writer-*"))
+    with bitextdb.open(home) as db:
+        with db.db.session() as s:
+            assert not corpus.unindexed(s, "en", 10)
+            stored = {i: text for i, (_, text) in corpus.texts(s, list(range(1, n + 1))).items()}
+        ids, found = db.index.retrieve("en", np.array(sorted(stored)))
+        assert len(ids) == n and db.index.count("en") == n
+    by_text = {stored[int(i)]: v for i, v in zip(ids, found)}
+    for text, vector in zip(texts, vectors):
+        assert np.allclose(by_text[text], vector, atol=1e-6)
+
+
+def test_shards_wait_for_a_writer_that_still_holds_them(tmp_path: Path) -> None:
+    """A writer left running by a killed ingest keeps the writer lock until it has closed
+    the shards; opening them meanwhile waits for it (and gives up clearly in the end)."""
+    import subprocess
+    import sys
+    import time
+
+    from bitextdb.vectors.edge import WRITER_LOCK
+
+    index = EdgeIndex(tmp_path)
+    index.ensure("en", 8)
+    index.upsert("en", np.arange(1, 6), unit_rows(5))
+    index.close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(tmp_path / WRITER_LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(1.5)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    waiting = EdgeIndex(tmp_path)
+    with pytest.raises(StoreUnavailableError, match="writer process still holds"):
+        waiting._wait_for_writer(seconds=0.2)
+    started = time.monotonic()
+    assert waiting.count("en") == 5  # opens the shard once the holder has gone
+    assert time.monotonic() - started > 0.5
+    assert holder.wait() == 0
+    waiting.close()

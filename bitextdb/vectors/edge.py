@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import array
+import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ _CONFIG_FILE = "edge_config.json"
 
 PLAIN_LIMIT = 5_000  # points searched outside the HNSW graph before it is extended
 MIRROR_RETRIEVE = 1_024  # retrieves of at least this many ids read the mirror
+WRITER_LOCK = ".writer.lock"  # held by a writer process while it has the shards
 
 
 class EdgeIndex:
@@ -45,6 +48,7 @@ class EdgeIndex:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._indexed_fields: set[tuple[str, str]] = set()
         self._logged: dict[str, bool] = {}  # language -> its shard keeps a write-ahead log
+        self.is_writer = False  # set in the writer process, which holds the writer lock
 
     def options(self) -> dict[str, object]:
         """The keyword arguments that open this index again (in another process)."""
@@ -95,6 +99,7 @@ class EdgeIndex:
         shard = self._shards.get(lang)
         if shard is None and (self._dir(lang) / _CONFIG_FILE).is_file():
             try:
+                self._wait_for_writer()
                 shard = qe.EdgeShard.load(str(self._dir(lang)))
             except Exception as exc:  # the binding raises plain exceptions
                 raise StoreUnavailableError(
@@ -102,6 +107,32 @@ class EdgeIndex:
                 ) from exc
             self._shards[lang] = shard
         return shard
+
+    def _wait_for_writer(self, seconds: float = 60.0) -> None:
+        """Wait until no writer process (``edge_writer``) holds these shards.
+
+        A writer whose ingesting process was killed finishes its batch and closes the
+        shards before it exits; a process that opened them meanwhile would write beside it.
+        """
+        lock_path = self.root / WRITER_LOCK
+        if self.is_writer or not lock_path.is_file():
+            return
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            deadline = time.monotonic() + seconds
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    return
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StoreUnavailableError(
+                            f"A Qdrant Edge writer process still holds the shards in {self.root}."
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            os.close(fd)
 
     def _settle(self, lang: str, shard: qe.EdgeShard) -> None:
         """Make the changes so far durable: a flush, where the shard keeps no log."""
@@ -127,6 +158,7 @@ class EdgeIndex:
         if path.exists() and not (path / _CONFIG_FILE).is_file():
             shutil.rmtree(path)  # an interrupted create left an empty shell
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._wait_for_writer()
         self._shards[lang] = qe.EdgeShard.create(str(path), self._config(dim))
 
     def dimension(self, lang: str) -> int | None:

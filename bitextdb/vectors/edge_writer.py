@@ -18,6 +18,7 @@ folder of the store's own, which costs less than a pipe (8 ms against about 100 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BitextDBError, StoreUnavailableError
-from .edge import EdgeIndex
+from .edge import WRITER_LOCK, EdgeIndex
 
 _LOST = (
     "The Qdrant Edge writer process stopped unexpectedly (out of memory?); run again (the "
@@ -55,6 +56,8 @@ class EdgeWriter:
     def __init__(self, index: EdgeIndex) -> None:
         index.close()  # hand the shards over
         index.root.mkdir(parents=True, exist_ok=True)
+        for stale in index.root.glob(".writer-*"):  # left by a writer whose parent was killed
+            shutil.rmtree(stale, ignore_errors=True)
         self._spool = Path(tempfile.mkdtemp(prefix=".writer-", dir=index.root))
         self._count = 0
         # the package's own folder first: a checkout that is not installed works too
@@ -132,7 +135,12 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
             failure: BaseException | None = None
             try:
                 if kind == "open":
-                    index = EdgeIndex(Path(args[0]), **args[1])
+                    root = Path(args[0])
+                    # held until this process exits: see EdgeIndex._wait_for_writer
+                    lock = os.open(root / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    index = EdgeIndex(root, **args[1])
+                    index.is_writer = True
                 elif kind == "upsert":
                     assert index is not None, "the writer process has no index"
                     lang, ids, path = args
