@@ -166,16 +166,19 @@ class Ingestor:
             src = corpus.source_id(s, lang, source, path)
         done = 0
         sink = _Upserts(self.index, self._wants_index_process())
+        # ids handed to the later stages and not yet marked indexed: a later batch that
+        # meets one of these sentences again must not schedule it a second time
+        in_flight: set[int] = set()
         # four stages overlap: store the batch in SQL (this thread feeds them), encode it
         # (or hand it to the encoder process, which then works through the queued batches),
         # upsert its vectors, mark it indexed; each batch is committed as it goes. Marking
         # is a stage of its own so that the next upsert need not wait for SQLite's writer
         # lock, which the first stage holds while it stores the batch after next.
         stages = [
-            lambda batch: (batch, self._store_batch(lang, src, batch, vectors, report)),
+            lambda batch: (batch, self._store_batch(lang, src, batch, vectors, report, in_flight)),
             lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
             lambda job: (job[0], self._upsert(lang, job[1], job[2], report, sink)),
-            lambda job: (job[0], self._mark_indexed(job[1])),
+            lambda job: (job[0], self._mark_indexed(job[1], in_flight)),
         ]
         try:
             for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2):
@@ -194,12 +197,25 @@ class Ingestor:
         return report
 
     def _store_batch(
-        self, lang: str, src: int, batch: list[Line], vectors: VectorSource, report: IngestReport
+        self,
+        lang: str,
+        src: int,
+        batch: list[Line],
+        vectors: VectorSource,
+        report: IngestReport,
+        in_flight: set[int],
     ) -> dict[int, tuple[str, int]]:
-        """Store a batch's sentences and occurrences; ``id -> (text, position)`` to encode."""
+        """Store a batch's sentences and occurrences; ``id -> (text, position)`` to encode.
+
+        ``in_flight`` holds the ids earlier batches of this ingest scheduled and that are
+        not yet marked indexed; the ids scheduled here are added to it.
+        """
         if vectors.rows is not None:  # a bad given vector must fail before the batch is stored
             _checked_rows(vectors.rows, [line.position for line in batch])
         hashes = [text_hash(line.text) for line in batch]
+        # taken before the look-up: an id that leaves the set later was marked indexed
+        # before it left, so the look-up below already sees it indexed
+        flying = set(in_flight)
         with self.db.session(writes=True) as s:
             stored = corpus.known(s, lang, hashes)
             fresh: dict[str, str] = {}
@@ -213,12 +229,14 @@ class Ingestor:
             )
         report.new += len(fresh)
         report.duplicates += len(batch) - len(fresh)
-        # vectors for the new sentences and for any stored earlier without one
+        # vectors for the new sentences and for any stored earlier without one (an
+        # interrupted run's), but not again for those an earlier batch already scheduled
         todo: dict[int, tuple[str, int]] = {}
         for line, h in zip(batch, hashes):
             sid = ids[h]
-            if (h in fresh or not stored[h][1]) and sid not in todo:
+            if (h in fresh or not (stored[h][1] or sid in flying)) and sid not in todo:
                 todo[sid] = (line.text, line.position)
+        in_flight.update(todo)
         return todo
 
     @staticmethod
@@ -245,10 +263,12 @@ class Ingestor:
         report.encoded += len(ids)
         return ids
 
-    def _mark_indexed(self, ids: list[int]) -> None:
+    def _mark_indexed(self, ids: list[int], in_flight: set[int] | None = None) -> None:
         if ids:
             with self.db.session(writes=True) as s:
                 corpus.mark_indexed(s, ids)
+        if in_flight is not None:  # after the commit: see _store_batch
+            in_flight.difference_update(ids)
 
     def _wants_index_process(self) -> bool:
         """Whether Qdrant Edge's upserts go to a child process: as set, else with the

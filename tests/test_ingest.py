@@ -579,3 +579,29 @@ def test_bulk_rows_are_stored_as_the_orm_stores_them(
     for sentence in sentences:
         assert sentence.indexed is True
         assert abs((sentence.created_at - source.created_at).total_seconds()) < 60
+
+
+def test_a_sentence_met_again_while_its_first_batch_is_in_flight_is_not_scheduled_twice(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first stage runs batches ahead of the last; a sentence repeated a few batches
+    later, before its first batch is marked indexed, must keep its first vector and be
+    encoded once."""
+    import time
+
+    import bitextdb.ingest as ingest
+
+    monkeypatch.setattr(ingest, "BATCH", 10)
+    original = ingest.Ingestor._mark_indexed
+
+    def slow_mark(self, ids, in_flight=None):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)  # the later batches are stored meanwhile
+        return original(self, ids, in_flight)
+
+    monkeypatch.setattr(ingest.Ingestor, "_mark_indexed", slow_mark)
+    texts = [f"sentence {i}" for i in range(30)] + ["sentence 3", "sentence 7"]
+    given = np.random.default_rng(4).normal(size=(len(texts), 8)).astype(np.float32)
+    with byo_db(home) as db:
+        report = only(db.ingest_embeddings("en", texts, given, mine=False))
+        assert (report["new"], report["duplicates"], report["encoded"]) == (30, 2, 30)
+        assert_vectors_match(db, texts[:30], given[:30])

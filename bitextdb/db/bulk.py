@@ -1,11 +1,11 @@
 """Many rows through the driver's own ``executemany``, compiled once by SQLAlchemy.
 
 An ingest writes tens of thousands of rows a second. Executed the usual way, SQLAlchemy
-turns every row's dict into the driver's parameters in Python, which was most of the SQL
-time of an ingest (``benchmarks/storage.py``). Here a statement is compiled once for the
-session's dialect and the rows go to the driver as tuples of values it takes as they are
-(each column's constant is converted once by :func:`db_value`); SQLite's and psycopg's
-``executemany`` loop over them in C.
+turns every row's dict into the driver's parameters in Python, type by type. Here a
+statement is compiled once for the session's dialect and the rows go to the driver as
+tuples of values it takes as they are (each column's constant is converted once, by
+:func:`db_value`), so per row only the driver's own loop runs. What is left of the SQL
+time is mostly the database's own work (``benchmarks/storage.py`` times it).
 """
 
 from __future__ import annotations
