@@ -273,3 +273,28 @@ def test_shards_wait_for_a_writer_that_still_holds_them(tmp_path: Path) -> None:
     assert time.monotonic() - started > 0.5
     assert holder.wait() == 0
     waiting.close()
+
+
+@pytest.mark.parametrize(
+    "compact", [{"vector_dtype": "float16"}, {"quantization": "scalar"}, {"quantization": "binary"}]
+)
+def test_compact_vectors_go_through_the_writer_as_they_are_stored_in_process(
+    home: Path, monkeypatch: pytest.MonkeyPatch, compact: dict[str, str]
+) -> None:
+    """The writer opens the shards with the home's own options: a float16 home gets a
+    float16 mirror from it, and both the shard and the mirror equal the in-process ones."""
+    monkeypatch.setattr(ingest, "BATCH", 40)
+    texts = [f"sentence {i}" for i in range(130)]
+    vectors = unit_rows(len(texts), seed=9)
+    scans = {}
+    for writer in (True, False):
+        where = home / str(writer)
+        with bitextdb.init(where, model="laser-like", dim=8, index_process=writer, **compact) as db:
+            db.ingest_embeddings("en", texts, vectors, mine=False)
+            ids, scanned = next(db.index.scan("en"))  # the mirror
+            shard_ids, from_shard = db.index.retrieve("en", np.arange(1, 11))  # the shard
+            scans[writer] = (ids, scanned, shard_ids, from_shard)
+    assert all(np.array_equal(a, b) for a, b in zip(scans[True], scans[False]))
+    if compact.get("vector_dtype") == "float16":
+        mirror = home / "True" / "vectors" / "en" / "mirror.vec"
+        assert mirror.stat().st_size == len(texts) * 8 * 2
