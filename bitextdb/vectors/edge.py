@@ -90,8 +90,8 @@ class EdgeIndex:
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
             # no write-ahead log: every change is flushed before the call returns
             # (:meth:`_settle`), so what a caller was told is stored stays stored, and a
-            # batch of points is stored in less than half the time. Shards made before
-            # keep their log.
+            # batch of points is stored in about 60 % of the time (benchmarks/storage.py).
+            # Shards made before keep their log.
             wal_enabled=False,
         )
 
