@@ -22,6 +22,7 @@ import numpy as np
 from .config import Settings, check_lang
 from .db import Database, corpus
 from .encoder import TextEncoder, normalize_rows
+from .encoder_process import wants_encoder_process
 from .errors import InputError, ModelLoadError, ModelMismatchError
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, text_hash
@@ -273,12 +274,10 @@ class Ingestor:
     def _wants_index_process(self) -> bool:
         """Whether Qdrant Edge's upserts go to a child process: as set, else with the
         encoder's (where the storage work is what holds a GPU ingest back)."""
-        if not isinstance(self.index, EdgeIndex) or not edge_writer.available():
+        if not isinstance(self.index, EdgeIndex):
             return False  # a server's client already waits on the network, not in Python
         if self.settings.index_process is not None:
             return self.settings.index_process
-        from .encoder_process import wants_encoder_process
-
         return wants_encoder_process(self.settings)
 
     def _upsert_vectors(

@@ -16,7 +16,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from bitextdb.errors import ModelMismatchError, StoreUnavailableError
+from bitextdb.errors import ConfigError, ModelMismatchError, StoreUnavailableError
 from bitextdb.vectors import EdgeIndex, ServerIndex, VectorIndex
 from bitextdb.vectors import edge as edge_module
 from bitextdb.vectors.server import is_transient
@@ -473,3 +473,13 @@ def test_what_edge_acknowledged_survives_a_kill(tmp_path: Path, made: str) -> No
         assert sorted(hit.id for hit in banded) == list(range(1, 101))
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"vectors": {}}'])
+def test_an_unreadable_shard_configuration_is_one_clear_error(tmp_path: Path, content: str) -> None:
+    index = EdgeIndex(tmp_path)
+    index.ensure("en", 8)
+    index.close()
+    (tmp_path / "en" / "edge_config.json").write_text(content)
+    with pytest.raises(ConfigError, match="Unreadable shard configuration"):
+        EdgeIndex(tmp_path).dimension("en")

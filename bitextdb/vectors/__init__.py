@@ -24,23 +24,23 @@ def open_index(loc: Locations, settings: Settings | None = None) -> VectorIndex:
         "vector_dtype": s.vector_dtype,
         "quantization": s.quantization,
     }
-    if loc.qdrant:
-        from .server import ServerIndex
-    if loc.qdrant and loc.qdrant.startswith("local:"):
+    if not loc.qdrant:
+        return EdgeIndex(loc.vectors_dir, **options)
+    from .server import ServerIndex  # qdrant-client: imported only for a server
+
+    if loc.qdrant.startswith("local:"):
         # qdrant-client's pure-Python local mode: a stand-in for a server in tests
         from qdrant_client import QdrantClient
 
         client = QdrantClient(path=loc.qdrant[len("local:") :])
         return ServerIndex(loc.qdrant, client=client, prefix=loc.qdrant_prefix, **options)
-    if loc.qdrant:
-        server = ServerIndex(loc.qdrant, prefix=loc.qdrant_prefix, **options)
-        try:
-            server.languages()  # fail now, clearly, when the server cannot be reached
-        except BaseException:
-            server.close()
-            raise
-        return server
-    return EdgeIndex(loc.vectors_dir, **options)
+    server = ServerIndex(loc.qdrant, prefix=loc.qdrant_prefix, **options)
+    try:
+        server.languages()  # fail now, clearly, when the server cannot be reached
+    except BaseException:
+        server.close()
+        raise
+    return server
 
 
 __all__ = [

@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -137,11 +138,10 @@ class EdgeIndex:
     def _settle(self, lang: str, shard: qe.EdgeShard) -> None:
         """Make the changes so far durable: a flush, where the shard keeps no log."""
         if lang not in self._logged:
-            config = self._dir(lang) / _CONFIG_FILE
             try:
-                data = json.loads(config.read_text(encoding="utf-8"))
+                data = self._stored_config(lang) or {}
                 self._logged[lang] = data.get("wal_enabled", True) is not False
-            except (OSError, ValueError, AttributeError):
+            except ConfigError:
                 self._logged[lang] = False  # unknown: flushing is never wrong
         if not self._logged[lang]:
             shard.flush()
@@ -161,19 +161,29 @@ class EdgeIndex:
         self._wait_for_writer()
         self._shards[lang] = qe.EdgeShard.create(str(path), self._config(dim))
 
-    def dimension(self, lang: str) -> int | None:
+    def _stored_config(self, lang: str) -> dict[str, Any] | None:
+        """The shard's own ``edge_config.json`` (None: no shard yet)."""
         config_path = self._dir(lang) / _CONFIG_FILE
         if not config_path.is_file():
             return None
         try:
             data = json.loads(config_path.read_text(encoding="utf-8"))
-            params = data["vectors"][""]
-            return int(params["size"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            shard = self._shard(lang)
-            if shard is None:
-                raise ConfigError(f"Unreadable shard configuration {config_path}.") from exc
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"Unreadable shard configuration {config_path}.") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"Unreadable shard configuration {config_path}.")
+        return data
+
+    def dimension(self, lang: str) -> int | None:
+        data = self._stored_config(lang)
+        if data is None:
+            return None
+        try:
+            return int(data["vectors"][""]["size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"Unreadable shard configuration {self._dir(lang) / _CONFIG_FILE}."
+            ) from exc
 
     def languages(self) -> list[str]:
         if not self.root.is_dir():

@@ -39,11 +39,6 @@ _LOST = (
 )
 
 
-def available() -> bool:
-    """Whether this platform can run the writer (its pipes are POSIX file descriptors)."""
-    return os.name == "posix"
-
-
 class EdgeWriter:
     """Upserts into ``index``'s shards from a child process until :meth:`close`.
 
