@@ -27,7 +27,8 @@ def db_value(s: Session, column: Column[Any], value: Any) -> Any:
 def execute_many(
     s: Session, statement: Executable, keys: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
-    """Run ``statement`` once per row; each row holds the values of ``keys``, in that order.
+    """Run ``statement`` once per row; each row holds the values of ``keys``, given in the
+    order the statement binds them.
 
     Values must be what the driver takes (ints, strings, None; see :func:`db_value`).
     """
@@ -35,11 +36,9 @@ def execute_many(
     compiled = statement.compile(dialect=connection.dialect, column_keys=list(keys))
     params: list[Any]
     if compiled.positional:
-        order = [list(keys).index(name) for name in compiled.positiontup or ()]
-        if order == list(range(len(keys))):
-            params = [tuple(row) for row in rows]
-        else:
-            params = [tuple(row[i] for i in order) for row in rows]
+        if list(compiled.positiontup or ()) != list(keys):
+            raise ValueError(f"Give the keys in the statement's order: {compiled.positiontup}")
+        params = [tuple(row) for row in rows]
     else:
         params = [dict(zip(keys, row)) for row in rows]
     if params:
