@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEVICE = "cuda"
+PROFILER: list[str] = []  # --py-spy PATH --profile FILE: sample a last run of the ingest
+REPEATS = 0  # --ingest-repeats
 QUICK = False  # --quick: the figures the targets need, and nothing else
 LABSE = {
     "vocab_size": 501_153,
@@ -209,12 +215,26 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
 
     # the whole ingest: the model in this process; in a child process of its own with the
     # Qdrant Edge upserts kept here; and both in children (the default on one GPU)
+    # both in children with half-size batches: a 60,000-sentence file is only eight batches
+    # of 8,192, and the pipeline's filling and draining weigh on so few
+    from bitextdb import ingest as ingest_module
+
     variants = (
-        ("ingest_in_process", False, False),
-        ("ingest_upserts_in_process", True, False),
-        ("ingest", True, True),
+        ("ingest_in_process", False, False, ingest_module.BATCH),
+        ("ingest_upserts_in_process", True, False, ingest_module.BATCH),
+        ("ingest", True, True, ingest_module.BATCH),
+        ("ingest_batch4096", True, True, 4096),
     )
-    for name, in_child, writer in variants:
+    if REPEATS:  # --ingest-repeats N: the default ingest alone, N times, for its spread
+        variants = tuple(
+            (f"ingest_repeat{i}" if i else "ingest", True, True, ingest_module.BATCH)
+            for i in range(REPEATS)
+        )
+    if PROFILER:  # the default ingest once more, sampled (so the timings above are not)
+        variants += (("ingest_profiled", True, True, ingest_module.BATCH),)
+    default_batch = ingest_module.BATCH
+    for name, in_child, writer, batch in variants:
+        ingest_module.BATCH = batch
         db = bitextdb.init(
             home / name,
             model=str(model_dir),
@@ -223,16 +243,39 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
             index_process=writer,
         )
         db.encoder.encode(sentences[:4096])  # load and warm up, as the bare runs were
+        spy = None
+        if name == "ingest_profiled":  # this process and its children, on-CPU samples
+            spy = subprocess.Popen(
+                [
+                    *(PROFILER[0], "record", "--pid", str(os.getpid()), "--subprocesses"),
+                    *("--threads", "--nonblocking", "--rate", "250", "--format", "raw"),
+                    *("--output", PROFILER[1]),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(2.0)  # let it attach
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         result = db.ingest(str(corpus), "en", mine=False)
         whole = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         db.close()
         rate = result["ingested"][0]["new"] / whole
         out[f"{name}_per_s"] = rate
+        out[f"{name}_seconds"] = whole
+        # which stage held it back (seconds each worked) and how busy the ingesting process was
+        out[f"{name}_stage_seconds"] = result["ingested"][0]["stage_seconds"]
+        out[f"{name}_process_cpu_s"] = after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
+        log(name, "stages", out[f"{name}_stage_seconds"], "cpu", out[f"{name}_process_cpu_s"])
         out[f"{name}_vs_st_best"] = rate / out["st_fp16_best_per_s"]
         out[f"{name}_vs_bare"] = rate / out["bare_fp16_forward_per_s"]
         out[f"{name}_tflops"] = rate * seq * flops_per_token(seq) / 1e12
         log(name, rate)
+    ingest_module.BATCH = default_batch
     out["ingest_sentences"] = result["ingested"][0]["new"]
     return out
 
@@ -448,11 +491,22 @@ def main() -> None:
         "ingest (no fp32, profile, encoder variants or fresh-process runs)",
     )
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
+    parser.add_argument(
+        "--ingest-repeats",
+        type=int,
+        default=0,
+        help="run only the default ingest (both children), this many times, in fresh homes",
+    )
+    parser.add_argument("--py-spy", help="py-spy's path: profile one more run of the ingest")
+    parser.add_argument("--profile", default="ingest-profile.txt", help="where its samples go")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global DEVICE, QUICK
+    global DEVICE, QUICK, REPEATS
     QUICK = args.quick
+    REPEATS = args.ingest_repeats
+    if args.py_spy:
+        PROFILER[:] = [args.py_spy, args.profile]
     if args.dry_run:
         DEVICE = "cpu"
         LABSE.update(vocab_size=40_000, num_hidden_layers=2)

@@ -45,6 +45,12 @@ class IngestReport:
     new: int = 0
     encoded: int = 0
     seconds: float = 0.0
+    # seconds each pipeline stage worked, which tells what held the ingest back: reading
+    # (and normalising), storing in SQL, encoding (only handing the batch over, when the
+    # model runs in a process of its own), waiting for the vectors, upserting them (only
+    # handing them over, to a writer process), waiting until they are stored, and marking
+    # them indexed; the stages overlap, so they add up to more than ``seconds``
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -176,17 +182,32 @@ class Ingestor:
         # is a stage of its own so that the next upsert need not wait for SQLite's writer
         # lock, which the first stage holds while it stores the batch after next.
         stages = [
-            lambda batch: (batch, self._store_batch(lang, src, batch, vectors, report, in_flight)),
+            lambda batch: (
+                batch,
+                self._store_batch(lang, src, batch, vectors, report, in_flight, sink),
+            ),
             lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
-            lambda job: (job[0], self._upsert(lang, job[1], job[2], report, sink)),
-            lambda job: (job[0], self._mark_indexed(job[1], in_flight)),
+            lambda job: (job[0], *self._upsert(lang, job[1], job[2], report, sink)),
+            lambda job: (job[0], self._when_stored_mark(job[1], job[2], in_flight, report)),
         ]
+        busy = [0.0] * (len(stages) + 1)
         try:
-            for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2):
+            for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2, busy=busy):
                 done += len(batch)
                 self.progress("ingest", done, 0)
         finally:
             sink.close()
+        read, store, encode, upsert, mark = busy
+        waits = report.stage_seconds
+        report.stage_seconds = {
+            "read": read,
+            "store": store,
+            "encode": encode,
+            "wait_for_vectors": waits.get("wait_for_vectors", 0.0),
+            "upsert": upsert - waits.get("wait_for_vectors", 0.0),
+            "wait_for_upserts": waits.get("wait_for_upserts", 0.0),
+            "mark_indexed": mark - waits.get("wait_for_upserts", 0.0),
+        }
         if stats is not None:
             report.read = stats.lines
             report.skipped = stats.skipped()
@@ -205,6 +226,7 @@ class Ingestor:
         vectors: VectorSource,
         report: IngestReport,
         in_flight: set[int],
+        sink: _Upserts,
     ) -> dict[int, tuple[str, int]]:
         """Store a batch's sentences and occurrences; ``id -> (text, position)`` to encode.
 
@@ -238,6 +260,8 @@ class Ingestor:
             if (h in fresh or not (stored[h][1] or sid in flying)) and sid not in todo:
                 todo[sid] = (line.text, line.position)
         in_flight.update(todo)
+        if todo and len(batch) >= BATCH:  # more may follow: worth a writer process, if wanted
+            sink.prepare()
         return todo
 
     @staticmethod
@@ -255,14 +279,31 @@ class Ingestor:
         pending: Callable[[], np.ndarray] | None,
         report: IngestReport,
         sink: _Upserts,
-    ) -> list[int]:
-        """Upsert the batch's vectors; the ids now stored, to be marked indexed."""
+    ) -> tuple[list[int], Callable[[], None]]:
+        """Upsert the batch's vectors: the ids to mark indexed, and what returns once they
+        are stored (a writer process may still be storing them)."""
         if pending is None:
-            return []
+            return [], _stored
         ids = list(todo)
-        self._upsert_vectors(lang, ids, pending(), sink)
+        started = time.perf_counter()
+        found = pending()
+        _add_seconds(report, "wait_for_vectors", time.perf_counter() - started)
+        stored = self._upsert_vectors(lang, ids, found, sink)
         report.encoded += len(ids)
-        return ids
+        return ids, stored
+
+    def _when_stored_mark(
+        self,
+        ids: list[int],
+        stored: Callable[[], None],
+        in_flight: set[int],
+        report: IngestReport,
+    ) -> None:
+        """Wait until a batch's points are stored (never mark before), then mark them."""
+        started = time.perf_counter()
+        stored()
+        _add_seconds(report, "wait_for_upserts", time.perf_counter() - started)
+        self._mark_indexed(ids, in_flight)
 
     def _mark_indexed(self, ids: list[int], in_flight: set[int] | None = None) -> None:
         if ids:
@@ -282,13 +323,18 @@ class Ingestor:
 
     def _upsert_vectors(
         self, lang: str, ids: list[int], vectors: np.ndarray, sink: _Upserts | None = None
-    ) -> None:
+    ) -> Callable[[], None]:
+        """Upsert; what returns once the points are stored (at once, without ``sink``)."""
         if vectors.shape[1] != self.settings.dim:
             raise ModelMismatchError(
                 f"Got {vectors.shape[1]}-dimensional vectors for a database of "
                 f"{self.settings.dim}-dimensional ones."
             )
-        (sink or self.index).upsert(lang, np.asarray(ids, dtype=np.int64), vectors)
+        ids_array = np.asarray(ids, dtype=np.int64)
+        if sink is None:
+            self.index.upsert(lang, ids_array, vectors)
+            return _stored
+        return sink.submit(lang, ids_array, vectors)
 
     def resume(
         self, lang: str | None = None, vectors: VectorSource | None = None, *, strict: bool = True
@@ -391,27 +437,46 @@ class Ingestor:
 
 
 class _Upserts:
-    """Where an ingest's vectors go: the index, or, when ``child`` is set, an
-    :class:`~bitextdb.vectors.edge_writer.EdgeWriter` from the second batch on (an ingest
-    of one batch is over before a child would have started)."""
+    """Where an ingest's vectors go: the index, or, when ``child`` is set and
+    :meth:`prepare` was called (by a full batch: an ingest of one short batch would be over
+    before a child had started), an :class:`~bitextdb.vectors.edge_writer.EdgeWriter`."""
 
     def __init__(self, index: VectorIndex, child: bool) -> None:
         self.index = index
         self.child = child
         self.writer: edge_writer.EdgeWriter | None = None
-        self.batches = 0
 
-    def upsert(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if self.child and self.batches and self.writer is None:
+    def prepare(self) -> None:
+        """Start the writer process, if wanted, ahead of the upserts it will take.
+
+        Called from the stage before the upserts: the batch queues between them order the
+        two, so the upserting thread sees the writer.
+        """
+        if self.child and self.writer is None:
             assert isinstance(self.index, EdgeIndex)
             self.writer = edge_writer.EdgeWriter(self.index)
-        (self.writer or self.index).upsert(lang, ids, vectors)
-        self.batches += 1
+
+    def submit(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> Callable[[], None]:
+        """Upsert, or hand the points to the writer; what returns once they are stored
+        (called in submission order: the writer stores batches in that order)."""
+        if self.writer is None:
+            self.index.upsert(lang, ids, vectors)
+            return _stored
+        self.writer.submit(lang, ids, vectors)
+        return self.writer.confirm
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _add_seconds(report: IngestReport, wait: str, seconds: float) -> None:
+    report.stage_seconds[wait] = report.stage_seconds.get(wait, 0.0) + seconds
+
+
+def _stored() -> None:
+    """Points stored already: nothing to wait for."""
 
 
 def _batches(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:

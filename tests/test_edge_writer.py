@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy
 
 import bitextdb
 import bitextdb.ingest as ingest
@@ -59,6 +60,26 @@ def test_an_error_in_the_writer_is_the_store_s_own_and_it_goes_on(tmp_path: Path
     index.close()
 
 
+def test_submitted_batches_are_confirmed_in_order_with_their_own_errors(
+    tmp_path: Path,
+) -> None:
+    index = EdgeIndex(tmp_path / "vectors")
+    index.ensure("en", 8)
+    vectors = unit_rows(30)
+    with EdgeWriter(index) as writer:
+        writer.submit("en", np.arange(1, 11), vectors[:10])
+        writer.submit("de", np.arange(11, 21), vectors[10:20])  # no such collection
+        writer.submit("en", np.arange(21, 31), vectors[20:])
+        writer.confirm()
+        with pytest.raises(StoreUnavailableError, match="no de vector collection"):
+            writer.confirm()
+        writer.confirm()
+        writer.submit("en", np.arange(11, 21), vectors[10:20])  # left unconfirmed: close
+    assert index.count("en") == 30  # waits for it before it closes the shards
+    assert not list((tmp_path / "vectors").glob(".writer-*/*"))
+    index.close()
+
+
 def test_a_writer_that_dies_is_one_clear_error_and_keeps_what_it_stored(
     tmp_path: Path,
 ) -> None:
@@ -94,7 +115,7 @@ def ingest_vectors(
 def test_an_ingest_through_the_writer_stores_the_same_vectors(
     home: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest, "BATCH", 40)  # several batches: the writer starts at the second
+    monkeypatch.setattr(ingest, "BATCH", 40)  # several full batches: the writer takes them
     started: list[EdgeIndex] = []
     monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", _counting(started))
     texts = [f"sentence {i}" for i in range(150)] + ["sentence 3", "sentence 7"]
@@ -116,6 +137,22 @@ def test_one_batch_stays_in_process(home: Path, monkeypatch: pytest.MonkeyPatch)
     assert started == []
 
 
+def test_a_full_batch_with_nothing_new_starts_no_writer(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "BATCH", 40)
+    started: list[EdgeIndex] = []
+    monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", _counting(started))
+    texts = [f"sentence {i}" for i in range(80)]
+    vectors = unit_rows(80)
+    with bitextdb.init(home, model="laser-like", dim=8, index_process=True) as db:
+        db.ingest_embeddings("en", texts, vectors, mine=False)
+        assert len(started) == 1
+        db.ingest_embeddings("en", texts, vectors, mine=False)  # all known: nothing to store
+        assert len(started) == 1
+        assert db.index.count("en") == 80
+
+
 def _counting(started: list[EdgeIndex]) -> type[EdgeWriter]:
     class Counting(EdgeWriter):
         def __init__(self, index: EdgeIndex) -> None:
@@ -132,11 +169,12 @@ def test_a_writer_that_dies_mid_ingest_loses_nothing(
     monkeypatch.setattr(ingest, "BATCH", 40)
 
     class Dying(EdgeWriter):
-        def upsert(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-            super().upsert(lang, ids, vectors)
-            assert self._child is not None
-            self._child.kill()
-            self._child.wait()
+        def submit(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+            if self._count:  # dies before its second batch, maybe before storing the first
+                assert self._child is not None
+                self._child.kill()
+                self._child.wait()
+            super().submit(lang, ids, vectors)
 
     monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", Dying)
     texts = [f"sentence {i}" for i in range(150)]
@@ -144,7 +182,14 @@ def test_a_writer_that_dies_mid_ingest_loses_nothing(
     with bitextdb.init(home, model="laser-like", dim=8, index_process=True) as db:
         with pytest.raises(StoreUnavailableError, match="stopped unexpectedly"):
             db.ingest_embeddings("en", texts, vectors, mine=False)
-        assert 0 < db.index.count("en") < 150
+        assert db.index.count("en") in (0, 40)
+        with db.db.session() as s:  # nothing is marked indexed that was not stored
+            marked = [
+                row[0]
+                for row in s.execute(sqlalchemy.text("SELECT id FROM sentences WHERE indexed"))
+            ]
+        found, _ = db.index.retrieve("en", np.array(marked, dtype=np.int64))
+        assert sorted(found.tolist()) == sorted(marked)
         monkeypatch.setattr(ingest.edge_writer, "EdgeWriter", EdgeWriter)
         db.ingest_embeddings("en", texts, vectors, mine=False)
         with db.db.session() as s:

@@ -25,8 +25,11 @@ def test_the_child_gives_the_in_process_vectors(tiny_bert: Path) -> None:
         queued = np.concatenate([child.wait(f) for f in futures])
         assert child.encode([]).shape == (0, 32)
         single = child.encode(texts)
+        assert not list(child._spool.iterdir())  # each batch's file went once it was read
+        child.submit(texts)  # never waited for: its file is removed on close
     finally:
         child.close()
+    assert not child._spool.exists()
     expected = Encoder(str(tiny_bert), device="cpu", batch_size=16).encode(texts)
     assert np.allclose(single, expected, atol=1e-6)
     assert np.allclose(queued, expected, atol=1e-6)

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import lzma
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -295,6 +296,35 @@ def test_only_new_sentences_are_encoded(
         seen.clear()
         db.ingest([first, second], "en", mine=False)
         assert seen == []
+
+
+def test_report_says_how_long_each_stage_worked(
+    home: Path, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_lines(tmp_path / "a.txt", EN[:4])
+    with make_db(home, None, tiny_bert) as db:
+        original = db.encoder.encode
+
+        def slow(texts: list[str]) -> np.ndarray:
+            time.sleep(0.3)
+            return original(texts)
+
+        monkeypatch.setattr(db.encoder, "encode", slow)
+        report = only(db.ingest(path, "en", mine=False))
+    stages = report["stage_seconds"]
+    assert set(stages) == {
+        "read",
+        "store",
+        "encode",
+        "wait_for_vectors",
+        "upsert",
+        "wait_for_upserts",
+        "mark_indexed",
+    }
+    assert all(seconds >= 0 for seconds in stages.values())
+    assert stages["encode"] >= 0.3  # in process, the encode stage does the work
+    assert stages["encode"] == max(stages.values())
+    assert sum(stages.values()) - stages["encode"] < report["seconds"]
 
 
 def test_stored_vectors_are_the_models(home: Path, tiny_bert: Path, tmp_path: Path) -> None:

@@ -27,6 +27,29 @@ def test_stages_keep_order_and_overlap() -> None:
     assert all(name.startswith("bitextdb-stage") for name in seen_threads)
 
 
+def test_busy_seconds_name_the_slow_stage() -> None:
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(5):
+            time.sleep(0.002)
+            yield i
+
+    def slow(x: int) -> int:
+        time.sleep(0.05)
+        return x
+
+    busy = [0.0, 0.0, 0.0]
+    assert list(run_stages(source(), [slow, lambda x: x], depth=1, busy=busy)) == list(range(5))
+    reading, slow_stage, quick_stage = busy
+    assert slow_stage >= 5 * 0.05
+    assert 5 * 0.002 <= reading < slow_stage / 2  # its waits on the full queue are not counted
+    assert quick_stage < slow_stage / 10  # nor are the other stage's waits for items
+
+
+def test_busy_needs_a_slot_for_the_items_and_each_stage() -> None:
+    with pytest.raises(ValueError, match="one slot"):
+        list(run_stages(range(3), [lambda x: x], busy=[0.0]))
+
+
 def test_a_failing_stage_stops_the_pipeline_and_raises_here() -> None:
     def boom(x: int) -> int:
         if x == 7:

@@ -85,6 +85,10 @@ def assert_congruent(a: VectorIndex, b: VectorIndex) -> None:
     assert ra.tolist() == rb.tolist() == [ids[5], ids[0], ids[-1]]
     assert np.allclose(va, vb, atol=1e-6)
     assert np.allclose(va, vectors[[5, 0, N - 1]], atol=1e-6)
+    for index in (a, b):  # none found, or none asked: an empty matrix of the right width
+        for none in (np.array([999_999]), np.array([], dtype=np.int64)):
+            found, got = index.retrieve("en", none)
+            assert found.shape == (0,) and got.shape == (0, DIM)
 
     # scan covers every id exactly once, whatever the batch size
     for batch_size in (7, 1000):

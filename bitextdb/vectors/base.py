@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -109,3 +109,14 @@ def as_vectors(vectors: object, dim: int | None = None) -> np.ndarray:
     if array.ndim == 1:
         array = array.reshape(1, -1) if array.size else array.reshape(0, dim or 0)
     return array
+
+
+def in_order(
+    wanted: np.ndarray, found: dict[int, Any], dimension: Callable[[], int | None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``found`` vectors (``id -> vector``) of the ``wanted`` ids, in that order, those
+    not found left out; ``dimension`` gives the width of an empty result."""
+    kept = np.array([i for i in wanted if int(i) in found], dtype=np.int64)
+    if not len(kept):
+        return kept, np.zeros((0, dimension() or 0), dtype=np.float32)
+    return kept, np.array([found[int(i)] for i in kept], dtype=np.float32)

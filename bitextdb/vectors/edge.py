@@ -17,7 +17,7 @@ import qdrant_edge as qe
 
 from ..config import check_lang
 from ..errors import ConfigError, ModelMismatchError, StoreUnavailableError
-from .base import Hit, as_ids, as_vectors
+from .base import Hit, as_ids, as_vectors, in_order
 
 _CONFIG_FILE = "edge_config.json"
 
@@ -245,9 +245,7 @@ class EdgeIndex:
             chunk = [int(i) for i in wanted[start : start + 4096]]
             for rec in shard.retrieve(chunk, with_payload=False, with_vector=True):
                 found[int(rec.id)] = rec.vector  # type: ignore[assignment]
-        kept = np.array([i for i in wanted if int(i) in found], dtype=np.int64)
-        vectors = np.array([found[int(i)] for i in kept], dtype=np.float32)
-        return kept, vectors.reshape(len(kept), -1)
+        return in_order(wanted, found, lambda: self.dimension(lang))
 
     def _retrieve_from_mirror(
         self, lang: str, shard: qe.EdgeShard, wanted: np.ndarray

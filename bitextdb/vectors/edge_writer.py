@@ -3,10 +3,11 @@
 Qdrant Edge keeps the interpreter lock while it stores points (``benchmarks/storage.py``
 measures how little a Python thread runs meanwhile), so in the ingesting process its
 upserts take turns with SQL, hashing and feeding the encoder instead of running beside
-them. A shard may be open in one process only: :class:`EdgeWriter` closes the parent's
-shards, a child opens them and does the upserts (the flat mirror included), and on
-:meth:`EdgeWriter.close` the child flushes and closes them; the parent's index opens them
-again when next used.
+them. A shard may be open in one process only: :class:`EdgeWriter` starts the child at
+once (so its imports overlap the parent's work), and at the first upsert closes the
+parent's shards and has the child open them; the child then does the upserts (the flat
+mirror included), and on :meth:`EdgeWriter.close` it flushes and closes them; the parent's
+index opens them again when next used.
 
 The child is ``python -m bitextdb.vectors.edge_writer``, not a ``multiprocessing`` child:
 those import the parent's main module first (the command line, with torch: seconds), this
@@ -17,6 +18,7 @@ go through a ``.npy`` file in a folder of the store's own rather than through th
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import os
 import shutil
@@ -43,17 +45,20 @@ class EdgeWriter:
     """Upserts into ``index``'s shards from a child process until :meth:`close`.
 
     ``upsert`` returns once the points are stored (it waits without the interpreter lock),
-    so a caller that marks them indexed afterwards keeps the ingest's crash safety. The
-    parent must not use ``index`` until :meth:`close`.
+    so a caller that marks them indexed afterwards keeps the ingest's crash safety.
+    ``submit`` and ``confirm`` split it for a pipeline: one thread hands batches over while
+    another waits for them to be stored, in order, so the child always has the next batch.
+    The parent may use ``index`` until the first upsert, and not again until :meth:`close`.
     """
 
     def __init__(self, index: EdgeIndex) -> None:
-        index.close()  # hand the shards over
+        self._index: EdgeIndex | None = index  # until the shards are handed over
         index.root.mkdir(parents=True, exist_ok=True)
         for stale in index.root.glob(".writer-*"):  # left by a writer whose parent was killed
             shutil.rmtree(stale, ignore_errors=True)
         self._spool = Path(tempfile.mkdtemp(prefix=".writer-", dir=index.root))
         self._count = 0
+        self._pending: collections.deque[Path] = collections.deque()  # submitted, unconfirmed
         # the package's own folder first: a checkout that is not installed works too
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
@@ -67,27 +72,51 @@ class EdgeWriter:
         child.stdin.close()
         child.stdout.close()
         self._child: subprocess.Popen[bytes] | None = child
-        try:
+
+    def _hand_over(self) -> None:
+        """Close the parent's shards and have the child open them (once)."""
+        index, self._index = self._index, None
+        if index is not None:
+            index.close()
             self._call("open", str(index.root), index.options())
-        except BaseException:
-            self.close()
-            raise
 
     def upsert(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Store the points in the child; returns when they are stored."""
+        self.submit(lang, ids, vectors)
+        self.confirm()
+
+    def submit(self, lang: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Hand the points to the child, which stores them after those handed earlier;
+        :meth:`confirm` says when. Called from one thread at a time."""
+        self._hand_over()
         self._count += 1
         path = self._spool / f"{self._count}.npy"
         np.save(path, np.ascontiguousarray(vectors, dtype=np.float32))
+        self._pending.append(path)
+        self._send("upsert", lang, np.asarray(ids, dtype=np.int64), str(path))
+
+    def confirm(self) -> None:
+        """Wait until the oldest submitted batch is stored; raise what storing it raised."""
+        path = self._pending.popleft()
         try:
-            self._call("upsert", lang, np.asarray(ids, dtype=np.int64), str(path))
+            self._receive()
         finally:
             path.unlink(missing_ok=True)
 
     def _call(self, *message: Any) -> None:
+        self._send(*message)
+        self._receive()
+
+    def _send(self, *message: Any) -> None:
         if self._child is None:
             raise StoreUnavailableError("The Qdrant Edge writer process was closed.")
         try:
             self._to.send(message)
+        except OSError as exc:
+            raise StoreUnavailableError(_LOST) from exc
+
+    def _receive(self) -> None:
+        try:
             failure = self._from.recv()
         except (EOFError, OSError) as exc:
             raise StoreUnavailableError(_LOST) from exc
@@ -101,7 +130,8 @@ class EdgeWriter:
             return
         try:
             self._to.send(("close",))
-            self._from.recv()
+            for _ in range(len(self._pending) + 1):  # what an ingest that failed left, then close
+                self._from.recv()
         except (EOFError, OSError):
             pass  # a child that is gone has nothing left to flush
         finally:

@@ -29,7 +29,7 @@ from tenacity import (
 
 from ..config import check_lang, mask_url
 from ..errors import ModelMismatchError, StoreUnavailableError
-from .base import Hit, as_ids, as_vectors
+from .base import Hit, as_ids, as_vectors, in_order
 
 log = logging.getLogger(__name__)
 #: what qdrant-client raises when the other end is not a Qdrant server (HTML, 404, JSON of
@@ -208,9 +208,7 @@ class ServerIndex:
             )
             for rec in records:
                 found[int(rec.id)] = rec.vector
-        kept = np.array([i for i in wanted if int(i) in found], dtype=np.int64)
-        vectors = np.array([found[int(i)] for i in kept], dtype=np.float32)
-        return kept, vectors.reshape(len(kept), -1)
+        return in_order(wanted, found, lambda: self.dimension(lang))
 
     def scan(self, lang: str, batch_size: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.dimension(lang) is None:
