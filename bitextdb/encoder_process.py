@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -64,6 +65,27 @@ def _close() -> None:
         _encoder.close()
 
 
+_SPOOL_PREFIX = "bitextdb-vectors-"  # then the parent's pid: a folder per EncoderProcess
+
+
+def _remove_stale_spools() -> None:
+    """Remove the vector folders of parents that are gone (killed before they closed)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SPOOL_PREFIX}*-*"):
+        pid = folder.name[len(_SPOOL_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def wants_encoder_process(settings: Settings) -> bool:
     """Whether ingest should run the model in a child process: as set, else for one GPU.
 
@@ -95,7 +117,8 @@ class EncoderProcess:
     def __init__(self, model: str, **options: Any) -> None:
         self.name = model
         self.backend = options.get("backend", "torch")
-        self._spool = Path(tempfile.mkdtemp(prefix="bitextdb-vectors-"))
+        _remove_stale_spools()
+        self._spool = Path(tempfile.mkdtemp(prefix=f"{_SPOOL_PREFIX}{os.getpid()}-"))
         self._numbers = itertools.count()  # thread-safe: next() on it is one C call
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,26 @@ def test_the_child_gives_the_in_process_vectors(tiny_bert: Path) -> None:
     with pytest.raises(ModelLoadError, match="closed"):
         child.submit(texts)
     child.close()  # twice is harmless
+
+
+def test_vector_folders_of_killed_parents_are_removed(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"bitextdb-vectors-{gone.pid}-abc"
+    alive = tmp_path / f"bitextdb-vectors-{os.getpid()}-def"
+    for folder in (stale, alive):
+        folder.mkdir()
+        (folder / "0.npy").write_bytes(b"25 MB of vectors")
+    child = EncoderProcess(str(tiny_bert), device="cpu")
+    try:
+        assert not stale.exists()
+        assert alive.exists()  # this process is still running: its folder stays
+        assert child._spool.parent == tmp_path
+    finally:
+        child.close()
 
 
 def test_a_model_that_cannot_load_is_one_clear_sentence(tmp_path: Path) -> None:
