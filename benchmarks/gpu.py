@@ -8,10 +8,13 @@
    over pre-tokenized, length-sorted batches already on the GPU (with achieved TFLOP/s);
    bitextdb's pipelined encoder (also at other token batch sizes and in bfloat16); and the
    whole bitextdb ingest (read, dedup, SQL, encode,
-   upsert), with the model in the ingesting process and in a child process of its own
-   (the default on one GPU) — all in the same run; then the encoder in a fresh process per
-   variant (batches padded to a multiple of 8 tokens or not; attention kernels), where
-   every batch shape is new, as in a first ingest.
+   upsert), with the model in the ingesting process and in a child process of its own,
+   and with the Qdrant Edge upserts in a writer process too (the default on one GPU), each
+   with how long its stages worked and the ingesting process's CPU time — all in the same
+   run (``--ingest-repeats N``: only the default ingest, N times; ``--py-spy PATH``: one
+   more ingest sampled by py-spy, see ``profile_summary.py``); then the encoder in a
+   fresh process per variant (batches padded to a multiple of 8 tokens or not; attention
+   kernels), where every batch shape is new, as in a first ingest.
 2. Bulk mining: the exact blocked kNN (``bitextdb.knn.BlockedKnn``: fp16 products, float64
    re-scoring of the kept candidates) of N x N unit vectors, both directions, against a plain
    fp16 matmul + topk in torch (the speed of a matrix multiply), and the agreement of its
