@@ -7,7 +7,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from .config import (
     check_lang,
     model_name,
     pair_name,
+    pairs_to_mine,
     parse_pair,
     resolve_locations,
     same_model,
@@ -29,10 +30,12 @@ from .encoder_process import EncoderProcess, wants_encoder_process
 from .errors import ConfigError, InputError, ModelMismatchError, NotInitializedError
 from .ingest import Ingestor, IngestReport, VectorSource
 from .lock import writer_lock
-from .miner import Miner, PairReport
 from .query import Translation, translate_many
 from .readers import Line, ReadStats, normalize
 from .vectors import VectorIndex, open_index
+
+if TYPE_CHECKING:
+    from .miner import Miner, PairReport
 
 Progress = Callable[[str, int, int], None]
 
@@ -116,6 +119,8 @@ class BitextDB:
         return self._encoder
 
     def miner(self) -> Miner:
+        from .miner import Miner  # torch: imported by the commands that mine only
+
         return Miner(self.db, self.index, self.settings, progress=self.progress)
 
     def _ingestor(self) -> Ingestor:
@@ -261,7 +266,8 @@ class BitextDB:
         return self.settings
 
     def language_pairs(self) -> list[tuple[str, str]]:
-        return self.miner().pairs()
+        with self.db.session() as s:
+            return pairs_to_mine(graph.languages(s), self.settings.pairs)
 
     def stats(self) -> dict[str, Any]:
         """Counts and settings; the JSON shape is documented in the README."""

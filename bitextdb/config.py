@@ -7,6 +7,7 @@ settings), then the defaults below.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -81,6 +82,16 @@ def pair_name(a: str, b: str) -> str:
     """The canonical name of a language pair: the two codes sorted, joined by '-'."""
     a, b = sorted((a, b))
     return f"{a}-{b}"
+
+
+def pairs_to_mine(langs: list[str], chosen: list[str] | None) -> list[tuple[str, str]]:
+    """The pairs to mine among ``langs`` (sorted codes): every pair, or only the ``chosen``
+    ones (``de-en`` or ``en-de``), each as ``(a, b)`` with ``a < b``."""
+    every = list(itertools.combinations(langs, 2))
+    if chosen is None:
+        return every
+    wanted = {tuple(sorted(p.split("-", 1))) for p in chosen}
+    return [p for p in every if p in wanted]
 
 
 @dataclass

@@ -13,33 +13,13 @@ the CPU, so there is one implementation of the order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-PAD_ID = np.iinfo(np.int64).max
+from .topk import PAD_ID, TopK
+
 _DOT_ROWS = 65_536  # rows re-scored at once (bounds the float64 temporaries)
 _COUNT_WIDTH = 32  # lists up to this long are ranked by counting, longer ones by sorting
-
-
-@dataclass
-class TopK:
-    """Padded best-first lists: ``ids`` (n, m) with ``PAD_ID`` and ``cos`` (n, m) with -inf."""
-
-    ids: np.ndarray
-    cos: np.ndarray
-
-    @classmethod
-    def empty(cls, n: int, m: int) -> TopK:
-        return cls(np.full((n, m), PAD_ID, dtype=np.int64), np.full((n, m), -np.inf))
-
-    @property
-    def sizes(self) -> np.ndarray:
-        return (self.ids != PAD_ID).sum(axis=1)
-
-    def take(self, rows: np.ndarray) -> TopK:
-        return TopK(self.ids[rows], self.cos[rows])
 
 
 def merge_topk(a: TopK, b: TopK, m: int) -> TopK:

@@ -19,7 +19,6 @@ Two ways to search, each exact where the collection is searched exactly:
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Settings, pair_name
+from .config import Settings, pair_name, pairs_to_mine
 from .db import Database, graph
 from .knn import PAD_ID, BlockedKnn, TopK, exact_cosines, merge_topk
 from .margin import best_candidates, greedy_one_to_one
@@ -82,12 +81,7 @@ class Miner:
     # -- what to mine ----------------------------------------------------------------------
     def pairs(self) -> list[tuple[str, str]]:
         with self.db.session() as s:
-            langs = graph.languages(s)
-        if self.settings.pairs is not None:
-            wanted = {tuple(p.split("-", 1)) for p in self.settings.pairs}
-            wanted = {tuple(sorted(p)) for p in wanted}
-            return [p for p in itertools.combinations(langs, 2) if p in wanted]
-        return list(itertools.combinations(langs, 2))
+            return pairs_to_mine(graph.languages(s), self.settings.pairs)
 
     def mine(self, pairs: list[tuple[str, str]] | None = None) -> list[PairReport]:
         """Bring every (or the given) language pair up to date."""

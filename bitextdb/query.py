@@ -15,7 +15,6 @@ import numpy as np
 from .config import check_lang
 from .db import corpus, lookup
 from .errors import InputError
-from .knn import exact_cosines
 from .margin import ratio_margin
 from .readers import normalize, text_hash
 
@@ -60,6 +59,8 @@ def translate_many(
     db: BitextDB, texts: list[str], src: str, tgt: str, *, top: int = 5
 ) -> list[Translation]:
     """Ranked translations in ``tgt`` for each sentence of ``texts`` (in ``src``)."""
+    from .knn import exact_cosines  # torch: imported by the commands that need it only
+
     check_lang(src)
     check_lang(tgt)
     if src == tgt:

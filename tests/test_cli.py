@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +293,44 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
         pytest.skip("README.md is still the one-line placeholder")
     missing = [name for name in commands if name not in readme]
     assert not missing, f"README.md does not mention: {', '.join(missing)}"
+
+
+def test_commands_that_neither_encode_nor_mine_do_not_import_torch(tmp_path: Path) -> None:
+    """torch takes seconds to import: --help, init (of a database of given vectors), stats,
+    check and export start without it; ingest, mine and translate import it when run."""
+    home, fresh = tmp_path / "home", tmp_path / "fresh"
+    rng = np.random.default_rng(3)
+    with bitextdb.init(home, model="laser-like", dim=8) as db:  # this process may use torch
+        for lang in ("de", "en"):
+            db.ingest_embeddings(
+                lang, [f"{lang} {i}" for i in range(5)], rng.normal(size=(5, 8)), mine=False
+            )
+        db.mine()
+    commands = [
+        [str(fresh), "init", "--model", "laser-like", "--dim", "8"],
+        [str(home), "--help"],
+        [str(home), "stats"],
+        [str(home), "check"],
+        [str(home), "export", "--pair", "de-en", "--output", str(tmp_path / "pairs.tsv")],
+    ]
+    script = f"""
+import sys
+from click.testing import CliRunner
+from bitextdb.cli import cli
+
+for home, *args in {commands!r}:
+    result = CliRunner().invoke(cli, ["-q", "--home", home, *args])
+    assert result.exit_code == 0, (args, result.output)
+    assert "torch" not in sys.modules, args
+print("no torch")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "no torch"
+    assert (tmp_path / "pairs.tsv").is_file()

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..knn import PAD_ID, TopK
+from ..topk import PAD_ID, TopK
 from .tables import Knn, Neighbour, Pair, Sentence, utcnow
 
 KNN = Knn.__table__
