@@ -107,7 +107,11 @@ class Zygote:
 
 def zygote_main() -> None:
     """The zygote's loop (see :class:`Zygote`)."""
-    import bitextdb.cli  # noqa: F401  (the expensive import, done once)
+    # the expensive imports, done once: the command line, and the miner with torch, which
+    # the command line leaves to the commands that mine (a child that imported torch itself
+    # would take seconds longer to reach the point a test times)
+    import bitextdb.cli
+    import bitextdb.miner  # noqa: F401
 
     def reply(data: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(data) + "\n")
