@@ -9,6 +9,7 @@ sentence is found by its hash and every (source, position) occurrence already ex
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import time
@@ -176,6 +177,7 @@ class Ingestor:
         # ids handed to the later stages and not yet marked indexed: a later batch that
         # meets one of these sentences again must not schedule it a second time
         in_flight: set[int] = set()
+        waits: collections.Counter[str] = collections.Counter()  # see stage_seconds
         # four stages overlap: store the batch in SQL (this thread feeds them), encode it
         # (or hand it to the encoder process, which then works through the queued batches),
         # upsert its vectors, mark it indexed; each batch is committed as it goes. Marking
@@ -187,10 +189,10 @@ class Ingestor:
                 self._store_batch(lang, src, batch, vectors, report, in_flight, sink),
             ),
             lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
-            lambda job: (job[0], *self._upsert(lang, job[1], job[2], report, sink)),
-            lambda job: (job[0], self._when_stored_mark(job[1], job[2], in_flight, report)),
+            lambda job: (job[0], *self._upsert(lang, job[1], job[2], report, sink, waits)),
+            lambda job: (job[0], self._when_stored_mark(job[1], job[2], in_flight, waits)),
         ]
-        busy = [0.0] * (len(stages) + 1)
+        busy = [0.0] * (len(stages) + 1)  # seconds each stage worked, waits included
         try:
             for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2, busy=busy):
                 done += len(batch)
@@ -198,15 +200,14 @@ class Ingestor:
         finally:
             sink.close()
         read, store, encode, upsert, mark = busy
-        waits = report.stage_seconds
         report.stage_seconds = {
             "read": read,
             "store": store,
             "encode": encode,
-            "wait_for_vectors": waits.get("wait_for_vectors", 0.0),
-            "upsert": upsert - waits.get("wait_for_vectors", 0.0),
-            "wait_for_upserts": waits.get("wait_for_upserts", 0.0),
-            "mark_indexed": mark - waits.get("wait_for_upserts", 0.0),
+            "wait_for_vectors": waits["wait_for_vectors"],
+            "upsert": upsert - waits["wait_for_vectors"],
+            "wait_for_upserts": waits["wait_for_upserts"],
+            "mark_indexed": mark - waits["wait_for_upserts"],
         }
         if stats is not None:
             report.read = stats.lines
@@ -279,6 +280,7 @@ class Ingestor:
         pending: Callable[[], np.ndarray] | None,
         report: IngestReport,
         sink: _Upserts,
+        waits: collections.Counter[str],
     ) -> tuple[list[int], Callable[[], None]]:
         """Upsert the batch's vectors: the ids to mark indexed, and what returns once they
         are stored (a writer process may still be storing them)."""
@@ -287,7 +289,7 @@ class Ingestor:
         ids = list(todo)
         started = time.perf_counter()
         found = pending()
-        _add_seconds(report, "wait_for_vectors", time.perf_counter() - started)
+        waits["wait_for_vectors"] += time.perf_counter() - started
         stored = self._upsert_vectors(lang, ids, found, sink)
         report.encoded += len(ids)
         return ids, stored
@@ -297,12 +299,12 @@ class Ingestor:
         ids: list[int],
         stored: Callable[[], None],
         in_flight: set[int],
-        report: IngestReport,
+        waits: collections.Counter[str],
     ) -> None:
         """Wait until a batch's points are stored (never mark before), then mark them."""
         started = time.perf_counter()
         stored()
-        _add_seconds(report, "wait_for_upserts", time.perf_counter() - started)
+        waits["wait_for_upserts"] += time.perf_counter() - started
         self._mark_indexed(ids, in_flight)
 
     def _mark_indexed(self, ids: list[int], in_flight: set[int] | None = None) -> None:
@@ -322,19 +324,15 @@ class Ingestor:
         return wants_encoder_process(self.settings)
 
     def _upsert_vectors(
-        self, lang: str, ids: list[int], vectors: np.ndarray, sink: _Upserts | None = None
+        self, lang: str, ids: list[int], vectors: np.ndarray, sink: _Upserts
     ) -> Callable[[], None]:
-        """Upsert; what returns once the points are stored (at once, without ``sink``)."""
+        """Upsert through ``sink``; what returns once the points are stored."""
         if vectors.shape[1] != self.settings.dim:
             raise ModelMismatchError(
                 f"Got {vectors.shape[1]}-dimensional vectors for a database of "
                 f"{self.settings.dim}-dimensional ones."
             )
-        ids_array = np.asarray(ids, dtype=np.int64)
-        if sink is None:
-            self.index.upsert(lang, ids_array, vectors)
-            return _stored
-        return sink.submit(lang, ids_array, vectors)
+        return sink.submit(lang, np.asarray(ids, dtype=np.int64), vectors)
 
     def resume(
         self, lang: str | None = None, vectors: VectorSource | None = None, *, strict: bool = True
@@ -376,7 +374,7 @@ class Ingestor:
                         "same file again (with its --embeddings, if it had them)."
                     ) from exc
                 ids = [i for i, _ in items]
-                self._upsert_vectors(row_lang, ids, found)
+                self._upsert_vectors(row_lang, ids, found, _Upserts(self.index, child=False))
                 self._mark_indexed(ids)
                 total += len(items)
 
@@ -469,10 +467,6 @@ class _Upserts:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-def _add_seconds(report: IngestReport, wait: str, seconds: float) -> None:
-    report.stage_seconds[wait] = report.stage_seconds.get(wait, 0.0) + seconds
 
 
 def _stored() -> None:

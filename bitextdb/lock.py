@@ -20,23 +20,14 @@ def writer_lock(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + wait
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _holder(fd)
-                    raise BusyError(
-                        f"Another bitextdb process{holder} is writing to {path.parent}; "
-                        "wait for it to finish (or pass --wait SECONDS)."
-                    ) from None
-                if not told and on_wait:
-                    on_wait(f"Waiting for another bitextdb writer on {path.parent} ...")
-                    told = True
-                time.sleep(0.2)
+        message = f"Waiting for another bitextdb writer on {path.parent} ..."
+        if not flock_within(
+            fd, fcntl.LOCK_EX, wait, on_wait=(lambda: on_wait(message)) if on_wait else None
+        ):
+            raise BusyError(
+                f"Another bitextdb process{_holder(fd)} is writing to {path.parent}; "
+                "wait for it to finish (or pass --wait SECONDS)."
+            )
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield
@@ -44,6 +35,31 @@ def writer_lock(
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def flock_within(
+    fd: int,
+    operation: int,
+    seconds: float,
+    *,
+    on_wait: Callable[[], None] | None = None,
+    poll: float = 0.2,
+) -> bool:
+    """Take ``flock(fd, operation)`` (``LOCK_EX`` or ``LOCK_SH``), trying until ``seconds``
+    have passed; whether it was taken. ``on_wait`` is called once, if the first try fails."""
+    deadline = time.monotonic() + seconds
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            if not told and on_wait:
+                on_wait()
+                told = True
+            time.sleep(poll)
 
 
 def _holder(fd: int) -> str:

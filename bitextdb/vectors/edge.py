@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import qdrant_edge as qe
 
 from ..config import check_lang
 from ..errors import ConfigError, ModelMismatchError, StoreUnavailableError
+from ..lock import flock_within
 from .base import Hit, as_ids, as_vectors, in_order
 
 _CONFIG_FILE = "edge_config.json"
@@ -120,18 +120,11 @@ class EdgeIndex:
             return
         fd = os.open(lock_path, os.O_RDONLY)
         try:
-            deadline = time.monotonic() + seconds
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    return
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise StoreUnavailableError(
-                            f"A Qdrant Edge writer process still holds the shards in {self.root}."
-                        ) from None
-                    time.sleep(0.05)
+            if not flock_within(fd, fcntl.LOCK_SH, seconds, poll=0.05):
+                raise StoreUnavailableError(
+                    f"A Qdrant Edge writer process still holds the shards in {self.root}."
+                )
+            fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 
