@@ -8,7 +8,8 @@ import os
 import queue
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +58,19 @@ class TextEncoder(Protocol):
     def check_dimension(self, expected: int) -> None: ...
 
 
+Batch = tuple[np.ndarray, dict[str, Any]]
+"""Indices of a call's texts and the model's input for them."""
+
+
+@dataclass
+class Prepared:
+    """A call made ready for the model (:meth:`Encoder.prepare`): its texts and, on the GPU
+    path, its batches (consumed once, by :meth:`Encoder.run`)."""
+
+    texts: list[str]
+    batches: Iterable[Batch] | None = None
+
+
 class Encoder:
     """A loaded sentence-transformers model that turns sentences into unit float32 vectors.
 
@@ -64,6 +78,9 @@ class Encoder:
     tokenized once (:mod:`bitextdb.tokens`), sorted by length and cut into batches of about
     ``max_tokens`` padded tokens; a worker thread builds the next batches in pinned memory
     while the GPU runs the current one, and results stay on the GPU until the call is done.
+    The tokenizing half (:meth:`prepare`) and the model's half (:meth:`run`) are apart, so
+    that the next call can be prepared while the model runs this one: a long call does
+    that chunk by chunk, and the encoder process between calls.
     Batches are padded to a multiple of ``pad_multiple`` tokens, so their shapes repeat, and
     attention avoids cuDNN's kernel (``attention_backends``): both because a new batch shape
     is slow the first time it is seen (see :data:`ENCODE_ATTENTION`). Several devices
@@ -138,20 +155,46 @@ class Encoder:
         self._direct: DirectTokenizer | bool | None = None  # False: the model has none
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit float32 vectors for ``texts`` (n x dim), in order."""
+        """Unit float32 vectors for ``texts`` (n x dim), in order.
+
+        On the GPU a long call goes in chunks of :data:`PREPARE_CHUNK`, each tokenized in a
+        worker thread while the model runs the chunk before (:meth:`prepare`, :meth:`run`).
+        """
+        texts = list(texts)
+        if not self.pipelined or len(texts) <= PREPARE_CHUNK:
+            return self.run(self.prepare(texts))
+        chunks = (texts[i : i + PREPARE_CHUNK] for i in range(0, len(texts), PREPARE_CHUNK))
+        parts = [self.run(job) for job in _prefetch(map(self.prepare, chunks), depth=1)]
+        return np.concatenate(parts)
+
+    def prepare(self, texts: Sequence[str]) -> Prepared:
+        """The CPU half of :meth:`encode`: on the GPU, ``texts`` tokenized, sorted by length
+        and cut into batches; elsewhere just the texts (the model tokenizes as it runs).
+
+        Every use of the tokenizer happens here, never in :meth:`run`, so one thread may
+        prepare the next call while another runs this one: the encoder process does that.
+        """
+        texts = list(texts)
+        if not self.pipelined or not texts:
+            return Prepared(texts)
+        return Prepared(texts, self._batch_features(texts))
+
+    def run(self, prepared: Prepared) -> np.ndarray:
+        """The model's half of :meth:`encode`: unit float32 vectors for a prepared call."""
+        texts = prepared.texts
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self.pipelined:
-            return self._encode_pipelined(list(texts))
+        if prepared.batches is not None:
+            return self._run_batches(len(texts), prepared.batches)
         if self.onnx is not None:
-            return normalize_rows(self.onnx.encode(list(texts), self.batch_size))
+            return normalize_rows(self.onnx.encode(texts, self.batch_size))
         kwargs: dict[str, Any] = {}
         if self.devices:
             if self._pool is None:
                 self._pool = self.model.start_multi_process_pool(self.devices)
             kwargs["pool"] = self._pool
         vectors = self.model.encode(
-            list(texts),
+            texts,
             batch_size=self.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
@@ -204,39 +247,50 @@ class Encoder:
         return np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
 
     def _encode_pipelined(self, texts: list[str]) -> np.ndarray:
+        """The GPU path, whatever the device (tests run it on the CPU)."""
+        return self._run_batches(len(texts), self._batch_features(texts))
+
+    def _run_batches(self, count: int, batches: Iterable[Batch]) -> np.ndarray:
+        """Run the model over prepared batches; a worker thread builds the next ones in
+        pinned memory while the GPU runs the current one."""
         import torch
 
         device = self.model.device
         results: list[tuple[np.ndarray, Any]] = []
         with torch.inference_mode(), attention_kernels(self.attention_backends):
-            for idx, features in _prefetch(self._batch_features(texts), depth=4):
+            for idx, features in _prefetch(iter(batches), depth=4):
                 features = {
                     key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
                     for key, value in features.items()
                 }
                 embedding = self.model(features)["sentence_embedding"]
                 results.append((idx, torch.nn.functional.normalize(embedding.float(), dim=1)))
-            out = np.empty((len(texts), self.dim), dtype=np.float32)
+            out = np.empty((count, self.dim), dtype=np.float32)
             for idx, embedding in results:  # one synchronisation, at the end
                 out[idx] = embedding.cpu().numpy()
         return out
 
-    def _batch_features(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        """Batches of ``texts`` and their model input, in pinned memory on a CUDA machine:
-        tokenized once by the model's fast tokenizer where that gives exactly what the
-        model's ``preprocess`` does (:mod:`bitextdb.tokens`), batch by batch otherwise."""
+    def _batch_features(self, texts: list[str]) -> Iterable[Batch]:
+        """Batches of ``texts`` and their model input, in pinned memory on a CUDA machine.
+
+        Where the model's fast tokenizer gives exactly what its ``preprocess`` does
+        (:mod:`bitextdb.tokens`), the call is tokenized here in one pass and each batch's
+        tensors are cut from the ids later, as the batches are consumed (numpy only, no
+        tokenizer). Otherwise ``preprocess`` builds every batch here and now, so that the
+        tokenizer, which is not thread-safe, is never used by two threads at once.
+        """
         if self._direct is None:
             self._direct = direct_tokenizer(self.model) or False
         direct = self._direct
         if not direct or not direct.agrees(_probe(texts)):
-            return self._features(texts)
+            return list(self._features(texts))
         tokens = direct.token_ids(texts)
         return (
             (idx, _pinned(direct.features(tokens, idx, self.pad_multiple)))
             for idx in self.batches_by_length(tokens.lengths)
         )
 
-    def _features(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    def _features(self, texts: list[str]) -> Iterator[Batch]:
         """:meth:`_batch_features` through the model's ``preprocess``, batch by batch."""
         prepare = preprocessor(self.model)
         pad_id, left = padding(getattr(self.model, "tokenizer", None))
@@ -252,6 +306,10 @@ class Encoder:
     def check_dimension(self, expected: int) -> None:
         require_dimension(self.name, self.dim, expected)
 
+
+PREPARE_CHUNK = 8192
+"""On the GPU, :meth:`Encoder.encode` tokenizes a long call this many texts at a time, each
+chunk while the model runs the one before (an ingest's batches are this size already)."""
 
 PAD_MULTIPLE = 8
 """Pipelined batches are padded to a multiple of this many tokens (and sized to match), so a

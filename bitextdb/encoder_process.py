@@ -4,11 +4,17 @@ During an ingest the ingesting process is busy with SQL, hashing and vector upse
 Python code that holds the interpreter lock. A GPU is fed by a Python thread too (the
 model's forward pass launches its kernels from Python), so when both share one process the
 GPU can sit waiting for the lock (on an H200 the in-process ingest ran at half the encoder's
-own rate, benchmarks/README.md). Here the model lives in a child process (``spawn``, as CUDA needs)
-with its own interpreter: the parent sends sentences and gets unit vectors back, through a
-``.npy`` file rather than the pipe (8,192 vectors of LaBSE's size are 25 MB, which the pool
+own rate, benchmarks/README.md). Here the model lives in a child process (``spawn``, as CUDA
+needs) with its own interpreter.
+
+The parent sends each call's sentences down a pipe and gets unit vectors back through a
+``.npy`` file rather than the pipe (8,192 vectors of LaBSE's size are 25 MB, which a pipe
 would pickle in the child and read back in Python chunks in the parent: on an H200 the
-child's GPU waited for that, and it was a tenth of the parent's time).
+child's GPU waited for that, and it was a tenth of the parent's time). In the child one
+thread tokenizes and batches each call as it arrives (:meth:`Encoder.prepare`) while the
+main thread runs the model on the call before (:meth:`Encoder.run`): on an H200 the
+tokenizer's pass over each 8,192-sentence call took a third of the child's time, and the
+GPU sat idle during it when the two took turns.
 """
 
 from __future__ import annotations
@@ -17,28 +23,27 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import pickle
+import queue
 import shutil
 import tempfile
+import threading
+import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import Settings, device_list
-from .encoder import Encoder, require_dimension
+from .encoder import Encoder, Prepared, require_dimension
 from .errors import ModelLoadError
 
-_encoder: Encoder | None = None  # the child's model
-
-
-def _load(model: str, options: dict[str, Any]) -> dict[str, Any]:
-    global _encoder
-    _encoder = Encoder(model, **options)
-    return {"dim": _encoder.dim, "device": _encoder.device}
+_SPOOL_PREFIX = "bitextdb-vectors-"  # then the parent's pid: a folder per EncoderProcess
+_JOIN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,20 +59,96 @@ class _Spooled:
             Path(self.path).unlink(missing_ok=True)
 
 
-def _encode(texts: list[str], path: str) -> _Spooled:
-    assert _encoder is not None, "the encoder process has no model"
-    np.save(path, _encoder.encode(texts), allow_pickle=False)
-    return _Spooled(path)
+class ChildTraceback(Exception):
+    """The traceback of an error raised in the encoder process (set as its cause)."""
 
 
-def _close() -> None:
-    if _encoder is not None:
-        _encoder.close()
+# -- the child -----------------------------------------------------------------------------
+def _serve(
+    model: str,
+    options: dict[str, Any],
+    requests: Connection,
+    replies: Connection,
+    cancelled: Any,
+) -> None:
+    """The child's main: load the model, then encode each request, in order, until the
+    parent sends ``None`` or goes away. ``cancelled`` (an event) skips the work left."""
+    try:
+        encoder = Encoder(model, **options)
+    except BaseException as exc:
+        _send(replies, ("failed", *_portable(exc)))
+        return
+    _send(replies, ("ready", {"dim": encoder.dim, "device": encoder.device}))
+    try:
+        _work(encoder, requests, replies, cancelled)
+    finally:
+        encoder.close()
 
 
-_SPOOL_PREFIX = "bitextdb-vectors-"  # then the parent's pid: a folder per EncoderProcess
+def _work(encoder: Any, requests: Connection, replies: Connection, cancelled: Any) -> None:
+    """Answer the requests in order: a thread prepares each call (:func:`_prepare_calls`)
+    while this one runs the model on the call before."""
+    prepared: queue.Queue[Any] = queue.Queue(maxsize=1)  # one call ready while one runs
+    preparing = threading.Thread(
+        target=_prepare_calls,
+        args=(encoder, requests, prepared, cancelled),
+        name="bitextdb-prepare",
+        daemon=True,
+    )
+    preparing.start()
+    while (item := prepared.get()) is not None:
+        number, path, job = item
+        if cancelled.is_set():
+            continue
+        try:
+            if isinstance(job, BaseException):
+                raise job
+            np.save(path, encoder.run(job), allow_pickle=False)
+            reply: tuple[Any, ...] = ("done", number, path)
+        except BaseException as exc:
+            reply = ("error", number, *_portable(exc))
+        if not _send(replies, reply):
+            return  # the parent is gone
 
 
+def _prepare_calls(
+    encoder: Any, requests: Connection, prepared: queue.Queue[Any], cancelled: Any
+) -> None:
+    """The child's second thread: receive each call and tokenize it for :func:`_work`."""
+    try:
+        while (request := requests.recv()) is not None:
+            number, texts, path = request
+            if cancelled.is_set():
+                continue
+            try:
+                job: Prepared | BaseException = encoder.prepare(texts)
+            except BaseException as exc:  # raised by the main thread, in the call's turn
+                job = exc
+            prepared.put((number, path, job))
+    except (EOFError, OSError):  # the parent is gone
+        pass
+    prepared.put(None)
+
+
+def _portable(exc: BaseException) -> tuple[BaseException, str]:
+    """``exc`` as it can cross the pipe (its type kept where it pickles), and its traceback."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc, text
+
+
+def _send(connection: Connection, message: tuple[Any, ...]) -> bool:
+    try:
+        connection.send(message)
+        return True
+    except (BrokenPipeError, EOFError, OSError):
+        return False
+
+
+# -- the parent ----------------------------------------------------------------------------
 def _remove_stale_spools() -> None:
     """Remove the vector folders of parents that are gone (killed before they closed)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{_SPOOL_PREFIX}*-*"):
@@ -90,28 +171,31 @@ def wants_encoder_process(settings: Settings) -> bool:
     """Whether ingest should run the model in a child process: as set, else for one GPU.
 
     Meant for a GPU: on the CPU the model's own threads already use every core, and the
-    child would add its start-up time.
+    child would add its start-up time. Never for several devices: sentence-transformers'
+    pool already runs the model in a process per device.
     """
+    devices = [d for d in device_list(settings.device) if d != "auto"]
+    if len(devices) > 1:
+        return False
     if settings.encoder_process is not None:
         return settings.encoder_process
     if settings.backend != "torch":
         return False
-    devices = [d for d in device_list(settings.device) if d != "auto"]
     if not devices:
         import torch
 
         devices = ["cuda" if torch.cuda.is_available() else "cpu"]
-    return len(devices) == 1 and devices[0].startswith("cuda")
+    return devices[0].startswith("cuda")
 
 
 class EncoderProcess:
     """An :class:`~bitextdb.encoder.Encoder` (same arguments) running in a child process.
 
     ``encode`` blocks the calling thread only, which waits without holding the interpreter
-    lock; ``submit`` returns a future so a caller can queue the next batch while the child
-    encodes the current one. Errors raised in the child (a model that cannot be loaded, a
-    CUDA failure) are raised here with their own message; a child that dies is reported as
-    a :class:`ModelLoadError`.
+    lock; ``submit`` returns a future so a caller can queue the next call while the child
+    encodes the current one (the child tokenizes a queued call meanwhile). Errors raised in
+    the child (a model that cannot be loaded, a CUDA failure) are raised here with their own
+    type and message; a child that dies is reported as a :class:`ModelLoadError`.
     """
 
     def __init__(self, model: str, **options: Any) -> None:
@@ -119,25 +203,61 @@ class EncoderProcess:
         self.backend = options.get("backend", "torch")
         _remove_stale_spools()
         self._spool = Path(tempfile.mkdtemp(prefix=f"{_SPOOL_PREFIX}{os.getpid()}-"))
-        self._numbers = itertools.count()  # thread-safe: next() on it is one C call
-        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        self._numbers = itertools.count()
+        self._pending: dict[int, Future[Any]] = {}
+        self._lock = threading.Lock()  # guards _pending, _failure and _closed
+        self._send_lock = threading.Lock()  # one message at a time down the pipe
+        self._failure: BaseException | None = None
+        self._closed = False
+        context = multiprocessing.get_context("spawn")
+        self._cancelled = context.Event()
+        child_requests, self._requests = context.Pipe(duplex=False)  # (reading, writing)
+        self._replies, child_replies = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_serve,
+            args=(model, options, child_requests, child_replies, self._cancelled),
+            name="bitextdb-encoder",
+            daemon=True,  # stopped with this process, should it exit without close()
         )
+        self._reader: threading.Thread | None = None
         try:
-            info = self.wait(self._pool.submit(_load, model, options))
+            self._process.start()
+            child_requests.close()  # this process keeps only its own ends: EOF when one goes
+            child_replies.close()
+            info = self._handshake(model)
         except BaseException:
             self.close()
             raise
         self.dim: int = info["dim"]
         self.device: str = info["device"]
+        self._reader = threading.Thread(
+            target=self._read_replies, name="bitextdb-encoder-replies", daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The child process's id."""
+        return self._process.pid
 
     def submit(self, texts: Sequence[str]) -> Future[Any]:
         """Start encoding ``texts`` in the child; :meth:`wait` on the future gives what
         ``encode`` gives."""
-        if self._pool is None:
-            raise ModelLoadError("The encoder process was closed.")
-        path = self._spool / f"{next(self._numbers)}.npy"
-        return self._pool.submit(_encode, list(texts), str(path))
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise ModelLoadError("The encoder process was closed.")
+            if self._failure is not None:
+                future.set_exception(self._failure)
+                return future
+            number = next(self._numbers)
+            self._pending[number] = future
+        path = str(self._spool / f"{number}.npy")
+        with self._send_lock:
+            sent = _send(self._requests, (number, list(texts), path))
+        if not sent:  # the child is gone; the reader settles the future
+            self._reader_settles_soon()
+        return future
 
     def start(self, texts: Sequence[str]) -> Callable[[], np.ndarray]:
         """Queue ``texts`` in the child; the result waits for their vectors."""
@@ -151,25 +271,92 @@ class EncoderProcess:
         return self.wait(self.submit(texts))
 
     def wait(self, future: Future[Any]) -> Any:
-        """The result of a :meth:`submit` future; a dead child becomes a clear error."""
-        try:
-            result = future.result()
-            return result.load() if isinstance(result, _Spooled) else result
-        except BrokenProcessPool as exc:
-            raise ModelLoadError(
-                f"The encoder process for {self.name} stopped unexpectedly (out of memory?); "
-                "run again, with a smaller --batch-size or --no-encoder-process."
-            ) from exc
+        """The result of a :meth:`submit` future."""
+        result = future.result()
+        return result.load() if isinstance(result, _Spooled) else result
 
     def close(self) -> None:
-        """Stop the child process (and any pool of its own)."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        with contextlib.suppress(Exception):  # a child that is gone has nothing left to close
-            pool.submit(_close).result(timeout=60)
-        pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the child process; calls not yet waited for are cancelled."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending, self._pending = self._pending, {}
+        self._cancelled.set()
+        for future in pending.values():
+            future.cancel()
+        with self._send_lock, contextlib.suppress(OSError):
+            _send(self._requests, None)
+            self._requests.close()
+        if self._process.pid is not None:
+            self._process.join(_JOIN_SECONDS)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+        if self._reader is not None:
+            self._reader.join(_JOIN_SECONDS)
+        with contextlib.suppress(OSError):
+            self._replies.close()
         shutil.rmtree(self._spool, ignore_errors=True)  # vectors nobody waited for
 
     def check_dimension(self, expected: int) -> None:
         require_dimension(self.name, self.dim, expected)
+
+    # -- replies -------------------------------------------------------------------------
+    def _next_reply(self) -> tuple[Any, ...] | None:
+        """The child's next message; ``None`` once it is gone and has nothing more to say."""
+        while True:
+            ready = wait([self._replies, self._process.sentinel])
+            if self._replies in ready:
+                try:
+                    return self._replies.recv()  # type: ignore[no-any-return]
+                except (EOFError, OSError):
+                    return None
+            if not self._replies.poll():  # only the child's exit: nothing buffered
+                return None
+
+    def _handshake(self, model: str) -> dict[str, Any]:
+        reply = self._next_reply()
+        if reply is None:
+            raise ModelLoadError(
+                f"The encoder process for {model} stopped while loading the model "
+                "(out of memory?); run again with --no-encoder-process to see why."
+            )
+        if reply[0] == "failed":
+            raise _raised_here(reply[1], reply[2])
+        return reply[1]  # type: ignore[no-any-return]
+
+    def _read_replies(self) -> None:
+        """Settle each call's future as the child answers it, until the child is gone."""
+        while (reply := self._next_reply()) is not None:
+            kind, number, *rest = reply
+            with self._lock:
+                future = self._pending.pop(number, None)
+            if future is None or future.done():  # cancelled by close()
+                continue
+            if kind == "done":
+                future.set_result(_Spooled(rest[0]))
+            else:
+                future.set_exception(_raised_here(*rest))
+        failure = ModelLoadError(
+            f"The encoder process for {self.name} stopped unexpectedly (out of memory?); "
+            "run again, with a smaller --batch-size or --no-encoder-process."
+        )
+        with self._lock:
+            self._failure = failure
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(failure)
+
+    def _reader_settles_soon(self) -> None:
+        """After a send that failed: the child is gone, so the reader is about to fail
+        every pending call; wait for it so the caller's future is settled."""
+        if self._reader is not None:
+            self._reader.join(_JOIN_SECONDS)
+
+
+def _raised_here(exc: BaseException, child_traceback: str) -> BaseException:
+    """The child's error, to raise in this process, its traceback attached as the cause."""
+    exc.__cause__ = ChildTraceback(f'\n"""\n{child_traceback}"""')
+    return exc

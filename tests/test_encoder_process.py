@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 
 import bitextdb
 from bitextdb.config import Settings
-from bitextdb.encoder import Encoder
+from bitextdb.encoder import Encoder, Prepared
 from bitextdb.encoder_process import EncoderProcess, wants_encoder_process
 from bitextdb.errors import ModelLoadError, ModelMismatchError
 from tests.cli_helpers import mine_small_corpus
@@ -67,12 +70,32 @@ def test_a_model_that_cannot_load_is_one_clear_sentence(tmp_path: Path) -> None:
 
 
 def test_a_child_that_dies_is_reported(tiny_bert: Path) -> None:
+    texts = [f"the dog sleeps in house {i}" for i in range(20_000)]
     child = EncoderProcess(str(tiny_bert), device="cpu")
     try:
-        assert child._pool is not None
-        death = child._pool.submit(os._exit, 1)
+        assert child.pid is not None
+        pending = child.submit(texts)  # still being tokenized or encoded when it dies
+        os.kill(child.pid, signal.SIGKILL)
         with pytest.raises(ModelLoadError, match="stopped unexpectedly"):
-            child.wait(death)
+            child.wait(pending)
+        with pytest.raises(ModelLoadError, match="stopped unexpectedly"):
+            child.encode(texts[:3])  # and so is every later call
+    finally:
+        child.close()
+    assert not multiprocessing.active_children()
+
+
+def test_an_error_in_one_call_leaves_the_others(tiny_bert: Path) -> None:
+    """The child's error is raised in the parent, with its type, message and traceback;
+    the calls queued around it are encoded."""
+    texts = [f"the dog sleeps in house {i}" for i in range(40)]
+    child = EncoderProcess(str(tiny_bert), device="cpu")
+    try:
+        before, bad, after = child.submit(texts), child.submit([None]), child.submit(texts)
+        with pytest.raises((TypeError, ValueError), match="NoneType") as raised:
+            child.wait(bad)
+        assert "Traceback" in str(raised.value.__cause__)
+        assert np.allclose(child.wait(before), child.wait(after))
     finally:
         child.close()
 
@@ -83,6 +106,7 @@ def test_a_child_that_dies_is_reported(tiny_bert: Path) -> None:
         ("cuda", "torch", None, True),
         ("cuda:1", "torch", None, True),
         ("cuda:0,cuda:1", "torch", None, False),  # sentence-transformers' own pool
+        ("cuda:0,cuda:1", "torch", True, False),  # ... which a child could not start
         ("cuda:0, ", "torch", None, True),  # one device, however written
         ("cpu", "torch", None, False),
         ("cpu", "onnx", None, False),
@@ -109,10 +133,6 @@ def test_ingest_through_the_child_stores_the_same_pairs(home: Path, static_model
     assert np.allclose(vectors["--encoder-process"], vectors["--no-encoder-process"], atol=1e-6)
 
 
-def _refuse(texts: list[str]) -> None:  # runs in the child: importable, not local
-    raise ModelLoadError("the GPU went away")
-
-
 def test_a_failure_in_the_child_loses_nothing_stored(
     home: Path, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,9 +142,9 @@ def test_a_failure_in_the_child_loses_nothing_stored(
     path.write_text("".join(f"{line}\n" for line in lines))
     with bitextdb.init(home, model=str(tiny_bert), dim=32, encoder_process=True) as db:
         assert isinstance(db.encoder, EncoderProcess)
-        child = db.encoder._pool
-        monkeypatch.setattr(db.encoder, "submit", lambda texts: child.submit(_refuse, texts))
-        with pytest.raises(ModelLoadError, match="the GPU went away"):
+        submit = db.encoder.submit
+        monkeypatch.setattr(db.encoder, "submit", lambda texts: submit([None] * len(texts)))
+        with pytest.raises((TypeError, ValueError), match="NoneType"):  # raised in the child
             db.ingest(path, "en", mine=False)
         assert db.index.count("en") == 0
         monkeypatch.undo()
@@ -148,10 +168,49 @@ def test_several_devices_share_the_work_through_the_pool(tiny_bert: Path) -> Non
 
 
 def test_a_model_of_the_wrong_size_is_refused_every_time(home: Path, tiny_bert: Path) -> None:
-    import multiprocessing
-
     with bitextdb.init(home, model=str(tiny_bert), dim=16, encoder_process=True) as db:
         for _ in range(2):
             with pytest.raises(ModelMismatchError, match="32-dimensional"):
                 db.encoder  # noqa: B018
         assert not multiprocessing.active_children()  # the refused child was stopped
+
+
+class _Recorder:
+    """Stands in for the child's encoder: ``run`` of a call waits until the next call has
+    been prepared, which only happens if preparing goes on while the model runs."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.next_prepared = threading.Event()
+
+    def prepare(self, texts: list[str]) -> Prepared:
+        self.events.append(f"prepare {texts[0]}")
+        if texts[0] == "second":
+            self.next_prepared.set()
+        return Prepared(texts)
+
+    def run(self, job: Prepared) -> np.ndarray:
+        if job.texts[0] == "first":
+            assert self.next_prepared.wait(30), "the next call was not prepared meanwhile"
+        self.events.append(f"run {job.texts[0]}")
+        return np.zeros((len(job.texts), 2), dtype=np.float32)
+
+
+def test_the_child_prepares_the_next_call_while_the_model_runs(tmp_path: Path) -> None:
+    from multiprocessing.connection import Pipe
+
+    from bitextdb.encoder_process import _work
+
+    encoder = _Recorder()
+    child_requests, requests = Pipe(duplex=False)
+    replies, child_replies = Pipe(duplex=False)
+    for number, text in enumerate(["first", "second", "third"]):
+        requests.send((number, [text], str(tmp_path / f"{number}.npy")))
+    requests.send(None)
+    _work(encoder, child_requests, child_replies, threading.Event())
+    answers = [replies.recv() for _ in range(3)]
+    assert [(kind, number) for kind, number, _ in answers] == [("done", n) for n in range(3)]
+    assert encoder.events.index("prepare second") < encoder.events.index("run first")
+    runs = [event for event in encoder.events if event.startswith("run")]
+    assert runs == ["run first", "run second", "run third"]
+    assert np.load(answers[2][2]).shape == (1, 2)

@@ -154,3 +154,27 @@ def test_pipelined_encoding_equals_plain_encoding(tiny_bert: Path) -> None:
     assert np.allclose(plain, piped, atol=1e-5)
     encoder.pad_multiple, encoder.attention_backends = 1, None  # unpadded, any kernel
     assert np.allclose(encoder._encode_pipelined(texts), piped, atol=1e-5)
+
+
+def test_a_long_call_is_prepared_a_chunk_ahead(
+    tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the GPU path a call longer than PREPARE_CHUNK is tokenized chunk by chunk, each
+    chunk while the model runs the one before, and gives the one-pass vectors in order."""
+    import bitextdb.encoder as encoder_module
+
+    encoder = Encoder(str(tiny_bert), device="cpu")
+    texts = [f"sentence number {i} " + "word " * (i % 17) for i in range(100)]
+    whole = encoder._encode_pipelined(texts)
+    encoder.pipelined = True  # what a CUDA device sets
+    monkeypatch.setattr(encoder_module, "PREPARE_CHUNK", 30)
+    prepared: list[int] = []
+    prepare = encoder.prepare
+
+    def counted(chunk: list[str]) -> encoder_module.Prepared:
+        prepared.append(len(chunk))
+        return prepare(chunk)
+
+    monkeypatch.setattr(encoder, "prepare", counted)
+    assert np.allclose(encoder.encode(texts), whole, atol=1e-5)
+    assert prepared == [30, 30, 30, 10]
