@@ -74,13 +74,10 @@ class VectorSource:
             return _checked_rows(self.rows, positions)
         return self.encoder().encode(texts)
 
-    def start(self, texts: list[str], positions: list[int]) -> Callable[[], np.ndarray]:
-        """Begin on the vectors; call the result to get them. An encoder process works on
-        them meanwhile, so the caller can start the next batch before asking."""
-        if self.rows is None:
-            return self.encoder().start(texts)
-        found = self.vectors(texts, positions)
-        return lambda: found
+    def start(self, texts: list[str]) -> Callable[[], np.ndarray]:
+        """Begin encoding ``texts``; call the result to get their vectors. An encoder
+        process works on them meanwhile, so the caller can start the next batch first."""
+        return self.encoder().start(texts)
 
     def encoder(self) -> TextEncoder:
         if self._encoder is None:
@@ -186,9 +183,9 @@ class Ingestor:
         stages = [
             lambda batch: (
                 batch,
-                self._store_batch(lang, src, batch, vectors, report, in_flight, sink),
+                *self._store_batch(lang, src, batch, vectors, report, in_flight, sink),
             ),
-            lambda job: (job[0], job[1], self._vectors_for(job[1], vectors)),
+            lambda job: (job[0], job[1], self._vectors_for(job[1], job[2], vectors)),
             lambda job: (job[0], *self._upsert(lang, job[1], job[2], report, sink, waits)),
             lambda job: (job[0], self._when_stored_mark(job[1], job[2], in_flight, waits)),
         ]
@@ -228,14 +225,17 @@ class Ingestor:
         report: IngestReport,
         in_flight: set[int],
         sink: _Upserts,
-    ) -> dict[int, tuple[str, int]]:
-        """Store a batch's sentences and occurrences; ``id -> (text, position)`` to encode.
+    ) -> tuple[dict[int, tuple[str, int]], np.ndarray | None]:
+        """Store a batch's sentences and occurrences. Returns ``id -> (text, position)`` of
+        the sentences that need vectors, and, for given vectors, those vectors (checked
+        and normalised), in the same order.
 
         ``in_flight`` holds the ids earlier batches of this ingest scheduled and that are
         not yet marked indexed; the ids scheduled here are added to it.
         """
+        checked = None
         if vectors.rows is not None:  # a bad given vector must fail before the batch is stored
-            _checked_rows(vectors.rows, [line.position for line in batch])
+            checked = _checked_rows(vectors.rows, [line.position for line in batch])
         hashes = [text_hash(line.text) for line in batch]
         # taken before the look-up: an id that leaves the set later was marked indexed
         # before it left, so the look-up below already sees it indexed
@@ -256,22 +256,27 @@ class Ingestor:
         # vectors for the new sentences and for any stored earlier without one (an
         # interrupted run's), but not again for those an earlier batch already scheduled
         todo: dict[int, tuple[str, int]] = {}
-        for line, h in zip(batch, hashes):
+        rows: list[int] = []  # each one's line in the batch
+        for row, (line, h) in enumerate(zip(batch, hashes)):
             sid = ids[h]
             if (h in fresh or not (stored[h][1] or sid in flying)) and sid not in todo:
                 todo[sid] = (line.text, line.position)
+                rows.append(row)
         in_flight.update(todo)
         if todo and len(batch) >= BATCH:  # more may follow: worth a writer process, if wanted
             sink.prepare()
-        return todo
+        return todo, None if checked is None else checked[rows]
 
     @staticmethod
     def _vectors_for(
-        todo: dict[int, tuple[str, int]], vectors: VectorSource
+        todo: dict[int, tuple[str, int]], given: np.ndarray | None, vectors: VectorSource
     ) -> Callable[[], np.ndarray] | None:
+        """What returns the vectors of ``todo``: the ``given`` ones, or the encoder's."""
         if not todo:
             return None
-        return vectors.start([t for t, _ in todo.values()], [p for _, p in todo.values()])
+        if given is not None:
+            return lambda: given
+        return vectors.start([t for t, _ in todo.values()])
 
     def _upsert(
         self,
