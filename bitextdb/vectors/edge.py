@@ -49,6 +49,7 @@ class EdgeIndex:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._indexed_fields: set[tuple[str, str]] = set()
         self._logged: dict[str, bool] = {}  # language -> its shard keeps a write-ahead log
+        self._dims: dict[str, int] = {}  # language -> its shard's width, once read
         self.is_writer = False  # set in the writer process, which holds the writer lock
 
     def options(self) -> dict[str, object]:
@@ -168,15 +169,21 @@ class EdgeIndex:
         return data
 
     def dimension(self, lang: str) -> int | None:
+        """The width of ``lang``'s vectors; ``None`` while it has no shard. Read from the
+        shard's configuration once (a shard's width never changes; every upsert asks)."""
+        if lang in self._dims:
+            return self._dims[lang]
         data = self._stored_config(lang)
         if data is None:
             return None
         try:
-            return int(data["vectors"][""]["size"])
+            dim = int(data["vectors"][""]["size"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
                 f"Unreadable shard configuration {self._dir(lang) / _CONFIG_FILE}."
             ) from exc
+        self._dims[lang] = dim
+        return dim
 
     def languages(self) -> list[str]:
         if not self.root.is_dir():
