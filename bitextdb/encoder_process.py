@@ -11,10 +11,11 @@ The parent sends each call's sentences down a pipe and gets unit vectors back th
 ``.npy`` file rather than the pipe (8,192 vectors of LaBSE's size are 25 MB, which a pipe
 would pickle in the child and read back in Python chunks in the parent: on an H200 the
 child's GPU waited for that, and it was a tenth of the parent's time). In the child one
-thread tokenizes and batches each call as it arrives (:meth:`Encoder.prepare`) while the
-main thread runs the model on the call before (:meth:`Encoder.run`): on an H200 the
-tokenizer's pass over each 8,192-sentence call took a third of the child's time, and the
-GPU sat idle during it when the two took turns.
+thread tokenizes and batches each call as it arrives (:meth:`Encoder.prepare`), the main
+thread runs the model on the call before (:meth:`Encoder.run`), and a third saves the
+vectors of the call before that. When they took turns the GPU sat idle during both: on an
+H200 the tokenizer's pass over each 8,192-sentence call took a third of the child's time,
+the save less (run 8's profile, benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -86,16 +87,25 @@ def _serve(
 
 
 def _work(encoder: Any, requests: Connection, replies: Connection, cancelled: Any) -> None:
-    """Answer the requests in order: a thread prepares each call (:func:`_prepare_calls`)
-    while this one runs the model on the call before."""
+    """Answer the requests in order, in three threads: one prepares each call
+    (:func:`_prepare_calls`), this one runs the model on the call before, and one saves the
+    vectors of the call before that and tells the parent (:func:`_answer_calls`), so the
+    GPU waits for neither the tokenizer nor the disk."""
     prepared: queue.Queue[Any] = queue.Queue(maxsize=1)  # one call ready while one runs
-    preparing = threading.Thread(
-        target=_prepare_calls,
-        args=(encoder, requests, prepared, cancelled),
-        name="bitextdb-prepare",
-        daemon=True,
-    )
-    preparing.start()
+    finished: queue.Queue[Any] = queue.Queue(maxsize=1)  # and one being saved
+    helpers = [
+        threading.Thread(
+            target=_prepare_calls,
+            args=(encoder, requests, prepared, cancelled),
+            name="bitextdb-prepare",
+            daemon=True,
+        ),
+        threading.Thread(
+            target=_answer_calls, args=(replies, finished), name="bitextdb-answer", daemon=True
+        ),
+    ]
+    for helper in helpers:
+        helper.start()
     while (item := prepared.get()) is not None:
         number, path, job = item
         if cancelled.is_set():
@@ -103,12 +113,33 @@ def _work(encoder: Any, requests: Connection, replies: Connection, cancelled: An
         try:
             if isinstance(job, BaseException):
                 raise job
-            np.save(path, encoder.run(job), allow_pickle=False)
+            result: np.ndarray | BaseException = encoder.run(job)
+        except BaseException as exc:
+            result = exc
+        finished.put((number, path, result))
+    finished.put(None)
+    helpers[1].join()
+
+
+def _answer_calls(replies: Connection, finished: queue.Queue[Any]) -> None:
+    """The child's third thread: save each call's vectors and tell the parent, in order."""
+    parent_gone = False
+    while (item := finished.get()) is not None:
+        number, path, result = item
+        if parent_gone:
+            continue  # drained, so that the model's thread never blocks on a full queue
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            _save(path, result)
             reply: tuple[Any, ...] = ("done", number, path)
         except BaseException as exc:
             reply = ("error", number, *_portable(exc))
-        if not _send(replies, reply):
-            return  # the parent is gone
+        parent_gone = not _send(replies, reply)
+
+
+def _save(path: str, vectors: np.ndarray) -> None:
+    np.save(path, vectors, allow_pickle=False)
 
 
 def _prepare_calls(

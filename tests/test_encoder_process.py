@@ -176,12 +176,13 @@ def test_a_model_of_the_wrong_size_is_refused_every_time(home: Path, tiny_bert: 
 
 
 class _Recorder:
-    """Stands in for the child's encoder: ``run`` of a call waits until the next call has
-    been prepared, which only happens if preparing goes on while the model runs."""
+    """Stands in for the child's encoder: ``run`` of the first call waits until the second
+    has been prepared, which only happens if preparing goes on while the model runs."""
 
     def __init__(self) -> None:
         self.events: list[str] = []
         self.next_prepared = threading.Event()
+        self.second_ran = threading.Event()
 
     def prepare(self, texts: list[str]) -> Prepared:
         self.events.append(f"prepare {texts[0]}")
@@ -193,24 +194,40 @@ class _Recorder:
         if job.texts[0] == "first":
             assert self.next_prepared.wait(30), "the next call was not prepared meanwhile"
         self.events.append(f"run {job.texts[0]}")
+        if job.texts[0] == "second":
+            self.second_ran.set()
         return np.zeros((len(job.texts), 2), dtype=np.float32)
 
 
-def test_the_child_prepares_the_next_call_while_the_model_runs(tmp_path: Path) -> None:
+def test_the_child_prepares_and_saves_while_the_model_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three calls: the second is prepared while the model runs the first, and the first's
+    vectors are saved while the model runs the second; the answers come in order."""
     from multiprocessing.connection import Pipe
 
-    from bitextdb.encoder_process import _work
+    from bitextdb import encoder_process
 
     encoder = _Recorder()
+    save = encoder_process._save
+
+    def slow_save(path: str, vectors: np.ndarray) -> None:
+        if path.endswith("0.npy"):
+            assert encoder.second_ran.wait(30), "the model waited for the first save"
+            encoder.events.append("saved first")
+        save(path, vectors)
+
+    monkeypatch.setattr(encoder_process, "_save", slow_save)
     child_requests, requests = Pipe(duplex=False)
     replies, child_replies = Pipe(duplex=False)
     for number, text in enumerate(["first", "second", "third"]):
         requests.send((number, [text], str(tmp_path / f"{number}.npy")))
     requests.send(None)
-    _work(encoder, child_requests, child_replies, threading.Event())
+    encoder_process._work(encoder, child_requests, child_replies, threading.Event())
     answers = [replies.recv() for _ in range(3)]
     assert [(kind, number) for kind, number, _ in answers] == [("done", n) for n in range(3)]
     assert encoder.events.index("prepare second") < encoder.events.index("run first")
+    assert encoder.events.index("run second") < encoder.events.index("saved first")
     runs = [event for event in encoder.events if event.startswith("run")]
     assert runs == ["run first", "run second", "run third"]
     assert np.load(answers[2][2]).shape == (1, 2)
