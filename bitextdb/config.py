@@ -54,8 +54,19 @@ def same_model(a: str, b: str) -> bool:
 
 
 def device_list(device: str | None) -> list[str]:
-    """The devices a ``--device`` value names: ``"cuda:0, cuda:1"`` gives two, none gives []."""
-    return [d.strip() for d in (device or "").split(",") if d.strip()]
+    """The devices a ``--device`` value names: ``"cuda:0, cuda:1"`` gives two, none gives [],
+    and ``"all"`` every CUDA device this process sees."""
+    names = [d.strip() for d in (device or "").split(",") if d.strip()]
+    if "all" not in names:
+        return names
+    if names != ["all"]:
+        raise ConfigError(f"--device {device!r}: 'all' stands alone, not in a list.")
+    import torch  # only here: most commands never ask
+
+    count = torch.cuda.device_count()
+    if not count:
+        raise ConfigError("--device all found no CUDA device; use --device cpu or leave it out.")
+    return [f"cuda:{i}" for i in range(count)]
 
 
 def check_lang(lang: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .config import device_list
 from .topk import PAD_ID, TopK
 
 _DOT_ROWS = 65_536  # rows re-scored at once (bounds the float64 temporaries)
@@ -74,8 +75,11 @@ def fixed_order_dots(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    if device and device != "auto":
-        return torch.device(device)
+    """The device the search runs on: the first of a ``--device`` list (several GPUs share
+    the encoding; the kNN runs on one), else CUDA where there is one."""
+    names = [name for name in device_list(device) if name != "auto"]
+    if names:
+        return torch.device(names[0])
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

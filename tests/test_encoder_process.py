@@ -231,3 +231,31 @@ def test_the_child_prepares_and_saves_while_the_model_runs(
     runs = [event for event in encoder.events if event.startswith("run")]
     assert runs == ["run first", "run second", "run third"]
     assert np.load(answers[2][2]).shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_several_devices_ingest_and_mine(home: Path, static_model: Path) -> None:
+    """Encoding shares the devices; the kNN runs on the first (it used to take the whole
+    list for one device name and stop at the mine)."""
+    assert mine_small_corpus(home / "pool", static_model, "--device", "cpu,cpu") == (
+        mine_small_corpus(home / "one", static_model, "--device", "cpu")
+    )
+
+
+def test_device_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from bitextdb.config import device_list
+    from bitextdb.errors import ConfigError
+    from bitextdb.knn import pick_device
+
+    assert device_list(" cuda:0, cuda:1 ,") == ["cuda:0", "cuda:1"]
+    assert pick_device("cpu,cpu") == torch.device("cpu")
+    assert pick_device("auto").type in ("cpu", "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert device_list("all") == ["cuda:0", "cuda:1", "cuda:2"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match="found no CUDA device"):
+        device_list("all")
+    with pytest.raises(ConfigError, match="stands alone"):
+        device_list("all,cpu")

@@ -165,7 +165,11 @@ def model_options(fn: F) -> F:
             click.option(
                 "--max-seq-length", type=int, help="Truncate sentences to this many tokens."
             ),
-            click.option("--device", help="cpu, cuda, cuda:1, ... [default: cuda when present]."),
+            click.option(
+                "--device",
+                help="cpu, cuda, cuda:1, a list (cuda:0,cuda:1) or all GPUs (all) "
+                "[default: cuda when present].",
+            ),
             click.option("--batch-size", type=int, help="Sentences per encoder batch [64]."),
             click.option(
                 "--backend",
@@ -310,7 +314,7 @@ def _mine_line(m: dict[str, Any]) -> str:
 @click.option(
     "--no-mine", is_flag=True, help="Store and index only; mine later with `bitextdb mine`."
 )
-@click.option("--device", help="Encoder device for this run.")
+@click.option("--device", help="Encoder device(s) for this run, as for init.")
 @click.option("--batch-size", type=int, help="Encoder batch size for this run.")
 @click.option(
     "--backend",
