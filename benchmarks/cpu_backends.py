@@ -32,7 +32,8 @@ from common import machine  # noqa: E402
 from ingest import sentences  # noqa: E402
 
 from bitextdb.encoder import Encoder  # noqa: E402
-from bitextdb.onnx_backend import _openvino  # noqa: E402
+from bitextdb.onnx_backend import OnnxModel  # noqa: E402
+from bitextdb.tokens import preprocessor  # noqa: E402
 from tests.models import build_tiny_bert  # noqa: E402
 
 
@@ -69,12 +70,15 @@ def main() -> None:
                 batch_size=args.batch_size,
                 cache_dir=scratch / "onnx",
             )
-            if int8_on_openvino:  # onnx-int8's graph, compiled by OpenVINO instead
-                import openvino
-                import torch
-
-                assert encoder.onnx is not None
-                encoder.onnx._run = _openvino(openvino, encoder.onnx.path, torch.get_num_threads())
+            if int8_on_openvino:  # onnx-int8's export, run by OpenVINO instead
+                encoder.onnx = OnnxModel(
+                    encoder.model,
+                    preprocessor(encoder.model),
+                    identity={"model": model, "benchmark": backend},
+                    quantize=True,
+                    runtime="openvino",
+                    cache_dir=scratch / "onnx",
+                )
             load_s = time.perf_counter() - started
             encoder.encode(texts[:128])  # warm up
             started = time.perf_counter()
