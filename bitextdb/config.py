@@ -149,7 +149,7 @@ def resolve_locations(
     """Resolve the stores: flag > env var > ``HOME/bitextdb.json`` > embedded defaults."""
     home_path = resolve_home(home)
     remembered = read_locations_file(home_path)
-    db_url = db or env("DB") or remembered.get("db") or embedded_db_url(home_path)
+    db_url = db or env("DB") or _remembered_db(remembered, home_path) or embedded_db_url(home_path)
     qdrant_url = qdrant or env("QDRANT") or remembered.get("qdrant")
     prefix = qdrant_prefix or env("QDRANT_PREFIX") or remembered.get("qdrant_prefix") or "bitextdb_"
     if not re.match(r"^[A-Za-z0-9_-]*$", prefix):
@@ -157,6 +157,23 @@ def resolve_locations(
             f"Qdrant collection prefix {prefix!r} may hold only letters, digits, _ and -."
         )
     return Locations(home=home_path, db=db_url, qdrant=qdrant_url, qdrant_prefix=prefix)
+
+
+def _remembered_db(remembered: dict[str, Any], home: Path) -> str | None:
+    """The SQL URL a home's locations file names. Older versions wrote down the embedded
+    SQLite file's absolute path too, which pointed away from a home that was moved (or, in
+    a copy, at the original's data): where the home has its own ``bitextdb.sqlite``, such a
+    URL means that file."""
+    url = remembered.get("db")
+    embedded = Path(embedded_db_url(home).removeprefix("sqlite:///"))
+    if (
+        isinstance(url, str)
+        and url.startswith("sqlite:///")
+        and Path(url.removeprefix("sqlite:///")).name == embedded.name
+        and embedded.is_file()
+    ):
+        return None
+    return url if isinstance(url, str) else None
 
 
 def embedded_db_url(home: Path) -> str:

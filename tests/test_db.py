@@ -356,6 +356,27 @@ def test_embedded_home_can_be_moved(tmp_path: Path) -> None:
     assert not old.exists()
 
 
+def test_a_home_from_an_older_version_opens_its_own_sqlite_file(tmp_path: Path) -> None:
+    """Older versions wrote the embedded SQLite file's absolute path into the locations
+    file; a copy of such a home must open its own data, not the original's."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    bitextdb.init(original, model="synthetic", dim=4).close()
+    locations = original / "bitextdb.json"
+    written = json.loads(locations.read_text())
+    written["db"] = f"sqlite:///{original.resolve() / 'bitextdb.sqlite'}"  # the old format
+    locations.write_text(json.dumps(written))
+    shutil.copytree(original, copy)
+    with bitextdb.open(copy) as db:
+        assert db.locations.db == f"sqlite:///{copy.resolve() / 'bitextdb.sqlite'}"
+        db.ingest_embeddings("en", ["one", "two"], np.eye(2, 4, dtype=np.float32), mine=False)
+    with bitextdb.open(original) as db:
+        assert "en" not in db.stats()["languages"]
+    elsewhere = tmp_path / "elsewhere.sqlite"  # a SQLite file of another name stays as given
+    written["db"] = f"sqlite:///{elsewhere}"
+    locations.write_text(json.dumps(written))
+    assert resolve_locations(original).db == f"sqlite:///{elsewhere}"
+
+
 def test_a_migration_that_fails_half_way_leaves_nothing_of_itself(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
