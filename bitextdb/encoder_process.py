@@ -27,6 +27,7 @@ import os
 import pickle
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 import traceback
@@ -45,6 +46,7 @@ from .errors import ModelLoadError
 
 _SPOOL_PREFIX = "bitextdb-vectors-"  # then the parent's pid: a folder per EncoderProcess
 _JOIN_SECONDS = 60.0
+_IDLE_EXIT_SECONDS = 1.0  # how long close() gives the child to finish on its own
 
 
 @dataclass(frozen=True)
@@ -73,15 +75,24 @@ def _serve(
     cancelled: Any,
 ) -> None:
     """The child's main: load the model, then encode each request, in order, until the
-    parent sends ``None`` or goes away. ``cancelled`` (an event) skips the work left."""
+    parent sends ``None`` or goes away. ``cancelled`` (an event) skips the work left.
+
+    An interrupt (Ctrl-C reaches the whole process group; :meth:`EncoderProcess.close`
+    sends one to a child busy with a call nobody waits for) stops it where it is, quietly:
+    the calls it had are the parent's to fail or forget, and it holds nothing to save.
+    """
     try:
         encoder = Encoder(model, **options)
+    except KeyboardInterrupt:
+        return
     except BaseException as exc:
         _send(replies, ("failed", *_portable(exc)))
         return
     _send(replies, ("ready", {"dim": encoder.dim, "device": encoder.device}))
     try:
         _work(encoder, requests, replies, cancelled)
+    except KeyboardInterrupt:
+        pass
     finally:
         encoder.close()
 
@@ -114,6 +125,8 @@ def _work(encoder: Any, requests: Connection, replies: Connection, cancelled: An
             if isinstance(job, BaseException):
                 raise job
             result: np.ndarray | BaseException = encoder.run(job)
+        except KeyboardInterrupt:
+            raise
         except BaseException as exc:
             result = exc
         finished.put((number, path, result))
@@ -316,14 +329,23 @@ class EncoderProcess:
         self._cancelled.set()
         for future in pending.values():
             future.cancel()
-        with self._send_lock, contextlib.suppress(OSError):
-            _send(self._requests, None)
-            self._requests.close()
+        # another thread may be stuck sending a call to a child busy with an earlier one
+        if self._send_lock.acquire(timeout=_IDLE_EXIT_SECONDS):
+            try:
+                _send(self._requests, None)
+            finally:
+                self._send_lock.release()
         if self._process.pid is not None:
-            self._process.join(_JOIN_SECONDS)
+            self._process.join(_IDLE_EXIT_SECONDS)  # an idle child is gone by now
+            if self._process.is_alive():  # busy with a call nobody waits for: stop it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._process.pid, signal.SIGINT)
+                self._process.join(_JOIN_SECONDS)
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()
+        with contextlib.suppress(OSError):
+            self._requests.close()
         if self._reader is not None:
             self._reader.join(_JOIN_SECONDS)
         with contextlib.suppress(OSError):

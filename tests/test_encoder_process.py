@@ -85,6 +85,25 @@ def test_a_child_that_dies_is_reported(tiny_bert: Path) -> None:
     assert child._process.exitcode == -signal.SIGKILL
 
 
+def test_an_interrupted_child_stops_quietly(
+    tiny_bert: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C reaches the child too (and close() interrupts a busy one): it stops where it
+    is and exits without a traceback; the parent reports its calls as stopped."""
+    texts = [f"the dog sleeps in house {i}" for i in range(20_000)]
+    child = EncoderProcess(str(tiny_bert), device="cpu")
+    try:
+        assert child.pid is not None
+        pending = child.submit(texts)
+        os.kill(child.pid, signal.SIGINT)
+        with pytest.raises(ModelLoadError, match="stopped unexpectedly"):
+            child.wait(pending)
+    finally:
+        child.close()
+    assert child._process.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_an_error_in_one_call_leaves_the_others(tiny_bert: Path) -> None:
     """The child's error is raised in the parent, with its type, message and traceback;
     the calls queued around it are encoded."""
