@@ -165,20 +165,19 @@ def _remembered_db(remembered: dict[str, Any], home: Path) -> str | None:
     a copy, at the original's data): where the home has its own ``bitextdb.sqlite``, such a
     URL means that file."""
     url = remembered.get("db")
-    embedded = Path(embedded_db_url(home).removeprefix("sqlite:///"))
-    if (
-        isinstance(url, str)
-        and url.startswith("sqlite:///")
-        and Path(url.removeprefix("sqlite:///")).name == embedded.name
-        and embedded.is_file()
-    ):
+    if not isinstance(url, str):
         return None
-    return url if isinstance(url, str) else None
+    names_embedded = url.startswith(_SQLITE) and url.endswith(f"/{EMBEDDED_DB_FILE}")
+    return None if names_embedded and (home / EMBEDDED_DB_FILE).is_file() else url
+
+
+_SQLITE = "sqlite:///"
+EMBEDDED_DB_FILE = "bitextdb.sqlite"
 
 
 def embedded_db_url(home: Path) -> str:
     """The default SQL store: a SQLite file inside the home folder."""
-    return f"sqlite:///{home / 'bitextdb.sqlite'}"
+    return f"{_SQLITE}{home / EMBEDDED_DB_FILE}"
 
 
 def read_locations_file(home: Path) -> dict[str, Any]:

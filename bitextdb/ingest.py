@@ -47,10 +47,11 @@ class IngestReport:
     encoded: int = 0
     seconds: float = 0.0
     # seconds each pipeline stage worked, which tells what held the ingest back: reading
-    # (and normalising), storing in SQL, encoding (only handing the batch over, when the
-    # model runs in a process of its own), waiting for the vectors, upserting them (only
-    # handing them over, to a writer process), waiting until they are stored, and marking
-    # them indexed; the stages overlap, so they add up to more than ``seconds``
+    # (and normalising), storing in SQL, encoding (when the model runs in a process of its
+    # own: handing the batch over, which waits while that process has three in hand),
+    # waiting for the vectors, upserting them (only handing them over, to a writer process),
+    # waiting until they are stored, and marking them indexed; the stages overlap, so they
+    # add up to more than ``seconds``
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
