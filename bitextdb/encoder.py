@@ -88,6 +88,8 @@ class Encoder:
     ``SentenceTransformer.encode`` does the work, or, with ``backend="onnx"`` (or
     ``"onnx-int8"``), ONNX Runtime on the CPU, or with ``backend="openvino"``, OpenVINO
     (:mod:`bitextdb.onnx_backend`), the exported graph cached in ``cache_dir``.
+    ``pipelined`` turns the CUDA pipeline on or off (``None``: on for one CUDA device); on
+    elsewhere, the same code runs on the CPU in float32 (tests and benchmarks use that).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Encoder:
         backend: str = "torch",
         max_tokens: int = 32_768,
         cache_dir: str | os.PathLike[str] | None = None,
+        pipelined: bool | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
@@ -142,9 +145,15 @@ class Encoder:
                 cache_dir=cache_dir,
             )
         self.device = ",".join(self.devices) if self.devices else str(self.model.device)
-        self.pipelined = self.device.startswith("cuda") and not self.devices and backend == "torch"
+        one_model = not self.devices and backend == "torch"
+        on_cuda = one_model and self.device.startswith("cuda")
+        if pipelined and not one_model:
+            raise ConfigError("The CUDA pipeline runs one torch model on one device.")
+        # forced on elsewhere, the same code runs on the CPU (tests, benchmarks/overlap.py)
+        self.pipelined = on_cuda if pipelined is None else pipelined
         if self.pipelined:
-            self.model.half()
+            if on_cuda:
+                self.model.half()
             # the tokenizer's own threads: our pipeline never forks
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
         get_dim = getattr(self.model, "get_embedding_dimension", None)

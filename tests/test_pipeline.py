@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from bitextdb.encoder import Encoder, _prefetch
+from bitextdb.encoder_process import EncoderProcess
+from bitextdb.errors import ConfigError
 from bitextdb.pipeline import run_stages
 from bitextdb.tokens import pad_to_multiple, round_up
 
@@ -156,6 +158,30 @@ def test_pipelined_encoding_equals_plain_encoding(tiny_bert: Path) -> None:
     assert np.allclose(encoder._encode_pipelined(texts), piped, atol=1e-5)
 
 
+def test_the_cuda_pipeline_can_be_forced_on_for_the_cpu(tiny_bert: Path) -> None:
+    """``pipelined=True`` runs the GPU path's code on the CPU, in float32, in process and in
+    the encoder process (the benchmarks' CPU proxy), with the default path's vectors; it
+    needs one torch model on one device."""
+    import torch
+
+    texts = [f"sentence number {i} " + "word " * (i % 11) for i in range(40)]
+    plain = Encoder(str(tiny_bert), device="cpu")
+    forced = Encoder(str(tiny_bert), device="cpu", pipelined=True)
+    assert not plain.pipelined and forced.pipelined
+    assert next(forced.model.parameters()).dtype == torch.float32
+    prepared = forced.prepare(texts)
+    assert prepared.batches is not None  # tokenized and cut into batches, as on a GPU
+    want = plain.encode(texts)
+    assert np.allclose(forced.run(prepared), want, atol=1e-5)
+    child = EncoderProcess(str(tiny_bert), device="cpu", pipelined=True)
+    try:
+        assert np.allclose(child.encode(texts), want, atol=1e-5)
+    finally:
+        child.close()
+    with pytest.raises(ConfigError, match="one torch model on one device"):
+        Encoder(str(tiny_bert), device="cpu,cpu", pipelined=True)
+
+
 def test_a_long_call_is_prepared_a_chunk_ahead(
     tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,10 +189,9 @@ def test_a_long_call_is_prepared_a_chunk_ahead(
     chunk while the model runs the one before, and gives the one-pass vectors in order."""
     import bitextdb.encoder as encoder_module
 
-    encoder = Encoder(str(tiny_bert), device="cpu")
+    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)  # as on a CUDA device
     texts = [f"sentence number {i} " + "word " * (i % 17) for i in range(100)]
     whole = encoder._encode_pipelined(texts)
-    encoder.pipelined = True  # what a CUDA device sets
     monkeypatch.setattr(encoder_module, "PREPARE_CHUNK", 30)
     prepared: list[int] = []
     prepare = encoder.prepare
