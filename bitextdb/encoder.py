@@ -149,7 +149,6 @@ class Encoder:
         on_cuda = one_model and self.device.startswith("cuda")
         if pipelined and not one_model:
             raise ConfigError("The CUDA pipeline runs one torch model on one device.")
-        # forced on elsewhere, the same code runs on the CPU (tests, benchmarks/overlap.py)
         self.pipelined = on_cuda if pipelined is None else pipelined
         if self.pipelined:
             if on_cuda:
