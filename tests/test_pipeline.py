@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from bitextdb.encoder import Encoder, _prefetch
-from bitextdb.encoder_process import EncoderProcess
 from bitextdb.errors import ConfigError
 from bitextdb.pipeline import run_stages
 from bitextdb.tokens import pad_to_multiple, round_up
@@ -159,9 +158,8 @@ def test_pipelined_encoding_equals_plain_encoding(tiny_bert: Path) -> None:
 
 
 def test_the_cuda_pipeline_can_be_forced_on_for_the_cpu(tiny_bert: Path) -> None:
-    """``pipelined=True`` runs the GPU path's code on the CPU, in float32, in process and in
-    the encoder process (the benchmarks' CPU proxy), with the default path's vectors; it
-    needs one torch model on one device."""
+    """``pipelined=True`` runs the GPU path's code on the CPU, in float32 (the benchmarks'
+    CPU proxy), with the default path's vectors; it needs one torch model on one device."""
     import torch
 
     texts = [f"sentence number {i} " + "word " * (i % 11) for i in range(40)]
@@ -173,11 +171,6 @@ def test_the_cuda_pipeline_can_be_forced_on_for_the_cpu(tiny_bert: Path) -> None
     assert prepared.batches is not None  # tokenized and cut into batches, as on a GPU
     want = plain.encode(texts)
     assert np.allclose(forced.run(prepared), want, atol=1e-5)
-    child = EncoderProcess(str(tiny_bert), device="cpu", pipelined=True)
-    try:
-        assert np.allclose(child.encode(texts), want, atol=1e-5)
-    finally:
-        child.close()
     with pytest.raises(ConfigError, match="one torch model on one device"):
         Encoder(str(tiny_bert), device="cpu,cpu", pipelined=True)
 
