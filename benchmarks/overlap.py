@@ -93,7 +93,10 @@ def timed(work) -> float:  # type: ignore[no-untyped-def]
 
 
 def measure_once(encoder, child, sentences, chunks, seconds) -> None:  # type: ignore[no-untyped-def]
-    """One round of every way, in turn, so that the VM's slow moments hit them alike."""
+    """One round of every way, in turn, so that the VM's slow moments hit them alike; the
+    encoder process last, fed as an ingest feeds it."""
+    from benchmarks.gpu import encode_queued
+
     prepared: list = []
     seconds.setdefault("prepare", []).append(
         timed(lambda: prepared.extend(map(encoder.prepare, chunks)))
@@ -101,16 +104,7 @@ def measure_once(encoder, child, sentences, chunks, seconds) -> None:  # type: i
     seconds.setdefault("run", []).append(timed(lambda: [encoder.run(p) for p in prepared]))
     seconds.setdefault("one_pass", []).append(timed(lambda: encoder._encode_pipelined(sentences)))
     seconds.setdefault("overlapped", []).append(timed(lambda: encoder.encode(sentences)))
-    # the encoder process as an ingest drives it: one ingest batch a call, all queued at once
-    seconds.setdefault("encoder_process", []).append(
-        timed(lambda: [child.wait(call) for call in [child.submit(c) for c in batches(sentences)]])
-    )
-
-
-def batches(sentences: list[str]) -> list[list[str]]:
-    from bitextdb.ingest import BATCH
-
-    return [sentences[i : i + BATCH] for i in range(0, len(sentences), BATCH)]
+    seconds.setdefault("encoder_process", []).append(encode_queued(child, sentences))
 
 
 if __name__ == "__main__":
