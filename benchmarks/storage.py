@@ -223,6 +223,8 @@ def ingest_once(lines: list[str], dim: int, work: Path, *, index_process: bool) 
         f"busiest process: {busiest:.2f} CPU s = {new / busiest:,.0f} sentences per CPU second "
         "(one process's rate where it has a core to itself)"
     )
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in result["ingested"][0]["stage_seconds"].items())
+    print(f"seconds each stage worked: {stages}")
     for label, seconds in THREAD_TIME.most_common():
         print(f"  {label:42s} {seconds:6.2f} s thread time")
 

@@ -183,7 +183,7 @@ class Ingestor:
         # lock, which the first stage holds while it stores the batch after next.
         stages = [
             lambda batch: (
-                batch,
+                batch.lines,
                 *self._store_batch(lang, src, batch, vectors, report, in_flight, sink),
             ),
             lambda job: (job[0], job[1], self._vectors_for(job[1], job[2], vectors)),
@@ -221,7 +221,7 @@ class Ingestor:
         self,
         lang: str,
         src: int,
-        batch: list[Line],
+        read: _Batch,
         vectors: VectorSource,
         report: IngestReport,
         in_flight: set[int],
@@ -234,10 +234,10 @@ class Ingestor:
         ``in_flight`` holds the ids earlier batches of this ingest scheduled and that are
         not yet marked indexed; the ids scheduled here are added to it.
         """
+        batch, hashes = read.lines, read.hashes
         checked = None
         if vectors.rows is not None:  # a bad given vector must fail before the batch is stored
             checked = _checked_rows(vectors.rows, [line.position for line in batch])
-        hashes = [text_hash(line.text) for line in batch]
         # taken before the look-up: an id that leaves the set later was marked indexed
         # before it left, so the look-up below already sees it indexed
         flying = set(in_flight)
@@ -479,12 +479,21 @@ def _stored() -> None:
     """Points stored already: nothing to wait for."""
 
 
-def _batches(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
+@dataclass
+class _Batch:
+    """Lines read and their texts' hashes, worked out while reading, so that the storing
+    stage, the ingest's busiest, only stores."""
+
+    lines: list[Line]
+    hashes: list[str]
+
+
+def _batches(lines: Iterable[Line], size: int) -> Iterator[_Batch]:
     batch: list[Line] = []
     for line in lines:
         batch.append(line)
         if len(batch) >= size:
-            yield batch
+            yield _Batch(batch, [text_hash(line.text) for line in batch])
             batch = []
     if batch:
-        yield batch
+        yield _Batch(batch, [text_hash(line.text) for line in batch])

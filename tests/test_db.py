@@ -407,6 +407,51 @@ def test_a_migration_that_fails_half_way_leaves_nothing_of_itself(
         db.dispose()
 
 
+def test_add_sentences_gives_the_ids_the_database_holds(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All new (on SQLite worked out from the largest id, without a look-up), some stored
+    already, after the largest id was deleted, and where SQLite picks ids at random (the
+    largest id possible taken): every id returned is the stored one."""
+    from bitextdb.db import corpus
+    from bitextdb.readers import text_hash
+
+    sqlite = db_url.startswith("sqlite")
+    lookups = []
+    known = corpus.known
+    monkeypatch.setattr(corpus, "known", lambda *a: lookups.append(1) or known(*a))
+
+    def add(texts: list[str]) -> int:
+        """Add ``texts``; how many look-ups that took. Checks the ids returned."""
+        del lookups[:]
+        by_hash = {text_hash(t): t for t in texts}
+        with db.session(writes=True) as s:
+            ids = corpus.add_sentences(s, "en", by_hash)
+            rows = s.execute(sa.text("SELECT text_hash, id FROM sentences WHERE lang = 'en'"))
+            assert ids == {h: i for h, i in rows if h in by_hash}
+        return len(lookups)
+
+    db = Database(db_url)
+    try:
+        db.upgrade()
+        assert add([f"one {i}" for i in range(50)]) == (0 if sqlite else 1)
+        assert add([f"two {i}" for i in range(30)] + [f"one {i}" for i in range(10)]) == 1
+        with db.session(writes=True) as s:
+            s.execute(sa.text("DELETE FROM sentences WHERE id = (SELECT max(id) FROM sentences)"))
+        assert add([f"three {i}" for i in range(20)]) == (0 if sqlite else 1)
+        if sqlite:
+            with db.session(writes=True) as s:
+                s.execute(
+                    sa.text(
+                        "INSERT INTO sentences (id, lang, text, text_hash, indexed, created_at) "
+                        "VALUES (9223372036854775807, 'en', 'last', 'h', 0, '2026-01-01')"
+                    )
+                )
+            assert add([f"four {i}" for i in range(20)]) == 1  # the shortcut saw through it
+    finally:
+        db.dispose()
+
+
 def test_mark_indexed_marks_exactly_the_ids_given(db_url: str) -> None:
     """Runs of consecutive ids, single ids, repeats and any order."""
     from bitextdb.db import corpus

@@ -26,9 +26,9 @@ def db_value(s: Session, column: Column[Any], value: Any) -> Any:
 
 def execute_many(
     s: Session, statement: Executable, keys: Sequence[str], rows: Iterable[Sequence[Any]]
-) -> None:
+) -> int:
     """Run ``statement`` once per row; each row holds the values of ``keys``, given in the
-    order the statement binds them.
+    order the statement binds them. Returns the rows changed, as the driver counts them.
 
     Values must be what the driver takes (ints, strings, None; see :func:`db_value`).
     """
@@ -41,8 +41,9 @@ def execute_many(
         params = [tuple(row) for row in rows]
     else:
         params = [dict(zip(keys, row)) for row in rows]
-    if params:
-        connection.exec_driver_sql(compiled.string, params)
+    if not params:
+        return 0
+    return int(connection.exec_driver_sql(compiled.string, params).rowcount)
 
 
 def select_in(

@@ -69,18 +69,47 @@ def known(s: Session, lang: str, hashes: Sequence[str]) -> dict[str, tuple[int, 
 
 def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int]:
     """Insert ``hash -> text`` sentences (existing ones are kept); ``hash -> id``."""
-    if texts:
-        now = db_value(s, SENT.c.created_at, utcnow())
-        no = db_value(s, SENT.c.indexed, False)
-        # one order for every writer: concurrent inserts of the same sentences then queue on
-        # the unique index instead of deadlocking (PostgreSQL)
-        execute_many(
-            s,
-            _insert(s, SENT).on_conflict_do_nothing(),
-            ["lang", "text", "text_hash", "indexed", "created_at"],
-            [(lang, t, h, no, now) for h, t in sorted(texts.items())],
-        )
-    return {h: sid for h, (sid, _) in known(s, lang, list(texts)).items()}
+    if not texts:
+        return {}
+    now = db_value(s, SENT.c.created_at, utcnow())
+    no = db_value(s, SENT.c.indexed, False)
+    # one order for every writer: concurrent inserts of the same sentences then queue on
+    # the unique index instead of deadlocking (PostgreSQL)
+    ordered = sorted(texts)
+    inserted = execute_many(
+        s,
+        _insert(s, SENT).on_conflict_do_nothing(),
+        ["lang", "text", "text_hash", "indexed", "created_at"],
+        [(lang, texts[h], h, no, now) for h in ordered],
+    )
+    if inserted == len(ordered) and s.get_bind().dialect.name == "sqlite":
+        ids = _ids_just_inserted(s, ordered)
+        if ids is not None:
+            return ids
+    return {h: sid for h, (sid, _) in known(s, lang, ordered).items()}
+
+
+def _ids_just_inserted(s: Session, hashes: list[str]) -> dict[str, int] | None:
+    """``hash -> id`` of sentences this transaction has just inserted on SQLite, in
+    ``hashes``' order, without looking each one up (a fifth of an ingest's SQL time); None
+    when the ids cannot be vouched for.
+
+    SQLite gives a new row the largest id so far plus one, and the transaction holds the
+    database's only write lock from its first insert on, so the rows have the consecutive
+    ids that end at the largest id now. The first and the last row are checked.
+    """
+    last = s.execute(select(func.max(SENT.c.id))).scalar()
+    if last is None:
+        return None
+    first = int(last) - len(hashes) + 1
+    ends = dict(
+        s.execute(select(SENT.c.id, SENT.c.text_hash).where(SENT.c.id.in_([first, int(last)])))
+        .tuples()
+        .all()
+    )
+    if ends.get(first) != hashes[0] or ends.get(int(last)) != hashes[-1]:
+        return None
+    return dict(zip(hashes, range(first, int(last) + 1)))
 
 
 OCCURRENCE_KEYS = ["source_id", "position", "sentence_id", "ext_id"]

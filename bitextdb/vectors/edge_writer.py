@@ -168,7 +168,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
                 elif kind == "upsert":
                     assert index is not None, "the writer process has no index"
                     lang, ids, path = args
-                    index.upsert(lang, ids, np.load(path))
+                    index.upsert(lang, ids, np.load(path, mmap_mode="r"))
                 elif kind == "close":
                     if index is not None:
                         index.close()
