@@ -10,8 +10,11 @@
 #
 # Runs `gpu.py --quick --skip-mine` on the issue's ~40-token corpus (.gpu/sentences.txt), then
 # on the shorter corpus of runs 3-9 (.gpu/sentences-short.txt) so that the new figures can
-# be set beside the old; results and logs go to $OUT (./gpu-out where it is unset). Uses the
-# machine's own torch and sentence-transformers; the wheels only add what they lack.
+# be set beside the old; then, on the CPUs alone, the ingest with an encoder paced at the bare
+# forward rate just measured (`paced.py`: what the storage stages let through on this
+# machine) and the Edge writer alone (`writer.py`). Results and logs go to $OUT (./gpu-out
+# where it is unset). Uses the machine's own torch and sentence-transformers; the wheels
+# only add what they lack.
 set -u
 out=${OUT:-gpu-out}
 mkdir -p "$out"
@@ -29,4 +32,13 @@ for corpus in sentences sentences-short; do
         --skip-mine --quick "$@" 2>&1 | tee "$out/log-$corpus.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
+rate=$(python3 -c "import json, sys; print(round(json.load(open(sys.argv[1]))['encode']['bare_fp16_forward_per_s']))" \
+    "$out/gpu-sentences.json" 2>/dev/null) || rate=61000
+sizes=(--rounds 3)
+case " $* " in *" --dry-run "*) rate=61000 sizes=(--rounds 1 --size 4096) ;; esac
+python3 benchmarks/paced.py --sentences .gpu/sentences.txt --rate "$rate" "${sizes[@]}" 2>&1 \
+    | tee "$out/log-paced.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+python3 benchmarks/writer.py "${sizes[@]}" 2>&1 | tee "$out/log-writer.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit $status
