@@ -168,6 +168,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
                 elif kind == "upsert":
                     assert index is not None, "the writer process has no index"
                     lang, ids, path = args
+                    # mapped, not copied: the parent removes the file only after our reply
                     index.upsert(lang, ids, np.load(path, mmap_mode="r"))
                 elif kind == "close":
                     if index is not None:
