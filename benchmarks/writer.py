@@ -22,7 +22,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +32,13 @@ Parts = list[tuple[np.ndarray, np.ndarray]]
 
 
 def unit_rows(size: int, dim: int) -> np.ndarray:
+    """``size`` random unit vectors of ``dim`` (float32)."""
     rows = np.random.default_rng(0).standard_normal((size, dim)).astype(np.float32)
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 def batches(rows: np.ndarray) -> Parts:
+    """``rows`` as the ingest hands them over: (ids, vectors) in batches of ``BATCH``."""
     return [
         (
             np.arange(start, min(start + BATCH, len(rows)), dtype=np.int64),
@@ -58,24 +59,21 @@ def through_writer(work: Path, parts: Parts, dim: int) -> float:
     try:
         writer._hand_over()  # the child's start and imports are not timed
         started = time.perf_counter()
-        ahead: deque[None] = deque()
+        pending = 0  # handed over, not yet confirmed
         for ids, vectors in parts:
             writer.submit("en", ids, vectors)
-            ahead.append(None)
-            if len(ahead) > 2:
+            pending += 1
+            if pending > 2:
                 writer.confirm()
-                ahead.popleft()
-        while ahead:
+                pending -= 1
+        for _ in range(pending):
             writer.confirm()
-            ahead.popleft()
         return time.perf_counter() - started
     finally:
         writer.close()
 
 
-def in_process(
-    work: Path, parts: list[tuple[np.ndarray, np.ndarray]], dim: int
-) -> dict[str, float]:
+def in_process(work: Path, parts: Parts, dim: int) -> dict[str, float]:
     """Seconds for ``EdgeIndex.upsert`` in this process, and its parts done by hand."""
     import qdrant_edge as qe
 
