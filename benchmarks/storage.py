@@ -1,6 +1,7 @@
 """The storage stages of an ingest alone: what a GPU ingest leaves to the CPU. Run by hand:
 
     .venv/bin/python benchmarks/storage.py [--sentences .gpu/sentences.txt] [--dim 768]
+        [--db postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
 Ingests a text file through the whole pipeline (read, normalise, dedup, SQL, upsert into
 Qdrant Edge, mark indexed) with an encoder that hands back ready vectors at once, so the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import shutil
 import sys
@@ -42,6 +44,7 @@ import bitextdb  # noqa: E402
 import bitextdb.db.corpus as corpus  # noqa: E402
 import bitextdb.ingest as ingest  # noqa: E402
 from bitextdb.vectors.edge import EdgeIndex  # noqa: E402
+from tests.crash_helpers import pg_schema  # noqa: E402
 from tests.models import build_tiny_bert  # noqa: E402
 
 THREAD_TIME: collections.Counter[str] = collections.Counter()
@@ -194,7 +197,9 @@ def edge_update_holds_the_lock(dim: int, n: int = 8192) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def ingest_once(lines: list[str], dim: int, work: Path, *, index_process: bool) -> None:
+def ingest_once(
+    lines: list[str], dim: int, work: Path, *, index_process: bool, db_url: str | None = None
+) -> None:
     """Ingest ``lines`` into a fresh home under ``work`` and print the figures."""
     import resource
 
@@ -202,7 +207,9 @@ def ingest_once(lines: list[str], dim: int, work: Path, *, index_process: bool) 
     text = work / "corpus.txt"
     text.write_text("\n".join(lines) + "\n", encoding="utf-8")
     model = build_tiny_bert(work / "model", dim=dim)
-    db = bitextdb.init(work / "home", model=str(model), device="cpu", index_process=index_process)
+    db = bitextdb.init(
+        work / "home", db=db_url, model=str(model), device="cpu", index_process=index_process
+    )
     db._encoder = InstantEncoder(str(model), dim)  # type: ignore[assignment]
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started, cpu = time.perf_counter(), time.process_time()
@@ -234,6 +241,7 @@ def main() -> None:
     parser.add_argument("--sentences", help="a text file, one sentence a line")
     parser.add_argument("--size", type=int, default=60_000)
     parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--db", help="a PostgreSQL URL instead of SQLite (a schema each run)")
     args = parser.parse_args()
     print(machine())
     bitextdb.tune_allocator()  # as the command line does
@@ -249,7 +257,11 @@ def main() -> None:
     for index_process in (False, True):
         work = Path(tempfile.mkdtemp(prefix="bitextdb-storage-"))
         try:
-            ingest_once(lines, args.dim, work, index_process=index_process)
+            with contextlib.ExitStack() as stack:
+                url = None
+                if args.db:  # a schema of its own for each ingest, dropped afterwards
+                    url = stack.enter_context(pg_schema(args.db))
+                ingest_once(lines, args.dim, work, index_process=index_process, db_url=url)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -32,18 +32,42 @@ def execute_many(
 
     Values must be what the driver takes (ints, strings, None; see :func:`db_value`).
     """
-    connection = s.connection()
-    compiled = statement.compile(dialect=connection.dialect, column_keys=list(keys))
-    params: list[Any]
+    sql, params = _driver_form(s, statement, keys, rows)
+    if not params:
+        return 0
+    return int(s.connection().exec_driver_sql(sql, params).rowcount)
+
+
+def execute_many_returning(
+    s: Session, statement: Executable, keys: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> list[Any]:
+    """:func:`execute_many` for a statement with ``RETURNING`` on PostgreSQL (psycopg):
+    the rows every execution returned, in order, from one pipelined ``executemany``."""
+    sql, params = _driver_form(s, statement, keys, rows)
+    if not params:
+        return []
+    cursor = s.connection().connection.cursor()
+    try:
+        cursor.executemany(sql, params, returning=True)
+        found: list[Any] = []
+        while True:
+            found.extend(cursor.fetchall())
+            if not cursor.nextset():
+                return found
+    finally:
+        cursor.close()
+
+
+def _driver_form(
+    s: Session, statement: Executable, keys: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> tuple[str, list[Any]]:
+    """``statement`` compiled once for the session's driver, and ``rows`` as its parameters."""
+    compiled = statement.compile(dialect=s.connection().dialect, column_keys=list(keys))
     if compiled.positional:
         if list(compiled.positiontup or ()) != list(keys):
             raise ValueError(f"Give the keys in the statement's order: {compiled.positiontup}")
-        params = [tuple(row) for row in rows]
-    else:
-        params = [dict(zip(keys, row)) for row in rows]
-    if not params:
-        return 0
-    return int(connection.exec_driver_sql(compiled.string, params).rowcount)
+        return compiled.string, [tuple(row) for row in rows]
+    return compiled.string, [dict(zip(keys, row)) for row in rows]
 
 
 def select_in(

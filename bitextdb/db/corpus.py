@@ -9,7 +9,7 @@ from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .bulk import db_value, execute_many, select_in
+from .bulk import db_value, execute_many, execute_many_returning, select_in
 from .graph import chunks
 from .tables import Occurrence, Sentence, Source, utcnow
 
@@ -76,17 +76,25 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
     # one order for every writer: concurrent inserts of the same sentences then queue on
     # the unique index instead of deadlocking (PostgreSQL)
     ordered = sorted(texts)
-    inserted = execute_many(
-        s,
-        _insert(s, SENT).on_conflict_do_nothing(),
-        ["lang", "text", "text_hash", "indexed", "created_at"],
-        [(lang, texts[h], h, no, now) for h in ordered],
-    )
-    if inserted == len(ordered) and s.get_bind().dialect.name == "sqlite":
-        ids = _ids_just_inserted(s, ordered)
-        if ids is not None:
-            return ids
-    return {h: sid for h, (sid, _) in known(s, lang, ordered).items()}
+    insert = _insert(s, SENT).on_conflict_do_nothing()
+    keys = ["lang", "text", "text_hash", "indexed", "created_at"]
+    rows = [(lang, texts[h], h, no, now) for h in ordered]
+    dialect = s.get_bind().dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        # the rows this statement inserted come back with their ids; only those another
+        # writer stored first (or that were there already) are looked up
+        ids = dict(
+            execute_many_returning(s, insert.returning(SENT.c.text_hash, SENT.c.id), keys, rows)
+        )
+        missing = [h for h in ordered if h not in ids]
+    else:
+        inserted = execute_many(s, insert, keys, rows)
+        vouched = inserted == len(ordered) and dialect.name == "sqlite"
+        ids = (_ids_just_inserted(s, ordered) if vouched else None) or {}
+        missing = [] if ids else ordered
+    if missing:
+        ids.update((h, sid) for h, (sid, _) in known(s, lang, missing).items())
+    return ids
 
 
 def _ids_just_inserted(s: Session, hashes: list[str]) -> dict[str, int] | None:
