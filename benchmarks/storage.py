@@ -27,17 +27,15 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine  # noqa: E402
+from common import InstantEncoder, machine  # noqa: E402
 from ingest import sentences as synthetic_sentences  # noqa: E402
 
 import bitextdb  # noqa: E402
@@ -63,30 +61,6 @@ def timed(owner: Any, name: str, label: str) -> None:
             THREAD_TIME[label] += time.thread_time() - started
 
     setattr(owner, name, wrapper)
-
-
-class InstantEncoder:
-    """Unit vectors of the database's size, ready at once (a stand-in for a fast GPU)."""
-
-    def __init__(self, name: str, dim: int) -> None:
-        self.name, self.dim, self.device = name, dim, "cpu"
-        rng = np.random.default_rng(0)
-        pool = rng.standard_normal((8192, dim)).astype(np.float32)
-        self.pool = pool / np.linalg.norm(pool, axis=1, keepdims=True)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        rows = np.arange(len(texts)) % len(self.pool)
-        return self.pool[rows]
-
-    def start(self, texts: Sequence[str]) -> Callable[[], np.ndarray]:
-        vectors = self.encode(texts)
-        return lambda: vectors
-
-    def close(self) -> None:
-        pass
-
-    def check_dimension(self, expected: int) -> None:
-        pass
 
 
 def point_building(dim: int, n: int = 8192) -> None:

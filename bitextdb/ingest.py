@@ -493,7 +493,11 @@ def _batches(lines: Iterable[Line], size: int) -> Iterator[_Batch]:
     for line in lines:
         batch.append(line)
         if len(batch) >= size:
-            yield _Batch(batch, [text_hash(line.text) for line in batch])
+            yield _hashed(batch)
             batch = []
     if batch:
-        yield _Batch(batch, [text_hash(line.text) for line in batch])
+        yield _hashed(batch)
+
+
+def _hashed(lines: list[Line]) -> _Batch:
+    return _Batch(lines, [text_hash(line.text) for line in lines])

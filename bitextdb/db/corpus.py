@@ -86,12 +86,12 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
         ids = dict(
             execute_many_returning(s, insert.returning(SENT.c.text_hash, SENT.c.id), keys, rows)
         )
-        missing = [h for h in ordered if h not in ids]
     else:
         inserted = execute_many(s, insert, keys, rows)
-        vouched = inserted == len(ordered) and dialect.name == "sqlite"
-        ids = (_ids_just_inserted(s, ordered) if vouched else None) or {}
-        missing = [] if ids else ordered
+        ids = {}
+        if inserted == len(ordered) and dialect.name == "sqlite":
+            ids = _ids_just_inserted(s, ordered) or {}
+    missing = [h for h in ordered if h not in ids]
     if missing:
         ids.update((h, sid) for h, (sid, _) in known(s, lang, missing).items())
     return ids
@@ -99,8 +99,9 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
 
 def _ids_just_inserted(s: Session, hashes: list[str]) -> dict[str, int] | None:
     """``hash -> id`` of sentences this transaction has just inserted on SQLite, in
-    ``hashes``' order, without looking each one up (a fifth of an ingest's SQL time); None
-    when the ids cannot be vouched for.
+    ``hashes``' order, without looking each one up (that look-up was most of ``known``'s
+    0.30-0.33 s per 60,000 sentences, ``benchmarks/storage.py``); None when the ids cannot
+    be vouched for.
 
     SQLite gives a new row the largest id so far plus one, and the transaction holds the
     database's only write lock from its first insert on, so the rows have the consecutive
