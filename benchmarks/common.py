@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import platform
@@ -47,6 +48,26 @@ class InstantEncoder:
 
     def check_dimension(self, expected: int) -> None:
         pass
+
+
+class FullCollections:
+    """Times of the cycle collector's full (generation 2) collections since :meth:`reset`."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds.append(time.perf_counter() - self._started)
+
+    def reset(self) -> None:
+        self.seconds = []
 
 
 def rss_mb(field: str = "VmRSS") -> float:

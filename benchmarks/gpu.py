@@ -41,11 +41,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "benchmarks"))
+
+from common import FullCollections  # noqa: E402
 
 DEVICE = "cuda"
 PROFILER: list[str] = []  # --py-spy PATH --profile FILE: sample a last run of the ingest
 REPEATS = 0  # --ingest-repeats
 QUICK = False  # --quick: the figures the targets need, and nothing else
+COLLECTIONS = FullCollections()
 LABSE = {
     "vocab_size": 501_153,
     "hidden_size": 768,
@@ -284,9 +288,12 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
             )
             time.sleep(2.0)  # let it attach
         cpu = resource.getrusage(resource.RUSAGE_SELF)
+        COLLECTIONS.reset()
         t = time.perf_counter()
         result = db.ingest(str(corpus), "en", mine=False)
         whole = time.perf_counter() - t
+        # the cycle collector's full collections in this process meanwhile (bitextdb.heap)
+        out[f"{name}_full_collections_s"] = COLLECTIONS.seconds
         after = resource.getrusage(resource.RUSAGE_SELF)
         if spy is not None:
             spy.send_signal(signal.SIGINT)

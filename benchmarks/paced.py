@@ -27,10 +27,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+COLLECTIONS: Any = None  # common.FullCollections, made in main (after --repo)
 
 
 def paced_encoder(name: str, dim: int, rate: float):  # type: ignore[no-untyped-def]
@@ -71,15 +73,18 @@ def ingest_once(text: Path, model: Path, home: Path, rate: float) -> dict:
 
     db = bitextdb.init(home, model=str(model), device="cpu", index_process=True, progress=progress)
     db._encoder = paced_encoder(str(model), 768, rate)  # type: ignore[assignment]
+    COLLECTIONS.reset()
     started = time.perf_counter()
     result = db.ingest(str(text), "en", mine=False)
     took = time.perf_counter() - started
+    full = COLLECTIONS.seconds
     db.close()
     report = result["ingested"][0]
     return {
         "per_s": report["new"] / took,
         "first_batch_s": firsts[0] - started,
         "stages": report["stage_seconds"],
+        "full_collections": full,
     }
 
 
@@ -94,8 +99,10 @@ def main() -> None:
     sys.path.insert(0, str(args.repo.resolve()))
     sys.path.insert(1, str(ROOT / "benchmarks"))
     sys.path.insert(2, str(ROOT))
-    from common import machine
+    from common import FullCollections, machine
 
+    global COLLECTIONS
+    COLLECTIONS = FullCollections()  # this process's, during each ingest
     import bitextdb
     from tests.models import build_tiny_bert
 
@@ -118,8 +125,9 @@ def main() -> None:
                 stages = ", ".join(f"{k} {v:.2f}" for k, v in got["stages"].items())
                 print(
                     f"round {round_ + 1}, encoder at {rate:,.0f}/s: ingest {got['per_s']:,.0f}/s, "
-                    f"first batch stored after {got['first_batch_s']:.2f} s; stages worked: "
-                    f"{stages}"
+                    f"first batch stored after {got['first_batch_s']:.2f} s; full collections "
+                    f"{len(got['full_collections'])} "
+                    f"({sum(got['full_collections']) * 1000:.0f} ms); stages worked: {stages}"
                 )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

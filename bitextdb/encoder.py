@@ -71,6 +71,39 @@ class Prepared:
     batches: Iterable[Batch] | None = None
 
 
+class Encoded:
+    """A call the model has been given (:meth:`Encoder.launch`); :meth:`vectors` gives its
+    unit float32 vectors, waiting for the model where it still works.
+
+    On the GPU each batch's result stays there until :meth:`vectors` copies it back, so the
+    thread that launches the model can go on to the next call at once, while another (the
+    encoder process's saving thread) waits for the copies. When one thread did both, the
+    GPU sat idle between calls while the last call's vectors were copied back and put in
+    order.
+    """
+
+    def __init__(self, count: int, dim: int, parts: Sequence[tuple[np.ndarray, Any]] = ()) -> None:
+        self.count, self.dim = count, dim
+        self._parts = list(parts)  # (rows of the call, their vectors: a tensor or an array)
+        self._vectors: np.ndarray | None = None
+
+    @classmethod
+    def ready(cls, vectors: np.ndarray) -> Encoded:
+        """A call whose vectors are there already."""
+        encoded = cls(*vectors.shape)
+        encoded._vectors = vectors
+        return encoded
+
+    def vectors(self) -> np.ndarray:
+        """The call's vectors (n x dim), in the order of its texts."""
+        if self._vectors is None:
+            out = np.empty((self.count, self.dim), dtype=np.float32)
+            for rows, part in self._parts:
+                out[rows] = part.cpu().numpy() if hasattr(part, "cpu") else part
+            self._vectors, self._parts = out, []
+        return self._vectors
+
+
 class Encoder:
     """A loaded sentence-transformers model that turns sentences into unit float32 vectors.
 
@@ -166,13 +199,22 @@ class Encoder:
         """Unit float32 vectors for ``texts`` (n x dim), in order.
 
         On the GPU a long call goes in chunks of :data:`PREPARE_CHUNK`, each tokenized in a
-        worker thread while the model runs the chunk before (:meth:`prepare`, :meth:`run`).
+        worker thread while the model runs the chunk before (:meth:`prepare`), and each
+        chunk's vectors are collected once the next chunk is launched (:meth:`launch`).
         """
         texts = list(texts)
         if not self.pipelined or len(texts) <= PREPARE_CHUNK:
             return self.run(self.prepare(texts))
         chunks = (texts[i : i + PREPARE_CHUNK] for i in range(0, len(texts), PREPARE_CHUNK))
-        parts = [self.run(job) for job in _prefetch(map(self.prepare, chunks), depth=1)]
+        parts: list[np.ndarray] = []
+        waiting: Encoded | None = None
+        for job in _prefetch(map(self.prepare, chunks), depth=1):
+            launched = self.launch(job)
+            if waiting is not None:
+                parts.append(waiting.vectors())
+            waiting = launched
+        assert waiting is not None  # texts is not empty
+        parts.append(waiting.vectors())
         return np.concatenate(parts)
 
     def prepare(self, texts: Sequence[str]) -> Prepared:
@@ -189,13 +231,18 @@ class Encoder:
 
     def run(self, prepared: Prepared) -> np.ndarray:
         """The model's half of :meth:`encode`: unit float32 vectors for a prepared call."""
+        return self.launch(prepared).vectors()
+
+    def launch(self, prepared: Prepared) -> Encoded:
+        """:meth:`run`, returning as soon as the model has been given the whole call: on
+        the GPU its vectors are copied back when asked for (:class:`Encoded`)."""
         texts = prepared.texts
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return Encoded.ready(np.zeros((0, self.dim), dtype=np.float32))
         if prepared.batches is not None:
             return self._run_batches(len(texts), prepared.batches)
         if self.onnx is not None:
-            return normalize_rows(self.onnx.encode(texts, self.batch_size))
+            return Encoded.ready(normalize_rows(self.onnx.encode(texts, self.batch_size)))
         kwargs: dict[str, Any] = {}
         if self.devices:
             if self._pool is None:
@@ -209,7 +256,7 @@ class Encoder:
             show_progress_bar=False,
             **kwargs,
         )
-        return normalize_rows(vectors)
+        return Encoded.ready(normalize_rows(vectors))
 
     def close(self) -> None:
         """Stop the multi-process pool, if one was started."""
@@ -256,11 +303,12 @@ class Encoder:
 
     def _encode_pipelined(self, texts: list[str]) -> np.ndarray:
         """The GPU path, whatever the device (tests run it on the CPU)."""
-        return self._run_batches(len(texts), self._batch_features(texts))
+        return self._run_batches(len(texts), self._batch_features(texts)).vectors()
 
-    def _run_batches(self, count: int, batches: Iterable[Batch]) -> np.ndarray:
-        """Run the model over prepared batches; a worker thread builds the next ones in
-        pinned memory while the GPU runs the current one."""
+    def _run_batches(self, count: int, batches: Iterable[Batch]) -> Encoded:
+        """Give the model prepared batches; a worker thread builds the next ones in pinned
+        memory while the GPU runs the current one. The results stay on the device until
+        :meth:`Encoded.vectors` copies them back (no synchronisation here)."""
         import torch
 
         device = self.model.device
@@ -273,10 +321,7 @@ class Encoder:
                 }
                 embedding = self.model(features)["sentence_embedding"]
                 results.append((idx, torch.nn.functional.normalize(embedding.float(), dim=1)))
-            out = np.empty((count, self.dim), dtype=np.float32)
-            for idx, embedding in results:  # one synchronisation, at the end
-                out[idx] = embedding.cpu().numpy()
-        return out
+        return Encoded(count, self.dim, results)
 
     def _batch_features(self, texts: list[str]) -> Iterable[Batch]:
         """Batches of ``texts`` and their model input, in pinned memory on a CUDA machine.

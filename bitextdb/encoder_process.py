@@ -12,10 +12,11 @@ The parent sends each call's sentences down a pipe and gets unit vectors back th
 would pickle in the child and read back in Python chunks in the parent: on an H200 the
 child's GPU waited for that, and it was a tenth of the parent's time). In the child one
 thread tokenizes and batches each call as it arrives (:meth:`Encoder.prepare`), the main
-thread runs the model on the call before (:meth:`Encoder.run`), and a third saves the
-vectors of the call before that. When they took turns the GPU sat idle during both: on an
-H200 the tokenizer's pass over each 8,192-sentence call took a third of the child's time,
-the save less (run 8's profile, benchmarks/README.md).
+thread gives the model the call before (:meth:`Encoder.launch`), and a third waits for the
+vectors of the call before that, copies them back from the GPU and saves them. When they
+took turns the GPU sat idle meanwhile: on an H200 the tokenizer's pass over each
+8,192-sentence call took a third of the child's time, the save less (run 8's profile,
+benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from .config import Settings, device_list
-from .encoder import Encoder, Prepared, require_dimension
+from .encoder import Encoded, Encoder, Prepared, require_dimension
 from .errors import ModelLoadError
+from .heap import freeze_loaded
 
 _SPOOL_PREFIX = "bitextdb-vectors-"  # then the parent's pid: a folder per EncoderProcess
 _JOIN_SECONDS = 60.0
@@ -88,6 +90,7 @@ def _serve(
     except BaseException as exc:
         _send(replies, ("failed", *_portable(exc)))
         return
+    freeze_loaded()  # the model and the libraries: full collections skip them (bitextdb.heap)
     _send(replies, ("ready", {"dim": encoder.dim, "device": encoder.device}))
     try:
         _work(encoder, requests, replies, cancelled)
@@ -99,9 +102,9 @@ def _serve(
 
 def _work(encoder: Any, requests: Connection, replies: Connection, cancelled: Any) -> None:
     """Answer the requests in order, in three threads: one prepares each call
-    (:func:`_prepare_calls`), this one runs the model on the call before, and one saves the
-    vectors of the call before that and tells the parent (:func:`_answer_calls`), so the
-    GPU waits for neither the tokenizer nor the disk."""
+    (:func:`_prepare_calls`), this one gives the model the call before, and one waits for
+    that call's vectors, saves them and tells the parent (:func:`_answer_calls`), so the
+    GPU waits for neither the tokenizer, nor the copy of its results, nor the disk."""
     prepared: queue.Queue[Any] = queue.Queue(maxsize=1)  # one call ready while one runs
     finished: queue.Queue[Any] = queue.Queue(maxsize=1)  # and one being saved
     helpers = [
@@ -124,7 +127,7 @@ def _work(encoder: Any, requests: Connection, replies: Connection, cancelled: An
         try:
             if isinstance(job, BaseException):
                 raise job
-            result: np.ndarray | BaseException = encoder.run(job)
+            result: Encoded | BaseException = encoder.launch(job)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
@@ -135,7 +138,9 @@ def _work(encoder: Any, requests: Connection, replies: Connection, cancelled: An
 
 
 def _answer_calls(replies: Connection, finished: queue.Queue[Any]) -> None:
-    """The child's third thread: save each call's vectors and tell the parent, in order."""
+    """The child's third thread: wait for each call's vectors (copied back from the GPU
+    here, while the model's thread launches the next call), save them and tell the parent,
+    in order."""
     parent_gone = False
     while (item := finished.get()) is not None:
         number, path, result = item
@@ -144,7 +149,7 @@ def _answer_calls(replies: Connection, finished: queue.Queue[Any]) -> None:
         try:
             if isinstance(result, BaseException):
                 raise result
-            _save(path, result)
+            _save(path, result.vectors())  # waits here for the model, not in its thread
             reply: tuple[Any, ...] = ("done", number, path)
         except BaseException as exc:
             reply = ("error", number, *_portable(exc))

@@ -25,6 +25,7 @@ from .db import Database, corpus
 from .encoder import TextEncoder, normalize_rows
 from .encoder_process import wants_encoder_process
 from .errors import InputError, ModelLoadError, ModelMismatchError
+from .heap import loaded_objects_frozen
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, text_hash
 from .vectors import EdgeIndex, VectorIndex, edge_writer
@@ -191,12 +192,14 @@ class Ingestor:
             lambda job: (job[0], self._when_stored_mark(job[1], job[2], in_flight, waits)),
         ]
         busy = [0.0] * (len(stages) + 1)  # seconds each stage worked, waits included
-        try:
-            for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2, busy=busy):
-                done += len(batch)
-                self.progress("ingest", done, 0)
-        finally:
-            sink.close()
+        # full collections walk only what the ingest makes, not the libraries (bitextdb.heap)
+        with loaded_objects_frozen():
+            try:
+                for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2, busy=busy):
+                    done += len(batch)
+                    self.progress("ingest", done, 0)
+            finally:
+                sink.close()
         read, store, encode, upsert, mark = busy
         report.stage_seconds = {
             "read": read,

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
+TOKENIZE_TEXTS = 1024
+"""How many texts :meth:`DirectTokenizer.token_ids` hands the tokenizer at a time."""
+
 
 def round_up(value: int, multiple: int) -> int:
     """``value`` rounded up to a multiple of ``multiple`` (itself when ``multiple`` <= 1)."""
@@ -106,9 +109,21 @@ class DirectTokenizer:
         self.extras: dict[str, Any] = {}
 
     def token_ids(self, texts: Sequence[str]) -> TokenIds:
-        """All of ``texts`` through the tokenizer's Rust core (its own threads, no offsets)."""
+        """All of ``texts`` through the tokenizer's Rust core (its own threads, no offsets).
+
+        A few hundred texts a pass: the binding holds the interpreter lock while it wraps
+        each pass's encodings as Python objects and again while it frees them, and over a
+        whole call of 8,192 texts that kept the thread launching the model waiting for
+        15-19 ms at a time (the CPU VM, ``benchmarks/launch.py``), about as long as the GPU
+        takes for a batch.
+        """
         encode = getattr(self.backend, "encode_batch_fast", None) or self.backend.encode_batch
-        return TokenIds([e.ids for e in encode(list(texts), add_special_tokens=True)])
+        texts = list(texts)
+        ids: list[list[int]] = []
+        for start in range(0, len(texts), TOKENIZE_TEXTS):
+            part = texts[start : start + TOKENIZE_TEXTS]
+            ids.extend(e.ids for e in encode(part, add_special_tokens=True))
+        return TokenIds(ids)
 
     def features(self, tokens: TokenIds, idx: np.ndarray, multiple: int) -> dict[str, Any]:
         """The model's input for the texts ``idx``: tensors padded to a multiple of ``multiple``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 import bitextdb
 from bitextdb.config import Settings
-from bitextdb.encoder import Encoder, Prepared
+from bitextdb.encoder import Encoded, Encoder, Prepared
 from bitextdb.encoder_process import EncoderProcess, wants_encoder_process
 from bitextdb.errors import ModelLoadError, ModelMismatchError
 from tests.cli_helpers import mine_small_corpus
@@ -195,8 +196,10 @@ def test_a_model_of_the_wrong_size_is_refused_every_time(home: Path, tiny_bert: 
 
 
 class _Recorder:
-    """Stands in for the child's encoder: ``run`` of the first call waits until the second
-    has been prepared, which only happens if preparing goes on while the model runs."""
+    """Stands in for the child's encoder: ``launch`` of the first call waits until the
+    second has been prepared, which only happens if preparing goes on while the model
+    runs; the first call's vectors are ready only once the second has been launched, which
+    only happens if they are waited for apart from the model's thread."""
 
     def __init__(self) -> None:
         self.events: list[str] = []
@@ -209,13 +212,27 @@ class _Recorder:
             self.next_prepared.set()
         return Prepared(texts)
 
-    def run(self, job: Prepared) -> np.ndarray:
+    def launch(self, job: Prepared) -> Encoded:
         if job.texts[0] == "first":
             assert self.next_prepared.wait(30), "the next call was not prepared meanwhile"
         self.events.append(f"run {job.texts[0]}")
         if job.texts[0] == "second":
             self.second_ran.set()
-        return np.zeros((len(job.texts), 2), dtype=np.float32)
+        vectors = np.zeros((len(job.texts), 2), dtype=np.float32)
+        return _Later(vectors, self) if job.texts[0] == "first" else Encoded.ready(vectors)
+
+
+class _Later(Encoded):
+    """Vectors that come once the model's thread has launched the call after."""
+
+    def __init__(self, vectors: np.ndarray, recorder: _Recorder) -> None:
+        super().__init__(*vectors.shape, [(np.arange(len(vectors)), vectors)])
+        self.recorder = recorder
+
+    def vectors(self) -> np.ndarray:
+        assert self.recorder.second_ran.wait(30), "the model's thread waited for the vectors"
+        self.recorder.events.append("copied first")
+        return super().vectors()
 
 
 def test_the_child_prepares_and_saves_while_the_model_runs(
@@ -246,7 +263,8 @@ def test_the_child_prepares_and_saves_while_the_model_runs(
     answers = [replies.recv() for _ in range(3)]
     assert [(kind, number) for kind, number, _ in answers] == [("done", n) for n in range(3)]
     assert encoder.events.index("prepare second") < encoder.events.index("run first")
-    assert encoder.events.index("run second") < encoder.events.index("saved first")
+    assert encoder.events.index("run second") < encoder.events.index("copied first")
+    assert encoder.events.index("copied first") < encoder.events.index("saved first")
     runs = [event for event in encoder.events if event.startswith("run")]
     assert runs == ["run first", "run second", "run third"]
     assert np.load(answers[2][2]).shape == (1, 2)
@@ -278,3 +296,33 @@ def test_device_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         device_list("all")
     with pytest.raises(ConfigError, match="stands alone"):
         device_list("all,cpu")
+
+
+def test_the_child_freezes_what_it_loaded_before_it_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the model is loaded, full collections in the child skip it and the libraries
+    (bitextdb.heap): they held up the thread launching the model for 220 ms and more."""
+    from multiprocessing.connection import Pipe
+
+    from bitextdb import encoder_process
+
+    class Loaded:
+        dim, device = 2, "cpu"
+
+        def close(self) -> None:
+            pass
+
+    frozen: list[int] = []
+    monkeypatch.setattr(encoder_process, "Encoder", lambda model, **options: Loaded())
+    monkeypatch.setattr(
+        encoder_process, "_work", lambda *args: frozen.append(gc.get_freeze_count())
+    )
+    child_requests, _ = Pipe(duplex=False)
+    replies, child_replies = Pipe(duplex=False)
+    try:
+        encoder_process._serve("m", {}, child_requests, child_replies, threading.Event())
+    finally:
+        gc.unfreeze()  # this is the test's process, not a child of its own
+    assert replies.recv()[0] == "ready"
+    assert frozen and frozen[0] > 0

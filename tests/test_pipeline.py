@@ -194,5 +194,26 @@ def test_a_long_call_is_prepared_a_chunk_ahead(
         return prepare(chunk)
 
     monkeypatch.setattr(encoder, "prepare", counted)
+    events: list[str] = []
+    launch = encoder.launch
+
+    def launched(job: encoder_module.Prepared) -> encoder_module.Encoded:
+        events.append(f"launch {len(job.texts)}")
+        return launch(job)
+
+    collect = encoder_module.Encoded.vectors
+
+    def collected(self: encoder_module.Encoded) -> np.ndarray:
+        events.append(f"collect {self.count}")
+        return collect(self)
+
+    monkeypatch.setattr(encoder, "launch", launched)
+    monkeypatch.setattr(encoder_module.Encoded, "vectors", collected)
     assert np.allclose(encoder.encode(texts), whole, atol=1e-5)
     assert prepared == [30, 30, 30, 10]
+    # each chunk's vectors are collected once the next chunk is launched, not before
+    assert events == [
+        *("launch 30", "launch 30", "collect 30"),
+        *("launch 30", "collect 30"),
+        *("launch 10", "collect 30", "collect 10"),
+    ]

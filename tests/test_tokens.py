@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from bitextdb import tokens
 from bitextdb.encoder import Encoder, preprocessor
 from bitextdb.tokens import DirectTokenizer, TokenIds, direct_tokenizer
 
@@ -84,3 +85,30 @@ def test_a_model_without_a_fast_tokenizer_keeps_the_batch_path(static_model: Pat
     texts = ["the house", "das Haus ist klein", "la casa", "house"] * 5
     assert np.allclose(encoder._encode_pipelined(texts), encoder.encode(texts), atol=1e-5)
     assert encoder._direct is False or not encoder._direct.agrees(texts)
+
+
+def test_token_ids_come_in_passes_of_a_few_texts(
+    tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tokenizer is given a few texts a pass (it holds the interpreter lock while it
+    wraps and frees each pass's encodings); the ids are those of one pass over all."""
+    encoder = Encoder(str(tiny_bert), device="cpu")
+    direct = direct_tokenizer(encoder.model)
+    assert direct is not None
+    whole = direct.token_ids(TEXTS)
+    sizes: list[int] = []
+    backend = direct.backend
+
+    class Counting:
+        def encode_batch_fast(self, texts: list[str], **options: object) -> list:
+            sizes.append(len(texts))
+            return backend.encode_batch_fast(texts, **options)
+
+        encode_batch = encode_batch_fast
+
+    monkeypatch.setattr(tokens, "TOKENIZE_TEXTS", 4)
+    direct.backend = Counting()
+    parts = direct.token_ids(TEXTS)
+    assert sizes == [4, 2]
+    assert parts.lengths.tolist() == whole.lengths.tolist()
+    assert parts.flat.tolist() == whole.flat.tolist()
