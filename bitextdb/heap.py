@@ -2,13 +2,14 @@
 
 A full collection walks every container object the interpreter tracks and holds the
 interpreter lock while it does. With torch, transformers and SQLAlchemy loaded that is
-about 430,000 objects: 220-280 ms on the CPU VM (``benchmarks/launch.py``). An ingest
-allocates enough to set one off every few batches, in the ingesting process and in the
-encoder process alike, and meanwhile no other thread of that process runs: not the ingest's
-stages, not the thread launching the model on the GPU (a GPU batch takes about 20 ms).
+about 435,000 objects: 241-344 ms on the CPU VM (``benchmarks/launch.py`` and
+``paced.py``). An ingest allocates enough to set one off every few batches, in the
+ingesting process and in the encoder process alike, and meanwhile no other thread of that
+process runs: not the ingest's stages, not the thread launching the model on the GPU (a GPU
+batch takes about 20 ms).
 
 ``gc.freeze`` moves the objects tracked so far to a generation that collections skip; a
-full collection then walks only what was made since (2 ms instead of 220 ms in the
+full collection then walks only what was made since (1-3 ms instead of 241-307 ms in the
 encoder's case). Garbage is still collected: frozen objects are the long-lived ones, and
 :func:`loaded_objects_frozen` gives them back to the collector when its block ends.
 """

@@ -4,9 +4,10 @@ The GPU pipeline needs every text's length before it can sort and batch, and the
 batch's padded tensors. Asking sentence-transformers' ``preprocess`` for each batch after a
 length pass tokenized every text twice, in Python-heavy code: on an H200 the encoder ran at
 the tokenizer's speed (about 9k sentences/s) while the model alone did 60k/s. Here the
-tokenizer's Rust core encodes the whole call in one parallel pass, and batches are cut from
-its ids with numpy. :func:`direct_tokenizer` is used only for models whose own ``preprocess``
-this reproduces exactly, checked on a sample of every call (:meth:`DirectTokenizer.agrees`).
+tokenizer's Rust core encodes the call once, in parallel passes of :data:`TOKENIZE_TEXTS`,
+and batches are cut from its ids with numpy. :func:`direct_tokenizer` is used only for
+models whose own ``preprocess`` this reproduces exactly, checked on a sample of every call
+(:meth:`DirectTokenizer.agrees`).
 """
 
 from __future__ import annotations
