@@ -93,8 +93,9 @@ class TokenIds:
 
 
 class DirectTokenizer:
-    """The model's fast tokenizer, used directly: one parallel pass per call, then batches
-    built from the ids in the layout the model's ``preprocess`` gives."""
+    """The model's fast tokenizer, used directly: each call tokenized once (in parallel
+    passes of :data:`TOKENIZE_TEXTS`), then batches built from the ids in the layout the
+    model's ``preprocess`` gives."""
 
     def __init__(self, model: Any, backend: Any, max_length: int) -> None:
         from tokenizers import Tokenizer
