@@ -12,7 +12,8 @@
 # on the shorter corpus of runs 3-9 (.gpu/sentences-short.txt) so that the new figures can
 # be set beside the old; then, on the CPUs alone, the ingest with an encoder paced at the bare
 # forward rate just measured (`paced.py`: what the storage stages let through on this
-# machine) and the Edge writer alone (`writer.py`). Results and logs go to $OUT (./gpu-out
+# machine), the Edge writer alone (`writer.py`) and how long preparing calls holds up the
+# thread that launches the model (`launch.py`). Results and logs go to $OUT (./gpu-out
 # where it is unset). Uses the machine's own torch and sentence-transformers; the wheels
 # only add what they lack.
 set -u
@@ -35,10 +36,14 @@ done
 rate=$(python3 -c "import json, sys; print(round(json.load(open(sys.argv[1]))['encode']['bare_fp16_forward_per_s']))" \
     "$out/gpu-sentences.json" 2>/dev/null) || rate=61000
 sizes=(--rounds 3)
-case " $* " in *" --dry-run "*) rate=61000 sizes=(--rounds 1 --size 4096) ;; esac
+stalls=(--rounds 2 --seconds 4)
+case " $* " in *" --dry-run "*) rate=61000 sizes=(--rounds 1 --size 4096) stalls=(--rounds 1 --seconds 1) ;; esac
 python3 benchmarks/paced.py --sentences .gpu/sentences.txt --rate "$rate" "${sizes[@]}" 2>&1 \
     | tee "$out/log-paced.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 python3 benchmarks/writer.py "${sizes[@]}" 2>&1 | tee "$out/log-writer.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+python3 benchmarks/launch.py --sentences .gpu/sentences-short.txt "${stalls[@]}" 2>&1 \
+    | tee "$out/log-launch.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit $status
