@@ -84,7 +84,7 @@ class Encoded:
 
     def __init__(self, count: int, dim: int, parts: Sequence[tuple[np.ndarray, Any]] = ()) -> None:
         self.count, self.dim = count, dim
-        self._parts = list(parts)  # (rows of the call, their vectors: a tensor or an array)
+        self._parts = list(parts)  # (rows of the call, their vectors: a tensor, maybe on a GPU)
         self._vectors: np.ndarray | None = None
 
     @classmethod
@@ -99,7 +99,7 @@ class Encoded:
         if self._vectors is None:
             out = np.empty((self.count, self.dim), dtype=np.float32)
             for rows, part in self._parts:
-                out[rows] = part.cpu().numpy() if hasattr(part, "cpu") else part
+                out[rows] = part.cpu().numpy()
             self._vectors, self._parts = out, []
         return self._vectors
 

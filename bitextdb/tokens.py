@@ -113,11 +113,11 @@ class DirectTokenizer:
     def token_ids(self, texts: Sequence[str]) -> TokenIds:
         """All of ``texts`` through the tokenizer's Rust core (its own threads, no offsets).
 
-        A few hundred texts a pass: the binding holds the interpreter lock while it wraps
-        each pass's encodings as Python objects and again while it frees them, and over a
-        whole call of 8,192 texts that kept the thread launching the model waiting for
-        15-19 ms at a time (the CPU VM, ``benchmarks/launch.py``), about as long as the GPU
-        takes for a batch.
+        :data:`TOKENIZE_TEXTS` texts a pass: the binding holds the interpreter lock while it
+        wraps each pass's encodings as Python objects and again while it frees them, and
+        over a whole call of 8,192 texts that kept the thread launching the model waiting
+        for 15-19 ms at a time (one-off timings on the CPU VM; ``benchmarks/launch.py``
+        shows the effect), about as long as the GPU takes for a batch.
         """
         encode = getattr(self.backend, "encode_batch_fast", None) or self.backend.encode_batch
         texts = list(texts)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import bitextdb
 from bitextdb.config import Settings
@@ -226,7 +227,7 @@ class _Later(Encoded):
     """Vectors that come once the model's thread has launched the call after."""
 
     def __init__(self, vectors: np.ndarray, recorder: _Recorder) -> None:
-        super().__init__(*vectors.shape, [(np.arange(len(vectors)), vectors)])
+        super().__init__(*vectors.shape, [(np.arange(len(vectors)), torch.from_numpy(vectors))])
         self.recorder = recorder
 
     def vectors(self) -> np.ndarray:
