@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import BACKENDS, device_list
 from .errors import ConfigError, ModelLoadError, ModelMismatchError
+from .model_forward import BatchForward
 from .onnx_backend import OnnxModel
 from .tokens import (
     DirectTokenizer,
@@ -150,6 +151,7 @@ class Encoder:
         self.max_tokens = max_tokens
         self.pad_multiple = PAD_MULTIPLE
         self.attention_backends: tuple[str, ...] | None = ENCODE_ATTENTION
+        self.expand_mask = True  # False: the model's own call (benchmarks compare the two)
         devices = device_list(device)
         self.devices = devices if len(devices) > 1 else []
         single = None if self.devices else (devices[0] if devices else None)
@@ -194,6 +196,7 @@ class Encoder:
         self.dim = int(get_dim())
         self._pool: dict[str, Any] | None = None
         self._direct: DirectTokenizer | bool | None = None  # False: the model has none
+        self._forward: BatchForward | None = None  # the pipeline's call of the model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit float32 vectors for ``texts`` (n x dim), in order.
@@ -308,10 +311,14 @@ class Encoder:
     def _run_batches(self, count: int, batches: Iterable[Batch]) -> Encoded:
         """Give the model prepared batches; a worker thread builds the next ones in pinned
         memory while the GPU runs the current one. The results stay on the device until
-        :meth:`Encoded.vectors` copies them back (no synchronisation here)."""
+        :meth:`Encoded.vectors` copies them back, and the model is handed each batch's
+        attention mask ready-expanded (:mod:`bitextdb.model_forward`), so nothing here waits
+        for the GPU and the next batches queue up behind the one it runs."""
         import torch
 
         device = self.model.device
+        if self._forward is None:
+            self._forward = BatchForward(self.model, expand=self.expand_mask)
         results: list[tuple[np.ndarray, Any]] = []
         with torch.inference_mode(), attention_kernels(self.attention_backends):
             for idx, features in _prefetch(iter(batches), depth=4):
@@ -319,7 +326,7 @@ class Encoder:
                     key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
                     for key, value in features.items()
                 }
-                embedding = self.model(features)["sentence_embedding"]
+                embedding = self._forward(features)
                 results.append((idx, torch.nn.functional.normalize(embedding.float(), dim=1)))
         return Encoded(count, self.dim, results)
 
