@@ -220,6 +220,7 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
             out[f"{name}_per_s"] = max(rate, out.get(f"{name}_per_s", 0.0))
             out[f"{name}_round{round_}_per_s"] = rate
             log(name, rate)
+    enc.expand_mask, enc._forward = True, None  # the default again, for what follows
     out.update(mask_diagnostics(enc, batches_of(enc, sentences[:4096])))
 
     # where the encoder's operating point might be better: batch sizes in tokens, bfloat16

@@ -117,7 +117,9 @@ class Encoder:
     that chunk by chunk, and the encoder process between calls.
     Batches are padded to a multiple of ``pad_multiple`` tokens, so their shapes repeat, and
     attention avoids cuDNN's kernel (``attention_backends``): both because a new batch shape
-    is slow the first time it is seen (see :data:`ENCODE_ATTENTION`). Several devices
+    is slow the first time it is seen (see :data:`ENCODE_ATTENTION`). The transformer is
+    handed each batch's attention mask ready-expanded (:mod:`bitextdb.model_forward`), so
+    launching a batch never waits for the GPU to finish the ones before. Several devices
     (``device="cuda:0,cuda:1"``) use sentence-transformers' multi-process pool. Elsewhere
     ``SentenceTransformer.encode`` does the work, or, with ``backend="onnx"`` (or
     ``"onnx-int8"``), ONNX Runtime on the CPU, or with ``backend="openvino"``, OpenVINO
