@@ -221,7 +221,11 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
             out[f"{name}_round{round_}_per_s"] = rate
             log(name, rate)
     enc.expand_mask, enc._forward = True, None  # the default again, for what follows
-    out.update(mask_diagnostics(enc, batches_of(enc, sentences[:4096])))
+    try:
+        out.update(mask_diagnostics(enc, batches_of(enc, sentences[:4096])))
+    except Exception as exc:  # a diagnostic must not cost the rest of the run
+        out["mask_diagnostics_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        log("attention mask diagnostics failed", out["mask_diagnostics_error"])
 
     # where the encoder's operating point might be better: batch sizes in tokens, bfloat16
     sub = sentences[: min(30_000, len(sentences))]

@@ -12,7 +12,8 @@ zero where a token is attended to, the dtype's lowest value at padding), transfo
 it as it is, with no question asked; the pooling after the transformer still gets the 2-D
 mask. Whether a model takes such a mask and gives the same vectors is checked on its first
 batch with padding, against the model's own call; a model that does not (another
-architecture, an older transformers) is called the usual way.
+architecture, an older transformers), or that refuses it on a later batch, is called the
+usual way from then on.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ class BatchForward:
             self.expanded, own = self._check(features)
             return own
         if self.expanded:
-            return self._expanded_call(dict(features))
+            try:
+                return self._expanded_call(dict(features))
+            except Exception:  # a batch the check did not foresee: the usual call from now on
+                log.warning("the model refused an expanded attention mask", exc_info=True)
+                self.expanded = False
         return self.model(features)["sentence_embedding"]
 
     def _expanded_call(self, features: dict[str, Any]) -> Any:

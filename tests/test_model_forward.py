@@ -189,3 +189,26 @@ def test_a_model_converted_after_its_check_gets_a_bias_of_its_new_type(tiny_bert
     assert forward.expanded is True
     assert types == [torch.float32, torch.float16]
     assert got.dtype == torch.float16 and torch.allclose(got.float(), own.float(), atol=1e-3)
+
+
+def test_a_later_batch_the_model_refuses_falls_back_for_good(tiny_bert: Path) -> None:
+    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
+    features = _batch(encoder, TEXTS)
+    calls = [0]
+
+    def refuse_after_the_check(mask: Any) -> Any:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise RuntimeError("not this shape")
+        return mask
+
+    forward = BatchForward(encoder.model)
+    with torch.inference_mode(), _masks_seen(encoder.model, refuse_after_the_check) as seen:
+        forward(features)
+        assert forward.expanded is True
+        seen.clear()
+        got = forward(features)
+        again = forward(features)
+        own = encoder.model(dict(features))["sentence_embedding"]
+    assert forward.expanded is False and seen == [4, 2, 2, 2]
+    assert torch.equal(got, own) and torch.equal(again, own)
