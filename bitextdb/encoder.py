@@ -117,9 +117,10 @@ class Encoder:
     that chunk by chunk, and the encoder process between calls.
     Batches are padded to a multiple of ``pad_multiple`` tokens, so their shapes repeat, and
     attention avoids cuDNN's kernel (``attention_backends``): both because a new batch shape
-    is slow the first time it is seen (see :data:`ENCODE_ATTENTION`). The transformer is
-    handed each batch's attention mask ready-expanded (:mod:`bitextdb.model_forward`), so
-    launching a batch never waits for the GPU to finish the ones before. Several devices
+    is slow the first time it is seen (see :data:`ENCODE_ATTENTION`). A BERT-like
+    transformer is handed each batch's attention mask ready-expanded
+    (:mod:`bitextdb.model_forward`), so launching a batch does not wait for the GPU to
+    finish the ones before. Several devices
     (``device="cuda:0,cuda:1"``) use sentence-transformers' multi-process pool. Elsewhere
     ``SentenceTransformer.encode`` does the work, or, with ``backend="onnx"`` (or
     ``"onnx-int8"``), ONNX Runtime on the CPU, or with ``backend="openvino"``, OpenVINO
@@ -313,9 +314,10 @@ class Encoder:
     def _run_batches(self, count: int, batches: Iterable[Batch]) -> Encoded:
         """Give the model prepared batches; a worker thread builds the next ones in pinned
         memory while the GPU runs the current one. The results stay on the device until
-        :meth:`Encoded.vectors` copies them back, and the model is handed each batch's
-        attention mask ready-expanded (:mod:`bitextdb.model_forward`), so nothing here waits
-        for the GPU and the next batches queue up behind the one it runs."""
+        :meth:`Encoded.vectors` copies them back, and a BERT-like model is handed each
+        batch's attention mask ready-expanded (:mod:`bitextdb.model_forward`), so (after the
+        first padded batch's check) nothing here waits for the GPU and the next batches
+        queue up behind the one it runs."""
         import torch
 
         device = self.model.device

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bitextdb.encoder import PAD_MULTIPLE, Encoder
-from bitextdb.model_forward import BatchForward, expanded_bias
+from bitextdb.model_forward import BatchForward, agree, expanded_bias
 
 torch = pytest.importorskip("torch")
 
@@ -33,7 +33,8 @@ def _transformer(model: Any) -> Any:
 
 @contextmanager
 def _masks_seen(model: Any, change: Callable[[Any], Any] | None = None) -> Iterator[list[int]]:
-    """The number of dimensions of each attention mask the transformer is given; ``change``
+    """The number of dimensions of each attention mask the transformer is given (0: none);
+    ``change``
     may replace a 4-D one (a model that refuses it, or reads it otherwise). The module's
     ``forward`` is wrapped, as sentence-transformers calls it directly (no hooks)."""
     seen: list[int] = []
@@ -41,9 +42,9 @@ def _masks_seen(model: Any, change: Callable[[Any], Any] | None = None) -> Itera
     forward = inner.forward
 
     def watched(*args: Any, **kwargs: Any) -> Any:
-        mask = kwargs["attention_mask"]
-        seen.append(mask.dim())
-        if change is not None and mask.dim() == 4:
+        mask = kwargs.get("attention_mask")
+        seen.append(0 if mask is None else mask.dim())
+        if change is not None and mask is not None and mask.dim() == 4:
             kwargs["attention_mask"] = change(mask)
         return forward(*args, **kwargs)
 
@@ -85,12 +86,11 @@ def test_the_transformer_gets_the_expanded_mask_and_the_same_vectors(tiny_bert: 
     with torch.inference_mode():
         own = [encoder.model(dict(f))["sentence_embedding"] for f in (padded, uniform)]
         with _masks_seen(encoder.model) as seen:
-            first = forward(padded)
-            assert forward.expanded is True
-            seen.clear()  # the check called the model both ways
+            forward(padded)  # the check: both calls, the model's own vectors returned
+            assert forward.expanded is True and seen == [4, 2]
+            seen.clear()
             got = [forward(padded), forward(uniform)]
     assert seen == [4, 4]
-    assert torch.equal(first, own[0])
     for mine, theirs in zip(got, own, strict=True):
         assert torch.allclose(mine, theirs, atol=1e-6)
 
@@ -104,13 +104,13 @@ def test_a_model_that_refuses_the_expanded_mask_is_called_as_usual(tiny_bert: Pa
 
     forward = BatchForward(encoder.model)
     with torch.inference_mode(), _masks_seen(encoder.model, refuse) as seen:
-        got = forward(features)
+        forward(features)
         assert forward.expanded is False
         seen.clear()
         again = forward(features)
         own = encoder.model(dict(features))["sentence_embedding"]
     assert seen == [2, 2]
-    assert torch.equal(got, own) and torch.equal(again, own)
+    assert torch.equal(again, own)
 
 
 @pytest.mark.parametrize("half", [False, True])
@@ -128,15 +128,32 @@ def test_a_model_that_reads_the_expanded_mask_otherwise_is_called_as_usual(
     with torch.inference_mode(), _masks_seen(encoder.model, torch.zeros_like) as seen:
         forward(uniform)  # without padding the two calls agree here: not decided yet
         assert forward.expanded is None
+        forward(features)
+        assert forward.expanded is False
+        seen.clear()
         got = forward(features)
         own = encoder.model(dict(features))["sentence_embedding"]
-    assert forward.expanded is False
-    assert seen[-1] == 2 and torch.equal(got, own)
+    assert seen == [2, 2] and torch.equal(got, own)
 
 
-def test_the_check_allows_rounding_in_half_precision_only(tiny_bert: Path) -> None:
-    """Vectors a few roundings apart (here: attention logits moved by up to 0.02) pass the
-    check in float16 and fail it in float32: it allows eight units in the last place."""
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_vectors_agree_within_eight_units_in_the_last_place(dtype: str) -> None:
+    """Of the batch's largest value, in the vectors' own precision."""
+    kind = getattr(torch, dtype)
+    unit = torch.finfo(kind).eps  # in the last place of 1.0, the largest value here
+    theirs = torch.zeros((2, 3), dtype=kind)
+    theirs[1, 2] = -1.0
+    for units, same in ((0, True), (7, True), (8, True), (9, False), (16, False)):
+        mine = theirs.clone()
+        mine[0, 1] = units * unit  # exact: a small multiple of a power of two
+        assert agree(mine, theirs) is same, units
+    assert not agree(theirs[:1], theirs)  # another shape
+    assert not agree(theirs.float() if dtype != "float32" else theirs.half(), theirs)
+
+
+def test_the_check_measures_in_the_model_s_precision(tiny_bert: Path) -> None:
+    """Attention logits moved by up to 0.02 move the vectors by less than a unit in the
+    last place of float16, and by hundreds of float32's: taken in one, refused in the other."""
     generator = torch.Generator().manual_seed(0)
 
     def nudge(mask: Any) -> Any:
@@ -147,14 +164,40 @@ def test_the_check_allows_rounding_in_half_precision_only(tiny_bert: Path) -> No
         encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
         if half:
             encoder.model.half()
-        features = _batch(encoder, TEXTS)
         forward = BatchForward(encoder.model)
         with torch.inference_mode(), _masks_seen(encoder.model, nudge):
-            got = forward(features)
-            own = encoder.model(dict(features))["sentence_embedding"]
+            forward(_batch(encoder, TEXTS))
         assert forward.expanded is half
-        assert got.dtype == (torch.float16 if half else torch.float32)
-        assert torch.allclose(got.float(), own.float(), rtol=1e-2, atol=1e-3)
+
+
+def test_a_batch_without_a_mask_is_called_as_usual(tiny_bert: Path) -> None:
+    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
+    features = {k: v for k, v in _batch(encoder, TEXTS).items() if k != "attention_mask"}
+    forward = BatchForward(encoder.model)
+    with torch.inference_mode(), _masks_seen(encoder.model) as seen:
+        got = forward(features)
+        own = encoder.model(dict(features))["sentence_embedding"]
+    assert forward.expanded is False and seen == [0, 0]
+    assert torch.equal(got, own)
+
+
+def test_an_architecture_with_windowed_attention_is_never_given_it(tiny_bert: Path) -> None:
+    """ModernBERT's and Gemma 3's sliding-window layers build a mask of their own from the
+    2-D one, which a ready-made mask would skip: a check on a batch shorter than the window
+    would not see it, so such a model is not checked but called as usual."""
+    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
+    config = next(m.config for m in encoder.model.modules() if hasattr(m, "config"))
+    config.model_type = "modernbert"
+    forward = BatchForward(encoder.model)
+    assert forward.expanded is False
+    with torch.inference_mode(), _masks_seen(encoder.model) as seen:
+        forward(_batch(encoder, TEXTS))
+    assert seen == [2]
+    config.model_type = "bert"
+    assert BatchForward(encoder.model).expanded is None  # checked on its first padded batch
+    config.is_decoder = True  # causal attention: a mask of its own too
+    assert BatchForward(encoder.model).expanded is False
+    config.is_decoder = False
 
 
 def test_the_pipeline_uses_it_and_can_be_told_not_to(tiny_bert: Path) -> None:
@@ -212,3 +255,82 @@ def test_a_later_batch_the_model_refuses_falls_back_for_good(tiny_bert: Path) ->
         own = encoder.model(dict(features))["sentence_embedding"]
     assert forward.expanded is False and seen == [4, 2, 2, 2]
     assert torch.equal(got, own) and torch.equal(again, own)
+
+
+def test_running_out_of_memory_is_not_taken_for_a_refusal(tiny_bert: Path) -> None:
+    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
+    features = _batch(encoder, TEXTS)
+    calls = [0]
+
+    def out_of_memory_after_the_check(mask: Any) -> Any:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+        return mask
+
+    forward = BatchForward(encoder.model)
+    with torch.inference_mode(), _masks_seen(encoder.model, out_of_memory_after_the_check):
+        forward(features)
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            forward(features)
+    assert forward.expanded is True
+
+
+def _tiny_modernbert(path: Path) -> Path:
+    """A random ModernBERT sentence model whose local layers see 8 tokens: a windowed
+    architecture, like Gemma 3's."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertTokenizerFast, ModernBertConfig, ModernBertModel
+
+    try:
+        from sentence_transformers.base.modules import Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Transformer  # type: ignore[no-redef]
+
+    from tests.models import _bert_vocab
+
+    (path / "vocab").mkdir(parents=True)
+    (path / "vocab" / "vocab.txt").write_text("\n".join(_bert_vocab()) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast.from_pretrained(str(path / "vocab"), model_max_length=128)
+    specials = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "bos_token_id": tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+    }
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        local_attention=8,
+        global_attn_every_n_layers=3,
+        initializer_range=0.3,
+        **specials,
+    )
+    torch.manual_seed(0)
+    ModernBertModel(config).save_pretrained(str(path / "hf"))
+    tokenizer.save_pretrained(str(path / "hf"))
+    transformer = Transformer(str(path / "hf"), max_seq_length=128)
+    model = SentenceTransformer(modules=[transformer, Pooling(32, pooling_mode="mean")])
+    model.save(str(path / "st"))
+    return path / "st"
+
+
+def test_a_windowed_model_keeps_its_own_vectors_after_a_short_first_batch(
+    tmp_path: Path,
+) -> None:
+    """A first batch shorter than the window cannot show that a ready-made mask drops the
+    window; the longer batches after it would then be wrong. They are the model's own."""
+    model = str(_tiny_modernbert(tmp_path))
+    encoder = Encoder(model, device="cpu", pipelined=True)
+    own = Encoder(model, device="cpu", pipelined=True)
+    own.expand_mask = False
+    short, long = ["a b", "a b c"], ["word " * 40, "other words " * 10]
+    encoder.encode(short)
+    assert np.allclose(encoder.encode(long), own.encode(long), atol=1e-5)
+    assert encoder._forward is not None and encoder._forward.expanded is False
