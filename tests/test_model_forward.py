@@ -95,24 +95,6 @@ def test_the_transformer_gets_the_expanded_mask_and_the_same_vectors(tiny_bert: 
         assert torch.allclose(mine, theirs, atol=1e-6)
 
 
-def test_a_model_that_refuses_the_expanded_mask_is_called_as_usual(tiny_bert: Path) -> None:
-    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
-    features = _batch(encoder, TEXTS)
-
-    def refuse(mask: Any) -> Any:
-        raise ValueError("no 4-D masks here")
-
-    forward = BatchForward(encoder.model)
-    with torch.inference_mode(), _masks_seen(encoder.model, refuse) as seen:
-        forward(features)
-        assert forward.expanded is False
-        seen.clear()
-        again = forward(features)
-        own = encoder.model(dict(features))["sentence_embedding"]
-    assert seen == [2, 2]
-    assert torch.equal(again, own)
-
-
 @pytest.mark.parametrize("half", [False, True])
 def test_a_model_that_reads_the_expanded_mask_otherwise_is_called_as_usual(
     tiny_bert: Path, half: bool
@@ -234,42 +216,46 @@ def test_a_model_converted_after_its_check_gets_a_bias_of_its_new_type(tiny_bert
     assert got.dtype == torch.float16 and torch.allclose(got.float(), own.float(), atol=1e-3)
 
 
-def test_a_later_batch_the_model_refuses_falls_back_for_good(tiny_bert: Path) -> None:
-    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
-    features = _batch(encoder, TEXTS)
+def _failing_after(calls_let_through: int, error: Exception) -> Callable[[Any], Any]:
+    """A change of the 4-D mask that lets the first calls through and then raises ``error``."""
     calls = [0]
 
-    def refuse_after_the_check(mask: Any) -> Any:
+    def change(mask: Any) -> Any:
         calls[0] += 1
-        if calls[0] > 1:
-            raise RuntimeError("not this shape")
+        if calls[0] > calls_let_through:
+            raise error
         return mask
 
+    return change
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_a_model_that_refuses_the_expanded_mask_is_called_as_usual(
+    tiny_bert: Path, later: bool
+) -> None:
+    """At the check, or on a later batch (then with a warning): its own call from then on."""
+    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
+    features = _batch(encoder, TEXTS)
+    refuse = _failing_after(1 if later else 0, ValueError("no 4-D masks here"))
     forward = BatchForward(encoder.model)
-    with torch.inference_mode(), _masks_seen(encoder.model, refuse_after_the_check) as seen:
+    with torch.inference_mode(), _masks_seen(encoder.model, refuse) as seen:
         forward(features)
-        assert forward.expanded is True
+        assert forward.expanded is later
         seen.clear()
         got = forward(features)
         again = forward(features)
         own = encoder.model(dict(features))["sentence_embedding"]
-    assert forward.expanded is False and seen == [4, 2, 2, 2]
+    assert forward.expanded is False
+    assert seen == ([4, 2, 2, 2] if later else [2, 2, 2])
     assert torch.equal(got, own) and torch.equal(again, own)
 
 
 def test_running_out_of_memory_is_not_taken_for_a_refusal(tiny_bert: Path) -> None:
     encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
     features = _batch(encoder, TEXTS)
-    calls = [0]
-
-    def out_of_memory_after_the_check(mask: Any) -> Any:
-        calls[0] += 1
-        if calls[0] > 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
-        return mask
-
+    exhausted = _failing_after(1, torch.cuda.OutOfMemoryError("CUDA out of memory."))
     forward = BatchForward(encoder.model)
-    with torch.inference_mode(), _masks_seen(encoder.model, out_of_memory_after_the_check):
+    with torch.inference_mode(), _masks_seen(encoder.model, exhausted):
         forward(features)
         with pytest.raises(torch.cuda.OutOfMemoryError):
             forward(features)
