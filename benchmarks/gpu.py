@@ -34,7 +34,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -210,7 +212,7 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
     # which waits for the GPU on every batch (bitextdb.model_forward); each twice, in turn
     for round_ in range(2):
         for name, expand in (("bitextdb_encoder", True), ("bitextdb_encoder_own_mask", False)):
-            enc.expand_mask, enc._forward = expand, None
+            enc.expand_mask = expand
             enc.encode(sentences[:4096])
             sync()
             t = time.perf_counter()
@@ -220,7 +222,7 @@ def encode_benchmarks(model_dir: Path, sentences: list[str], home: Path, corpus:
             out[f"{name}_per_s"] = max(rate, out.get(f"{name}_per_s", 0.0))
             out[f"{name}_round{round_}_per_s"] = rate
             log(name, rate)
-    enc.expand_mask, enc._forward = True, None  # the default again, for what follows
+    enc.expand_mask = True  # the default again, for what follows
     try:
         out.update(mask_diagnostics(enc, batches_of(enc, sentences[:4096])))
     except Exception as exc:  # a diagnostic must not cost the rest of the run
@@ -364,20 +366,14 @@ def mask_diagnostics(enc, batches: list[dict]) -> dict:  # type: ignore[no-untyp
                 out[f"mask_{name}_syncs_per_batch"] = sum(
                     "synchroniz" in str(w.message) for w in caught
                 )
-            sync()
-            t = time.perf_counter()
-            for f in batches:
-                call(f)
-            sync()
-            out[f"mask_{name}_bare_per_s"] = sum(len(f["input_ids"]) for f in batches) / (
-                time.perf_counter() - t
-            )
+            sentences = sum(len(f["input_ids"]) for f in batches)
+            out[f"mask_{name}_bare_per_s"] = sentences / forward_seconds(call, batches)
     log("attention mask", out)
     return out
 
 
-def forward_seconds(model: torch.nn.Module, batches: list[dict]) -> float:
-    """Seconds for one forward pass of ``model`` over every batch."""
+def forward_seconds(model: Callable[[dict], Any], batches: list[dict]) -> float:
+    """Seconds for one forward pass of ``model`` (or a ``BatchForward``) over every batch."""
     sync()
     started = time.perf_counter()
     for f in batches:

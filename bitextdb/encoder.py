@@ -154,7 +154,7 @@ class Encoder:
         self.max_tokens = max_tokens
         self.pad_multiple = PAD_MULTIPLE
         self.attention_backends: tuple[str, ...] | None = ENCODE_ATTENTION
-        self.expand_mask = True  # False: the model's own call (benchmarks compare the two)
+        self._expand_mask = True
         devices = device_list(device)
         self.devices = devices if len(devices) > 1 else []
         single = None if self.devices else (devices[0] if devices else None)
@@ -200,6 +200,17 @@ class Encoder:
         self._pool: dict[str, Any] | None = None
         self._direct: DirectTokenizer | bool | None = None  # False: the model has none
         self._forward: BatchForward | None = None  # the pipeline's call of the model
+
+    @property
+    def expand_mask(self) -> bool:
+        """Whether the pipeline may hand the model its attention mask ready-expanded
+        (:mod:`bitextdb.model_forward`); ``False``: the model's own call (the benchmarks
+        compare the two). Setting it starts the model's check again."""
+        return self._expand_mask
+
+    @expand_mask.setter
+    def expand_mask(self, value: bool) -> None:
+        self._expand_mask, self._forward = value, None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit float32 vectors for ``texts`` (n x dim), in order.

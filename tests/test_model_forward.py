@@ -183,11 +183,12 @@ def test_an_architecture_with_windowed_attention_is_never_given_it(tiny_bert: Pa
 
 
 def test_the_pipeline_uses_it_and_can_be_told_not_to(tiny_bert: Path) -> None:
+    """Also after it has been used: the setting takes effect at the next call."""
     plain = Encoder(str(tiny_bert), device="cpu").encode(TEXTS)
-    for expand in (True, False):
-        encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
+    encoder = Encoder(str(tiny_bert), device="cpu", pipelined=True)
+    encoder.max_tokens = 64  # several batches
+    for expand in (True, False, True):
         encoder.expand_mask = expand
-        encoder.max_tokens = 64  # several batches
         with _masks_seen(encoder.model) as seen:
             vectors = encoder.encode(TEXTS)
         assert encoder._forward is not None and encoder._forward.expanded is expand
