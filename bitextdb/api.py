@@ -32,6 +32,7 @@ from .ingest import Ingestor, IngestReport, VectorSource
 from .lock import writer_lock
 from .query import Translation, translate_many
 from .readers import Line, ReadStats, normalize
+from .remove import list_sources, remove_sources
 from .vectors import VectorIndex, open_index
 
 if TYPE_CHECKING:
@@ -225,6 +226,19 @@ class BitextDB:
         miner = self.miner()
         chosen = [parse_pair(p) for p in pairs] if pairs else None
         return miner.mine(chosen)
+
+    # -- sources -------------------------------------------------------------------------
+    def sources(self, lang: str | None = None) -> list[dict[str, Any]]:
+        """The sources ingested, with their counts; see :func:`bitextdb.remove.list_sources`."""
+        return list_sources(self, lang)
+
+    def remove(
+        self, lang: str, sources: str | Sequence[str], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Forget sources of ``lang`` and what only they brought, as if never ingested; see
+        :func:`bitextdb.remove.remove_sources`."""
+        names = [sources] if isinstance(sources, str) else list(sources)
+        return remove_sources(self, lang, names, dry_run=dry_run)
 
     # -- queries ---------------------------------------------------------------------------
     def translate(self, text: str, src: str, tgt: str, *, top: int = 5) -> Translation:

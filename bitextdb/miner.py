@@ -19,10 +19,11 @@ Two ways to search, each exact where the collection is searched exactly:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from .db import Database, graph
 from .knn import PAD_ID, BlockedKnn, TopK, exact_cosines, merge_topk
 from .margin import best_candidates, greedy_one_to_one
 from .vectors import Hit, VectorIndex, band_field, band_floor, band_of
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 Progress = Callable[[str, int, int], None]
 
@@ -110,6 +114,67 @@ class Miner:
         self._refresh(a, b, report)
         report.seconds = time.perf_counter() - started
         return report
+
+    # -- taking sentences out ------------------------------------------------------------
+    def forget(
+        self, lang: str, ids: np.ndarray, remove_rows: Callable[[Session], None]
+    ) -> list[PairReport]:
+        """Take the sentences ``ids`` of ``lang`` out of every language pair, leaving what a
+        batch run over the rest gives; ``remove_rows`` deletes them from SQL.
+
+        Every sentence of another language whose list held one of them gets its list
+        searched again without them (forward only: the others' lists lose no one else).
+        Its ``r`` changes, so its candidate and those of the sentences holding it are
+        recomputed, and the one-to-one selection is re-derived. The new lists and the
+        deletion are one transaction; the vectors go after it (a leftover point without a
+        sentence is never searched, and ``check --repair`` removes it).
+        """
+        with self.db.session() as s:
+            others = graph.partners(s, lang)
+        with contextlib.ExitStack() as locks:
+            for other in others:  # sorted: two removers take the locks in one order
+                name = pair_name(*sorted((lang, other)))
+                locks.enter_context(self.db.advisory_lock(f"bitextdb-mine-{name}"))
+            relisted = {other: self._relist(other, lang, ids) for other in others}
+            with self.db.session() as s:
+                for other, (holder_ids, lists) in relisted.items():
+                    # lower bars go in first: a band below the true one is only slower
+                    self._set_bands(other, lang, holder_ids, lists)
+                    graph.write_lists(s, other, lang, holder_ids, lists, new=False)
+                    graph.mark_holders_dirty(s, lang, other, holder_ids)
+                remove_rows(s)
+            self.index.delete(lang, ids)
+            reports = []
+            for other, (holder_ids, _) in relisted.items():
+                started = time.perf_counter()
+                report = PairReport(pair_name(*sorted((lang, other))))
+                report.changed_lists = len(holder_ids)
+                self._refresh(*sorted((lang, other)), report)
+                report.seconds = time.perf_counter() - started
+                reports.append(report)
+        return reports
+
+    def _relist(self, lang: str, other: str, gone: np.ndarray) -> tuple[np.ndarray, TopK]:
+        """The sentences of ``lang`` whose list towards ``other`` holds one of ``gone``, and
+        their lists searched again among the mined sentences of ``other`` but ``gone``."""
+        with self.db.session() as s:
+            holder_ids = graph.holders(s, lang, other, gone)
+            base = graph.mined_base(s, other, lang).without(gone)
+        path = self._path(len(holder_ids), len(base.ids))
+        found, lists = [np.zeros(0, dtype=np.int64)], [TopK.empty(0, self.k)]
+        for start in range(0, len(holder_ids), self.group_size):  # groups bound the memory
+            group, vectors = self.index.retrieve(lang, holder_ids[start : start + self.group_size])
+            if not len(base.ids):
+                forward = TopK.empty(len(group), self.k)
+            elif path == "scan":
+                forward = self._scan(other, base, group, vectors)[0]
+            else:
+                forward = self._query(other, lang, base, group, vectors, reverse=False)[0]
+            found.append(group)
+            lists.append(TopK(forward.ids[:, : self.k], forward.cos[:, : self.k]))
+        return np.concatenate(found), TopK(
+            np.concatenate([t.ids for t in lists]), np.concatenate([t.cos for t in lists])
+        )
 
     # -- adding new sentences of one side ------------------------------------------------
     def _path(self, n_new: int, n_base: int) -> str:
@@ -196,6 +261,8 @@ class Miner:
         base: graph.Base,
         new_ids: np.ndarray,
         new_vectors: np.ndarray,
+        *,
+        reverse: bool = True,
     ) -> tuple[TopK, np.ndarray, TopK]:
         exact = len(base.ids) <= self.settings.exact_limit
         self._vector_cache: dict[int, np.ndarray] = {}
@@ -228,7 +295,7 @@ class Miner:
         # reverse: per band of k-th cosines, the base points a newcomer comes close enough to
         entries: dict[int, list[tuple[float, int]]] = {}
         bars = np.where(base.sizes < self.k, -np.inf, base.kth_cos)
-        bands = np.unique([band_of(c) for c in bars]) if len(base.ids) else []
+        bands = np.unique([band_of(c) for c in bars]) if len(base.ids) and reverse else []
         for band in bands:
             options = {
                 "exact": exact,

@@ -104,6 +104,16 @@ class IngestRequest(BaseModel):
     mine: bool = Field(True, description="Mine the new sentences right away.")
 
 
+class RemoveRequest(BaseModel):
+    """Sources of one language to remove, as ``bitextdb remove`` does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lang: str = Field(description="Language code of the sources.")
+    sources: list[str] = Field(min_length=1, description="Source names (see GET /sources).")
+    dry_run: bool = Field(False, description="Only count what would go.")
+
+
 # -- errors -------------------------------------------------------------------------------------
 def status_of(exc: BitextDBError) -> int:
     """The HTTP status of a domain error."""
@@ -261,6 +271,20 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
     def ingest(body: IngestRequest) -> dict[str, Any]:
         with lock:
             return db.ingest_texts(body.lang, body.sentences, source=body.source, mine=body.mine)
+
+    @app.get("/sources", summary="The sources ingested, with their counts")
+    def sources(lang: str | None = Query(None, description="Only this language's.")) -> Any:
+        with lock:
+            return db.sources(lang)
+
+    @app.post("/remove", summary="Remove sources and what only they brought; re-mine")
+    def remove(body: RemoveRequest) -> dict[str, Any]:
+        with lock:
+            check_lang(body.lang)
+            try:
+                return db.remove(body.lang, body.sources, dry_run=body.dry_run)
+            except InputError as exc:  # the language is fine, so: a source it lacks
+                raise NotFoundError(str(exc)) from exc
 
     @app.get(
         "/export",

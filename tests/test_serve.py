@@ -207,6 +207,32 @@ def test_ingest_then_stats_and_translate(client: httpx.Client, small: Served) ->
     assert pending["es"] == 3
 
 
+def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> None:
+    it = [translate(s, "es") for s in small.data["en"][20:30]]  # Spanish words, tagged "it"
+    response = client.post("/ingest", json={"lang": "it", "sentences": it, "source": "wrong"})
+    assert response.status_code == 200, response.text
+    listed = client.get("/sources", params={"lang": "it"}).json()
+    assert [(s["name"], s["sentences"]) for s in listed] == [("wrong", 10)]
+    assert "it" in {s["lang"] for s in client.get("/sources").json()}
+    assert client.get("/stats").json()["pairs"]["en-it"]["accepted"] >= 10
+
+    dry = client.post("/remove", json={"lang": "it", "sources": ["wrong"], "dry_run": True})
+    assert dry.json()["sentences_removed"] == 10 and client.get("/sources?lang=it").json()
+    assert "wrong" in error_of(client.post("/remove", json={"lang": "it", "sources": ["x"]}), 404)
+    error_of(client.post("/remove", json={"lang": "it", "sources": []}), 422)
+    error_of(client.post("/remove", json={"lang": "??", "sources": ["wrong"]}), 400)
+
+    done = client.post("/remove", json={"lang": "it", "sources": ["wrong"]})
+    assert done.status_code == 200, done.text
+    assert done.json()["sentences_removed"] == 10
+    assert {p["pair"] for p in done.json()["pairs"]} >= {"en-it", "de-it"}
+    assert client.get("/sources", params={"lang": "it"}).json() == []
+    stats = client.get("/stats").json()
+    assert "it" not in stats["languages"] and "en-it" not in stats["pairs"]
+    gone = client.post("/translate", json={"text": "the dog", "from": "en", "to": "it"})
+    assert "it" in error_of(gone, 404)
+
+
 def test_bad_requests_are_json_errors(client: httpx.Client) -> None:
     translate_ok = {"text": "the dog", "from": "en", "to": "de"}
     # malformed JSON

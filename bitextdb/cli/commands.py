@@ -5,3 +5,4 @@ from . import translate
 from . import check
 from . import export
 from . import serve
+from . import sources

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import Integer, bindparam, func, select, update
+from sqlalchemy import Integer, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -200,3 +200,73 @@ def language_counts(s: Session) -> dict[str, dict[str, int]]:
     for lang, n in s.execute(select(SRC.c.lang, func.count()).group_by(SRC.c.lang)):
         out.setdefault(lang, {"sentences": 0, "indexed": 0, "sources": 0})["sources"] = int(n)
     return out
+
+
+def list_sources(s: Session, lang: str | None = None) -> list[dict[str, object]]:
+    """Every source (of ``lang``, or of all languages), by language and name, with the
+    number of lines it gave (``occurrences``) and of distinct sentences among them."""
+    counts = (
+        select(
+            OCC.c.source_id,
+            func.count().label("occurrences"),
+            func.count(OCC.c.sentence_id.distinct()).label("sentences"),
+        )
+        .group_by(OCC.c.source_id)
+        .subquery()
+    )
+    query = (
+        select(SRC, counts.c.occurrences, counts.c.sentences)
+        .outerjoin(counts, counts.c.source_id == SRC.c.id)
+        .order_by(SRC.c.lang, SRC.c.name)
+    )
+    if lang is not None:
+        query = query.where(SRC.c.lang == lang)
+    return [
+        {
+            "id": int(row.id),
+            "lang": row.lang,
+            "name": row.name,
+            "path": row.path,
+            "records": int(row.records),
+            "occurrences": int(row.occurrences or 0),
+            "sentences": int(row.sentences or 0),
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+        }
+        for row in s.execute(query)
+    ]
+
+
+def sentences_only_in(s: Session, source_ids: Sequence[int]) -> np.ndarray:
+    """Ids of the sentences that occur in the given sources and in no other, sorted."""
+    if not source_ids:
+        return np.zeros(0, dtype=np.int64)
+    others = OCC.alias("others")
+    elsewhere = (
+        select(others.c.sentence_id)
+        .where(others.c.sentence_id == OCC.c.sentence_id, others.c.source_id.not_in(source_ids))
+        .exists()
+    )
+    rows = s.execute(
+        select(OCC.c.sentence_id)
+        .where(OCC.c.source_id.in_(source_ids), ~elsewhere)
+        .distinct()
+        .order_by(OCC.c.sentence_id)
+    ).scalars()
+    return np.fromiter(rows, dtype=np.int64)
+
+
+def count_sentences_in(s: Session, source_ids: Sequence[int]) -> int:
+    """Distinct sentences that occur in any of the given sources."""
+    query = select(func.count(OCC.c.sentence_id.distinct())).where(
+        OCC.c.source_id.in_(list(source_ids))
+    )
+    return int(s.execute(query).scalar_one())
+
+
+def remove_sources(s: Session, source_ids: Sequence[int], sentence_ids: np.ndarray) -> None:
+    """Delete sources (their occurrences go with them) and sentences (and, by the schema's
+    cascades, their lists, candidates and pairs)."""
+    for chunk in chunks(sentence_ids):
+        s.execute(delete(SENT).where(SENT.c.id.in_(chunk)))
+    s.execute(delete(SRC).where(SRC.c.id.in_(list(source_ids))))

@@ -58,10 +58,22 @@ class Base:
         pos = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
         return (self.ids[pos] == ids) if len(self.ids) else np.zeros(len(ids), dtype=bool)
 
+    def without(self, ids: np.ndarray) -> Base:
+        """The base less the given ids."""
+        keep = ~np.isin(self.ids, ids)
+        return Base(self.ids[keep], self.sizes[keep], self.kth_cos[keep], self.kth_id[keep])
+
 
 def languages(s: Session) -> list[str]:
     rows = s.execute(select(SENT.c.lang).where(SENT.c.indexed).distinct()).scalars()
     return sorted(rows)
+
+
+def partners(s: Session, lang: str) -> list[str]:
+    """The languages ``lang`` has been mined against, one way or the other, sorted."""
+    ours = select(KNN.c.other_lang).where(KNN.c.lang == lang).distinct()
+    theirs = select(KNN.c.lang).where(KNN.c.other_lang == lang).distinct()
+    return sorted(set(s.execute(ours).scalars()) | set(s.execute(theirs).scalars()))
 
 
 def mined_base(s: Session, lang: str, other: str) -> Base:
@@ -192,6 +204,21 @@ def write_lists(
             )
         )
         s.connection().execute(stmt, knn_rows)
+
+
+def holders(s: Session, lang: str, other: str, neighbour_ids: np.ndarray) -> np.ndarray:
+    """The ``lang`` sentences whose list towards ``other`` holds any given id, sorted."""
+    found: set[int] = set()
+    for chunk in chunks(neighbour_ids):
+        found.update(
+            s.execute(
+                select(NB.c.sentence_id)
+                .join(KNN, and_(KNN.c.sentence_id == NB.c.sentence_id, KNN.c.other_lang == other))
+                .where(NB.c.other_lang == other, NB.c.neighbour_id.in_(chunk), KNN.c.lang == lang)
+                .distinct()
+            ).scalars()
+        )
+    return np.array(sorted(found), dtype=np.int64)
 
 
 def mark_holders_dirty(s: Session, lang: str, other: str, neighbour_ids: np.ndarray) -> None:

@@ -1,0 +1,69 @@
+"""``bitextdb sources`` and ``bitextdb remove``: what was ingested, and taking it out again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from . import Context, cli, emit, friendly, json_option, pass_ctx
+
+
+def _sources_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no sources"
+    return "\n".join(
+        f"{r['lang']:8} {r['sentences']:>10} sentences {r['occurrences']:>10} lines  {r['name']}"
+        for r in rows
+    )
+
+
+@cli.command()
+@click.option("--lang", metavar="CODE", help="Only this language's sources.")
+@json_option
+@pass_ctx
+@friendly
+def sources(ctx: Context, lang: str | None, as_json: bool) -> None:
+    """List the sources ingested: language, distinct sentences, lines stored, name."""
+    with ctx.open() as db:
+        rows = db.sources(lang)
+    emit(rows, as_json, _sources_text)
+
+
+def _remove_text(r: dict[str, Any]) -> str:
+    what = "would remove" if r["dry_run"] else "removed"
+    out = [
+        f"{r['lang']}: {what} {len(r['sources'])} source(s), {r['occurrences']} lines, "
+        f"{r['sentences_removed']} sentences ({r['sentences_kept']} kept: other sources "
+        "hold them too)"
+    ]
+    out += [
+        f"{p['pair']}: {p['changed_lists']} lists searched again, "
+        f"{p['candidates_recomputed']} candidates recomputed, {p['accepted']} accepted pairs"
+        for p in r["pairs"]
+    ]
+    return "\n".join(out)
+
+
+@cli.command()
+@click.option("--lang", required=True, metavar="CODE", help="The sources' language.")
+@click.option(
+    "--source",
+    "names",
+    required=True,
+    multiple=True,
+    metavar="NAME",
+    help="A source's name (repeatable): its --source at ingest, or the file's path.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+@json_option
+@pass_ctx
+@friendly
+def remove(ctx: Context, lang: str, names: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Remove sources and what only they brought (sentences, vectors, pairs); the lists
+    that held those sentences are searched again, so the pairs are those of a batch run
+    over what remains."""
+    with ctx.open() as db:
+        report = db.remove(lang, list(names), dry_run=dry_run)
+    ctx.bars.close()
+    emit(report, as_json, _remove_text)

@@ -1,0 +1,97 @@
+"""Removing sources: a corpus ingested by mistake (the wrong language, a broken file) is
+taken out again, and the pairs become those of a batch run over what remains.
+
+A source's occurrences go with it, and so do the sentences no other source holds, with
+their vectors, lists, candidates and pairs; the miner (:meth:`bitextdb.miner.Miner.forget`)
+searches again the lists of the other languages' sentences that held them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import check_lang
+from .db import corpus
+from .errors import BusyError, InputError
+
+#: what ``remove`` reports of each language pair the miner brought up to date
+PAIR_FIELDS = ("pair", "changed_lists", "candidates_recomputed", "pairs", "accepted", "seconds")
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .api import BitextDB
+
+
+def list_sources(db: BitextDB, lang: str | None = None) -> list[dict[str, Any]]:
+    """The sources ingested (of ``lang``, or of every language), by language and name:
+    ``lang, name, path, records, occurrences, sentences, created_at, updated_at``."""
+    if lang is not None:
+        check_lang(lang)
+    with db.db.session() as s:
+        rows = corpus.list_sources(s, lang)
+    for row in rows:
+        del row["id"]
+    return rows
+
+
+def remove_sources(
+    db: BitextDB, lang: str, names: Sequence[str], *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Forget the sources ``names`` of ``lang`` (a file's source is named by its absolute
+    path unless ``--source`` named it; a relative path is resolved). ``dry_run`` only counts.
+
+    Returns what went (``occurrences``, ``sentences_removed``), what stays because another
+    source holds it too (``sentences_kept``), and per language pair what the miner did.
+    """
+    check_lang(lang)
+    if not names:
+        raise InputError("Name at least one source to remove; `bitextdb sources` lists them.")
+    with db.db.session() as s:
+        known = {row["name"]: row for row in corpus.list_sources(s, lang)}
+        chosen = {row["id"]: row for row in (_find(known, name, lang) for name in names)}
+        source_ids = sorted(chosen)
+        gone = corpus.sentences_only_in(s, source_ids)
+        kept = corpus.count_sentences_in(s, source_ids) - len(gone)
+    report: dict[str, Any] = {
+        "lang": lang,
+        "sources": sorted(row["name"] for row in chosen.values()),
+        "occurrences": sum(row["occurrences"] for row in chosen.values()),
+        "sentences_removed": len(gone),
+        "sentences_kept": kept,
+        "dry_run": dry_run,
+        "pairs": [],
+    }
+    if dry_run:
+        return report
+
+    def remove_rows(s: Session) -> None:
+        # on a shared PostgreSQL database another worker may have ingested one of these
+        # sentences from another source since they were counted: then nothing is removed
+        if not np.array_equal(corpus.sentences_only_in(s, source_ids), gone):
+            raise BusyError(
+                "Another writer changed these sources while they were being removed; "
+                "nothing was removed. Run the command again."
+            )
+        corpus.remove_sources(s, source_ids, gone)
+
+    for pair in db.miner().forget(lang, gone, remove_rows):
+        report["pairs"].append({key: getattr(pair, key) for key in PAIR_FIELDS})
+    return report
+
+
+def _find(known: dict[str, dict[str, Any]], name: str, lang: str) -> dict[str, Any]:
+    """The source called ``name`` (or, for a path, its absolute form)."""
+    for candidate in (name, str(Path(name).resolve())):
+        if candidate in known:
+            return known[candidate]
+    listed = ", ".join(repr(n) for n in list(known)[:5]) + (", ..." if len(known) > 5 else "")
+    raise InputError(
+        f"No source {name!r} in {lang}"
+        + (f" (its sources: {listed})." if known else ": it has no sources.")
+        + " `bitextdb sources` lists them."
+    )
