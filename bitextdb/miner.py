@@ -137,15 +137,18 @@ class Miner:
                 locks.enter_context(self.db.advisory_lock(f"bitextdb-mine-{name}"))
             relisted = {other: self._relist(other, lang, ids) for other in others}
             with self.db.session() as s:
-                for other, (holder_ids, lists) in relisted.items():
+                for other, (holder_ids, lists, left) in relisted.items():
                     # lower bars go in first: a band below the true one is only slower
                     self._set_bands(other, lang, holder_ids, lists)
+                    if not left:  # as if `lang` had never been mined against `other`
+                        graph.drop_lists(s, other, lang)
+                        continue
                     graph.write_lists(s, other, lang, holder_ids, lists, new=False)
                     graph.mark_holders_dirty(s, lang, other, holder_ids)
                 remove_rows(s)
             self.index.delete(lang, ids)
             reports = []
-            for other, (holder_ids, _) in relisted.items():
+            for other, (holder_ids, _, _) in relisted.items():
                 started = time.perf_counter()
                 report = PairReport(pair_name(*sorted((lang, other))))
                 report.changed_lists = len(holder_ids)
@@ -154,9 +157,10 @@ class Miner:
                 reports.append(report)
         return reports
 
-    def _relist(self, lang: str, other: str, gone: np.ndarray) -> tuple[np.ndarray, TopK]:
-        """The sentences of ``lang`` whose list towards ``other`` holds one of ``gone``, and
-        their lists searched again among the mined sentences of ``other`` but ``gone``."""
+    def _relist(self, lang: str, other: str, gone: np.ndarray) -> tuple[np.ndarray, TopK, int]:
+        """The sentences of ``lang`` whose list towards ``other`` holds one of ``gone``,
+        their lists searched again among the mined sentences of ``other`` but ``gone``, and
+        how many of those there are."""
         with self.db.session() as s:
             holder_ids = graph.holders(s, lang, other, gone)
             base = graph.mined_base(s, other, lang).without(gone)
@@ -172,9 +176,8 @@ class Miner:
                 forward = self._query(other, lang, base, group, vectors, reverse=False)[0]
             found.append(group)
             lists.append(TopK(forward.ids[:, : self.k], forward.cos[:, : self.k]))
-        return np.concatenate(found), TopK(
-            np.concatenate([t.ids for t in lists]), np.concatenate([t.cos for t in lists])
-        )
+        ids, cos = (np.concatenate([getattr(t, part) for t in lists]) for part in ("ids", "cos"))
+        return np.concatenate(found), TopK(ids, cos), len(base.ids)
 
     # -- adding new sentences of one side ------------------------------------------------
     def _path(self, n_new: int, n_base: int) -> str:

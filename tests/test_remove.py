@@ -316,3 +316,31 @@ def test_lists_searched_again_in_small_groups_agree_with_reference(
         assert db.check().ok
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("names", [["a2"], ["a1", "a2"]], ids=["some", "all"])
+def test_a_removal_stopped_before_its_candidates_is_finished_by_mine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str]
+) -> None:
+    """Stopped after its transaction (the sentences gone, the lists searched again) and
+    before the candidates were recomputed: the dirty marks are durable, so the next mine
+    finishes it; when a language lost every sentence, nothing is left waiting."""
+    from bitextdb.miner import Miner
+
+    db = open_fresh("edge", 3, tmp_path, "scan")
+    try:
+        _three_sources(db)
+
+        def stopped(*_args: object) -> None:
+            raise RuntimeError("stopped")
+
+        monkeypatch.setattr(Miner, "_refresh", stopped)
+        with pytest.raises(RuntimeError, match="stopped"):
+            db.remove("xa", names)
+        monkeypatch.undo()
+        assert _texts(db, "xa") == ({f"a{i}" for i in range(10)} if names == ["a2"] else set())
+        db.mine()
+        assert_equals_reference(db, "xa", "xb")
+        assert db.check().ok
+    finally:
+        db.close()

@@ -221,6 +221,13 @@ def holders(s: Session, lang: str, other: str, neighbour_ids: np.ndarray) -> np.
     return np.array(sorted(found), dtype=np.int64)
 
 
+def drop_lists(s: Session, lang: str, other: str) -> None:
+    """Delete every list of ``lang`` towards ``other``: its sentences are pending again."""
+    owners = select(KNN.c.sentence_id).where(KNN.c.lang == lang, KNN.c.other_lang == other)
+    s.execute(delete(NB).where(NB.c.other_lang == other, NB.c.sentence_id.in_(owners)))
+    s.execute(delete(KNN).where(KNN.c.lang == lang, KNN.c.other_lang == other))
+
+
 def mark_holders_dirty(s: Session, lang: str, other: str, neighbour_ids: np.ndarray) -> None:
     """Mark dirty the ``lang`` sentences whose list towards ``other`` holds any given id."""
     for chunk in chunks(neighbour_ids):
