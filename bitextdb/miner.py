@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import Settings, pair_name, pairs_to_mine
 from .db import Database, graph
+from .errors import BusyError
 from .knn import PAD_ID, BlockedKnn, TopK, exact_cosines, merge_topk
 from .margin import best_candidates, greedy_one_to_one
 from .vectors import Hit, VectorIndex, band_field, band_floor, band_of
@@ -137,6 +138,11 @@ class Miner:
                 locks.enter_context(self.db.advisory_lock(f"bitextdb-mine-{name}"))
             relisted = {other: self._relist(other, lang, ids) for other in others}
             with self.db.session() as s:
+                if graph.partners(s, lang) != others:  # a worker mined a new pair meanwhile
+                    raise BusyError(
+                        f"Another worker mined {lang} against a new language meanwhile; "
+                        "nothing was removed. Run the command again."
+                    )
                 for other, (holder_ids, lists, left) in relisted.items():
                     # lower bars go in first: a band below the true one is only slower
                     self._set_bands(other, lang, holder_ids, lists)
@@ -164,13 +170,13 @@ class Miner:
         with self.db.session() as s:
             holder_ids = graph.holders(s, lang, other, gone)
             base = graph.mined_base(s, other, lang).without(gone)
+        if not len(base.ids):
+            return holder_ids, TopK.empty(len(holder_ids), self.k), 0
         path = self._path(len(holder_ids), len(base.ids))
         found, lists = [np.zeros(0, dtype=np.int64)], [TopK.empty(0, self.k)]
         for start in range(0, len(holder_ids), self.group_size):  # groups bound the memory
             group, vectors = self.index.retrieve(lang, holder_ids[start : start + self.group_size])
-            if not len(base.ids):
-                forward = TopK.empty(len(group), self.k)
-            elif path == "scan":
+            if path == "scan":
                 forward = self._scan(other, base, group, vectors)[0]
             else:
                 forward = self._query(other, lang, base, group, vectors, reverse=False)[0]

@@ -344,3 +344,31 @@ def test_a_removal_stopped_before_its_candidates_is_finished_by_mine(
         assert db.check().ok
     finally:
         db.close()
+
+
+def test_a_language_pair_mined_meanwhile_stops_the_removal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker mining the language against a new one between the lists' search and
+    the deletion: that pair's lists were not searched again, so nothing is removed."""
+    from bitextdb.db import graph
+
+    db = open_fresh("edge", 3, tmp_path, "scan")
+    try:
+        _three_sources(db)
+        before = stored(db)
+        found = graph.partners
+        calls: list[str] = []
+
+        def meanwhile(s, lang):  # type: ignore[no-untyped-def]
+            calls.append(lang)
+            return found(s, lang) + (["xc"] if len(calls) == 2 else [])
+
+        monkeypatch.setattr(graph, "partners", meanwhile)
+        with pytest.raises(BusyError, match="nothing was removed"):
+            db.remove("xa", "a2")
+        monkeypatch.undo()
+        assert stored(db) == before and len(db.sources()) == 3
+        assert db.check().ok
+    finally:
+        db.close()
