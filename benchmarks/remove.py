@@ -20,12 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import text
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import agreement, machine, peak_rss_mb, planted
 
 import bitextdb
+from bitextdb.export import iter_records
 
 say = functools.partial(print, flush=True)
 
@@ -38,14 +39,8 @@ def load(db: bitextdb.BitextDB, lang: str, source: str, vecs, lo: int, hi: int) 
 
 
 def accepted_texts(db: bitextdb.BitextDB) -> set[tuple[str, str]]:
-    with db.db.session() as s:
-        rows = s.execute(
-            text(
-                "SELECT a.text, b.text FROM pairs JOIN sentences a ON a.id = pairs.src_id "
-                "JOIN sentences b ON b.id = pairs.tgt_id WHERE pairs.accepted"
-            )
-        )
-        return {(x, y) for x, y in rows}
+    """Every accepted pair, as texts (the export's records, whatever their margin)."""
+    return {(r["src"], r["tgt"]) for r in iter_records(db, "xa-xb", min_score=-np.inf)}
 
 
 def build(root: Path, a, b, small: int, with_small: bool, k: int, dim: int) -> tuple:  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ import bitextdb
 from bitextdb.cli import cli
 from bitextdb.db import corpus
 from bitextdb.errors import BusyError, InputError
+from bitextdb.export import iter_records
 from tests.reference import random_unit
 from tests.test_miner import assert_equals_reference, make_vectors, open_fresh, stored
 
@@ -108,14 +109,8 @@ def _texts(db: bitextdb.BitextDB, lang: str) -> set[str]:
 
 
 def _accepted_texts(db: bitextdb.BitextDB) -> set[tuple[str, str]]:
-    with db.db.session() as s:
-        rows = s.execute(
-            text(
-                "SELECT a.text, b.text FROM pairs JOIN sentences a ON a.id = pairs.src_id "
-                "JOIN sentences b ON b.id = pairs.tgt_id WHERE pairs.accepted"
-            )
-        )
-        return {(x, y) for x, y in rows}
+    """Every accepted pair, as texts (the export's records, whatever their margin)."""
+    return {(r["src"], r["tgt"]) for r in iter_records(db, "xa-xb", min_score=-np.inf)}
 
 
 @pytest.mark.parametrize("mine_path", ["scan", "query"])
