@@ -77,7 +77,7 @@ def run_removals(sc: dict, kind: str, mine_path: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mine_path", ["scan", "query"])
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=removals())
 def test_removing_sources_equals_batch_over_the_rest_on_edge(sc: dict, mine_path: str) -> None:
     run_removals(sc, "edge", mine_path)
@@ -85,7 +85,7 @@ def test_removing_sources_equals_batch_over_the_rest_on_edge(sc: dict, mine_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mine_path", ["scan", "query"])
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=removals(ties=False))
 def test_removing_sources_equals_batch_over_the_rest_on_server_adapter(
     sc: dict, mine_path: str
