@@ -32,10 +32,11 @@ def sources(ctx: Context, lang: str | None, as_json: bool) -> None:
 
 def _remove_text(r: dict[str, Any]) -> str:
     what = "would remove" if r["dry_run"] else "removed"
+    kept = r["sentences_kept"]
     out = [
         f"{r['lang']}: {what} {len(r['sources'])} source(s), {r['occurrences']} lines, "
-        f"{r['sentences_removed']} sentences ({r['sentences_kept']} kept: other sources "
-        "hold them too)"
+        f"{r['sentences_removed']} sentences"
+        + (f" ({kept} more stay: other sources hold them too)" if kept else "")
     ]
     out += [
         f"{p['pair']}: {p['changed_lists']} lists searched again, "
