@@ -91,7 +91,9 @@ def translate_many(
         text_of = corpus.texts(s, sorted(set(hit_ids) | paired_ids))
     out = []
     for query, sid, vector, row in zip(queries, known, vectors, hits):
-        ids = np.array([h.id for h in row if h.id in vector_of], dtype=np.int64)
+        # a point without a sentence (left by a removal stopped before its vectors went)
+        # is no translation
+        ids = np.array([h.id for h in row if h.id in vector_of and h.id in text_of], np.int64)
         cos = (
             exact_cosines(vector[None], np.stack([vector_of[i] for i in ids.tolist()])[None])[0]
             if len(ids)

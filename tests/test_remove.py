@@ -367,3 +367,34 @@ def test_a_language_pair_mined_meanwhile_stops_the_removal(
         assert db.check().ok
     finally:
         db.close()
+
+
+def test_vectors_left_by_a_removal_stopped_before_deleting_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after its transaction and before the vectors went: the points have no
+    sentence, translate passes over them, check names them and --repair removes them."""
+    db = open_fresh("edge", 3, tmp_path, "scan")
+    try:
+        _three_sources(db)
+        kept = {f"a{i}" for i in range(10)}
+
+        def stopped(*_args: object) -> None:
+            raise RuntimeError("stopped")
+
+        monkeypatch.setattr(db.index, "delete", stopped)
+        with pytest.raises(RuntimeError, match="stopped"):
+            db.remove("xa", "a2")
+        monkeypatch.undo()
+        assert db.index.count("xa") == 15 and _texts(db, "xa") == kept
+        for b in ("b0", "b5", "b11"):
+            hits = db.translate(b, "xb", "xa", top=15).hits
+            assert {h.text for h in hits} == kept
+        with pytest.raises(InputError, match="No source 'a2'"):
+            db.remove("xa", "a2")  # the rerun: the sentences are gone already
+        report = db.check()
+        assert not report.ok and report.languages["xa"]["orphan_vectors"] == 5
+        assert db.check(repair=True).ok and db.index.count("xa") == 10
+        assert_equals_reference(db, "xa", "xb")
+    finally:
+        db.close()
