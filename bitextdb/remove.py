@@ -51,9 +51,16 @@ def remove_sources(
     check_lang(lang)
     if not names:
         raise InputError("Name at least one source to remove; `bitextdb sources` lists them.")
+    spellings = {name: (name, str(Path(name).resolve())) for name in names}
     with db.db.session() as s:
-        known = {row["name"]: row for row in corpus.list_sources(s, lang)}
-        chosen = {row["id"]: row for row in (_find(known, name, lang) for name in names)}
+        wanted = [spelling for both in spellings.values() for spelling in both]
+        known = {row["name"]: row for row in corpus.list_sources(s, lang, wanted)}
+        chosen: dict[int, dict[str, Any]] = {}
+        for name, both in spellings.items():
+            row = next((known[n] for n in both if n in known), None)
+            if row is None:
+                raise _unknown(name, lang, corpus.source_names(s, lang))
+            chosen[row["id"]] = row
         source_ids = sorted(chosen)
         gone = corpus.sentences_only_in(s, source_ids)
         kept = corpus.count_sentences_in(s, source_ids) - len(gone)
@@ -84,14 +91,11 @@ def remove_sources(
     return report
 
 
-def _find(known: dict[str, dict[str, Any]], name: str, lang: str) -> dict[str, Any]:
-    """The source called ``name`` (or, for a path, its absolute form)."""
-    for candidate in (name, str(Path(name).resolve())):
-        if candidate in known:
-            return known[candidate]
-    listed = ", ".join(repr(n) for n in list(known)[:5]) + (", ..." if len(known) > 5 else "")
-    raise InputError(
+def _unknown(name: str, lang: str, names: list[str]) -> InputError:
+    """The error for a source ``lang`` does not have, naming a few it has."""
+    listed = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    return InputError(
         f"No source {name!r} in {lang}"
-        + (f" (its sources: {listed})." if known else ": it has no sources.")
+        + (f" (its sources: {listed})." if names else ": it has no sources.")
         + " `bitextdb sources` lists them."
     )

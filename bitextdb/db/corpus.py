@@ -202,25 +202,32 @@ def language_counts(s: Session) -> dict[str, dict[str, int]]:
     return out
 
 
-def list_sources(s: Session, lang: str | None = None) -> list[dict[str, object]]:
-    """Every source (of ``lang``, or of all languages), by language and name, with the
-    number of lines it gave (``occurrences``) and of distinct sentences among them."""
+def list_sources(
+    s: Session, lang: str | None = None, names: Sequence[str] | None = None
+) -> list[dict[str, object]]:
+    """The sources (of ``lang``, of those ``names``, or all), by language and name, with the
+    number of lines each gave (``occurrences``) and of distinct sentences among them."""
+    chosen = select(SRC.c.id)
+    if lang is not None:
+        chosen = chosen.where(SRC.c.lang == lang)
+    if names is not None:
+        chosen = chosen.where(SRC.c.name.in_(list(names)))
     counts = (
         select(
             OCC.c.source_id,
             func.count().label("occurrences"),
             func.count(OCC.c.sentence_id.distinct()).label("sentences"),
         )
+        .where(OCC.c.source_id.in_(chosen))
         .group_by(OCC.c.source_id)
         .subquery()
     )
     query = (
         select(SRC, counts.c.occurrences, counts.c.sentences)
         .outerjoin(counts, counts.c.source_id == SRC.c.id)
+        .where(SRC.c.id.in_(chosen))
         .order_by(SRC.c.lang, SRC.c.name)
     )
-    if lang is not None:
-        query = query.where(SRC.c.lang == lang)
     return [
         {
             "id": int(row.id),
@@ -235,6 +242,12 @@ def list_sources(s: Session, lang: str | None = None) -> list[dict[str, object]]
         }
         for row in s.execute(query)
     ]
+
+
+def source_names(s: Session, lang: str) -> list[str]:
+    """The names of ``lang``'s sources, sorted."""
+    query = select(SRC.c.name).where(SRC.c.lang == lang).order_by(SRC.c.name)
+    return list(s.execute(query).scalars())
 
 
 def sentences_only_in(s: Session, source_ids: Sequence[int]) -> np.ndarray:
