@@ -301,6 +301,7 @@ def run_steps(steps: list[list[str]], env: dict[str, str], workdir: str) -> None
 def _install_markers(mark: Any) -> None:
     """Wrap the entry points of each phase so the child says where it is (child only)."""
     from bitextdb import api, ingest, miner
+    from bitextdb.vectors import edge
 
     def wrap(owner: Any, name: str, phase: str) -> None:
         original = getattr(owner, name)
@@ -317,6 +318,9 @@ def _install_markers(mark: Any) -> None:
     wrap(api.BitextDB, "close", "close")
     wrap(ingest.Ingestor, "ingest_lines", "ingest")
     wrap(miner.Miner, "mine", "mine-pairs")
+    wrap(miner.Miner, "forget", "forget")
+    wrap(miner.Miner, "_refresh", "refresh")
+    wrap(edge.EdgeIndex, "delete", "delete-vectors")
 
 
 def call(helper: str, /, **kwargs: Any) -> list[str]:

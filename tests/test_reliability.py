@@ -184,7 +184,10 @@ KILL_PHASES = (("ingest",), ("mine", "mine-pairs"), ("init", "open"), ("close",)
 
 
 def kill_target(
-    timeline: list[tuple[int, str, float]], trial: int, rng: random.Random
+    timeline: list[tuple[int, str, float]],
+    trial: int,
+    rng: random.Random,
+    phases: tuple[tuple[str, ...], ...] = KILL_PHASES,
 ) -> tuple[int, str, float]:
     """Where to kill: a marker ``(step, phase)`` and a delay within that phase.
 
@@ -195,7 +198,7 @@ def kill_target(
     itself reaches that marker, so a run slower or faster than the reference is still killed
     in the phase chosen (its own markers say where the kill landed).
     """
-    wanted = KILL_PHASES[trial % len(KILL_PHASES)]
+    wanted = phases[trial % len(phases)]
     spans = [
         (step, phase, end - start)
         for (step, phase, start), (_, _, end) in itertools.pairwise(timeline)
@@ -207,6 +210,69 @@ def kill_target(
             return step, phase, point
         point -= length
     return spans[-1][0], spans[-1][1], spans[-1][2]
+
+
+# -- 1b. SIGKILL during a removal ----------------------------------------------------------------
+#: phases of a removal: counting, searching lists again and the transaction, deleting the
+#: vectors, recomputing the candidates
+REMOVE_KILL_PHASES = (("open",), ("forget",), ("delete-vectors",), ("refresh",))
+REMOVE_KILL_TRIALS = 8
+
+
+@pytest.mark.slow
+def test_sigkill_during_remove_then_finishing_equals_the_uninterrupted_removal(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """A removal killed anywhere, then run again (it says the source is gone when the kill
+    came after its transaction) and ``check --repair``: the same database as a removal left
+    alone, and ``check`` is clean."""
+    import shutil
+
+    rng = random.Random("kill-remove")
+    base = tmp_path / "base"
+    for step in ch.run(command_sequence(corpus, None), child_env(base), tmp_path / "base-run"):
+        assert step.code == 0, (step.args, step.err)
+    en2 = next(path for _, path, _ in corpus.files if path.name == "en2.txt")
+    remove = ["-q", "remove", "--lang", "en", "--source", str(en2)]
+
+    def database(home: Path) -> str:
+        return f"sqlite:///{home / 'bitextdb.sqlite'}"
+
+    shutil.copytree(base, tmp_path / "ref")
+    child = ch.Child([remove], child_env(tmp_path / "ref"), tmp_path / "ref-run")
+    child.wait()
+    (done,) = child.results()
+    assert done.code == 0, done.err
+    reference = ch.snapshot(database(tmp_path / "ref"))
+    before = ch.snapshot(database(base))
+    assert len(reference.sentences) == len(before.sentences) - 2000
+    assert ch.differences(reference, before), "the removal changed nothing"
+    timeline = child.timeline()
+
+    landed = 0
+    phases: collections.Counter[str] = collections.Counter()
+    for trial in range(REMOVE_KILL_TRIALS):
+        home = tmp_path / f"trial{trial}"
+        shutil.copytree(base, home)
+        step, phase, delay = kill_target(timeline, trial, rng, REMOVE_KILL_PHASES)
+        child = ch.Child([remove], child_env(home), tmp_path / f"run{trial}")
+        if child.reach(step, phase):
+            time.sleep(delay)
+        if child.kill():
+            landed += 1
+            phases[child.phase()[1]] += 1
+        again, repair, check = ch.run(
+            [remove, ["-q", "check", "--repair"], ["check", "--json"]],
+            child_env(home),
+            tmp_path / f"rerun{trial}",
+        )
+        assert again.code == 0 or (again.code == 2 and "No source" in again.err), again.err
+        assert repair.code == 0, (trial, repair.out, repair.err)
+        assert check.code == 0 and ch.check_json(check)["ok"] is True, (trial, check.out)
+        got = ch.snapshot(database(home))
+        assert ch.differences(got, reference) == [], f"trial {trial}, killed in {phase}"
+    assert landed >= REMOVE_KILL_TRIALS // 2, "most kills must land before the removal ends"
+    print(f"\n[kill test, remove] {REMOVE_KILL_TRIALS} trials, {landed} landed: {dict(phases)}")
 
 
 # -- 2. stores that are not there, or fail --------------------------------------------------------
