@@ -216,7 +216,7 @@ def kill_target(
 #: phases of a removal: counting, searching lists again and the transaction, deleting the
 #: vectors, recomputing the candidates
 REMOVE_KILL_PHASES = (("open",), ("forget",), ("delete-vectors",), ("refresh",))
-REMOVE_KILL_TRIALS = 8
+REMOVE_KILL_TRIALS = 6
 
 
 @pytest.mark.slow
