@@ -31,7 +31,7 @@ from tests.test_miner import assert_equals_reference
 
 POSTGRES_ENV = "BITEXTDB_TEST_POSTGRES_URL"
 DIM = 16
-KILL_TRIALS = {"sqlite": 20, "postgres": 6}
+KILL_TRIALS = {"sqlite": 14, "postgres": 5}
 
 # `mine` (and so the mining at the end of every `ingest`, and `check --repair`) first encodes
 # the unindexed sentences of EVERY language; a bring-your-own-vectors database has no model,
@@ -216,7 +216,7 @@ def kill_target(
 #: phases of a removal: counting, searching lists again and the transaction, deleting the
 #: vectors, recomputing the candidates
 REMOVE_KILL_PHASES = (("open",), ("forget",), ("delete-vectors",), ("refresh",))
-REMOVE_KILL_TRIALS = 6
+REMOVE_KILL_TRIALS = 4
 
 
 @pytest.mark.slow
