@@ -128,7 +128,7 @@ class Miner:
         Its ``r`` changes, so its candidate and those of the sentences holding it are
         recomputed, and the one-to-one selection is re-derived. The new lists and the
         deletion are one transaction; the vectors go after it (a leftover point without a
-        sentence is never searched, and ``check --repair`` removes it).
+        sentence is passed over by mining and ``translate``; ``check --repair`` removes it).
         """
         with self.db.session() as s:
             others = graph.partners(s, lang)
