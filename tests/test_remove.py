@@ -134,9 +134,10 @@ def test_a_sentence_another_source_holds_stays(db_url: str, tmp_path: Path, mine
         db.remove("xa", "a1")  # now the shared ones go too
         assert _texts(db, "xa") == set()
         assert db.index.count("xa") == 0
-        _, lists, candidates, accepted = stored(db)
+        knn, lists, candidates, accepted = stored(db)
         assert not candidates and not accepted
         assert all(not entries for (_, other), entries in lists.items() if other == "xa")
+        assert not [key for key in knn if key[1] == "xa"]  # xb is pending towards xa again
         assert db.check().ok
 
 
