@@ -91,11 +91,18 @@ def parse_directed_pair(text: str) -> PairSpec:
     return PairSpec(src, tgt)
 
 
-def resolve_pair(db: BitextDB, pair: str) -> PairSpec:
-    """Parse ``pair`` and check that the database holds both languages and mines the pair."""
+def resolve_pair(db: BitextDB, pair: str, *, withdrawn: bool = False) -> PairSpec:
+    """Parse ``pair`` and check that the database holds both languages and mines the pair.
+
+    With ``withdrawn``, a pair that lost a language (its sources were removed) is accepted
+    too while it has withdrawn pairs to report.
+    """
     spec = parse_directed_pair(pair)
     with db.db.session() as s:
         langs = export_sql.languages(s)
+        lost = not {spec.src_lang, spec.tgt_lang} <= set(langs)
+        if withdrawn and lost and export_sql.has_withdrawn(s, *spec.stored):
+            return spec
     for lang in (spec.src_lang, spec.tgt_lang):
         if lang not in langs:
             held = ", ".join(langs) or "none yet"
@@ -231,12 +238,12 @@ class _Target:
     compression: str | None
 
 
-def _targets(output: str, fmt: str, spec: PairSpec) -> list[_Target] | None:
+def _targets(output: str, fmt: str, spec: PairSpec, flag: str = "--output") -> list[_Target] | None:
     """The files an export writes (None: standard output), checked before any work."""
     if output == "-":
         if fmt == "moses":
             raise InputError(
-                "Moses output is two files (PREFIX.src and PREFIX.tgt); give --output PREFIX, "
+                f"Moses output is two files (PREFIX.src and PREFIX.tgt); give {flag} PREFIX, "
                 "not standard output."
             )
         return None
@@ -252,7 +259,7 @@ def _targets(output: str, fmt: str, spec: PairSpec) -> list[_Target] | None:
         paths = [path]
     for p in paths:
         if not p.name or p.is_dir():
-            raise InputError(f"{p} is a directory; give a file name to --output.")
+            raise InputError(f"{p} is a directory; give a file name to {flag}.")
         if not p.parent.is_dir():
             raise InputError(f"The folder {p.parent} does not exist.")
     return [_Target(p, compression) for p in paths]
@@ -353,6 +360,35 @@ def _format(
     ]
 
 
+def _format_withdrawn(fmt: str, spec: PairSpec, rows: list[export_sql.Withdrawal]) -> list[str]:
+    """Withdrawn pairs in the export's format (jsonl adds ``reason`` and ``withdrawn_at``)."""
+    if fmt == "tsv":
+        return ["".join(f"{row[2]:.6f}\t{row[4]}\t{row[5]}\n" for row in rows)]
+    if fmt == "moses":
+        return ["".join(row[4] + "\n" for row in rows), "".join(row[5] + "\n" for row in rows)]
+    return [
+        "".join(json.dumps(withdrawn_record(spec, row), ensure_ascii=False) + "\n" for row in rows)
+    ]
+
+
+def withdrawn_record(spec: PairSpec, row: export_sql.Withdrawal) -> dict[str, Any]:
+    """One jsonl record of a withdrawn pair: the fields of an export record (no sources),
+    then ``reason`` (displaced, removed, below_min_score) and ``withdrawn_at`` (ISO, UTC)."""
+    a, b, score, cos, src_text, tgt_text, reason, moment = row
+    return {
+        "src": src_text,
+        "tgt": tgt_text,
+        "src_lang": spec.src_lang,
+        "tgt_lang": spec.tgt_lang,
+        "margin": score,
+        "cosine": cos,
+        "src_id": a,
+        "tgt_id": b,
+        "reason": reason,
+        "withdrawn_at": moment.isoformat(),
+    }
+
+
 def _record(
     spec: PairSpec, row: Row, texts: dict[int, str], sources: dict[int, list[str]] | None
 ) -> dict[str, Any]:
@@ -441,6 +477,42 @@ def _iter_records(
                     yield _record(spec, row, texts, sources)
 
 
+def iter_withdrawn(
+    db: BitextDB,
+    pair: str,
+    *,
+    since: datetime,
+    min_score: float | None = None,
+    batch: int = BATCH,
+) -> Iterator[dict[str, Any]]:
+    """The pairs a consumer of ``pair``'s exports up to ``since`` must drop, as records.
+
+    Records have the fields of :func:`withdrawn_record`: pairs no longer accepted, then
+    pairs whose margin fell below ``min_score`` (the database threshold by default), as in
+    ``export_pairs(..., withdrawn=...)``. The pair is checked when this is called; rows are
+    then streamed ``batch`` at a time, as in :func:`iter_records`.
+    """
+    if batch < 1:
+        raise InputError("The export batch size must be at least 1.")
+    spec = resolve_pair(db, pair, withdrawn=True)
+    if min_score is None:
+        min_score = db.settings.threshold
+    return _iter_withdrawn(db, spec, float(min_score), since, batch)
+
+
+def _iter_withdrawn(
+    db: BitextDB, spec: PairSpec, min_score: float, since: datetime, batch: int
+) -> Iterator[dict[str, Any]]:
+    with db.db.session() as s:
+        parts = export_sql.stream_withdrawn(
+            s, *spec.stored, swap=spec.swap, min_score=min_score, since=since, batch=batch
+        )
+        with contextlib.closing(parts):
+            for part in parts:
+                for row in part:
+                    yield withdrawn_record(spec, row)
+
+
 def export_pairs(
     db: BitextDB,
     pair: str,
@@ -453,6 +525,7 @@ def export_pairs(
     with_sources: bool = False,
     margin: str = "ratio",
     retrieval: str = "max",
+    withdrawn: str | None = None,
 ) -> dict[str, Any]:
     """Write the mined pairs of ``pair`` and return a summary (rows, files, seconds, ...).
 
@@ -476,12 +549,19 @@ def export_pairs(
     ``cursor`` names a stored position: only pairs changed after the last successful export
     under that name are written (all of them on first use), and a successful export moves
     the cursor to the time it started. A pair changes when it is created, its margin or
-    cosine changes, or it becomes accepted; a pair that stops being accepted (or falls
-    below ``min_score``) is not announced, so consumers that need removals should export
-    in full now and then. A cursor export holds the pair's mining lock (on PostgreSQL; an
-    embedded home is held by one process anyway), so no pair changed by a concurrent miner
-    is skipped; the clocks of the machines that mine and export must agree. ``since`` and
-    ``cursor`` apply to the stored selection only (ratio margin, max retrieval).
+    cosine changes, or it becomes accepted. A cursor follows one ``min_score``: it is
+    stored with it, and another one is refused. A cursor export holds the pair's mining
+    lock (on PostgreSQL; an embedded home is held by one process anyway), so no pair
+    changed by a concurrent miner is skipped; the clocks of the machines that mine and
+    export must agree. ``since`` and ``cursor`` apply to the stored selection only (ratio
+    margin, max retrieval).
+
+    ``withdrawn`` (with ``since`` or ``cursor``) also writes, to that path in the same
+    format, the pairs a consumer of the earlier exports must drop: those no longer
+    accepted (another mine selected other pairs, or a source was removed) and those whose
+    margin fell below ``min_score`` (:func:`bitextdb.db.export_sql.stream_withdrawn`).
+    Dropping those and then adding or updating the exported ones leaves the consumer with
+    exactly the pairs a full export writes now.
     """
     started = time.perf_counter()
     if fmt not in FORMATS:
@@ -496,7 +576,11 @@ def export_pairs(
         )
     if cursor is not None and not (0 < len(cursor) <= MAX_CURSOR_NAME and cursor.isprintable()):
         raise InputError(f"A cursor name has 1 to {MAX_CURSOR_NAME} printable characters.")
-    spec = resolve_pair(db, pair)
+    if withdrawn is not None and since is None and cursor is None:
+        raise InputError(
+            "--withdrawn lists what changed since an earlier export: give --cursor or --since."
+        )
+    spec = resolve_pair(db, pair, withdrawn=withdrawn is not None)
     if min_score is None and margin == "ratio":
         min_score = db.settings.threshold
     after = None
@@ -504,13 +588,12 @@ def export_pairs(
         with db.db.session() as s:
             found = export_sql.get_cursor(s, cursor)
         if found is not None:
-            if found[0] != spec.canonical:
-                raise InputError(
-                    f"The cursor {cursor!r} follows {found[0]}, not {spec.canonical}; "
-                    "use another name."
-                )
+            _check_cursor(cursor, found, spec, min_score)
             after = found[1]
     targets = _targets(output, fmt, spec)
+    withdrawn_targets = None if withdrawn is None else _targets(withdrawn, fmt, spec, "--withdrawn")
+    if withdrawn is not None and _same_files(targets, withdrawn_targets):
+        raise InputError("--withdrawn must name other files than --output.")
     progress = db.progress or (lambda stage, done, total: None)
 
     selection = None
@@ -523,7 +606,8 @@ def export_pairs(
             hold.enter_context(db.db.advisory_lock(MINE_LOCK.format(pair=spec.canonical)))
         started_at = utcnow()
         sink = _Sink(targets)
-        rows_written = 0
+        withdrawn_sink = None
+        rows_written = withdrawn_rows = 0
         try:
             with db.db.session() as s:
                 if selection is None:
@@ -547,13 +631,22 @@ def export_pairs(
                     sink.write(_format(fmt, spec, batch, texts, sources))
                     rows_written += len(batch)
                     progress("export", rows_written, total)
+                if withdrawn is not None:
+                    withdrawn_sink = _Sink(withdrawn_targets)
+                    parts = _withdrawals(s, spec, min_score, since, after)
+                    for part in parts:
+                        withdrawn_sink.write(_format_withdrawn(fmt, spec, part))
+                        withdrawn_rows += len(part)
             files = sink.commit()
+            withdrawn_files = None if withdrawn_sink is None else withdrawn_sink.commit()
         except BaseException:
             sink.abort()
+            if withdrawn_sink is not None:
+                withdrawn_sink.abort()
             raise
     if cursor is not None:
         with db.db.session() as s:
-            export_sql.save_cursor(s, cursor, spec.canonical, started_at)
+            export_sql.save_cursor(s, cursor, spec.canonical, started_at, min_score)
     return {
         "pair": spec.name,
         "format": fmt,
@@ -567,4 +660,39 @@ def export_pairs(
         "cursor": cursor,
         "cursor_after": None if after is None else after.isoformat(),
         "started_at": started_at.isoformat(),
+        "withdrawn_rows": None if withdrawn is None else withdrawn_rows,
+        "withdrawn_files": withdrawn_files,
     }
+
+
+def _withdrawals(
+    s: Any, spec: PairSpec, min_score: float | None, since: datetime | None, after: datetime | None
+) -> Iterator[list[export_sql.Withdrawal]]:
+    if since is None and after is None:  # a cursor's first export is whole: nothing to drop
+        return iter(())
+    return export_sql.stream_withdrawn(
+        s, *spec.stored, swap=spec.swap, min_score=min_score, since=since, after=after, batch=BATCH
+    )
+
+
+def _check_cursor(
+    name: str, found: tuple[str, datetime, float | None], spec: PairSpec, min_score: float | None
+) -> None:
+    pair, _, cursor_min = found
+    if pair != spec.canonical:
+        raise InputError(
+            f"The cursor {name!r} follows {pair}, not {spec.canonical}; use another name."
+        )
+    if cursor_min is not None and cursor_min != min_score:
+        raise InputError(
+            f"The cursor {name!r} exports pairs scoring at least {cursor_min:g}, not "
+            f"{min_score:g}: pass --min-score {cursor_min:g}, or use another name (a new "
+            "cursor starts with a full export)."
+        )
+
+
+def _same_files(a: list[_Target] | None, b: list[_Target] | None) -> bool:
+    """Whether two outputs share a file (or both are standard output)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return bool({t.path.resolve() for t in a} & {t.path.resolve() for t in b})

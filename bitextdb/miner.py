@@ -427,10 +427,12 @@ class Miner:
                         }
                     )
                 graph.upsert_pairs(s, upserts)
+            graph.withdraw_orphans(s, a, b)
             graph.delete_orphan_pairs(s, a, b)
             src, tgt, margin, accepted = graph.load_selection(s, a, b)
             selection = greedy_one_to_one(src, tgt, margin)
             flip = selection != accepted
+            graph.withdraw_pairs(s, src[accepted & ~selection], tgt[accepted & ~selection])
             graph.set_accepted(s, src[flip], tgt[flip], selection[flip])
             report.pairs = len(src)
             report.accepted = int(selection.sum())

@@ -12,6 +12,8 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
   ``{"results": [Translation.as_dict(), ...]}``;
 * ``GET /export?pair=en-de&min_score=&since=&with_sources=`` -> NDJSON, one jsonl export
   record a line, streamed from :func:`bitextdb.export.iter_records`;
+* ``GET /withdrawn?pair=en-de&since=&min_score=`` -> NDJSON of the pairs to drop since
+  then, from :func:`bitextdb.export.iter_withdrawn`;
 * ``POST /ingest`` ``{"lang", "sentences": [str], "source"="api", "mine"=true}`` -> the ingest
   summary of ``BitextDB.ingest_texts``.
 
@@ -50,7 +52,7 @@ from .errors import (
     InputError,
     StoreUnavailableError,
 )
-from .export import iter_records, parse_directed_pair
+from .export import iter_records, iter_withdrawn, parse_directed_pair
 
 if TYPE_CHECKING:
     from .api import BitextDB
@@ -305,6 +307,25 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
                     db, pair, min_score=min_score, since=since, with_sources=with_sources
                 )
             except InputError as exc:  # ... a well-formed one the database lacks is not found
+                raise NotFoundError(str(exc)) from exc
+        return StreamingResponse(_ndjson(records, lock), media_type="application/x-ndjson")
+
+    @app.get(
+        "/withdrawn",
+        summary="The pairs to drop since a moment, as NDJSON",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson": {}}}},
+    )
+    def withdrawn(
+        pair: str = Query(description="Directed pair: en-de puts English in src."),
+        since: datetime = Query(description="The moment of the consumer's last export (ISO)."),
+        min_score: float | None = Query(None, description="The consumer's cut [the threshold]."),
+    ) -> StreamingResponse:
+        parse_directed_pair(pair)
+        with lock:
+            try:
+                records = iter_withdrawn(db, pair, since=since, min_score=min_score)
+            except InputError as exc:
                 raise NotFoundError(str(exc)) from exc
         return StreamingResponse(_ndjson(records, lock), media_type="application/x-ndjson")
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,7 @@ def test_ingest_then_stats_and_translate(client: httpx.Client, small: Served) ->
 
 def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> None:
     it = [translate(s, "es") for s in small.data["en"][20:30]]  # Spanish words, tagged "it"
+    before = datetime.now(timezone.utc).isoformat()
     response = client.post("/ingest", json={"lang": "it", "sentences": it, "source": "wrong"})
     assert response.status_code == 200, response.text
     listed = client.get("/sources", params={"lang": "it"}).json()
@@ -231,6 +233,16 @@ def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> 
     assert "it" not in stats["languages"] and "en-it" not in stats["pairs"]
     gone = client.post("/translate", json={"text": "the dog", "from": "en", "to": "it"})
     assert "it" in error_of(gone, 404)
+    # a copy of the en-it pairs learns that they all went
+    dropped = client.get("/withdrawn", params={"pair": "it-en", "since": before, "min_score": 0})
+    assert dropped.status_code == 200, dropped.text
+    records = [json.loads(line) for line in dropped.text.splitlines()]
+    assert len(records) >= 10 and {r["reason"] for r in records} == {"removed"}
+    assert {r["src"] for r in records} <= set(it) and {r["src_lang"] for r in records} == {"it"}
+    error_of(client.get("/withdrawn", params={"pair": "it-en"}), 422)  # no since
+    assert "xx" in error_of(
+        client.get("/withdrawn", params={"pair": "xx-en", "since": before}), 404
+    )
 
 
 def test_bad_requests_are_json_errors(client: httpx.Client) -> None:

@@ -36,10 +36,16 @@ def _export_text(summary: dict[str, Any]) -> str:
     how = "" if summary["margin"] == "ratio" else f" {summary['margin']} margin,"
     how += "" if summary["retrieval"] == "max" else f" {summary['retrieval']} retrieval,"
     score = "" if summary["min_score"] is None else f" score >= {summary['min_score']:g},"
-    return (
+    text = (
         f"exported {summary['rows']} {summary['pair']} pairs ({summary['format']},{how}{score}"
         f" {summary['seconds']:.1f} s) to {files}"
     )
+    if summary["withdrawn_files"] is not None:
+        text += (
+            f"; {summary['withdrawn_rows']} withdrawn pairs to "
+            f"{', '.join(summary['withdrawn_files'])}"
+        )
+    return text
 
 
 @cli.command("export")
@@ -75,6 +81,11 @@ def _export_text(summary: dict[str, Any]) -> str:
     metavar="NAME",
     help="Only pairs changed since the last export under this name; remembered on success.",
 )
+@click.option(
+    "--withdrawn",
+    metavar="PATH",
+    help="With --cursor or --since: also write the pairs to drop since then (same format).",
+)
 @click.option("--with-sources", is_flag=True, help="jsonl: add the source names of each side.")
 @click.option(
     "--margin",
@@ -101,6 +112,7 @@ def export_cmd(
     min_score: float | None,
     since: datetime | None,
     cursor: str | None,
+    withdrawn: str | None,
     with_sources: bool,
     margin: str,
     retrieval: str,
@@ -124,6 +136,7 @@ def export_cmd(
                 with_sources=with_sources,
                 margin=margin,
                 retrieval=retrieval,
+                withdrawn=withdrawn,
             )
     except BrokenPipeError:  # e.g. `bitextdb export ... | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -131,7 +144,7 @@ def export_cmd(
         sys.exit(141)
     finally:
         ctx.bars.close()
-    if output == "-":
+    if "-" in (output, withdrawn):
         ctx.say(_export_text(summary))
     else:
         emit(summary, as_json, _export_text)

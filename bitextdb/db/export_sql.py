@@ -12,11 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import and_, select
+from sqlalchemy import and_, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .tables import ExportCursor, Knn, Neighbour, Occurrence, Pair, Sentence, Source, utcnow
+from .tables import (
+    ExportCursor,
+    Knn,
+    Neighbour,
+    Occurrence,
+    Pair,
+    Sentence,
+    Source,
+    WithdrawnPair,
+    utcnow,
+)
 
 KNN = Knn.__table__
 NB = Neighbour.__table__
@@ -25,6 +35,7 @@ SENT = Sentence.__table__
 OCC = Occurrence.__table__
 SRC = Source.__table__
 CURSORS = ExportCursor.__table__
+WITHDRAWN = WithdrawnPair.__table__
 
 #: ids per ``IN (...)`` lookup
 LOOKUP_BATCH = 1000
@@ -83,17 +94,146 @@ def stream_accepted(
     )
     if min_score is not None:
         query = query.where(PAIRS.c.margin >= float(min_score))
-    if since is not None:
-        query = query.where(PAIRS.c.updated_at >= as_utc(since))
-    if after is not None:
-        query = query.where(PAIRS.c.updated_at > as_utc(after))
+    query = _window(query, PAIRS.c.updated_at, since, after)
     query = query.order_by(PAIRS.c.margin.desc(), out_src, out_tgt)
+    for part in _stream(s, query, batch):
+        yield [(int(a), int(b), float(m), float(c)) for a, b, m, c in part]
+
+
+def has_withdrawn(s: Session, src_lang: str, tgt_lang: str) -> bool:
+    """Whether the stored pair ``src_lang``-``tgt_lang`` ever had a pair withdrawn."""
+    query = select(WITHDRAWN.c.id).where(
+        WITHDRAWN.c.src_lang == src_lang, WITHDRAWN.c.tgt_lang == tgt_lang
+    )
+    return s.execute(query.limit(1)).first() is not None
+
+
+#: ``(out src id, out tgt id, margin, cosine, src text, tgt text, reason, withdrawn at)``
+Withdrawal = tuple[int, int, float, float, str, str, str, datetime]
+
+
+def stream_withdrawn(
+    s: Session,
+    src_lang: str,
+    tgt_lang: str,
+    *,
+    swap: bool,
+    min_score: float | None,
+    since: datetime | None = None,
+    after: datetime | None = None,
+    batch: int = STREAM_BATCH,
+) -> Iterator[list[Withdrawal]]:
+    """What a consumer of the exports of this pair up to ``since`` (or ``after``) must drop.
+
+    Two kinds, in this order: pairs withdrawn in that window that are not accepted now
+    (reason ``displaced`` or ``removed``; a pair withdrawn twice comes once, with its latest
+    record), and pairs still accepted whose margin fell below ``min_score`` in that window
+    (reason ``below_min_score``; best first). A pair accepted again since it was withdrawn
+    is neither: the export itself writes it anew (or it is of the second kind). A pair is
+    its two texts, found by their ``text_hash``: a removed sentence ingested again has
+    another id (and on SQLite a new sentence may get a removed one's id). Texts come from
+    the records, so a removed sentence's is there too.
+    """
+    out_src, out_tgt = WITHDRAWN.c.src_id, WITHDRAWN.c.tgt_id
+    out_src_text, out_tgt_text = WITHDRAWN.c.src_text, WITHDRAWN.c.tgt_text
+    if swap:
+        out_src, out_tgt, out_src_text, out_tgt_text = out_tgt, out_src, out_tgt_text, out_src_text
+    now_a, now_b = SENT.alias("now_a"), SENT.alias("now_b")
+    accepted_again = (
+        select(PAIRS.c.src_id)
+        .select_from(now_a)
+        .join(PAIRS, PAIRS.c.src_id == now_a.c.id)
+        .join(now_b, now_b.c.id == PAIRS.c.tgt_id)
+        .where(
+            now_a.c.lang == WITHDRAWN.c.src_lang,
+            now_a.c.text_hash == WITHDRAWN.c.src_hash,
+            now_b.c.lang == WITHDRAWN.c.tgt_lang,
+            now_b.c.text_hash == WITHDRAWN.c.tgt_hash,
+            PAIRS.c.accepted,
+        )
+        .exists()
+    )
+    query = select(
+        out_src,
+        out_tgt,
+        WITHDRAWN.c.margin,
+        WITHDRAWN.c.cosine,
+        out_src_text,
+        out_tgt_text,
+        WITHDRAWN.c.reason,
+        WITHDRAWN.c.withdrawn_at,
+        WITHDRAWN.c.src_hash,
+        WITHDRAWN.c.tgt_hash,
+    ).where(WITHDRAWN.c.src_lang == src_lang, WITHDRAWN.c.tgt_lang == tgt_lang, ~accepted_again)
+    query = _window(query, WITHDRAWN.c.withdrawn_at, since, after).order_by(
+        WITHDRAWN.c.src_hash,
+        WITHDRAWN.c.tgt_hash,
+        WITHDRAWN.c.withdrawn_at.desc(),
+        WITHDRAWN.c.id.desc(),
+    )
+    last = None
+    for part in _stream(s, query, batch):
+        rows = []
+        for row in part:
+            if row[8:] != last:  # the latest record of each pair comes first
+                rows.append(_withdrawal(row[:8]))
+                last = row[8:]
+        if rows:
+            yield rows
+    if min_score is None:
+        return
+    text_a, text_b = SENT.alias("text_a"), SENT.alias("text_b")
+    below_src, below_tgt = PAIRS.c.src_id, PAIRS.c.tgt_id
+    below_src_text, below_tgt_text = text_a.c.text, text_b.c.text
+    if swap:
+        below_src, below_tgt = below_tgt, below_src
+        below_src_text, below_tgt_text = below_tgt_text, below_src_text
+    query = (
+        select(
+            below_src,
+            below_tgt,
+            PAIRS.c.margin,
+            PAIRS.c.cosine,
+            below_src_text,
+            below_tgt_text,
+            literal("below_min_score"),
+            PAIRS.c.updated_at,
+        )
+        .join(text_a, text_a.c.id == PAIRS.c.src_id)
+        .join(text_b, text_b.c.id == PAIRS.c.tgt_id)
+        .where(
+            PAIRS.c.src_lang == src_lang,
+            PAIRS.c.tgt_lang == tgt_lang,
+            PAIRS.c.accepted,
+            PAIRS.c.margin < float(min_score),
+        )
+    )
+    query = _window(query, PAIRS.c.updated_at, since, after).order_by(
+        PAIRS.c.margin.desc(), below_src, below_tgt
+    )
+    for part in _stream(s, query, batch):
+        yield [_withdrawal(row) for row in part]
+
+
+def _window(query, column, since: datetime | None, after: datetime | None):  # type: ignore[no-untyped-def]
+    if since is not None:
+        query = query.where(column >= as_utc(since))
+    if after is not None:
+        query = query.where(column > as_utc(after))
+    return query
+
+
+def _stream(s: Session, query, batch: int) -> Iterator:  # type: ignore[no-untyped-def]
     result = s.execute(query, execution_options={"yield_per": batch})
     try:
-        for part in result.partitions(batch):
-            yield [(int(a), int(b), float(m), float(c)) for a, b, m, c in part]
+        yield from result.partitions(batch)
     finally:
         result.close()
+
+
+def _withdrawal(row) -> Withdrawal:  # type: ignore[no-untyped-def]
+    a, b, margin, cos, src_text, tgt_text, reason, moment = row
+    return (int(a), int(b), float(margin), float(cos), src_text, tgt_text, reason, as_utc(moment))
 
 
 def accepted_pairs(
@@ -239,22 +379,28 @@ def ids_by_hash(s: Session, lang: str, hashes: Sequence[str]) -> dict[str, int]:
 
 
 # -- export cursors --------------------------------------------------------------------------
-def get_cursor(s: Session, name: str) -> tuple[str, datetime] | None:
-    """``(pair, last_exported_at)`` of a named cursor (UTC), or None before its first use."""
+def get_cursor(s: Session, name: str) -> tuple[str, datetime, float | None] | None:
+    """``(pair, last_exported_at, min_score)`` of a named cursor (UTC), or None before its
+    first use."""
     row = s.execute(
-        select(CURSORS.c.pair, CURSORS.c.last_exported_at).where(CURSORS.c.name == name)
+        select(CURSORS.c.pair, CURSORS.c.last_exported_at, CURSORS.c.min_score).where(
+            CURSORS.c.name == name
+        )
     ).first()
     if row is None:
         return None
-    return str(row[0]), as_utc(row[1])
+    return str(row[0]), as_utc(row[1]), None if row[2] is None else float(row[2])
 
 
-def save_cursor(s: Session, name: str, pair: str, exported_at: datetime) -> None:
+def save_cursor(
+    s: Session, name: str, pair: str, exported_at: datetime, min_score: float | None
+) -> None:
     """Create or move a named cursor."""
     values = {
         "name": name,
         "pair": pair,
         "last_exported_at": as_utc(exported_at),
+        "min_score": min_score,
         "updated_at": utcnow(),
     }
     dialect = s.get_bind().dialect.name
@@ -266,6 +412,7 @@ def save_cursor(s: Session, name: str, pair: str, exported_at: datetime) -> None
         set_={
             "pair": stmt.excluded.pair,
             "last_exported_at": stmt.excluded.last_exported_at,
+            "min_score": stmt.excluded.min_score,
             "updated_at": stmt.excluded.updated_at,
         },
     )

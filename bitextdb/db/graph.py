@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import (
+    DateTime,
+    String,
     and_,
     bindparam,
     case,
@@ -17,6 +19,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     not_,
     or_,
     select,
@@ -26,12 +29,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..topk import PAD_ID, TopK
-from .tables import Knn, Neighbour, Pair, Sentence, utcnow
+from .tables import Knn, Neighbour, Pair, Sentence, WithdrawnPair, utcnow
 
 KNN = Knn.__table__
 NB = Neighbour.__table__
 PAIRS = Pair.__table__
 SENT = Sentence.__table__
+WITHDRAWN = WithdrawnPair.__table__
 CHUNK = 4000
 
 
@@ -369,6 +373,64 @@ def upsert_pairs(s: Session, rows: list[dict[str, object]]) -> None:
         },
     )
     s.execute(stmt, rows)
+
+
+def _withdrawal(reason: str, *conditions):  # type: ignore[no-untyped-def]
+    """INSERT ... SELECT of the accepted pairs meeting ``conditions`` into ``withdrawn_pairs``."""
+    src_text, tgt_text = SENT.alias("src_text"), SENT.alias("tgt_text")
+    query = (
+        select(
+            PAIRS.c.src_id,
+            PAIRS.c.tgt_id,
+            PAIRS.c.src_lang,
+            PAIRS.c.tgt_lang,
+            src_text.c.text,
+            tgt_text.c.text,
+            src_text.c.text_hash,
+            tgt_text.c.text_hash,
+            PAIRS.c.margin,
+            PAIRS.c.cosine,
+            literal(reason, String()),
+            literal(utcnow(), DateTime(timezone=True)),
+        )
+        .join(src_text, src_text.c.id == PAIRS.c.src_id)
+        .join(tgt_text, tgt_text.c.id == PAIRS.c.tgt_id)
+        .where(PAIRS.c.accepted, *conditions)
+    )
+    columns = ["src_id", "tgt_id", "src_lang", "tgt_lang", "src_text", "tgt_text"]
+    columns += ["src_hash", "tgt_hash", "margin", "cosine", "reason", "withdrawn_at"]
+    return insert(WITHDRAWN).from_select(columns, query)
+
+
+def withdraw_pairs(s: Session, src: np.ndarray, tgt: np.ndarray) -> None:
+    """Record these accepted pairs as withdrawn (a new selection drops them)."""
+    if not len(src):
+        return
+    stmt = _withdrawal(
+        "displaced", PAIRS.c.src_id == bindparam("b_src"), PAIRS.c.tgt_id == bindparam("b_tgt")
+    )
+    rows = [{"b_src": int(a), "b_tgt": int(b)} for a, b in zip(src, tgt)]
+    s.connection().execute(stmt, rows)
+
+
+def withdraw_orphans(s: Session, src_lang: str, tgt_lang: str) -> None:
+    """Record the accepted pairs :func:`delete_orphan_pairs` is about to delete."""
+    s.execute(
+        _withdrawal(
+            "displaced",
+            PAIRS.c.src_lang == src_lang,
+            PAIRS.c.tgt_lang == tgt_lang,
+            not_(PAIRS.c.forward),
+            not_(PAIRS.c.backward),
+        )
+    )
+
+
+def withdraw_sentences(s: Session, ids: np.ndarray) -> None:
+    """Record the accepted pairs of these sentences (about to be removed) as withdrawn."""
+    for chunk in chunks(ids):
+        for side in (PAIRS.c.src_id, PAIRS.c.tgt_id):  # a pair joins two languages: never both
+            s.execute(_withdrawal("removed", side.in_(chunk)))
 
 
 def delete_orphan_pairs(s: Session, src_lang: str, tgt_lang: str) -> None:

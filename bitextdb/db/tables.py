@@ -156,14 +156,45 @@ class Pair(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class WithdrawnPair(Base):
+    """An accepted pair that stopped being accepted: a later mine selected other pairs, or
+    one of its sentences went with a removed source.
+
+    Written in the transaction that withdraws it, with both texts (a removed sentence's row
+    is gone) and their ``text_hash``, so that ``export --cursor ... --withdrawn`` can tell a
+    consumer what to drop and find the pair again if it came back (under other ids).
+    ``margin`` and ``cosine`` are the pair's last ones; ``reason`` is ``displaced`` or
+    ``removed``. No foreign keys: the record outlives its sentences.
+    """
+
+    __tablename__ = "withdrawn_pairs"
+    __table_args__ = (Index("ix_withdrawn_langs_time", "src_lang", "tgt_lang", "withdrawn_at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    src_id: Mapped[int] = mapped_column(BigInteger)
+    tgt_id: Mapped[int] = mapped_column(BigInteger)
+    src_lang: Mapped[str] = mapped_column(String(16))
+    tgt_lang: Mapped[str] = mapped_column(String(16))
+    src_text: Mapped[str] = mapped_column(Text)
+    tgt_text: Mapped[str] = mapped_column(Text)
+    src_hash: Mapped[str] = mapped_column(String(32))
+    tgt_hash: Mapped[str] = mapped_column(String(32))
+    margin: Mapped[float] = mapped_column(Float)
+    cosine: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(16))
+    withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ExportCursor(Base):
     """A named export position: ``export --cursor NAME`` writes only pairs changed after it.
 
-    ``last_exported_at`` is the time the last successful export under this name started.
+    ``last_exported_at`` is the time the last successful export under this name started;
+    ``min_score`` the lowest margin it exports (a cursor follows one cut: pairs between two
+    cuts would be neither written nor withdrawn). NULL for cursors older than the column.
     """
 
     __tablename__ = "export_cursors"
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     pair: Mapped[str] = mapped_column(String(40))
     last_exported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    min_score: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

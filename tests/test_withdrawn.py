@@ -1,0 +1,392 @@
+"""Withdrawn pairs: a consumer of cursor exports learns what to drop, and so mirrors the
+database exactly, whatever was ingested or removed between two exports."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import inspect, text
+
+import bitextdb
+from bitextdb.cli import cli
+from bitextdb.db import Database
+from bitextdb.db.tables import Base
+from bitextdb.errors import InputError
+from bitextdb.export import export_pairs, iter_records, iter_withdrawn
+from tests.test_miner import make_vectors, open_fresh
+from tests.test_remove import removals
+
+Mirror = dict[tuple[str, str], float]
+
+
+def unit(*rows: list[float]) -> np.ndarray:
+    vecs = np.array(rows, dtype=np.float32)
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def read(path: Path) -> str:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return f.read()
+
+
+def full(db: bitextdb.BitextDB, pair: str, min_score: float) -> Mirror:
+    """What a full export writes now, as {(src, tgt): margin}."""
+    return {(r["src"], r["tgt"]): r["margin"] for r in iter_records(db, pair, min_score=min_score)}
+
+
+def sync(
+    db: bitextdb.BitextDB, mirror: Mirror, out: Path, *, pair: str = "xa-xb", **options: object
+) -> dict:
+    """One cursor export with its withdrawals, applied to ``mirror``; the summary."""
+    summary = export_pairs(
+        db,
+        pair,
+        output=str(out / "pairs.jsonl"),
+        fmt="jsonl",
+        cursor="mirror",
+        withdrawn=str(out / "withdrawn.jsonl"),
+        **options,  # type: ignore[arg-type]
+    )
+    written = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    dropped = [json.loads(line) for line in (out / "withdrawn.jsonl").read_text().splitlines()]
+    keys = {(r["src"], r["tgt"]) for r in written}
+    assert not keys & {(r["src"], r["tgt"]) for r in dropped}, "a pair both written and dropped"
+    assert len(dropped) == len({(r["src"], r["tgt"]) for r in dropped}), "a pair dropped twice"
+    # disjoint, so the order does not matter: here additions go first
+    for r in written:
+        mirror[(r["src"], r["tgt"])] = r["margin"]
+    for r in dropped:
+        mirror.pop((r["src"], r["tgt"]), None)
+    return summary
+
+
+# -- the property: a mirror fed by cursor exports equals a full export after every step -------
+def run_mirror(sc: dict, min_score: float, quiet: set[int], mine_path: str) -> None:
+    """After every operation but those in ``quiet`` (whose changes pile up until the next
+    export), a cursor export and its withdrawals update the mirror."""
+    vectors = {
+        lang: make_vectors(sc["n"][lang], 8, sc["seed"] + i, sc["dup"])
+        for i, lang in enumerate(("xa", "xb"))
+    }
+    mirror: Mirror = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_fresh("edge", sc["k"], Path(tmp), mine_path)
+        try:
+            for step, (op, (name, lang, lo, hi, shared)) in enumerate(sc["ops"]):
+                if op == "remove":
+                    db.remove(lang, name)
+                else:
+                    rows = ([0] if shared else []) + list(range(lo, hi))
+                    texts = [f"{lang} sentence number {i}" for i in rows]
+                    db.ingest_embeddings(lang, texts, vectors[lang][rows], source=name)
+                if step in quiet and step < len(sc["ops"]) - 1:
+                    continue
+                try:
+                    sync(db, mirror, Path(tmp), min_score=min_score)
+                except InputError:  # a language without sentences and nothing ever withdrawn
+                    assert not mirror
+                    continue
+                try:
+                    expected = full(db, "xa-xb", min_score)
+                except InputError:  # a language without sentences: no pair at all
+                    expected = {}
+                assert mirror == expected
+        finally:
+            db.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mine_path", ["scan", "query"])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sc=removals(),
+    min_score=st.sampled_from([-np.inf, 0.95, 1.05]),
+    quiet=st.sets(st.integers(0, 12), max_size=8),
+)
+def test_a_mirror_of_cursor_exports_equals_the_full_export(
+    sc: dict, min_score: float, quiet: set[int], mine_path: str
+) -> None:
+    run_mirror(sc, min_score, quiet, mine_path)
+
+
+# -- each kind of withdrawal -------------------------------------------------------------------
+def test_displaced_removed_and_accepted_again(db_url: str, home: Path, tmp_path: Path) -> None:
+    """en 'a' pairs with de 'a1'; a closer 'a2' displaces it; removing a2's source brings
+    a1 back; removing a1's source too leaves nothing, and a withdrawal says so."""
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1)
+    mirror: Mirror = {}
+    try:
+        db.ingest_embeddings(
+            "en", ["an apple", "a bread"], unit([1, 0, 0, 0], [0, 1, 0, 0]), source="e"
+        )
+        db.ingest_embeddings(
+            "de", ["ein apfel", "ein brot"], unit([1, 0.5, 0.3, 0], [0, 1, 0, 0.4]), source="d1"
+        )
+        first = sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        assert first["withdrawn_rows"] == 0 and set(mirror) == {
+            ("an apple", "ein apfel"),
+            ("a bread", "ein brot"),
+        }
+
+        db.ingest_embeddings("de", ["der apfel"], unit([1, 0.1, 0, 0]), source="d2")
+        assert set(full(db, "en-de", -np.inf)) == {
+            ("an apple", "der apfel"),
+            ("a bread", "ein brot"),
+        }
+        sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        dropped = [json.loads(x) for x in (tmp_path / "withdrawn.jsonl").read_text().splitlines()]
+        assert [(r["src"], r["tgt"], r["reason"]) for r in dropped] == [
+            ("an apple", "ein apfel", "displaced")
+        ]
+        assert dropped[0]["src_lang"] == "en" and dropped[0]["tgt_lang"] == "de"
+        assert datetime.fromisoformat(dropped[0]["withdrawn_at"]) <= datetime.now(timezone.utc)
+        assert mirror == full(db, "en-de", -np.inf)
+
+        db.remove("de", "d2")
+        sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        dropped = [json.loads(x) for x in (tmp_path / "withdrawn.jsonl").read_text().splitlines()]
+        assert [(r["src"], r["tgt"], r["reason"]) for r in dropped] == [
+            ("an apple", "der apfel", "removed")
+        ]
+        assert (
+            set(mirror)
+            == {("an apple", "ein apfel"), ("a bread", "ein brot")}
+            == set(full(db, "en-de", -np.inf))
+        )
+
+        db.remove("de", "d1")  # de is gone: the pair still reports what to drop
+        summary = sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        assert summary["rows"] == 0 and summary["withdrawn_rows"] == 2 and mirror == {}
+        assert sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)["withdrawn_rows"] == 0
+        with pytest.raises(InputError, match="no sentences in 'de'"):
+            export_pairs(db, "en-de", output=str(tmp_path / "x.tsv"))
+    finally:
+        db.close()
+
+
+def test_an_id_given_again_after_a_removal(db_url: str, home: Path, tmp_path: Path) -> None:
+    """On SQLite the id of a removed sentence goes to the next one: a withdrawal is told
+    apart from the new pair by its texts."""
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1)
+    mirror: Mirror = {}
+    try:
+        db.ingest_embeddings("en", ["an apple"], unit([1, 0, 0, 0]), source="e")
+        db.ingest_embeddings("de", ["ein apfel"], unit([1, 0.1, 0, 0]), source="d1")
+        sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        db.remove("de", "d1")
+        db.ingest_embeddings("de", ["der apfel"], unit([1, 0.1, 0, 0]), source="d2")
+        sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        assert mirror == full(db, "en-de", -np.inf) == {("an apple", "der apfel"): pytest.approx(1)}
+    finally:
+        db.close()
+
+
+def test_a_pair_back_under_other_ids(db_url: str, home: Path, tmp_path: Path) -> None:
+    """A source removed and ingested again between two exports: its pairs come back under
+    new ids, and are written, not dropped; removed, back and removed again: dropped once."""
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1)
+    apple, bread = unit([1, 0, 0, 0]), unit([0, 1, 0, 0])
+    mirror: Mirror = {}
+    try:
+        db.ingest_embeddings("en", ["an apple", "a bread"], np.vstack([apple, bread]), source="e")
+        db.ingest_embeddings("de", ["ein apfel"], apple, source="d1")
+        db.ingest_embeddings("de", ["ein brot"], bread, source="d2")
+        sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        ids = {r["tgt"]: r["tgt_id"] for r in iter_records(db, "en-de", min_score=-np.inf)}
+
+        db.remove("de", "d1")
+        db.ingest_embeddings("de", ["ein apfel"], apple, source="d1")
+        again = {r["tgt"]: r["tgt_id"] for r in iter_records(db, "en-de", min_score=-np.inf)}
+        assert again["ein apfel"] != ids["ein apfel"]  # the higher id of ein brot was kept
+        summary = sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        assert summary["withdrawn_rows"] == 0 and mirror == full(db, "en-de", -np.inf)
+
+        for _ in range(2):
+            db.remove("de", "d1")
+            db.ingest_embeddings("de", ["ein apfel"], apple, source="d1")
+        db.remove("de", "d1")
+        summary = sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
+        assert summary["withdrawn_rows"] == 1 and mirror == full(db, "en-de", -np.inf)
+        assert set(mirror) == {("a bread", "ein brot")}
+    finally:
+        db.close()
+
+
+def test_falling_below_the_cut_is_a_withdrawal(home: Path, tmp_path: Path) -> None:
+    """A pair still accepted whose margin drops below the cursor's cut must be dropped."""
+    db = bitextdb.init(home, model="synthetic", dim=4, k=2)
+    mirror: Mirror = {}
+    try:
+        en = unit([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0])
+        db.ingest_embeddings("en", ["an apple", "a bread", "a cat"], en)
+        db.ingest_embeddings(
+            "de",
+            ["ein apfel", "ein brot", "eine katze"],
+            unit([1, 0.05, 0, 0], [0, 1, 0.05, 0], [0, 0, 1, 0.05]),
+        )
+        cut = full(db, "en-de", -np.inf)[("an apple", "ein apfel")] - 1e-6
+        sync(db, mirror, tmp_path, pair="en-de", min_score=cut)
+        assert ("an apple", "ein apfel") in mirror
+        # German sentences near 'a' raise a1's neighbourhood: a-a1 stays, its margin falls
+        db.ingest_embeddings(
+            "de", ["noch eins", "noch zwei"], unit([1, 0.2, 0.2, 0], [1, 0.25, 0, 0.2])
+        )
+        now = full(db, "en-de", -np.inf)
+        assert now[("an apple", "ein apfel")] < cut
+        sync(db, mirror, tmp_path, pair="en-de", min_score=cut)
+        dropped = [json.loads(x) for x in (tmp_path / "withdrawn.jsonl").read_text().splitlines()]
+        assert ("an apple", "ein apfel", "below_min_score") in {
+            (r["src"], r["tgt"], r["reason"]) for r in dropped
+        }
+        assert mirror == full(db, "en-de", cut)
+    finally:
+        db.close()
+
+
+# -- formats, since, errors, CLI, library ------------------------------------------------------
+def _displaced(home: Path) -> tuple[bitextdb.BitextDB, datetime]:
+    db = bitextdb.init(home, model="synthetic", dim=4, k=1)
+    db.ingest_embeddings("en", ["an apple", "a bread"], unit([1, 0, 0, 0], [0, 1, 0, 0]))
+    db.ingest_embeddings("de", ["ein apfel", "ein brot"], unit([1, 0.5, 0.3, 0], [0, 1, 0, 0.4]))
+    moment = datetime.now(timezone.utc)
+    db.ingest_embeddings("de", ["der apfel"], unit([1, 0.1, 0, 0]))
+    return db, moment
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "moses"])
+def test_withdrawn_in_tsv_and_moses(home: Path, tmp_path: Path, fmt: str) -> None:
+    db, moment = _displaced(home)
+    try:
+        summary = export_pairs(
+            db,
+            "de-en",
+            output=str(tmp_path / "p.gz"),
+            fmt=fmt,
+            since=moment,
+            min_score=-np.inf,
+            withdrawn=str(tmp_path / "w.gz"),
+        )
+    finally:
+        db.close()
+    assert summary["rows"] == 1 and summary["withdrawn_rows"] == 1
+    if fmt == "tsv":
+        (line,) = read(tmp_path / "w.gz").splitlines()
+        assert line.split("\t")[1:] == ["ein apfel", "an apple"]  # de-en: German on the src side
+        assert float(line.split("\t")[0]) > 0
+        assert summary["withdrawn_files"] == [str(tmp_path / "w.gz")]
+    else:
+        assert read(tmp_path / "w.de.gz") == "ein apfel\n"
+        assert read(tmp_path / "w.en.gz") == "an apple\n"
+        assert read(tmp_path / "p.de.gz") == "der apfel\n"
+
+
+def test_iter_withdrawn_matches_the_file(home: Path, tmp_path: Path) -> None:
+    db, moment = _displaced(home)
+    try:
+        records = list(iter_withdrawn(db, "en-de", since=moment, min_score=-np.inf, batch=1))
+        export_pairs(
+            db, "en-de", output=str(tmp_path / "p"), fmt="jsonl", since=moment,
+            min_score=-np.inf, withdrawn=str(tmp_path / "w"),
+        )  # fmt: skip
+        lines = [json.loads(x) for x in (tmp_path / "w").read_text().splitlines()]
+        assert records == lines and [(r["src"], r["tgt"]) for r in records] == [
+            ("an apple", "ein apfel")
+        ]
+        later = datetime.now(timezone.utc)
+        assert list(iter_withdrawn(db, "en-de", since=later, min_score=-np.inf)) == []
+        with pytest.raises(InputError):
+            iter_withdrawn(db, "en-de", since=moment, batch=0)
+    finally:
+        db.close()
+
+
+def test_errors(home: Path, tmp_path: Path) -> None:
+    db, moment = _displaced(home)
+    out, w = str(tmp_path / "p.tsv"), str(tmp_path / "w.tsv")
+    try:
+        with pytest.raises(InputError, match="--cursor or --since"):
+            export_pairs(db, "en-de", output=out, withdrawn=w)
+        with pytest.raises(InputError, match="other files"):
+            export_pairs(db, "en-de", output=out, since=moment, withdrawn=out)
+        with pytest.raises(InputError, match="other files"):
+            export_pairs(db, "en-de", since=moment, withdrawn="-")  # both to stdout
+        with pytest.raises(InputError, match="--withdrawn PREFIX"):
+            export_pairs(db, "en-de", fmt="moses", output=out, since=moment, withdrawn="-")
+        export_pairs(db, "en-de", output=out, cursor="nightly", min_score=1.1)
+        with pytest.raises(InputError, match=r"at least 1\.1, not 1\.2"):
+            export_pairs(db, "en-de", output=out, cursor="nightly", min_score=1.2)
+        assert not (tmp_path / "w.tsv").exists()
+        # a cursor from before min_score was kept (NULL) takes whatever comes, then keeps it
+        with db.db.engine.begin() as conn:
+            conn.execute(text("UPDATE export_cursors SET min_score = NULL"))
+        export_pairs(db, "en-de", output=out, cursor="nightly", min_score=1.2)
+        with pytest.raises(InputError, match=r"at least 1\.2, not 1\.1"):
+            export_pairs(db, "en-de", output=out, cursor="nightly", min_score=1.1)
+    finally:
+        db.close()
+
+
+def test_cli(home: Path, tmp_path: Path) -> None:
+    db, _ = _displaced(home)
+    db.close()
+    runner = CliRunner()
+    args = ["export", "--pair", "en-de", "--min-score", "-100", "--cursor", "nightly"]
+    w = tmp_path / "w.jsonl"
+    result = runner.invoke(cli, [*args, "-o", str(tmp_path / "p.jsonl"), "--withdrawn", str(w)])
+    assert result.exit_code == 0, result.output
+    assert "0 withdrawn pairs to " in result.stdout  # the first export: nothing to drop
+    result = runner.invoke(
+        cli, [*args, "--json", "-o", str(tmp_path / "p.jsonl"), "--withdrawn", str(w)]
+    )
+    assert json.loads(result.stdout)["withdrawn_rows"] == 0
+    # to stdout (the summary goes to stderr then)
+    since = ["export", "--pair", "en-de", "--min-score", "-100", "--since", "2000-01-01"]
+    result = runner.invoke(
+        cli, [*since, "--format", "jsonl", "-o", str(tmp_path / "q"), "--withdrawn", "-"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["tgt"] for x in result.stdout.splitlines()] == ["ein apfel"]
+    result = runner.invoke(cli, ["export", "--pair", "en-de", "--withdrawn", str(w)])
+    assert result.exit_code == 2 and "--cursor or --since" in result.output
+    assert "Traceback" not in result.output
+
+
+# -- schema ------------------------------------------------------------------------------------
+def test_migration_adds_withdrawn_pairs_and_the_models_match_the_migrations(
+    db_url: str, home: Path
+) -> None:
+    database = Database(db_url)
+    cfg = database._alembic_config()
+    with database.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.execute(
+            text(
+                "INSERT INTO export_cursors (name, pair, last_exported_at, updated_at) "
+                "VALUES ('old', 'de-en', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    assert "withdrawn_pairs" not in inspect(database.engine).get_table_names()
+    database.upgrade()
+    assert database.current_revision() == database.head_revision() == "0003"
+    names = {c["name"] for c in inspect(database.engine).get_columns("withdrawn_pairs")}
+    assert {"src_text", "tgt_text", "reason", "withdrawn_at"} <= names
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT name, min_score FROM export_cursors")).all() == [
+            ("old", None)
+        ]
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], diff
+    database.dispose()
