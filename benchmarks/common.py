@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -208,3 +209,22 @@ def numpy_mine(a: np.ndarray, b: np.ndarray, k: int) -> set[tuple[int, int]]:
         pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), pairs[:, 2]
     )
     return {(int(s), int(t)) for s, t in pairs[keep, :2]}
+
+
+class Stopwatch:
+    """Wraps functions of a module and adds up the seconds spent in them."""
+
+    def __init__(self, module: Any, names: list[str]) -> None:
+        self.seconds = 0.0
+        for name in names:
+            setattr(module, name, self._timed(getattr(module, name)))
+
+    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        return timed

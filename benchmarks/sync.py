@@ -21,12 +21,11 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mb, planted
+from common import Stopwatch, machine, peak_rss_mb, planted
 
 import bitextdb
 from bitextdb.db import graph
@@ -46,25 +45,6 @@ def load(db: bitextdb.BitextDB, lang: str, source: str, vecs, lo: int, hi: int) 
 def read(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f]
-
-
-class Stopwatch:
-    """Wraps functions of a module and adds up the seconds spent in them."""
-
-    def __init__(self, module: Any, names: list[str]) -> None:
-        self.seconds = 0.0
-        for name in names:
-            setattr(module, name, self._timed(getattr(module, name)))
-
-    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - started
-
-        return timed
 
 
 def export(db: bitextdb.BitextDB, out: Path, **options: Any) -> tuple[dict[str, Any], float]:

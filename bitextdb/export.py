@@ -32,6 +32,8 @@ from .errors import BitextDBError, InputError
 from .margin import MARGINS, MarginFn, greedy_one_to_one
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from .api import BitextDB
 
 FORMATS = ("tsv", "jsonl", "moses")
@@ -560,8 +562,8 @@ def export_pairs(
     format, the pairs a consumer of the earlier exports must drop: those no longer
     accepted (another mine selected other pairs, or a source was removed) and those whose
     margin fell below ``min_score`` (:func:`bitextdb.db.export_sql.stream_withdrawn`).
-    Dropping those and then adding or updating the exported ones leaves the consumer with
-    exactly the pairs a full export writes now.
+    The two outputs never share a pair: dropping the one and adding or updating the other,
+    in either order, leaves the consumer with exactly the pairs a full export writes now.
     """
     started = time.perf_counter()
     if fmt not in FORMATS:
@@ -666,7 +668,11 @@ def export_pairs(
 
 
 def _withdrawals(
-    s: Any, spec: PairSpec, min_score: float | None, since: datetime | None, after: datetime | None
+    s: Session,
+    spec: PairSpec,
+    min_score: float | None,
+    since: datetime | None,
+    after: datetime | None,
 ) -> Iterator[list[export_sql.Withdrawal]]:
     if since is None and after is None:  # a cursor's first export is whole: nothing to drop
         return iter(())

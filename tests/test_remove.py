@@ -54,21 +54,32 @@ def removals(draw: st.DrawFn, ties: bool = True) -> dict:
     }
 
 
-def run_removals(sc: dict, kind: str, mine_path: str) -> None:
-    vectors = {
+def scenario_vectors(sc: dict) -> dict[str, np.ndarray]:
+    """The vectors of both languages of a :func:`removals` scenario."""
+    return {
         lang: make_vectors(sc["n"][lang], 8, sc["seed"] + i, sc["dup"])
         for i, lang in enumerate(("xa", "xb"))
     }
+
+
+def apply(db: bitextdb.BitextDB, op: tuple, vectors: dict[str, np.ndarray]) -> None:
+    """Carry out one operation of a :func:`removals` scenario."""
+    kind, (name, lang, lo, hi, shared) = op
+    if kind == "remove":
+        db.remove(lang, name)
+    else:
+        rows = ([0] if shared else []) + list(range(lo, hi))
+        texts = [f"{lang} sentence number {i}" for i in rows]
+        db.ingest_embeddings(lang, texts, vectors[lang][rows], source=name)
+
+
+def run_removals(sc: dict, kind: str, mine_path: str) -> None:
+    vectors = scenario_vectors(sc)
     with tempfile.TemporaryDirectory() as tmp:
         db = open_fresh(kind, sc["k"], Path(tmp), mine_path)
         try:
-            for op, (name, lang, lo, hi, shared) in sc["ops"]:
-                if op == "remove":
-                    db.remove(lang, name)
-                else:
-                    rows = ([0] if shared else []) + list(range(lo, hi))
-                    texts = [f"{lang} sentence number {i}" for i in rows]
-                    db.ingest_embeddings(lang, texts, vectors[lang][rows], source=name)
+            for op in sc["ops"]:
+                apply(db, op, vectors)
                 assert_equals_reference(db, "xa", "xb")
             assert db.check().ok
         finally:

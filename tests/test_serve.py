@@ -294,7 +294,9 @@ def test_unexpected_errors_are_500_without_internals(
 
 def test_openapi_docs(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/health", "/stats", "/translate", "/export", "/ingest"} <= set(spec["paths"])
+    assert {"/health", "/stats", "/translate", "/export", "/withdrawn", "/ingest"} <= set(
+        spec["paths"]
+    )
     body = spec["components"]["schemas"]["TranslateRequest"]["properties"]
     assert {"from", "to", "text", "texts", "top"} <= set(body)
     assert client.get("/docs").status_code == 200

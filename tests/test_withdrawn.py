@@ -25,8 +25,8 @@ from bitextdb.db import Database
 from bitextdb.db.tables import Base
 from bitextdb.errors import InputError
 from bitextdb.export import export_pairs, iter_records, iter_withdrawn
-from tests.test_miner import make_vectors, open_fresh
-from tests.test_remove import removals
+from tests.test_miner import open_fresh
+from tests.test_remove import apply, removals, scenario_vectors
 
 Mirror = dict[tuple[str, str], float]
 
@@ -76,21 +76,13 @@ def sync(
 def run_mirror(sc: dict, min_score: float, quiet: set[int], mine_path: str) -> None:
     """After every operation but those in ``quiet`` (whose changes pile up until the next
     export), a cursor export and its withdrawals update the mirror."""
-    vectors = {
-        lang: make_vectors(sc["n"][lang], 8, sc["seed"] + i, sc["dup"])
-        for i, lang in enumerate(("xa", "xb"))
-    }
+    vectors = scenario_vectors(sc)
     mirror: Mirror = {}
     with tempfile.TemporaryDirectory() as tmp:
         db = open_fresh("edge", sc["k"], Path(tmp), mine_path)
         try:
-            for step, (op, (name, lang, lo, hi, shared)) in enumerate(sc["ops"]):
-                if op == "remove":
-                    db.remove(lang, name)
-                else:
-                    rows = ([0] if shared else []) + list(range(lo, hi))
-                    texts = [f"{lang} sentence number {i}" for i in rows]
-                    db.ingest_embeddings(lang, texts, vectors[lang][rows], source=name)
+            for step, op in enumerate(sc["ops"]):
+                apply(db, op, vectors)
                 if step in quiet and step < len(sc["ops"]) - 1:
                     continue
                 try:
