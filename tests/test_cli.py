@@ -297,7 +297,7 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 def test_commands_that_neither_encode_nor_mine_do_not_import_torch(tmp_path: Path) -> None:
     """torch takes seconds to import: --help, init (of a database of given vectors), stats,
-    check, export, sources and ``remove --dry-run`` start without it; ingest, mine and
+    check, export, sources, cursors and ``remove --dry-run`` start without it; ingest, mine and
     translate import it when run (and remove, which mines, when it removes)."""
     home, fresh = tmp_path / "home", tmp_path / "fresh"
     rng = np.random.default_rng(3)
@@ -315,6 +315,8 @@ def test_commands_that_neither_encode_nor_mine_do_not_import_torch(tmp_path: Pat
         [str(home), "export", "--pair", "de-en", "--output", str(tmp_path / "pairs.tsv")],
         [str(home), "sources"],
         [str(home), "remove", "--lang", "de", "--source", "embeddings", "--dry-run"],
+        [str(home), "cursors", "list"],
+        [str(home), "cursors", "prune", "--dry-run"],
     ]
     script = f"""
 import sys

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from sqlalchemy import inspect, text
 
 import bitextdb
 from bitextdb.cli import cli
+from bitextdb.cursors import drop_cursor, list_cursors, prune_withdrawn
 from bitextdb.db import Database
 from bitextdb.db.tables import Base
 from bitextdb.errors import InputError
@@ -382,3 +383,82 @@ def test_migration_adds_withdrawn_pairs_and_the_models_match_the_migrations(
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == [], diff
     database.dispose()
+
+
+# -- cursors: list, drop, prune ----------------------------------------------------------------
+def test_cursors_are_listed_dropped_and_their_records_pruned(
+    db_url: str, home: Path, tmp_path: Path
+) -> None:
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1)
+    out = str(tmp_path / "p.tsv")
+    try:
+        db.ingest_embeddings("en", ["an apple", "a bread"], unit([1, 0, 0, 0], [0, 1, 0, 0]))
+        db.ingest_embeddings(
+            "de", ["ein apfel", "ein brot"], unit([1, 0.5, 0.3, 0], [0, 1, 0, 0.4])
+        )
+        db.ingest_embeddings("de", ["der apfel"], unit([1, 0.1, 0, 0]), source="d2")  # w0
+        export_pairs(db, "de-en", output=out, cursor="early", min_score=-np.inf)
+        db.remove("de", "d2")  # w1: an apple - der apfel
+        export_pairs(db, "en-de", output=out, cursor="late", min_score=-np.inf)
+        listed = list_cursors(db)
+        assert [(c["name"], c["pair"], c["min_score"]) for c in listed] == [
+            ("early", "de-en", -np.inf),
+            ("late", "de-en", -np.inf),
+        ]
+        assert listed[0]["last_exported_at"] < listed[1]["last_exported_at"]
+
+        assert prune_withdrawn(db)["deleted"] == 0  # younger than a week
+        dry = prune_withdrawn(db, keep=timedelta(0), dry_run=True)
+        assert (dry["deleted"], dry["kept"]) == (1, 1)  # w0 is older than both cursors
+        assert dry["pairs"][0]["pair"] == "de-en"
+        assert prune_withdrawn(db, keep=timedelta(0), dry_run=True) == dry  # nothing went
+        done = prune_withdrawn(db, keep=timedelta(0))
+        assert (done["deleted"], done["kept"], done["dry_run"]) == (1, 1, False)
+        # the early cursor still learns of w1
+        w = tmp_path / "w.jsonl"
+        export_pairs(
+            db,
+            "de-en",
+            output=out,
+            cursor="early",
+            min_score=-np.inf,
+            fmt="jsonl",
+            withdrawn=str(w),
+        )
+        assert [(r["src"], r["reason"]) for r in map(json.loads, w.read_text().splitlines())] == [
+            ("der apfel", "removed")
+        ]
+
+        drop_cursor(db, "early")
+        assert [c["name"] for c in list_cursors(db)] == ["late"]
+        with pytest.raises(InputError, match="'late'"):
+            drop_cursor(db, "early")
+        assert prune_withdrawn(db, keep=timedelta(0))["deleted"] == 1  # late has passed w1
+        with pytest.raises(InputError, match="negative"):
+            prune_withdrawn(db, keep=timedelta(days=-1))
+    finally:
+        db.close()
+
+
+def test_cursors_cli(home: Path, tmp_path: Path) -> None:
+    db, _ = _displaced(home)
+    export_pairs(db, "en-de", output=str(tmp_path / "p.tsv"), cursor="nightly", min_score=1.5)
+    db.close()
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["cursors", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert (row["name"], row["pair"], row["min_score"]) == ("nightly", "de-en", 1.5)
+    assert "nightly" in runner.invoke(cli, ["cursors", "list"]).stdout
+    dry = runner.invoke(cli, ["cursors", "prune", "--keep-days", "0", "--dry-run", "--json"])
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["deleted"] == 1  # older than nightly
+    pruned = runner.invoke(cli, ["cursors", "prune", "--keep-days", "0"])
+    assert pruned.exit_code == 0 and pruned.stdout.startswith("deleted 1 withdrawal records")
+    unknown = runner.invoke(cli, ["cursors", "drop", "weekly"])
+    assert unknown.exit_code == 2 and "nightly" in unknown.output
+    assert "Traceback" not in unknown.output
+    dropped = runner.invoke(cli, ["cursors", "drop", "nightly"])
+    assert (
+        dropped.exit_code == 0
+        and "no export cursors" in runner.invoke(cli, ["cursors", "list"]).stdout
+    )

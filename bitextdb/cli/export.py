@@ -1,15 +1,16 @@
-"""``bitextdb export`` and ``bitextdb evaluate``."""
+"""``bitextdb export``, ``bitextdb cursors`` and ``bitextdb evaluate``."""
 
 from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from bitextdb.cli import Context, cli, emit, friendly, json_option, pass_ctx
+from bitextdb.cursors import drop_cursor, list_cursors, prune_withdrawn
 from bitextdb.evaluate import evaluate as evaluate_pairs
 from bitextdb.export import FORMATS, RETRIEVALS, export_pairs
 from bitextdb.margin import MARGINS
@@ -195,3 +196,70 @@ def evaluate_cmd(
     with ctx.open() as db:
         result = evaluate_pairs(db, pair, gold, plot=plot, steps=steps)
     emit(result, as_json, _evaluate_text)
+
+
+def _cursors_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no export cursors"
+    return "\n".join(
+        f"{r['name']:20} {r['pair']:12} last export {r['last_exported_at']}"
+        + ("" if r["min_score"] is None else f"  min score {r['min_score']:g}")
+        for r in rows
+    )
+
+
+def _prune_text(r: dict[str, Any]) -> str:
+    what = "would delete" if r["dry_run"] else "deleted"
+    out = [f"{what} {r['deleted']} withdrawal records, kept {r['kept']}"]
+    out += [
+        f"  {p['pair']:12} {p['deleted']:>8} older than {p['before']}, {p['kept']:>8} kept"
+        for p in r["pairs"]
+    ]
+    return "\n".join(out)
+
+
+@cli.group("cursors")
+def cursors_group() -> None:
+    """Export cursors (export --cursor) and the withdrawal records they read."""
+
+
+@cursors_group.command("list")
+@json_option
+@pass_ctx
+@friendly
+def cursors_list(ctx: Context, as_json: bool) -> None:
+    """Every export cursor: name, pair, time of its last export, min score."""
+    with ctx.open() as db:
+        rows = list_cursors(db)
+    emit(rows, as_json, _cursors_text)
+
+
+@cursors_group.command("drop")
+@click.argument("name")
+@json_option
+@pass_ctx
+@friendly
+def cursors_drop(ctx: Context, name: str, as_json: bool) -> None:
+    """Forget the cursor NAME: its next export is whole again."""
+    with ctx.open() as db:
+        drop_cursor(db, name)
+    emit({"dropped": name}, as_json, lambda r: f"dropped the export cursor {r['dropped']!r}")
+
+
+@cursors_group.command("prune")
+@click.option(
+    "--keep-days",
+    type=float,
+    default=7.0,
+    show_default=True,
+    help="Keep records younger than this, for --since readers, whatever the cursors.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+@json_option
+@pass_ctx
+@friendly
+def cursors_prune(ctx: Context, keep_days: float, dry_run: bool, as_json: bool) -> None:
+    """Delete the withdrawal records every cursor of their pair has passed."""
+    with ctx.open() as db:
+        report = prune_withdrawn(db, keep=timedelta(days=keep_days), dry_run=dry_run)
+    emit(report, as_json, _prune_text)

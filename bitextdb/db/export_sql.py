@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import and_, literal, select
+from sqlalchemy import and_, delete, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -390,6 +390,49 @@ def get_cursor(s: Session, name: str) -> tuple[str, datetime, float | None] | No
     if row is None:
         return None
     return str(row[0]), as_utc(row[1]), None if row[2] is None else float(row[2])
+
+
+def list_cursors(s: Session) -> list[dict[str, object]]:
+    """Every named cursor: name, pair, last_exported_at (UTC), min_score, sorted by name."""
+    rows = s.execute(
+        select(
+            CURSORS.c.name, CURSORS.c.pair, CURSORS.c.last_exported_at, CURSORS.c.min_score
+        ).order_by(CURSORS.c.name)
+    ).all()
+    return [
+        {"name": name, "pair": pair, "last_exported_at": as_utc(moment), "min_score": min_score}
+        for name, pair, moment, min_score in rows
+    ]
+
+
+def delete_cursor(s: Session, name: str) -> bool:
+    """Forget a named cursor; whether it existed."""
+    return s.execute(delete(CURSORS).where(CURSORS.c.name == name)).rowcount > 0
+
+
+def withdrawn_pairs_held(s: Session) -> dict[tuple[str, str], int]:
+    """How many withdrawal records each stored pair ``(src_lang, tgt_lang)`` holds."""
+    query = select(WITHDRAWN.c.src_lang, WITHDRAWN.c.tgt_lang, func.count()).group_by(
+        WITHDRAWN.c.src_lang, WITHDRAWN.c.tgt_lang
+    )
+    return {(a, b): int(n) for a, b, n in s.execute(query)}
+
+
+def prune_withdrawn(
+    s: Session, src_lang: str, tgt_lang: str, before: datetime, *, dry_run: bool
+) -> int:
+    """Delete (or, with ``dry_run``, count) a stored pair's withdrawal records older than
+    ``before``."""
+    where = (
+        WITHDRAWN.c.src_lang == src_lang,
+        WITHDRAWN.c.tgt_lang == tgt_lang,
+        WITHDRAWN.c.withdrawn_at < as_utc(before),
+    )
+    if dry_run:
+        return int(
+            s.execute(select(func.count()).select_from(WITHDRAWN).where(*where)).scalar_one()
+        )
+    return int(s.execute(delete(WITHDRAWN).where(*where)).rowcount)
 
 
 def save_cursor(
