@@ -410,3 +410,32 @@ def test_vectors_left_by_a_removal_stopped_before_deleting_them(
         assert_equals_reference(db, "xa", "xb")
     finally:
         db.close()
+
+
+def test_a_removed_sentences_id_is_never_given_again(db_url: str, tmp_path: Path) -> None:
+    """SQLite would give the largest id plus one, so removing the newest source and
+    ingesting another would hand its ids out again; exports and vectors key on ids."""
+    home = tmp_path / "home"
+    bitextdb.init(home, db=db_url, model="synthetic", dim=8, k=2).close()
+    with bitextdb.open(home) as db:
+        db.ingest_embeddings("xa", ["a0", "a1"], random_unit(2, 8, 1), source="a")
+        db.ingest_embeddings("xb", ["b0", "b1", "b2"], random_unit(3, 8, 2), source="b1")
+        removed = {i for i, t in _ids(db).items() if t.startswith("b")}
+        db.remove("xb", "b1")
+        for round_ in range(2):  # the second round removes what the first one added
+            texts = [f"b{round_}-{i}" for i in range(4)]
+            db.ingest_embeddings("xb", texts, random_unit(4, 8, 3 + round_), source="b2")
+            ids = _ids(db)
+            new = {i for i, t in ids.items() if t in texts}
+            assert len(new) == 4 and min(new) > max(removed), (new, removed)
+            assert db.check().ok
+            assert_equals_reference(db, "xa", "xb")
+            removed |= new
+            db.remove("xb", "b2")
+        db.ingest_embeddings("xa", ["a2"], random_unit(1, 8, 9), source="a2")
+        assert max(_ids(db)) > max(removed)
+
+
+def _ids(db: bitextdb.BitextDB) -> dict[int, str]:
+    with db.db.session() as s:
+        return dict(s.execute(text("SELECT id, text FROM sentences")).tuples().all())

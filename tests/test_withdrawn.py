@@ -169,23 +169,6 @@ def test_displaced_removed_and_accepted_again(db_url: str, home: Path, tmp_path:
         db.close()
 
 
-def test_an_id_given_again_after_a_removal(db_url: str, home: Path, tmp_path: Path) -> None:
-    """On SQLite the id of a removed sentence goes to the next one: a withdrawal is told
-    apart from the new pair by its texts."""
-    db = bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1)
-    mirror: Mirror = {}
-    try:
-        db.ingest_embeddings("en", ["an apple"], unit([1, 0, 0, 0]), source="e")
-        db.ingest_embeddings("de", ["ein apfel"], unit([1, 0.1, 0, 0]), source="d1")
-        sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
-        db.remove("de", "d1")
-        db.ingest_embeddings("de", ["der apfel"], unit([1, 0.1, 0, 0]), source="d2")
-        sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
-        assert mirror == full(db, "en-de", -np.inf) == {("an apple", "der apfel"): pytest.approx(1)}
-    finally:
-        db.close()
-
-
 def test_a_pair_back_under_other_ids(db_url: str, home: Path, tmp_path: Path) -> None:
     """A source removed and ingested again between two exports: its pairs come back under
     new ids, and are written, not dropped; removed, back and removed again: dropped once."""

@@ -11,11 +11,15 @@ from sqlalchemy.orm import Session
 
 from .bulk import db_value, execute_many, execute_many_returning, select_in
 from .graph import chunks
-from .tables import Occurrence, Sentence, Source, utcnow
+from .tables import Occurrence, Sentence, Setting, Source, utcnow
 
 SENT = Sentence.__table__
 OCC = Occurrence.__table__
 SRC = Source.__table__
+SETTINGS = Setting.__table__
+#: the ``settings`` key of the highest sentence id a removal deleted: SQLite gives a new row
+#: the largest id so far plus one, which would hand a removed sentence's id to a new one
+ID_FLOOR = "sentence_id_floor"
 
 
 def _insert(s: Session, table):  # type: ignore[no-untyped-def]
@@ -78,8 +82,13 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
     ordered = sorted(texts)
     insert = _insert(s, SENT).on_conflict_do_nothing()
     keys = ["lang", "text", "text_hash", "indexed", "created_at"]
-    rows = [(lang, texts[h], h, no, now) for h in ordered]
+    rows: list[tuple] = [(lang, texts[h], h, no, now) for h in ordered]
     dialect = s.get_bind().dialect
+    if dialect.name == "sqlite":
+        first = _first_free_id(s)
+        if first is not None:  # past the ids of removed sentences, as they would be by default
+            keys.insert(0, "id")
+            rows = [(first + i, *row) for i, row in enumerate(rows)]
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
         # the rows this statement inserted come back with their ids; only those another
         # writer stored first (or that were there already) are looked up
@@ -95,6 +104,26 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
     if missing:
         ids.update((h, sid) for h, (sid, _) in known(s, lang, missing).items())
     return ids
+
+
+def _first_free_id(s: Session) -> int | None:
+    """On SQLite, the id the next sentence must take for no removed sentence's id to be
+    given again, when SQLite's own choice (the largest id plus one) would not do."""
+    floor = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == ID_FLOOR)).scalar()
+    if floor is None:
+        return None
+    top = s.execute(select(func.max(SENT.c.id))).scalar()
+    return int(floor) + 1 if top is None or int(top) < int(floor) else None
+
+
+def _raise_id_floor(s: Session, removed: np.ndarray) -> None:
+    """Remember the highest id among ``removed`` (SQLite: see :data:`ID_FLOOR`)."""
+    if not len(removed) or s.get_bind().dialect.name != "sqlite":
+        return
+    floor = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == ID_FLOOR)).scalar()
+    highest = max(int(removed.max()), int(floor or 0))
+    stmt = sqlite.insert(SETTINGS).values(key=ID_FLOOR, value=highest)
+    s.execute(stmt.on_conflict_do_update(index_elements=[SETTINGS.c.key], set_={"value": highest}))
 
 
 def _ids_just_inserted(s: Session, hashes: list[str]) -> dict[str, int] | None:
@@ -280,6 +309,7 @@ def count_sentences_in(s: Session, source_ids: Sequence[int]) -> int:
 def remove_sources(s: Session, source_ids: Sequence[int], sentence_ids: np.ndarray) -> None:
     """Delete sources (their occurrences go with them) and sentences (and, by the schema's
     cascades, their lists, candidates and pairs)."""
+    _raise_id_floor(s, sentence_ids)
     for chunk in chunks(sentence_ids):
         s.execute(delete(SENT).where(SENT.c.id.in_(chunk)))
     s.execute(delete(SRC).where(SRC.c.id.in_(list(source_ids))))

@@ -131,8 +131,7 @@ def stream_withdrawn(
     (reason ``below_min_score``; best first). A pair accepted again since it was withdrawn
     is neither: the export itself writes it anew (or it is of the second kind). A pair is
     its two texts, found by their ``text_hash``: a removed sentence ingested again has
-    another id (and on SQLite a new sentence may get a removed one's id). Texts come from
-    the records, so a removed sentence's is there too.
+    another id. Texts come from the records, so a removed sentence's is there too.
     """
     out_src, out_tgt = WITHDRAWN.c.src_id, WITHDRAWN.c.tgt_id
     out_src_text, out_tgt_text = WITHDRAWN.c.src_text, WITHDRAWN.c.tgt_text
