@@ -6,7 +6,8 @@
 
 Builds a database of SIZE x SIZE injected random vectors with SIZE planted pairs (noisy
 copies), mines it, then times ``export_pairs`` of every accepted pair to a .jsonl file and
-to a .tsv.gz file (optionally also a re-derived distance-margin export): rows per second,
+to a .tsv.gz file (optionally also a re-derived distance-margin export, and one through
+the export filters, ``--filters``): rows per second,
 peak RSS (getrusage), how much the resident memory grew during each export (VmRSS sampled
 in a thread) and the peak of Python allocations during a second, untimed run under
 tracemalloc. A streaming export keeps both flat, whatever the size.
@@ -187,6 +188,11 @@ def main() -> None:
         "--computed", action="store_true", help="also a distance-margin export (in memory)"
     )
     parser.add_argument(
+        "--filters",
+        action="store_true",
+        help="also a jsonl export through --skip-identical --max-length-ratio 2",
+    )
+    parser.add_argument(
         "--no-tracemalloc", action="store_true", help="skip the extra tracemalloc run per export"
     )
     parser.add_argument(
@@ -210,6 +216,9 @@ def main() -> None:
         runs = [("pairs.jsonl", "jsonl", {}), ("pairs.tsv.gz", "tsv", {})]
         if args.computed:
             runs.append(("distance.jsonl", "jsonl", {"margin": "distance"}))
+        if args.filters:
+            filters = {"skip_identical": True, "max_length_ratio": 2.0}
+            runs.append(("filtered.jsonl", "jsonl", filters))
         results["exports"] = [
             timed_export(home, root / name, fmt, not args.no_tracemalloc, **options)
             for name, fmt, options in runs

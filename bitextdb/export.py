@@ -29,6 +29,7 @@ from .config import check_lang, pair_name
 from .db import export_sql
 from .db.tables import utcnow
 from .errors import BitextDBError, InputError
+from .filters import PairFilter
 from .margin import MARGINS, MarginFn, greedy_one_to_one
 
 if TYPE_CHECKING:
@@ -436,6 +437,8 @@ def iter_records(
     since: datetime | None = None,
     with_sources: bool = False,
     batch: int = BATCH,
+    max_length_ratio: float | None = None,
+    skip_identical: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """The stored selection of ``pair`` as jsonl records (dicts), streamed.
 
@@ -443,7 +446,8 @@ def iter_records(
     (src, tgt, src_lang, tgt_lang, margin, cosine, src_id, tgt_id, and with
     ``with_sources`` src_sources and tgt_sources); records come best first, ties by
     (src id, tgt id). ``min_score`` defaults to the database threshold; ``since`` keeps
-    pairs changed at or after that moment (a naive datetime is UTC).
+    pairs changed at or after that moment (a naive datetime is UTC); ``max_length_ratio``
+    and ``skip_identical`` filter as in :func:`export_pairs`.
 
     The pair is checked when this is called (:class:`~bitextdb.errors.InputError`), before
     any record is read. Rows are then read from a streaming cursor ``batch`` at a time, with
@@ -452,10 +456,11 @@ def iter_records(
     """
     if batch < 1:
         raise InputError("The export batch size must be at least 1.")
+    keep = PairFilter(max_length_ratio, skip_identical)
     spec = resolve_pair(db, pair)
     if min_score is None:
         min_score = db.settings.threshold
-    return _iter_records(db, spec, float(min_score), since, with_sources, batch)
+    return _iter_records(db, spec, float(min_score), since, with_sources, batch, keep)
 
 
 def _iter_records(
@@ -465,6 +470,7 @@ def _iter_records(
     since: datetime | None,
     with_sources: bool,
     batch: int,
+    keep: PairFilter,
 ) -> Iterator[dict[str, Any]]:
     with db.db.session() as s:
         batches = export_sql.stream_accepted(
@@ -474,6 +480,7 @@ def _iter_records(
             for rows in batches:
                 ids = [a for a, *_ in rows] + [b for _, b, *_ in rows]
                 texts = export_sql.texts(s, ids)
+                rows = _kept(rows, texts, keep)
                 sources = export_sql.source_names(s, ids) if with_sources else None
                 for row in rows:
                     yield _record(spec, row, texts, sources)
@@ -528,6 +535,8 @@ def export_pairs(
     margin: str = "ratio",
     retrieval: str = "max",
     withdrawn: str | None = None,
+    max_length_ratio: float | None = None,
+    skip_identical: bool = False,
 ) -> dict[str, Any]:
     """Write the mined pairs of ``pair`` and return a summary (rows, files, seconds, ...).
 
@@ -558,6 +567,11 @@ def export_pairs(
     export must agree. ``since`` and ``cursor`` apply to the stored selection only (ratio
     margin, max retrieval).
 
+    ``max_length_ratio`` drops pairs whose longer side has more than that many times the
+    characters of the shorter one, ``skip_identical`` pairs whose sides are the same text
+    but for case (:class:`bitextdb.filters.PairFilter`); ``filtered`` in the summary counts
+    them. A cursor keeps its filter as it keeps its ``min_score``.
+
     ``withdrawn`` (with ``since`` or ``cursor``) also writes, to that path in the same
     format, the pairs a consumer of the earlier exports must drop: those no longer
     accepted (another mine selected other pairs, or a source was removed) and those whose
@@ -566,6 +580,7 @@ def export_pairs(
     in either order, leaves the consumer with exactly the pairs a full export writes now.
     """
     started = time.perf_counter()
+    keep = PairFilter(max_length_ratio, skip_identical)
     if fmt not in FORMATS:
         raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     _margin_fn(margin)
@@ -590,8 +605,8 @@ def export_pairs(
         with db.db.session() as s:
             found = export_sql.get_cursor(s, cursor)
         if found is not None:
-            _check_cursor(cursor, found, spec, min_score)
-            after = found[1]
+            _check_cursor(cursor, found, spec, min_score, keep)
+            after = found.last_exported_at
     targets = _targets(output, fmt, spec)
     withdrawn_targets = None if withdrawn is None else _targets(withdrawn, fmt, spec, "--withdrawn")
     if withdrawn is not None and _same_files(targets, withdrawn_targets):
@@ -609,7 +624,7 @@ def export_pairs(
         started_at = utcnow()
         sink = _Sink(targets)
         withdrawn_sink = None
-        rows_written = withdrawn_rows = 0
+        rows_written = withdrawn_rows = filtered = 0
         try:
             with db.db.session() as s:
                 if selection is None:
@@ -629,14 +644,17 @@ def export_pairs(
                 for batch in batches:
                     ids = [a for a, *_ in batch] + [b for _, b, *_ in batch]
                     texts = export_sql.texts(s, ids)
+                    kept = _kept(batch, texts, keep)
+                    filtered += len(batch) - len(kept)
                     sources = export_sql.source_names(s, ids) if with_sources else None
-                    sink.write(_format(fmt, spec, batch, texts, sources))
-                    rows_written += len(batch)
-                    progress("export", rows_written, total)
+                    sink.write(_format(fmt, spec, kept, texts, sources))
+                    rows_written += len(kept)
+                    progress("export", rows_written + filtered, total)
                 if withdrawn is not None:
                     withdrawn_sink = _Sink(withdrawn_targets)
                     parts = _withdrawals(s, spec, min_score, since, after)
                     for part in parts:
+                        part = [w for w in part if keep.keep(w[4], w[5])]
                         withdrawn_sink.write(_format_withdrawn(fmt, spec, part))
                         withdrawn_rows += len(part)
             files = sink.commit()
@@ -648,7 +666,7 @@ def export_pairs(
             raise
     if cursor is not None:
         with db.db.session() as s:
-            export_sql.save_cursor(s, cursor, spec.canonical, started_at, min_score)
+            export_sql.save_cursor(s, cursor, spec.canonical, started_at, min_score, keep.as_dict())
     return {
         "pair": spec.name,
         "format": fmt,
@@ -662,6 +680,8 @@ def export_pairs(
         "cursor": cursor,
         "cursor_after": None if after is None else after.isoformat(),
         "started_at": started_at.isoformat(),
+        "filters": keep.as_dict(),
+        "filtered": filtered,
         "withdrawn_rows": None if withdrawn is None else withdrawn_rows,
         "withdrawn_files": withdrawn_files,
     }
@@ -681,19 +701,34 @@ def _withdrawals(
     )
 
 
+def _kept(rows: list[Row], texts: dict[int, str], keep: PairFilter) -> list[Row]:
+    if not keep.active:
+        return rows
+    return [row for row in rows if keep.keep(texts[row[0]], texts[row[1]])]
+
+
 def _check_cursor(
-    name: str, found: tuple[str, datetime, float | None], spec: PairSpec, min_score: float | None
+    name: str,
+    found: export_sql.Cursor,
+    spec: PairSpec,
+    min_score: float | None,
+    keep: PairFilter,
 ) -> None:
-    pair, _, cursor_min = found
-    if pair != spec.canonical:
+    if found.pair != spec.canonical:
         raise InputError(
-            f"The cursor {name!r} follows {pair}, not {spec.canonical}; use another name."
+            f"The cursor {name!r} follows {found.pair}, not {spec.canonical}; use another name."
         )
-    if cursor_min is not None and cursor_min != min_score:
+    fresh = "or use another name (a new cursor starts with a full export)"
+    if found.min_score is not None and found.min_score != min_score:
         raise InputError(
-            f"The cursor {name!r} exports pairs scoring at least {cursor_min:g}, not "
-            f"{min_score:g}: pass --min-score {cursor_min:g}, or use another name (a new "
-            "cursor starts with a full export)."
+            f"The cursor {name!r} exports pairs scoring at least {found.min_score:g}, not "
+            f"{min_score:g}: pass --min-score {found.min_score:g}, {fresh}."
+        )
+    cursor_filter = PairFilter.from_dict(found.filters)
+    if cursor_filter != keep:
+        raise InputError(
+            f"The cursor {name!r} exports with the filters {cursor_filter.describe()}, not "
+            f"{keep.describe()}: pass the same ones, {fresh}."
         )
 
 

@@ -10,8 +10,9 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
 * ``GET /stats`` -> ``BitextDB.stats()``;
 * ``POST /translate`` ``{"text": str} | {"texts": [str]}, "from", "to", "top"=5`` ->
   ``{"results": [Translation.as_dict(), ...]}``;
-* ``GET /export?pair=en-de&min_score=&since=&with_sources=`` -> NDJSON, one jsonl export
-  record a line, streamed from :func:`bitextdb.export.iter_records`;
+* ``GET /export?pair=en-de&min_score=&since=&with_sources=&max_length_ratio=&skip_identical=``
+  -> NDJSON, one jsonl export record a line, streamed from
+  :func:`bitextdb.export.iter_records`;
 * ``GET /withdrawn?pair=en-de&since=&min_score=`` -> NDJSON of the pairs to drop since
   then, from :func:`bitextdb.export.iter_withdrawn`;
 * ``POST /ingest`` ``{"lang", "sentences": [str], "source"="api", "mine"=true}`` -> the ingest
@@ -53,6 +54,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .export import iter_records, iter_withdrawn, parse_directed_pair
+from .filters import PairFilter
 
 if TYPE_CHECKING:
     from .api import BitextDB
@@ -299,12 +301,23 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         min_score: float | None = Query(None, description="Lowest margin [the threshold]."),
         since: datetime | None = Query(None, description="Only pairs changed since (ISO)."),
         with_sources: bool = Query(False, description="Add the source names of each side."),
+        max_length_ratio: float | None = Query(
+            None, description="Drop pairs whose longer side is more than this times longer."
+        ),
+        skip_identical: bool = Query(False, description="Drop pairs whose sides are equal."),
     ) -> StreamingResponse:
-        parse_directed_pair(pair)  # a malformed pair is bad input (400) ...
+        parse_directed_pair(pair)  # a malformed pair or filter is bad input (400) ...
+        PairFilter(max_length_ratio, skip_identical)
         with lock:
             try:
                 records = iter_records(
-                    db, pair, min_score=min_score, since=since, with_sources=with_sources
+                    db,
+                    pair,
+                    min_score=min_score,
+                    since=since,
+                    with_sources=with_sources,
+                    max_length_ratio=max_length_ratio,
+                    skip_identical=skip_identical,
                 )
             except InputError as exc:  # ... a well-formed one the database lacks is not found
                 raise NotFoundError(str(exc)) from exc

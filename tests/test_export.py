@@ -617,7 +617,7 @@ def test_migration_adds_export_cursors(db_url: str, home: Path) -> None:
     database.upgrade()
     assert database.current_revision() == database.head_revision()
     columns = {c["name"] for c in inspect(database.engine).get_columns("export_cursors")}
-    assert columns == {"name", "pair", "last_exported_at", "min_score", "updated_at"}
+    assert columns == {"name", "pair", "last_exported_at", "min_score", "filters", "updated_at"}
     database.dispose()
     result = CliRunner().invoke(cli, ["-q", "--db", db_url, "db", "status", "--json"])
     assert result.exit_code == 0, result.output

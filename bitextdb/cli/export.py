@@ -13,6 +13,7 @@ from bitextdb.cli import Context, cli, emit, friendly, json_option, pass_ctx
 from bitextdb.cursors import drop_cursor, list_cursors, prune_withdrawn
 from bitextdb.evaluate import evaluate as evaluate_pairs
 from bitextdb.export import FORMATS, RETRIEVALS, export_pairs
+from bitextdb.filters import PairFilter
 from bitextdb.margin import MARGINS
 
 
@@ -41,6 +42,8 @@ def _export_text(summary: dict[str, Any]) -> str:
         f"exported {summary['rows']} {summary['pair']} pairs ({summary['format']},{how}{score}"
         f" {summary['seconds']:.1f} s) to {files}"
     )
+    if summary["filtered"]:
+        text += f"; {summary['filtered']} filtered out"
     if summary["withdrawn_files"] is not None:
         text += (
             f"; {summary['withdrawn_rows']} withdrawn pairs to "
@@ -87,6 +90,13 @@ def _export_text(summary: dict[str, Any]) -> str:
     metavar="PATH",
     help="With --cursor or --since: also write the pairs to drop since then (same format).",
 )
+@click.option(
+    "--max-length-ratio",
+    type=float,
+    metavar="R",
+    help="Drop pairs whose longer side has more than R times the characters of the shorter.",
+)
+@click.option("--skip-identical", is_flag=True, help="Drop pairs whose sides are the same text.")
 @click.option("--with-sources", is_flag=True, help="jsonl: add the source names of each side.")
 @click.option(
     "--margin",
@@ -114,6 +124,8 @@ def export_cmd(
     since: datetime | None,
     cursor: str | None,
     withdrawn: str | None,
+    max_length_ratio: float | None,
+    skip_identical: bool,
     with_sources: bool,
     margin: str,
     retrieval: str,
@@ -138,6 +150,8 @@ def export_cmd(
                 margin=margin,
                 retrieval=retrieval,
                 withdrawn=withdrawn,
+                max_length_ratio=max_length_ratio,
+                skip_identical=skip_identical,
             )
     except BrokenPipeError:  # e.g. `bitextdb export ... | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -198,14 +212,18 @@ def evaluate_cmd(
     emit(result, as_json, _evaluate_text)
 
 
+def _cursor_line(r: dict[str, Any]) -> str:
+    line = f"{r['name']:20} {r['pair']:12} last export {r['last_exported_at']}"
+    if r["min_score"] is not None:
+        line += f"  min score {r['min_score']:g}"
+    keep = PairFilter.from_dict(r["filters"])
+    return line + (f"  filters {keep.describe()}" if keep.active else "")
+
+
 def _cursors_text(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no export cursors"
-    return "\n".join(
-        f"{r['name']:20} {r['pair']:12} last export {r['last_exported_at']}"
-        + ("" if r["min_score"] is None else f"  min score {r['min_score']:g}")
-        for r in rows
-    )
+    return "\n".join(_cursor_line(r) for r in rows)
 
 
 def _prune_text(r: dict[str, Any]) -> str:

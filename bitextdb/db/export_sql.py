@@ -378,29 +378,52 @@ def ids_by_hash(s: Session, lang: str, hashes: Sequence[str]) -> dict[str, int]:
 
 
 # -- export cursors --------------------------------------------------------------------------
-def get_cursor(s: Session, name: str) -> tuple[str, datetime, float | None] | None:
-    """``(pair, last_exported_at, min_score)`` of a named cursor (UTC), or None before its
-    first use."""
+@dataclass
+class Cursor:
+    """A named export position (see ``export_cursors``); ``filters`` as stored (or None)."""
+
+    pair: str
+    last_exported_at: datetime
+    min_score: float | None
+    filters: dict[str, object] | None
+
+
+def get_cursor(s: Session, name: str) -> Cursor | None:
+    """A named cursor (its time in UTC), or None before its first use."""
     row = s.execute(
-        select(CURSORS.c.pair, CURSORS.c.last_exported_at, CURSORS.c.min_score).where(
-            CURSORS.c.name == name
-        )
+        select(
+            CURSORS.c.pair, CURSORS.c.last_exported_at, CURSORS.c.min_score, CURSORS.c.filters
+        ).where(CURSORS.c.name == name)
     ).first()
     if row is None:
         return None
-    return str(row[0]), as_utc(row[1]), None if row[2] is None else float(row[2])
+    pair, moment, min_score, filters = row
+    return Cursor(
+        str(pair), as_utc(moment), None if min_score is None else float(min_score), filters
+    )
 
 
 def list_cursors(s: Session) -> list[dict[str, object]]:
-    """Every named cursor: name, pair, last_exported_at (UTC), min_score, sorted by name."""
+    """Every named cursor: name, pair, last_exported_at (UTC), min_score, filters; sorted
+    by name."""
     rows = s.execute(
         select(
-            CURSORS.c.name, CURSORS.c.pair, CURSORS.c.last_exported_at, CURSORS.c.min_score
+            CURSORS.c.name,
+            CURSORS.c.pair,
+            CURSORS.c.last_exported_at,
+            CURSORS.c.min_score,
+            CURSORS.c.filters,
         ).order_by(CURSORS.c.name)
     ).all()
     return [
-        {"name": name, "pair": pair, "last_exported_at": as_utc(moment), "min_score": min_score}
-        for name, pair, moment, min_score in rows
+        {
+            "name": name,
+            "pair": pair,
+            "last_exported_at": as_utc(moment),
+            "min_score": min_score,
+            "filters": filters,
+        }
+        for name, pair, moment, min_score, filters in rows
     ]
 
 
@@ -435,7 +458,12 @@ def prune_withdrawn(
 
 
 def save_cursor(
-    s: Session, name: str, pair: str, exported_at: datetime, min_score: float | None
+    s: Session,
+    name: str,
+    pair: str,
+    exported_at: datetime,
+    min_score: float | None,
+    filters: dict[str, object],
 ) -> None:
     """Create or move a named cursor."""
     values = {
@@ -443,6 +471,7 @@ def save_cursor(
         "pair": pair,
         "last_exported_at": as_utc(exported_at),
         "min_score": min_score,
+        "filters": filters,
         "updated_at": utcnow(),
     }
     dialect = s.get_bind().dialect.name
@@ -455,6 +484,7 @@ def save_cursor(
             "pair": stmt.excluded.pair,
             "last_exported_at": stmt.excluded.last_exported_at,
             "min_score": stmt.excluded.min_score,
+            "filters": stmt.excluded.filters,
             "updated_at": stmt.excluded.updated_at,
         },
     )

@@ -188,8 +188,10 @@ class ExportCursor(Base):
     """A named export position: ``export --cursor NAME`` writes only pairs changed after it.
 
     ``last_exported_at`` is the time the last successful export under this name started;
-    ``min_score`` the lowest margin it exports (a cursor follows one cut: pairs between two
-    cuts would be neither written nor withdrawn). NULL for cursors older than the column.
+    ``min_score`` the lowest margin it exports and ``filters`` its pair filters
+    (:class:`bitextdb.filters.PairFilter`): a cursor follows one cut and one filter, since
+    pairs between two cuts would be neither written nor withdrawn. NULL for cursors older
+    than these columns.
     """
 
     __tablename__ = "export_cursors"
@@ -197,4 +199,5 @@ class ExportCursor(Base):
     pair: Mapped[str] = mapped_column(String(40))
     last_exported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     min_score: Mapped[float | None] = mapped_column(Float)
+    filters: Mapped[dict[str, object] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,4 +1,4 @@
-"""withdrawn pairs, and the min score of export cursors
+"""withdrawn pairs, and the min score and filters of export cursors
 
 Revision ID: 0003
 Revises: 0002
@@ -47,10 +47,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("export_cursors") as batch:
         batch.add_column(sa.Column("min_score", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("filters", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("export_cursors") as batch:
+        batch.drop_column("filters")
         batch.drop_column("min_score")
     op.drop_index("ix_withdrawn_langs_time", table_name="withdrawn_pairs")
     op.drop_table("withdrawn_pairs")
