@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 
 def list_cursors(db: BitextDB) -> list[dict[str, Any]]:
-    """Every named export cursor: name, pair, last_exported_at (ISO, UTC), min_score."""
+    """Every named export cursor: name, pair, last_exported_at (ISO, UTC), min_score and
+    filters (:meth:`bitextdb.filters.PairFilter.as_dict`; None for cursors older than
+    filters)."""
     with db.db.session() as s:
         rows = export_sql.list_cursors(s)
     return [row | {"last_exported_at": row["last_exported_at"].isoformat()} for row in rows]

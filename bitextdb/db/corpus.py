@@ -86,7 +86,7 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
     dialect = s.get_bind().dialect
     if dialect.name == "sqlite":
         first = _first_free_id(s)
-        if first is not None:  # past the ids of removed sentences, as they would be by default
+        if first is not None:  # the newest sentences were removed: start past their ids
             keys.insert(0, "id")
             rows = [(first + i, *row) for i, row in enumerate(rows)]
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
