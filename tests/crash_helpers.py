@@ -13,6 +13,7 @@ writes each step's stdout and stderr to files, and appends markers of the phase 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import json
 import os
@@ -437,6 +438,9 @@ class Snapshot:
     knn: dict[tuple[str, str, str], tuple[Any, ...]]
     lists: dict[tuple[str, str, str], list[tuple[str, float]]]
     pairs: dict[tuple[str, str, str, str], tuple[Any, ...]]
+    #: withdrawal records as (src lang, src text, tgt lang, tgt text, reason), counted; a
+    #: history rather than a state, so :func:`differences` leaves it out
+    withdrawn: collections.Counter[tuple[str, str, str, str, str]]
 
 
 def snapshot(url: str) -> Snapshot:
@@ -500,9 +504,17 @@ def snapshot(url: str) -> Snapshot:
                     )
                 )
             }
+            withdrawn = collections.Counter(
+                tuple(row)
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT src_lang, src_text, tgt_lang, tgt_text, reason FROM withdrawn_pairs"
+                    )
+                )
+            )
     finally:
         engine.dispose()
-    return Snapshot(sent, int(unindexed), occ, knn, lists, pairs)
+    return Snapshot(sent, int(unindexed), occ, knn, lists, pairs, withdrawn)
 
 
 def _close(a: Any, b: Any, tol: float) -> bool:

@@ -247,6 +247,8 @@ def test_sigkill_during_remove_then_finishing_equals_the_uninterrupted_removal(
     before = ch.snapshot(database(base))
     assert len(reference.sentences) == len(before.sentences) - 2000
     assert ch.differences(reference, before), "the removal changed nothing"
+    reasons = {key[-1] for key in reference.withdrawn - before.withdrawn}
+    assert reasons == {"removed", "displaced"}, reasons
     timeline = child.timeline()
 
     landed = 0
@@ -271,6 +273,8 @@ def test_sigkill_during_remove_then_finishing_equals_the_uninterrupted_removal(
         assert check.code == 0 and ch.check_json(check)["ok"] is True, (trial, check.out)
         got = ch.snapshot(database(home))
         assert ch.differences(got, reference) == [], f"trial {trial}, killed in {phase}"
+        # the pairs it withdrew are recorded as a removal left alone records them
+        assert got.withdrawn == reference.withdrawn, f"trial {trial}, killed in {phase}"
     assert landed >= REMOVE_KILL_TRIALS // 2, "most kills must land before the removal ends"
     print(f"\n[kill test, remove] {REMOVE_KILL_TRIALS} trials, {landed} landed: {dict(phases)}")
 
