@@ -19,6 +19,7 @@ import numpy as np
 from .db import export_sql
 from .errors import ConfigError, InputError
 from .export import PairSpec, resolve_pair
+from .filters import PairFilter
 from .readers import normalize, open_binary, text_hash
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ def evaluate(
     *,
     plot: str | os.PathLike[str] | None = None,
     steps: int = 20,
+    max_length_ratio: float | None = None,
+    skip_identical: bool = False,
 ) -> dict[str, Any]:
     """Precision, recall and F1 of the accepted pairs of ``pair`` against ``gold``.
 
@@ -99,9 +102,14 @@ def evaluate(
     precision, recall and F1; ``table`` those at ``steps`` evenly spaced quantiles of the
     accepted margins. ``plot`` writes a PNG with the margin histograms of all candidates
     and of the gold pairs' candidates and the best threshold (needs the ``plot`` extra).
+
+    ``max_length_ratio`` and ``skip_identical`` evaluate what an export with those filters
+    writes (:class:`bitextdb.filters.PairFilter`): the accepted pairs they drop are left
+    out of the walk and counted in ``filtered``.
     """
     if steps < 1:
         raise InputError("--steps must be at least 1.")
+    keep = PairFilter(max_length_ratio, skip_identical)
     spec = resolve_pair(db, pair)
     lines = read_gold(gold)
     if plot is not None:
@@ -111,6 +119,11 @@ def evaluate(
         tgt_ids = _resolve(s, spec.tgt_lang, [b for _, b in lines])
         acc = _oriented(spec, *export_sql.accepted_pairs(s, *spec.stored))
         cand = _oriented(spec, *export_sql.candidate_pairs(s, *spec.stored))
+        filtered = 0
+        if keep.active:
+            before = len(acc[0])
+            acc = _kept(s, acc, keep)
+            filtered = before - len(acc[0])
 
     entries: dict[tuple[frozenset[int], frozenset[int]], int] = {}
     unmatched = 0
@@ -176,6 +189,8 @@ def evaluate(
         "gold_unmatched": unmatched,
         "candidates": len(cand[0]),
         "accepted": len(src),
+        "filters": keep.as_dict(),
+        "filtered": filtered,
         "correct": int(cum[-1]) if len(cum) else 0,
         "best": best,
         "table": table,
@@ -187,6 +202,17 @@ def evaluate(
         _plot(Path(plot), spec, cand[2], cand[2][in_gold], best)
         result["plot"] = str(plot)
     return result
+
+
+def _kept(
+    s: Session, pairs: tuple[np.ndarray, np.ndarray, np.ndarray], keep: PairFilter
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src, tgt, margin = pairs
+    texts = export_sql.texts(s, np.concatenate([src, tgt]).tolist())
+    mask = np.array(
+        [keep.keep(texts[a], texts[b]) for a, b in zip(src.tolist(), tgt.tolist())], dtype=bool
+    )
+    return src[mask], tgt[mask], margin[mask]
 
 
 def _oriented(

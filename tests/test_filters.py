@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import bitextdb
 from bitextdb.cli import cli
 from bitextdb.errors import InputError
+from bitextdb.evaluate import evaluate
 from bitextdb.export import export_pairs, iter_records
 from bitextdb.filters import PairFilter
 
@@ -133,3 +134,26 @@ def test_cli_and_http(db: bitextdb.BitextDB, tmp_path: Path) -> None:
     listed = runner.invoke(cli, [*args, "--cursor", "n", "--skip-identical"])
     assert listed.exit_code == 0
     assert "filters --skip-identical" in runner.invoke(cli, ["cursors", "list"]).stdout
+
+
+def test_evaluate_what_a_filtered_export_writes(db: bitextdb.BitextDB, tmp_path: Path) -> None:
+    """The identical pair is not in the gold file: skipping it lifts precision to 1."""
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("".join(f"{a}\t{b}\n" for a, b in RATIO if a != "Hello world"))
+    plain = evaluate(db, "en-de", gold)
+    assert (plain["accepted"], plain["correct"], plain["filtered"]) == (4, 3, 0)
+    assert plain["best"]["f1"] == pytest.approx(2 * 0.75 / 1.75)
+    skipped = evaluate(db, "en-de", gold, skip_identical=True)
+    assert (skipped["accepted"], skipped["correct"], skipped["filtered"]) == (3, 3, 1)
+    assert skipped["best"]["f1"] == 1.0
+    flipped = tmp_path / "flipped.tsv"  # the other direction, and the length filter too
+    flipped.write_text("".join(f"{b}\t{a}\n" for a, b in RATIO if a != "Hello world"))
+    both = evaluate(db, "de-en", flipped, skip_identical=True, max_length_ratio=3)
+    assert (both["accepted"], both["correct"], both["filtered"]) == (2, 2, 2)
+    assert both["best"]["recall"] == pytest.approx(2 / 3)
+    db.close()
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--pair", "en-de", "--gold", str(gold), "--skip-identical"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "(1 more filtered out)" in result.stdout

@@ -169,7 +169,8 @@ def _evaluate_text(result: dict[str, Any]) -> str:
     out = [
         f"{result['pair']}: {result['gold_pairs']} gold pairs matched "
         f"({result['gold_unmatched']} gold lines unmatched), {result['accepted']} accepted of "
-        f"{result['candidates']} candidates",
+        f"{result['candidates']} candidates"
+        + (f" ({result['filtered']} more filtered out)" if result["filtered"] else ""),
         f"{'threshold':>10} {'pairs':>8} {'correct':>8} {'P':>7} {'R':>7} {'F1':>7}",
     ]
     for row in result["table"]:
@@ -200,15 +201,37 @@ def _evaluate_text(result: dict[str, Any]) -> str:
 )
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a margin histogram PNG.")
 @click.option("--steps", type=int, default=20, show_default=True, help="Thresholds in the table.")
+@click.option(
+    "--max-length-ratio",
+    type=float,
+    metavar="R",
+    help="Evaluate without pairs whose longer side has more than R times the characters.",
+)
+@click.option("--skip-identical", is_flag=True, help="Evaluate without pairs of equal sides.")
 @json_option
 @pass_ctx
 @friendly
 def evaluate_cmd(
-    ctx: Context, pair: str, gold: str, plot: str | None, steps: int, as_json: bool
+    ctx: Context,
+    pair: str,
+    gold: str,
+    plot: str | None,
+    steps: int,
+    max_length_ratio: float | None,
+    skip_identical: bool,
+    as_json: bool,
 ) -> None:
     """Precision, recall and F1 of the mined pairs against a gold standard (BUCC style)."""
     with ctx.open() as db:
-        result = evaluate_pairs(db, pair, gold, plot=plot, steps=steps)
+        result = evaluate_pairs(
+            db,
+            pair,
+            gold,
+            plot=plot,
+            steps=steps,
+            max_length_ratio=max_length_ratio,
+            skip_identical=skip_identical,
+        )
     emit(result, as_json, _evaluate_text)
 
 
