@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +16,8 @@ from bitextdb.evaluate import evaluate as evaluate_pairs
 from bitextdb.export import FORMATS, RETRIEVALS, export_pairs
 from bitextdb.filters import PairFilter
 from bitextdb.margin import MARGINS
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _parse_since(
@@ -31,6 +34,21 @@ def _parse_since(
         raise click.BadParameter(
             f"{value!r} is not an ISO timestamp such as 2026-01-31 or 2026-01-31T12:00:00+01:00."
         ) from None
+
+
+def filter_options(fn: F) -> F:
+    """The pair filters' options (:class:`bitextdb.filters.PairFilter`)."""
+    fn = click.option(
+        "--skip-identical",
+        is_flag=True,
+        help="Leave out pairs whose two sides are the same text (but for case).",
+    )(fn)
+    return click.option(
+        "--max-length-ratio",
+        type=float,
+        metavar="R",
+        help="Leave out pairs whose longer side has more than R times the shorter's characters.",
+    )(fn)
 
 
 def _export_text(summary: dict[str, Any]) -> str:
@@ -90,13 +108,7 @@ def _export_text(summary: dict[str, Any]) -> str:
     metavar="PATH",
     help="With --cursor or --since: also write the pairs to drop since then (same format).",
 )
-@click.option(
-    "--max-length-ratio",
-    type=float,
-    metavar="R",
-    help="Drop pairs whose longer side has more than R times the characters of the shorter.",
-)
-@click.option("--skip-identical", is_flag=True, help="Drop pairs whose sides are the same text.")
+@filter_options
 @click.option("--with-sources", is_flag=True, help="jsonl: add the source names of each side.")
 @click.option(
     "--margin",
@@ -201,13 +213,7 @@ def _evaluate_text(result: dict[str, Any]) -> str:
 )
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a margin histogram PNG.")
 @click.option("--steps", type=int, default=20, show_default=True, help="Thresholds in the table.")
-@click.option(
-    "--max-length-ratio",
-    type=float,
-    metavar="R",
-    help="Evaluate without pairs whose longer side has more than R times the characters.",
-)
-@click.option("--skip-identical", is_flag=True, help="Evaluate without pairs of equal sides.")
+@filter_options
 @json_option
 @pass_ctx
 @friendly
