@@ -441,6 +441,9 @@ def test_cursors_cli(home: Path, tmp_path: Path) -> None:
     assert dry.exit_code == 0 and json.loads(dry.stdout)["deleted"] == 1  # older than nightly
     pruned = runner.invoke(cli, ["cursors", "prune", "--keep-days", "0"])
     assert pruned.exit_code == 0 and pruned.stdout.startswith("deleted 1 withdrawal records")
+    for bad in ("-1", "nan", "1e12"):
+        refused = runner.invoke(cli, ["cursors", "prune", "--keep-days", bad])
+        assert refused.exit_code == 2 and "--keep-days" in refused.output, refused.output
     unknown = runner.invoke(cli, ["cursors", "drop", "weekly"])
     assert unknown.exit_code == 2 and "nightly" in unknown.output
     assert "Traceback" not in unknown.output

@@ -18,6 +18,8 @@ from bitextdb.filters import PairFilter
 from bitextdb.margin import MARGINS
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: ``cursors prune --keep-days`` beyond this is kept forever in all but name
+MAX_KEEP_DAYS = 36_500
 
 
 def _parse_since(
@@ -307,6 +309,10 @@ def cursors_drop(ctx: Context, name: str, as_json: bool) -> None:
 @friendly
 def cursors_prune(ctx: Context, keep_days: float, dry_run: bool, as_json: bool) -> None:
     """Delete the withdrawal records every cursor of their pair has passed."""
+    if not 0 <= keep_days <= MAX_KEEP_DAYS:  # also refuses NaN
+        raise click.BadParameter(
+            f"give a number of days from 0 to {MAX_KEEP_DAYS}.", param_hint="--keep-days"
+        )
     with ctx.open() as db:
         report = prune_withdrawn(db, keep=timedelta(days=keep_days), dry_run=dry_run)
     emit(report, as_json, _prune_text)
