@@ -24,7 +24,7 @@ from .config import (
     same_model,
     write_locations_file,
 )
-from .db import Database, corpus, graph
+from .db import Database, corpus, export_sql, graph
 from .encoder import Encoder, TextEncoder
 from .encoder_process import EncoderProcess, wants_encoder_process
 from .errors import ConfigError, InputError, ModelMismatchError, NotInitializedError
@@ -306,10 +306,15 @@ class BitextDB:
                     "pending": pending,
                     "search": "exact" if biggest <= s.exact_limit else "hnsw",
                 }
+            exports = {
+                "cursors": len(export_sql.list_cursors(session)),
+                "withdrawn_records": sum(export_sql.withdrawn_pairs_held(session).values()),
+            }
         return {
             "languages": langs,
             "pairs": pairs,
             "pairs_mined": "all" if s.pairs is None else s.pairs,
+            "exports": exports,
             "model": {
                 "name": s.model,
                 "dim": s.dim,

@@ -432,6 +432,9 @@ def test_cursors_cli(home: Path, tmp_path: Path) -> None:
     export_pairs(db, "en-de", output=str(tmp_path / "p.tsv"), cursor="nightly", min_score=1.5)
     db.close()
     runner = CliRunner()
+    stats = json.loads(runner.invoke(cli, ["stats", "--json"]).stdout)
+    assert stats["exports"] == {"cursors": 1, "withdrawn_records": 1}  # ein apfel, displaced
+    assert "exports  1 cursors, 1 withdrawal records" in runner.invoke(cli, ["stats"]).stdout
     listed = runner.invoke(cli, ["cursors", "list", "--json"])
     assert listed.exit_code == 0, listed.output
     (row,) = json.loads(listed.stdout)

@@ -411,6 +411,12 @@ def _stats_text(s: dict[str, Any]) -> str:
             f"({p['accepted']} accepted, {p['candidates']} candidates, "
             f"{p['search']} search{', ' + str(pending) + ' to mine' if pending else ''})"
         )
+    exports = s["exports"]
+    if exports["cursors"] or exports["withdrawn_records"]:
+        out.append(
+            f"exports  {exports['cursors']} cursors, {exports['withdrawn_records']} withdrawal "
+            "records (bitextdb cursors)"
+        )
     return "\n".join(out)
 
 
