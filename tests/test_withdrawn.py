@@ -26,6 +26,7 @@ from bitextdb.db import Database
 from bitextdb.db.tables import Base
 from bitextdb.errors import InputError
 from bitextdb.export import export_pairs, iter_records, iter_withdrawn
+from tests.conftest import postgres_schema
 from tests.test_miner import open_fresh
 from tests.test_remove import apply, removals, scenario_vectors
 
@@ -76,14 +77,24 @@ def sync(
 
 # -- the property: a mirror fed by cursor exports equals a full export after every step -------
 def run_mirror(
-    sc: dict, min_score: float, ratio: float | None, quiet: set[int], mine_path: str
+    sc: dict,
+    min_score: float,
+    ratio: float | None,
+    quiet: set[int],
+    mine_path: str,
+    db_url: str | None = None,
 ) -> None:
     """After every operation but those in ``quiet`` (whose changes pile up until the next
     export), a cursor export and its withdrawals update the mirror."""
     vectors = scenario_vectors(sc)
     mirror: Mirror = {}
     with tempfile.TemporaryDirectory() as tmp:
-        db = open_fresh("edge", sc["k"], Path(tmp), mine_path)
+        if db_url is None:
+            db = open_fresh("edge", sc["k"], Path(tmp), mine_path)
+        else:
+            home = Path(tmp) / "home"
+            bitextdb.init(home, db=db_url, model="synthetic", dim=8, k=sc["k"]).close()
+            db = bitextdb.open(home, db=db_url, mine_path=mine_path)
         try:
             for step, op in enumerate(sc["ops"]):
                 apply(db, op, vectors)
@@ -116,6 +127,26 @@ def test_a_mirror_of_cursor_exports_equals_the_full_export(
     sc: dict, min_score: float, ratio: float | None, quiet: set[int], mine_path: str
 ) -> None:
     run_mirror(sc, min_score, ratio, quiet, mine_path)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    sc=removals(),
+    min_score=st.sampled_from([-np.inf, 1.05]),
+    quiet=st.sets(st.integers(0, 12), max_size=8),
+)
+def test_a_mirror_of_cursor_exports_equals_the_full_export_on_postgres(
+    postgres_base: str, sc: dict, min_score: float, quiet: set[int]
+) -> None:
+    """The same on PostgreSQL (a schema of its own for each example; scan path)."""
+    with postgres_schema(postgres_base) as url:
+        run_mirror(sc, min_score, None, quiet, "scan", db_url=url)
 
 
 # -- each kind of withdrawal -------------------------------------------------------------------
