@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -45,30 +44,6 @@ def _postgres_url() -> str | None:
     return url
 
 
-@contextlib.contextmanager
-def postgres_schema(base: str) -> Iterator[str]:
-    """A URL of a fresh schema in the PostgreSQL database at ``base``, dropped afterwards."""
-    import sqlalchemy as sa
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(f"PostgreSQL at {base} is required but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture
 def postgres_base() -> str:
     """The test PostgreSQL database's URL (for tests that make schemas of their own)."""
@@ -80,8 +55,23 @@ def postgres_base() -> str:
 @pytest.fixture
 def postgres_url(postgres_base: str) -> Iterator[str]:
     """A fresh schema in the test PostgreSQL database, dropped afterwards."""
-    with postgres_schema(postgres_base) as url:
-        yield url
+    import sqlalchemy as sa
+
+    base = postgres_base
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"PostgreSQL at {base} is required but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

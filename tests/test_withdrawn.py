@@ -26,7 +26,7 @@ from bitextdb.db import Database
 from bitextdb.db.tables import Base
 from bitextdb.errors import InputError
 from bitextdb.export import export_pairs, iter_records, iter_withdrawn
-from tests.conftest import postgres_schema
+from tests import crash_helpers as ch
 from tests.test_miner import open_fresh
 from tests.test_remove import apply, removals, scenario_vectors
 
@@ -145,7 +145,7 @@ def test_a_mirror_of_cursor_exports_equals_the_full_export_on_postgres(
     postgres_base: str, sc: dict, min_score: float, quiet: set[int]
 ) -> None:
     """The same on PostgreSQL (a schema of its own for each example; scan path)."""
-    with postgres_schema(postgres_base) as url:
+    with ch.pg_schema(postgres_base) as url:
         run_mirror(sc, min_score, None, quiet, "scan", db_url=url)
 
 
