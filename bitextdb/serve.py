@@ -14,7 +14,8 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
   -> NDJSON, one jsonl export record a line, streamed from
   :func:`bitextdb.export.iter_records`;
 * ``GET /withdrawn?pair=en-de&since=&min_score=`` -> NDJSON of the pairs to drop since
-  then, from :func:`bitextdb.export.iter_withdrawn`;
+  then, from :func:`bitextdb.export.iter_withdrawn`; both streams carry
+  ``X-Bitextdb-As-Of``, the ``since`` to ask with next time;
 * ``POST /ingest`` ``{"lang", "sentences": [str], "source"="api", "mine"=true}`` -> the ingest
   summary of ``BitextDB.ingest_texts``.
 
@@ -47,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import check_lang
+from .db.tables import utcnow
 from .errors import (
     BitextDBError,
     BusyError,
@@ -63,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: export records serialised per chunk of the NDJSON stream (the lock is held per chunk)
 EXPORT_CHUNK = 1000
+#: the response header of ``/export`` and ``/withdrawn`` to pass back as ``since`` next time
+AS_OF_HEADER = "X-Bitextdb-As-Of"
 #: the most candidates one query may ask for
 MAX_TOP = 1000
 #: paths that never need the API key
@@ -309,6 +313,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         parse_directed_pair(pair)  # a malformed pair or filter is bad input (400) ...
         PairFilter(max_length_ratio, skip_identical)
         with lock:
+            as_of = utcnow()
             try:
                 records = iter_records(
                     db,
@@ -321,7 +326,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
                 )
             except InputError as exc:  # ... a well-formed one the database lacks is not found
                 raise NotFoundError(str(exc)) from exc
-        return StreamingResponse(_ndjson(records, lock), media_type="application/x-ndjson")
+        return _stream(records, lock, as_of)
 
     @app.get(
         "/withdrawn",
@@ -336,11 +341,12 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
     ) -> StreamingResponse:
         parse_directed_pair(pair)
         with lock:
+            as_of = utcnow()
             try:
                 records = iter_withdrawn(db, pair, since=since, min_score=min_score)
             except InputError as exc:
                 raise NotFoundError(str(exc)) from exc
-        return StreamingResponse(_ndjson(records, lock), media_type="application/x-ndjson")
+        return _stream(records, lock, as_of)
 
     app.add_middleware(CatchAllMiddleware)
     if api_key:  # added last: the outermost
@@ -352,6 +358,22 @@ def _require_language(db: BitextDB, lang: str) -> None:
     check_lang(lang)
     if db.index.count(lang) == 0:
         raise NotFoundError(f"There are no {lang} sentences in this database.")
+
+
+def _stream(
+    records: Iterator[dict[str, Any]], lock: threading.Lock, as_of: datetime
+) -> StreamingResponse:
+    """The records as NDJSON, with the moment they are as of in ``X-Bitextdb-As-Of``.
+
+    ``as_of`` is taken under the lock every write of this process holds, before the read
+    starts: whatever changed before it is in the stream, whatever changes after it has a
+    later time, so ``since=<as_of>`` next time misses nothing (and may repeat a little).
+    """
+    return StreamingResponse(
+        _ndjson(records, lock),
+        media_type="application/x-ndjson",
+        headers={AS_OF_HEADER: as_of.isoformat()},
+    )
 
 
 def _ndjson(records: Iterator[dict[str, Any]], lock: threading.Lock) -> Iterator[bytes]:

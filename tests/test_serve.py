@@ -245,6 +245,27 @@ def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> 
     )
 
 
+def test_as_of_chains_exports_without_gaps(client: httpx.Client, small: Served) -> None:
+    """Each stream says the moment it is as of; asking with it next time gives what
+    changed since, and nothing when nothing did."""
+    everything = {"pair": "en-de", "min_score": -1e9}
+    first = client.get("/export", params=everything)
+    as_of = first.headers["X-Bitextdb-As-Of"]
+    assert first.text and datetime.fromisoformat(as_of) <= datetime.now(timezone.utc)
+    assert client.get("/export", params=everything | {"since": as_of}).text == ""
+    dropped = client.get("/withdrawn", params={"pair": "en-de", "since": as_of})
+    assert dropped.text == "" and dropped.headers["X-Bitextdb-As-Of"] >= as_of
+
+    late = small.data["en"][45]  # its German translation is stored, unpaired
+    response = client.post("/ingest", json={"lang": "en", "sentences": [late], "source": "late"})
+    assert response.status_code == 200, response.text
+    changed = client.get("/export", params=everything | {"since": as_of})
+    rows = [json.loads(line) for line in changed.text.splitlines()]
+    assert late in {r["src"] for r in rows}
+    assert changed.headers["X-Bitextdb-As-Of"] > as_of
+    assert len(rows) < len(first.text.splitlines())  # only what changed
+
+
 def test_bad_requests_are_json_errors(client: httpx.Client) -> None:
     translate_ok = {"text": "the dog", "from": "en", "to": "de"}
     # malformed JSON
