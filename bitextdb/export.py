@@ -30,6 +30,7 @@ from .db import export_sql
 from .db.tables import utcnow
 from .errors import BitextDBError, InputError
 from .filters import PairFilter
+from .lock import mine_lock
 from .margin import MARGINS, MarginFn, greedy_one_to_one
 
 if TYPE_CHECKING:
@@ -43,8 +44,6 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
 #: pairs written per round of text lookups
 BATCH = 1000
 MAX_CURSOR_NAME = 128
-#: the lock ``Miner.mine_pair`` holds while it writes a pair (PostgreSQL advisory lock)
-MINE_LOCK = "bitextdb-mine-{pair}"
 
 #: ``(output src id, output tgt id, score, cosine)``
 Row = tuple[int, int, float, float]
@@ -620,7 +619,7 @@ def export_pairs(
     with contextlib.ExitStack() as hold:
         if cursor is not None:
             # no miner of this pair may commit between the cursor's new time and the read
-            hold.enter_context(db.db.advisory_lock(MINE_LOCK.format(pair=spec.canonical)))
+            hold.enter_context(db.db.advisory_lock(mine_lock(*spec.stored)))
         started_at = utcnow()
         sink = _Sink(targets)
         withdrawn_sink = None

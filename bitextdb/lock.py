@@ -1,4 +1,5 @@
-"""One writer at a time on an embedded home (Qdrant Edge shards belong to one process)."""
+"""One writer at a time on an embedded home (Qdrant Edge shards belong to one process),
+and the name of the lock that serialises the writers of one language pair."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .config import pair_name
 from .errors import BusyError
+
+
+def mine_lock(a: str, b: str) -> str:
+    """The advisory lock (PostgreSQL) held by whoever writes the pair ``a``-``b``: its miner,
+    a removal touching it, and a cursor export reading it."""
+    return f"bitextdb-mine-{pair_name(a, b)}"
 
 
 @contextlib.contextmanager

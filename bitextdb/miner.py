@@ -31,6 +31,7 @@ from .config import Settings, pair_name, pairs_to_mine
 from .db import Database, graph
 from .errors import BusyError
 from .knn import PAD_ID, BlockedKnn, TopK, exact_cosines, merge_topk
+from .lock import mine_lock
 from .margin import best_candidates, greedy_one_to_one
 from .vectors import Hit, VectorIndex, band_field, band_floor, band_of
 
@@ -94,7 +95,7 @@ class Miner:
 
     def mine_pair(self, a: str, b: str) -> PairReport:
         a, b = sorted((a, b))
-        with self.db.advisory_lock(f"bitextdb-mine-{pair_name(a, b)}"):
+        with self.db.advisory_lock(mine_lock(a, b)):
             return self._mine_pair(a, b)
 
     def _mine_pair(self, a: str, b: str) -> PairReport:
@@ -134,8 +135,7 @@ class Miner:
             others = graph.partners(s, lang)
         with contextlib.ExitStack() as locks:
             for other in others:  # sorted: two removers take the locks in one order
-                name = pair_name(*sorted((lang, other)))
-                locks.enter_context(self.db.advisory_lock(f"bitextdb-mine-{name}"))
+                locks.enter_context(self.db.advisory_lock(mine_lock(lang, other)))
             relisted = {other: self._relist(other, lang, ids) for other in others}
             with self.db.session() as s:
                 if graph.partners(s, lang) != others:  # a worker mined a new pair meanwhile
@@ -156,7 +156,7 @@ class Miner:
             reports = []
             for other, (holder_ids, _, _) in relisted.items():
                 started = time.perf_counter()
-                report = PairReport(pair_name(*sorted((lang, other))))
+                report = PairReport(pair_name(lang, other))
                 report.changed_lists = len(holder_ids)
                 self._refresh(*sorted((lang, other)), report)
                 report.seconds = time.perf_counter() - started

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import check_lang
-from .db import corpus, graph
+from .db import corpus
 from .errors import BusyError, InputError
 
 #: what ``remove`` reports of each language pair the miner brought up to date
@@ -84,7 +84,6 @@ def remove_sources(
                 "Another writer changed these sources while they were being removed; "
                 "nothing was removed. Run the command again."
             )
-        graph.withdraw_sentences(s, gone)
         corpus.remove_sources(s, source_ids, gone)
 
     for pair in db.miner().forget(lang, gone, remove_rows):

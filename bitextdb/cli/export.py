@@ -277,7 +277,7 @@ def cursors_group() -> None:
 @pass_ctx
 @friendly
 def cursors_list(ctx: Context, as_json: bool) -> None:
-    """Every export cursor: name, pair, time of its last export, min score."""
+    """Every export cursor: name, pair, time of its last export, min score, filters."""
     with ctx.open() as db:
         rows = list_cursors(db)
     emit(rows, as_json, _cursors_text)

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .bulk import db_value, execute_many, execute_many_returning, select_in
-from .graph import chunks
+from .graph import chunks, withdraw_sentences
 from .tables import Occurrence, Sentence, Setting, Source, utcnow
 
 SENT = Sentence.__table__
@@ -109,19 +109,23 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
 def _first_free_id(s: Session) -> int | None:
     """On SQLite, the id the next sentence must take for no removed sentence's id to be
     given again, when SQLite's own choice (the largest id plus one) would not do."""
-    floor = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == ID_FLOOR)).scalar()
+    floor = _id_floor(s)
     if floor is None:
         return None
     top = s.execute(select(func.max(SENT.c.id))).scalar()
-    return int(floor) + 1 if top is None or int(top) < int(floor) else None
+    return floor + 1 if top is None or int(top) < floor else None
+
+
+def _id_floor(s: Session) -> int | None:
+    found = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == ID_FLOOR)).scalar()
+    return None if found is None else int(found)
 
 
 def _raise_id_floor(s: Session, removed: np.ndarray) -> None:
     """Remember the highest id among ``removed`` (SQLite: see :data:`ID_FLOOR`)."""
     if not len(removed) or s.get_bind().dialect.name != "sqlite":
         return
-    floor = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == ID_FLOOR)).scalar()
-    highest = max(int(removed.max()), int(floor or 0))
+    highest = max(int(removed.max()), _id_floor(s) or 0)
     stmt = sqlite.insert(SETTINGS).values(key=ID_FLOOR, value=highest)
     s.execute(stmt.on_conflict_do_update(index_elements=[SETTINGS.c.key], set_={"value": highest}))
 
@@ -308,7 +312,9 @@ def count_sentences_in(s: Session, source_ids: Sequence[int]) -> int:
 
 def remove_sources(s: Session, source_ids: Sequence[int], sentence_ids: np.ndarray) -> None:
     """Delete sources (their occurrences go with them) and sentences (and, by the schema's
-    cascades, their lists, candidates and pairs)."""
+    cascades, their lists, candidates and pairs: the accepted ones are recorded as
+    withdrawn first)."""
+    withdraw_sentences(s, sentence_ids)
     _raise_id_floor(s, sentence_ids)
     for chunk in chunks(sentence_ids):
         s.execute(delete(SENT).where(SENT.c.id.in_(chunk)))

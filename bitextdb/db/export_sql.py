@@ -133,6 +133,22 @@ def stream_withdrawn(
     its two texts, found by their ``text_hash``: a removed sentence ingested again has
     another id. Texts come from the records, so a removed sentence's is there too.
     """
+    yield from _withdrawn_records(s, src_lang, tgt_lang, swap, since, after, batch)
+    if min_score is not None:
+        yield from _below_the_cut(s, src_lang, tgt_lang, swap, min_score, since, after, batch)
+
+
+def _withdrawn_records(
+    s: Session,
+    src_lang: str,
+    tgt_lang: str,
+    swap: bool,
+    since: datetime | None,
+    after: datetime | None,
+    batch: int,
+) -> Iterator[list[Withdrawal]]:
+    """The first kind of :func:`stream_withdrawn`: withdrawal records of pairs not accepted
+    now, the latest one of each pair, ordered by the pair's text hashes."""
     out_src, out_tgt = WITHDRAWN.c.src_id, WITHDRAWN.c.tgt_id
     out_src_text, out_tgt_text = WITHDRAWN.c.src_text, WITHDRAWN.c.tgt_text
     if swap:
@@ -179,8 +195,20 @@ def stream_withdrawn(
                 last = row[8:]
         if rows:
             yield rows
-    if min_score is None:
-        return
+
+
+def _below_the_cut(
+    s: Session,
+    src_lang: str,
+    tgt_lang: str,
+    swap: bool,
+    min_score: float,
+    since: datetime | None,
+    after: datetime | None,
+    batch: int,
+) -> Iterator[list[Withdrawal]]:
+    """The second kind of :func:`stream_withdrawn`: accepted pairs whose margin fell below
+    ``min_score`` in the window, best first."""
     text_a, text_b = SENT.alias("text_a"), SENT.alias("text_b")
     below_src, below_tgt = PAIRS.c.src_id, PAIRS.c.tgt_id
     below_src_text, below_tgt_text = text_a.c.text, text_b.c.text
