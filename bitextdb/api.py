@@ -28,10 +28,9 @@ from .db import Database, corpus, export_sql, graph
 from .encoder import Encoder, TextEncoder
 from .encoder_process import EncoderProcess, wants_encoder_process
 from .errors import ConfigError, InputError, ModelMismatchError, NotInitializedError
-from .ingest import Ingestor, IngestReport, VectorSource
+from .ingest import Ingestor, IngestReport
 from .lock import writer_lock
 from .query import Translation, translate_many
-from .readers import Line, ReadStats, normalize
 from .remove import list_sources, remove_sources
 from .vectors import VectorIndex, open_index
 
@@ -143,9 +142,12 @@ class BitextDB:
         id_field: str | None = None,
         embeddings: str | Path | None = None,
         dim: int | None = None,
+        split_sentences: bool = False,
         mine: bool = True,
     ) -> dict[str, Any]:
-        """Ingest files (``-`` is stdin), then mine unless ``mine=False``."""
+        """Ingest files (``-`` is stdin), then mine unless ``mine=False``; with
+        ``split_sentences`` every record (line, TSV cell, JSON field) is split into
+        sentences (see :mod:`bitextdb.segment`)."""
         check_lang(lang)
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if not paths:
@@ -167,18 +169,26 @@ class BitextDB:
                 id_field=id_field,
                 embeddings=None if embeddings is None else str(embeddings),
                 dim=dim,
+                split_sentences=split_sentences,
             )
             for p in paths
         ]
         return self._finish(reports, mine)
 
     def ingest_texts(
-        self, lang: str, texts: Iterable[str], *, source: str = "api", mine: bool = True
+        self,
+        lang: str,
+        texts: Iterable[str],
+        *,
+        source: str = "api",
+        split_sentences: bool = False,
+        mine: bool = True,
     ) -> dict[str, Any]:
-        """Ingest sentences given as strings; they are normalised and deduplicated."""
-        stats = ReadStats()
-        lines = _lines_from_texts(texts, self.settings, stats)
-        report = self._ingestor().ingest_lines(check_lang(lang), lines, source=source, stats=stats)
+        """Ingest sentences given as strings (or, with ``split_sentences``, texts to split
+        into sentences); they are normalised, deduplicated and added to ``source``."""
+        report = self._ingestor().ingest_texts(
+            lang, texts, source=source, split_sentences=split_sentences
+        )
         return self._finish([report], mine)
 
     def ingest_embeddings(
@@ -202,15 +212,7 @@ class BitextDB:
                 f"Got {vectors.shape[1]}-dimensional vectors for a database of "
                 f"{self.settings.dim}-dimensional ones."
             )
-        stats = ReadStats()
-        lines = _lines_from_texts(texts, self.settings, stats)
-        report = self._ingestor().ingest_lines(
-            check_lang(lang),
-            lines,
-            source=source,
-            stats=stats,
-            vectors=VectorSource(rows=vectors),
-        )
+        report = self._ingestor().ingest_texts(lang, texts, source=source, rows=vectors)
         return self._finish([report], mine)
 
     def _finish(self, reports: list[IngestReport], mine: bool) -> dict[str, Any]:
@@ -335,23 +337,6 @@ class BitextDB:
             },
             "stores": self.locations.describe() | {"schema": self.db.current_revision()},
         }
-
-
-def _lines_from_texts(texts: Iterable[str], settings: Settings, stats: ReadStats) -> Iterable[Line]:
-    """Normalise in-memory sentences, counting the skipped ones as ``read_lines`` does."""
-    for position, raw in enumerate(texts):
-        if not isinstance(raw, str):
-            raise InputError(f"Sentence {position + 1} is not a string.")
-        stats.lines += 1
-        text = normalize(raw)
-        if not text:
-            stats.empty += 1
-        elif len(text) < settings.min_chars:
-            stats.too_short += 1
-        elif len(text) > settings.max_chars:
-            stats.too_long += 1
-        else:
-            yield Line(position, text)
 
 
 def _acquire(loc: Locations, wait: float, on_wait: Callable[[str], None] | None):  # type: ignore[no-untyped-def]

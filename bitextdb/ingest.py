@@ -4,12 +4,15 @@ A batch is first stored as sentences without vectors (``indexed = false``) and o
 its vectors are then upserted and the sentences marked indexed. A run that is killed leaves
 at worst some unindexed sentences, which the next run (or ``check --repair``) encodes first,
 so an interrupted ingest resumes where it stopped. Re-ingesting a file adds nothing: every
-sentence is found by its hash and every (source, position) occurrence already exists.
+sentence is found by its hash and every (source, position, part) occurrence already exists.
+Texts given in memory (the library's ``ingest_texts``, ``POST /ingest``) are appended to
+their source instead: each call claims the positions after its last record.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import time
@@ -27,7 +30,8 @@ from .encoder_process import wants_encoder_process
 from .errors import InputError, ModelLoadError, ModelMismatchError
 from .heap import loaded_objects_frozen
 from .pipeline import run_stages
-from .readers import Line, ReadStats, read_lines, text_hash
+from .readers import Line, ReadStats, read_lines, read_texts, text_hash
+from .segment import sentence_splitter
 from .vectors import EdgeIndex, VectorIndex, edge_writer
 
 Progress = Callable[[str, int, int], None]
@@ -42,6 +46,8 @@ class IngestReport:
     lang: str
     source: str
     read: int = 0
+    #: the sentences the records were split into (``split_sentences``), else None
+    sentences: int | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     new: int = 0
@@ -63,17 +69,26 @@ class VectorSource:
     """Where a batch's vectors come from: the encoder, or rows given by the user."""
 
     def __init__(
-        self, encoder: Callable[[], TextEncoder] | None = None, rows: np.ndarray | None = None
+        self,
+        encoder: Callable[[], TextEncoder] | None = None,
+        rows: np.ndarray | None = None,
+        first_position: int = 0,
     ) -> None:
         self._encoder_factory = encoder
         self._encoder: TextEncoder | None = None
         self.rows = rows
+        self.first_position = first_position  # the position of ``rows[0]``
+
+    def rows_at(self, positions: list[int]) -> np.ndarray:
+        """The given vectors of the records at ``positions``, checked and normalised."""
+        assert self.rows is not None
+        return _checked_rows(self.rows, [p - self.first_position for p in positions])
 
     def vectors(self, texts: list[str], positions: list[int] | None) -> np.ndarray:
         if self.rows is not None:
             if positions is None:
                 raise InputError("Given vectors need the positions of their sentences.")
-            return _checked_rows(self.rows, positions)
+            return self.rows_at(positions)
         return self.encoder().encode(texts)
 
     def start(self, texts: list[str]) -> Callable[[], np.ndarray]:
@@ -154,8 +169,10 @@ class Ingestor:
         path: str | None = None,
         stats: ReadStats | None = None,
         vectors: VectorSource | None = None,
+        split_sentences: bool = False,
     ) -> IngestReport:
-        """Store ``lines`` (already read and normalised) of ``lang`` as coming from ``source``."""
+        """Store ``lines`` (already read and normalised) of ``lang`` as coming from ``source``;
+        ``split_sentences`` says whether they are the sentences of split records."""
         check_lang(lang)
         started = time.perf_counter()
         # Reading starts here, so a file that cannot be read (missing, binary, no such
@@ -170,7 +187,7 @@ class Ingestor:
         if vectors.rows is None:  # given vectors: unindexed rows are refilled batch by batch
             self.resume(lang, vectors)
         with self.db.session() as s:
-            src = corpus.source_id(s, lang, source, path)
+            src = corpus.source_id(s, lang, source, path, split_sentences=split_sentences)
         done = 0
         sink = _Upserts(self.index, self._wants_index_process())
         # ids handed to the later stages and not yet marked indexed: a later batch that
@@ -213,6 +230,8 @@ class Ingestor:
         if stats is not None:
             report.read = stats.lines
             report.skipped = stats.skipped()
+            if split_sentences:
+                report.sentences = stats.sentences
         else:
             report.read = done
         with self.db.session() as s:
@@ -240,7 +259,7 @@ class Ingestor:
         batch, hashes = read.lines, read.hashes
         checked = None
         if vectors.rows is not None:  # a bad given vector must fail before the batch is stored
-            checked = _checked_rows(vectors.rows, [line.position for line in batch])
+            checked = vectors.rows_at([line.position for line in batch])
         # taken before the look-up: an id that leaves the set later was marked indexed
         # before it left, so the look-up below already sees it indexed
         flying = set(in_flight)
@@ -253,7 +272,11 @@ class Ingestor:
             ids = {h: sid for h, (sid, _) in stored.items()}
             ids.update(corpus.add_sentences(s, lang, fresh))
             corpus.add_occurrences(
-                s, [(src, line.position, ids[h], line.ext_id) for line, h in zip(batch, hashes)]
+                s,
+                [
+                    (src, line.position, line.part, ids[h], line.ext_id)
+                    for line, h in zip(batch, hashes)
+                ],
             )
         report.new += len(fresh)
         report.duplicates += len(batch) - len(fresh)
@@ -400,9 +423,16 @@ class Ingestor:
         id_field: str | None = None,
         embeddings: str | None = None,
         dim: int | None = None,
+        split_sentences: bool = False,
     ) -> IngestReport:
-        """Read one file (or ``-`` for stdin) and store its sentences."""
+        """Read one file (or ``-`` for stdin) and store its sentences; with
+        ``split_sentences`` each record is split into sentences first."""
         check_lang(lang)
+        if split_sentences and embeddings:
+            raise InputError(
+                "--embeddings holds a vector per line, not per sentence: it cannot go with "
+                "--split-sentences."
+            )
         # each read of stdin is its own source: positions of two streams must not collide
         stdin_name = f"stdin@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
         name = source or (stdin_name if path == "-" else str(Path(path).resolve()))
@@ -416,6 +446,7 @@ class Ingestor:
             "id_field": id_field,
             "min_chars": self.settings.min_chars,
             "max_chars": self.settings.max_chars,
+            "split": sentence_splitter(lang) if split_sentences else None,
         }
         vectors = None
         if embeddings:
@@ -440,6 +471,46 @@ class Ingestor:
             path=None if path == "-" else str(path),
             stats=stats,
             vectors=vectors,
+            split_sentences=split_sentences,
+        )
+
+    def ingest_texts(
+        self,
+        lang: str,
+        texts: Iterable[str],
+        *,
+        source: str,
+        rows: np.ndarray | None = None,
+        split_sentences: bool = False,
+    ) -> IngestReport:
+        """Append in-memory texts to ``source``, with their vectors ``rows`` when given
+        (row i belongs to text i); the texts take the positions after the source's last
+        record, so that a later call adds to an earlier one instead of replacing it."""
+        check_lang(lang)
+        texts = list(texts)
+        if rows is not None and split_sentences:
+            raise InputError("Given vectors belong to whole texts: they cannot be split.")
+        if len(source) > 512 or "\x00" in source:
+            raise InputError("A source name has at most 512 characters and no NUL.")
+        stats = ReadStats()
+        lines = read_texts(
+            texts,
+            min_chars=self.settings.min_chars,
+            max_chars=self.settings.max_chars,
+            split=sentence_splitter(lang) if split_sentences else None,
+            stats=stats,
+        )  # checks every item is a string before anything is stored
+        with self.db.session(writes=True) as s:
+            src = corpus.source_id(s, lang, source, None, split_sentences=split_sentences)
+            first = corpus.reserve_positions(s, src, len(texts))
+        shifted = (dataclasses.replace(line, position=line.position + first) for line in lines)
+        return self.ingest_lines(
+            lang,
+            shifted,
+            source=source,
+            stats=stats,
+            vectors=None if rows is None else VectorSource(rows=rows, first_position=first),
+            split_sentences=split_sentences,
         )
 
 

@@ -22,12 +22,13 @@ import re
 import sys
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from bitextdb.errors import InputError
+from bitextdb.segment import Splitter
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
@@ -40,6 +41,7 @@ __all__ = [
     "normalize",
     "open_binary",
     "read_lines",
+    "read_texts",
     "text_hash",
 ]
 
@@ -85,14 +87,20 @@ class ReadStats:
     too_long: int = 0
     invalid_utf8: int = 0
     malformed: int = 0
+    #: sentences the records were split into (0 unless splitting)
+    sentences: int = 0
 
     def skipped(self) -> dict[str, int]:
         """Return ``{reason: count}`` for every skip reason with a non-zero count."""
-        return {key: value for key, value in self.as_dict().items() if key != "lines" and value}
+        counts = self.as_dict()
+        return {key: value for key, value in counts.items() if key not in _NOT_SKIPS and value}
 
     def as_dict(self) -> dict[str, int]:
         """Return all counters as a plain dict."""
         return dataclasses.asdict(self)
+
+
+_NOT_SKIPS = ("lines", "sentences")
 
 
 @dataclass(frozen=True)
@@ -101,12 +109,95 @@ class Line:
 
     ``position`` is the 0-based index of the record in the source, counting skipped and
     empty records too (a TSV header row is not counted), so it stays aligned with a
-    line-aligned side file such as precomputed embeddings.
+    line-aligned side file such as precomputed embeddings.  ``part`` is the 0-based index
+    of the sentence among those its record was split into (0 when records are not split).
     """
 
     position: int
     text: str
     ext_id: str | None = None
+    part: int = 0
+
+
+@dataclass(frozen=True)
+class _Limits:
+    min_chars: int
+    max_chars: int
+    split: Splitter | None
+
+
+def _sentences(
+    position: int, raw: str, ext_id: str | None, limits: _Limits, stats: ReadStats
+) -> Iterator[Line]:
+    """The sentences of one record: normalised, split when asked (each part's external id
+    gets ``#N``, its 1-based number), and the ones too short or too long counted."""
+    if ext_id is not None and (len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id):
+        stats.malformed += 1  # an id no database column should have to hold
+        return
+    if limits.split is None:
+        pieces = [raw]
+    else:
+        pieces = limits.split(raw)
+        stats.sentences += len(pieces)
+        if not pieces:
+            stats.empty += 1
+    for part, piece in enumerate(pieces):
+        text = normalize(piece)
+        if not text:
+            stats.empty += 1
+        elif len(text) < limits.min_chars:
+            stats.too_short += 1
+        elif len(text) > limits.max_chars:
+            stats.too_long += 1
+        elif limits.split is None:
+            yield Line(position, text, ext_id)
+        elif ext_id is None:
+            yield Line(position, text, None, part)
+        elif len(part_id := f"{ext_id}#{part + 1}") > MAX_ID_CHARS:
+            stats.malformed += 1
+        else:
+            yield Line(position, text, part_id, part)
+
+
+def _limits(min_chars: int, max_chars: int, split: Splitter | None) -> _Limits:
+    for value, what in ((min_chars, "minimum length"), (max_chars, "maximum length")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"The {what} must be a whole number, not {value!r}.")
+    if min_chars < 0:
+        raise InputError(f"The minimum length must be 0 or more, not {min_chars}.")
+    if max_chars < min_chars:
+        raise InputError(
+            f"The maximum length ({max_chars}) must not be below the minimum ({min_chars})."
+        )
+    return _Limits(min_chars, max_chars, split)
+
+
+def read_texts(
+    texts: Sequence[str],
+    *,
+    min_chars: int = DEFAULT_MIN_CHARS,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    split: Splitter | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[Line]:
+    """The sentences of in-memory texts, read as :func:`read_lines` reads a file's records
+    (text i has position i).  Raises :class:`InputError` at once when an item is not a
+    string."""
+    for number, raw in enumerate(texts):
+        if not isinstance(raw, str):
+            raise InputError(f"Sentence {number + 1} is not a string.")
+    limits = _limits(min_chars, max_chars, split)
+    counts = stats if stats is not None else ReadStats()
+    return _texts(texts, limits, counts)
+
+
+def _texts(texts: Sequence[str], limits: _Limits, stats: ReadStats) -> Iterator[Line]:
+    for position, raw in enumerate(texts):
+        stats.lines += 1
+        if _SURROGATE.search(raw):  # JSON escapes can smuggle in lone surrogates
+            stats.invalid_utf8 += 1
+        else:
+            yield from _sentences(position, raw, None, limits, stats)
 
 
 def normalize(text: str) -> str:
@@ -354,6 +445,7 @@ def read_lines(
     id_field: str | None = None,
     min_chars: int = DEFAULT_MIN_CHARS,
     max_chars: int = DEFAULT_MAX_CHARS,
+    split: Splitter | None = None,
     stats: ReadStats | None = None,
 ) -> Iterator[Line]:
     """Stream the normalised sentences of a corpus file.
@@ -371,7 +463,10 @@ def read_lines(
     than ``min_chars`` or longer than ``max_chars`` characters, not valid UTF-8, or
     malformed (a short TSV row; a JSONL line that is not an object or lacks a string
     field) are skipped and counted in ``stats`` (updated in place when given).  Skipped
-    records still take up a position.
+    records still take up a position.  With ``split`` (see
+    :func:`bitextdb.segment.sentence_splitter`) every record is split into sentences
+    first, which share the record's position and are told apart by ``Line.part``; the
+    length limits then apply to each sentence, and an external id becomes ``ID#N``.
 
     Arguments are checked at once; the file is opened when iteration starts.  Raises
     :class:`InputError` for bad arguments, an unreadable or binary file, a corrupt
@@ -379,15 +474,7 @@ def read_lines(
     """
     if fmt not in FORMATS:
         raise InputError(f"Unknown format {fmt!r}; use one of: {', '.join(FORMATS)}.")
-    for value, what in ((min_chars, "minimum length"), (max_chars, "maximum length")):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"The {what} must be a whole number, not {value!r}.")
-    if min_chars < 0:
-        raise InputError(f"The minimum length must be 0 or more, not {min_chars}.")
-    if max_chars < min_chars:
-        raise InputError(
-            f"The maximum length ({max_chars}) must not be below the minimum ({min_chars})."
-        )
+    limits = _limits(min_chars, max_chars, split)
     if fmt == "auto":
         fmt = "txt" if isinstance(source, str) and source == _STDIN else detect_format(source)
     if fmt == "tsv":
@@ -404,8 +491,7 @@ def read_lines(
         field_path=field_path or (),
         id_field=id_field,
         id_path=id_path,
-        min_chars=min_chars,
-        max_chars=max_chars,
+        limits=limits,
         stats=stats if stats is not None else ReadStats(),
     )
 
@@ -420,8 +506,7 @@ def _read(
     field_path: tuple[str, ...],
     id_field: str | None,
     id_path: tuple[str, ...] | None,
-    min_chars: int,
-    max_chars: int,
+    limits: _Limits,
     stats: ReadStats,
 ) -> Iterator[Line]:
     name = _display_name(source)
@@ -433,21 +518,6 @@ def _read(
             head = head[len(_UTF8_BOM) :]
         chained = io.BufferedReader(_Chained(head, stream, name, None), buffer_size=_BUFFER_SIZE)
         records = _records(cast(BinaryIO, chained))
-
-        def accept(position: int, text: str, ext_id: str | None) -> Line | None:
-            text = normalize(text)
-            if ext_id is not None and (len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id):
-                stats.malformed += 1  # an id no database column should have to hold
-            elif not text:
-                stats.empty += 1
-            elif len(text) < min_chars:
-                stats.too_short += 1
-            elif len(text) > max_chars:
-                stats.too_long += 1
-            else:
-                return Line(position, text, ext_id)
-            return None
-
         if fmt == "tsv":
             rows = _tsv_rows(records, name, column, id_column, stats)
         elif fmt == "jsonl":
@@ -455,9 +525,7 @@ def _read(
         else:
             rows = _txt_rows(records, stats)
         for position, text, ext_id in rows:
-            line = accept(position, text, ext_id)
-            if line is not None:
-                yield line
+            yield from _sentences(position, text, ext_id, limits, stats)
 
 
 # Each row generator yields (position, raw text, ext_id) for records worth normalising and

@@ -16,7 +16,8 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
 * ``GET /withdrawn?pair=en-de&since=&min_score=`` -> NDJSON of the pairs to drop since
   then, from :func:`bitextdb.export.iter_withdrawn`; both streams carry
   ``X-Bitextdb-As-Of``, the ``since`` to ask with next time;
-* ``POST /ingest`` ``{"lang", "sentences": [str], "source"="api", "mine"=true}`` -> the ingest
+* ``POST /ingest`` ``{"lang", "sentences": [str], "source"="api", "split_sentences"=false,
+  "mine"=true}`` -> the ingest
   summary of ``BitextDB.ingest_texts``.
 
 Errors are ``{"error": "one sentence"}`` (validation errors add ``"detail"``): bad input 400,
@@ -108,7 +109,10 @@ class IngestRequest(BaseModel):
 
     lang: str = Field(description="Language code of the sentences.")
     sentences: list[str] = Field(description="The sentences (normalised and deduplicated).")
-    source: str = Field("api", min_length=1, description="Name to remember the source by.")
+    source: str = Field("api", min_length=1, description="Name of the source they are added to.")
+    split_sentences: bool = Field(
+        False, description="Each item is a paragraph or document: split it into sentences."
+    )
     mine: bool = Field(True, description="Mine the new sentences right away.")
 
 
@@ -278,7 +282,13 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
     @app.post("/ingest", summary="Ingest sentences of one language (and mine them)")
     def ingest(body: IngestRequest) -> dict[str, Any]:
         with lock:
-            return db.ingest_texts(body.lang, body.sentences, source=body.source, mine=body.mine)
+            return db.ingest_texts(
+                body.lang,
+                body.sentences,
+                source=body.source,
+                split_sentences=body.split_sentences,
+                mine=body.mine,
+            )
 
     @app.get("/sources", summary="The sources ingested, with their counts")
     def sources(lang: str | None = Query(None, description="Only this language's.")) -> Any:

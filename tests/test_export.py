@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import inspect, text
 
@@ -23,6 +22,7 @@ from bitextdb.db import Database
 from bitextdb.db import export_sql as export_sql_module
 from bitextdb.export import export_pairs, select_pairs
 from tests.reference import cosine_matrix, random_unit
+from tests.schema_helpers import database_at
 
 INF = float("-inf")
 OPENERS = {"": open, ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -607,12 +607,7 @@ def test_cli_export(home: Path, tmp_path: Path) -> None:
 
 # -- migration -------------------------------------------------------------------------------------
 def test_migration_adds_export_cursors(db_url: str, home: Path) -> None:
-    database = Database(db_url)
-    cfg = database._alembic_config()
-    with database.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-    assert database.current_revision() == "0001"
+    database = database_at(db_url, "0001")
     assert "export_cursors" not in inspect(database.engine).get_table_names()
     database.upgrade()
     assert database.current_revision() == database.head_revision()

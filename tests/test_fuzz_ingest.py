@@ -42,6 +42,7 @@ class Case:
     compression: str | None
     options: dict[str, Any] = field(default_factory=dict)
     embeddings: str | None = None  # None, aligned, misaligned, nan
+    split_sentences: bool = False
 
     @property
     def suffix(self) -> str:
@@ -55,7 +56,12 @@ class Case:
 
 
 def _text(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["words", "words", "unicode", "nul", "latin1", "long", "bytes"]))
+    kinds = ["words", "words", "sentences", "unicode", "nul", "latin1", "long", "bytes"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "sentences":  # for the splitter: abbreviations, stops, line separators
+        marks = st.sampled_from([". ", "! ", "? ", "... ", " e.g. ", " Dr. ", "\u2028", "\u3002"])
+        parts = draw(st.lists(st.sampled_from(WORDS) | marks, min_size=1, max_size=16))
+        return f"{''.join(parts)} {draw(st.integers(0, 10**6))}.".encode()
     if kind == "words":  # a number keeps the sentences of different examples apart
         words = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=12))
         return f"{' '.join(words)} {draw(st.integers(0, 10**6))}".encode()
@@ -112,6 +118,7 @@ def hostile_files(draw: st.DrawFn) -> Case:
         data=data,
         compression=draw(st.sampled_from([None, None, None, None, "gzip", "bz2", "xz", "broken"])),
         embeddings=draw(st.sampled_from([None, None, None, "aligned", "misaligned", "nan"])),
+        split_sentences=draw(st.integers(0, 3)) == 0,
     )
     used = case.fmt if case.flag == "auto" else case.flag
     if used == "tsv":
@@ -160,6 +167,8 @@ def _plain_text_oracle(case: Case) -> set[str] | None:
     """The sentences a plain, uncompressed UTF-8 txt file must give (None: no simple oracle)."""
     if case.fmt != "txt" or case.flag not in ("auto", "txt") or case.compression:
         return None
+    if case.split_sentences:
+        return None
     out = set()
     for record in case.data.removeprefix(b"\xef\xbb\xbf").split(b"\n"):
         record = record.removesuffix(b"\r")
@@ -197,16 +206,24 @@ def test_hostile_files_ingest_cleanly_or_fail_with_input_error(
         embeddings = _write_embeddings(case, path, db.settings.dim)
         try:
             result = db.ingest(
-                path, "en", fmt=case.flag, embeddings=embeddings, mine=False, **case.options
+                path,
+                "en",
+                fmt=case.flag,
+                embeddings=embeddings,
+                split_sentences=case.split_sentences,
+                mine=False,
+                **case.options,
             )
         except bitextdb.InputError:
             outcomes["InputError"] += 1
         else:
             outcomes["ingested"] += 1
             (report,) = result["ingested"]
-            assert report["read"] == (
-                sum(report["skipped"].values()) + report["new"] + report["duplicates"]
-            ), report
+            stored = report["new"] + report["duplicates"]
+            if case.split_sentences:  # skips then count records or sentences
+                assert stored <= report["sentences"], report
+            else:
+                assert report["read"] == sum(report["skipped"].values()) + stored, report
             expected = _plain_text_oracle(case)
             if expected is not None:
                 assert expected <= _stored_texts(db), "a valid line was not stored"
@@ -239,6 +256,7 @@ def test_hostile_files_ingest_cleanly_or_fail_with_input_error(
 def _features(case: Case) -> list[str]:
     data = case.data
     found = [case.fmt, f"compression={case.compression}", f"embeddings={case.embeddings}"]
+    found += ["split"] if case.split_sentences else []
     checks = {
         "NUL": b"\x00" in data,
         "CRLF": b"\r\n" in data,

@@ -65,8 +65,10 @@ def test_read_stats_dicts() -> None:
         "too_long": 0,
         "invalid_utf8": 0,
         "malformed": 2,
+        "sentences": 0,
     }
     assert stats.skipped() == {"empty": 1, "malformed": 2}
+    assert ReadStats(lines=1, sentences=3).skipped() == {}  # split sentences are no skips
     assert ReadStats().skipped() == {}
 
 
@@ -153,6 +155,7 @@ def test_txt_basic_blank_lines_and_positions(tmp_path: Path) -> None:
         "too_long": 0,
         "invalid_utf8": 0,
         "malformed": 0,
+        "sentences": 0,
     }
 
 
@@ -182,6 +185,7 @@ def test_positions_align_with_raw_lines(tmp_path: Path) -> None:
         "too_long": 1,
         "invalid_utf8": 2,
         "malformed": 0,
+        "sentences": 0,
     }
 
 
@@ -566,6 +570,7 @@ def test_jsonl_malformed_lines_are_counted(tmp_path: Path) -> None:
         "too_long": 0,
         "invalid_utf8": 1,
         "malformed": 9,
+        "sentences": 0,
     }
 
 

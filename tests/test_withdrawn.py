@@ -11,9 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,11 +19,10 @@ from sqlalchemy import inspect, text
 import bitextdb
 from bitextdb.cli import cli
 from bitextdb.cursors import drop_cursor, list_cursors, prune_withdrawn
-from bitextdb.db import Database
-from bitextdb.db.tables import Base
 from bitextdb.errors import InputError
 from bitextdb.export import export_pairs, iter_records, iter_withdrawn
 from tests import crash_helpers as ch
+from tests.schema_helpers import database_at, model_differences
 from tests.test_miner import open_fresh
 from tests.test_remove import apply, removals, scenario_vectors
 
@@ -378,28 +374,22 @@ def test_cli(home: Path, tmp_path: Path) -> None:
 def test_migration_adds_withdrawn_pairs_and_the_models_match_the_migrations(
     db_url: str, home: Path
 ) -> None:
-    database = Database(db_url)
-    cfg = database._alembic_config()
-    with database.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-        conn.execute(
-            text(
-                "INSERT INTO export_cursors (name, pair, last_exported_at, updated_at) "
-                "VALUES ('old', 'de-en', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-            )
-        )
+    database = database_at(
+        db_url,
+        "0002",
+        "INSERT INTO export_cursors (name, pair, last_exported_at, updated_at) "
+        "VALUES ('old', 'de-en', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+    )
     assert "withdrawn_pairs" not in inspect(database.engine).get_table_names()
     database.upgrade()
-    assert database.current_revision() == database.head_revision() == "0003"
+    assert database.current_revision() == database.head_revision()
     names = {c["name"] for c in inspect(database.engine).get_columns("withdrawn_pairs")}
     assert {"src_text", "tgt_text", "reason", "withdrawn_at"} <= names
     with database.engine.connect() as conn:
         assert conn.execute(text("SELECT name, min_score FROM export_cursors")).all() == [
             ("old", None)
         ]
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    assert diff == [], diff
+    assert model_differences(database) == []
     database.dispose()
 
 

@@ -268,8 +268,9 @@ def _ingest_text(result: dict[str, Any]) -> str:
     lines = []
     for r in result["ingested"]:
         skipped = ", ".join(f"{n} {why}" for why, n in r["skipped"].items()) or "none"
+        split = "" if r.get("sentences") is None else f" records ({r['sentences']} sentences)"
         lines.append(
-            f"{r['source']} [{r['lang']}]: read {r['read']}, new {r['new']}, "
+            f"{r['source']} [{r['lang']}]: read {r['read']}{split}, new {r['new']}, "
             f"duplicates {r['duplicates']}, skipped {skipped}, encoded {r['encoded']} "
             f"in {r['seconds']:.1f} s"
         )
@@ -310,6 +311,11 @@ def _mine_line(m: dict[str, Any]) -> str:
     help="Vectors for the lines: .npy, or raw float32 with --dim.",
 )
 @click.option("--dim", type=int, help="Dimension of a raw float32 --embeddings file.")
+@click.option(
+    "--split-sentences",
+    is_flag=True,
+    help="Split every record (a paragraph or document) into sentences, by the rules of --lang.",
+)
 @click.option("--model", help="Refuse to run unless the database was built with this model.")
 @click.option(
     "--no-mine", is_flag=True, help="Store and index only; mine later with `bitextdb mine`."

@@ -14,6 +14,7 @@ def _sources_text(rows: list[dict[str, Any]]) -> str:
         return "no sources"
     return "\n".join(
         f"{r['lang']:8} {r['sentences']:>10} sentences {r['occurrences']:>10} lines  {r['name']}"
+        + ("  (split into sentences)" if r.get("split_sentences") else "")
         for r in rows
     )
 

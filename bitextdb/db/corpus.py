@@ -9,6 +9,7 @@ from sqlalchemy import Integer, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..errors import InputError
 from .bulk import db_value, execute_many, execute_many_returning, select_in
 from .graph import chunks, withdraw_sentences
 from .tables import Occurrence, Sentence, Setting, Source, utcnow
@@ -27,21 +28,51 @@ def _insert(s: Session, table):  # type: ignore[no-untyped-def]
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def source_id(s: Session, lang: str, name: str, path: str | None) -> int:
-    """The id of a source, created on first use."""
-    found = s.execute(select(SRC.c.id).where(SRC.c.lang == lang, SRC.c.name == name)).scalar()
-    if found is not None:
-        return int(found)
-    s.execute(
-        _insert(s, SRC)
-        .values(
-            lang=lang, name=name, path=path, records=0, created_at=utcnow(), updated_at=utcnow()
+def source_id(
+    s: Session, lang: str, name: str, path: str | None, *, split_sentences: bool = False
+) -> int:
+    """The id of a source, created on first use.
+
+    Raises :class:`InputError` when the source was stored with records split into
+    sentences and now comes unsplit, or the other way round: its positions would then
+    mean two things.
+    """
+    query = select(SRC.c.id, SRC.c.split_sentences).where(SRC.c.lang == lang, SRC.c.name == name)
+    found = s.execute(query).first()
+    if found is None:
+        s.execute(
+            _insert(s, SRC)
+            .values(
+                lang=lang,
+                name=name,
+                path=path,
+                records=0,
+                split_sentences=split_sentences,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+            .on_conflict_do_nothing()
         )
-        .on_conflict_do_nothing()
-    )
-    return int(
-        s.execute(select(SRC.c.id).where(SRC.c.lang == lang, SRC.c.name == name)).scalar_one()
-    )
+        found = s.execute(query).one()
+    if bool(found.split_sentences) != split_sentences:
+        was = "with" if found.split_sentences else "without"
+        raise InputError(
+            f"The {lang} source {name!r} was ingested {was} --split-sentences; ingest it the "
+            "same way, under another --source, or remove it first."
+        )
+    return int(found.id)
+
+
+def reserve_positions(s: Session, sid: int, count: int) -> int:
+    """Claim ``count`` positions after the source's last record for texts appended to it;
+    returns the first.  One statement, so concurrent appenders get disjoint ranges."""
+    ends = s.execute(
+        update(SRC)
+        .where(SRC.c.id == sid)
+        .values(records=SRC.c.records + count, updated_at=utcnow())
+        .returning(SRC.c.records)
+    ).scalar_one()
+    return int(ends) - count
 
 
 def touch_source(s: Session, sid: int, records: int) -> None:
@@ -154,22 +185,22 @@ def _ids_just_inserted(s: Session, hashes: list[str]) -> dict[str, int] | None:
     return dict(zip(hashes, range(first, int(last) + 1)))
 
 
-OCCURRENCE_KEYS = ["source_id", "position", "sentence_id", "ext_id"]
+OCCURRENCE_KEYS = ["source_id", "position", "part", "sentence_id", "ext_id"]
 
 
-def add_occurrences(s: Session, rows: list[tuple[int, int, int, str | None]]) -> None:
-    """Remember where sentences were met: ``(source id, position, sentence id, ext id)``
-    rows; a rewritten file's position takes its new sentence."""
+def add_occurrences(s: Session, rows: list[tuple[int, int, int, int, str | None]]) -> None:
+    """Remember where sentences were met: ``(source id, position, part, sentence id, ext
+    id)`` rows; a rewritten file's position takes its new sentence."""
     if rows:
         stmt = _insert(s, OCC)
         execute_many(
             s,
             stmt.on_conflict_do_update(
-                index_elements=[OCC.c.source_id, OCC.c.position],
+                index_elements=[OCC.c.source_id, OCC.c.position, OCC.c.part],
                 set_={"sentence_id": stmt.excluded.sentence_id, "ext_id": stmt.excluded.ext_id},
             ),
             OCCURRENCE_KEYS,
-            sorted(rows, key=lambda row: (row[0], row[1])),  # one lock order for every writer
+            sorted(rows, key=lambda row: row[:3]),  # one lock order for every writer
         )
 
 
@@ -239,7 +270,8 @@ def list_sources(
     s: Session, lang: str | None = None, names: Sequence[str] | None = None
 ) -> list[dict[str, object]]:
     """The sources (of ``lang``, of those ``names``, or all), by language and name, with the
-    number of lines each gave (``occurrences``) and of distinct sentences among them."""
+    number of sentences each gave (``occurrences``: one a line, unless ``split_sentences``)
+    and of distinct sentences among them."""
     chosen = select(SRC.c.id)
     if lang is not None:
         chosen = chosen.where(SRC.c.lang == lang)
@@ -268,6 +300,7 @@ def list_sources(
             "name": row.name,
             "path": row.path,
             "records": int(row.records),
+            "split_sentences": bool(row.split_sentences),
             "occurrences": int(row.occurrences or 0),
             "sentences": int(row.sentences or 0),
             "created_at": row.created_at,

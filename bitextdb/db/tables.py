@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -49,6 +50,8 @@ class Source(Base):
     name: Mapped[str] = mapped_column(String(512))
     path: Mapped[str | None] = mapped_column(Text)
     records: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: whether its records were split into sentences (``ingest --split-sentences``)
+    split_sentences: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -70,7 +73,8 @@ class Sentence(Base):
 
 
 class Occurrence(Base):
-    """Where a sentence was met: one row per (source, position)."""
+    """Where a sentence was met: one row per (source, position, part); ``part`` numbers
+    the sentences a split record gave (0 when records are not split)."""
 
     __tablename__ = "occurrences"
     __table_args__ = (Index("ix_occurrences_sentence", "sentence_id"),)
@@ -78,6 +82,7 @@ class Occurrence(Base):
         ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
     )
     position: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True, default=0, server_default="0")
     sentence_id: Mapped[int] = mapped_column(ForeignKey("sentences.id", ondelete="CASCADE"))
     ext_id: Mapped[str | None] = mapped_column(String(256))
 

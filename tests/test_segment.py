@@ -1,0 +1,325 @@
+"""Records split into sentences (``ingest --split-sentences``), and in-memory texts appended
+to their source (``ingest_texts``, ``ingest_embeddings``, ``POST /ingest``)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import inspect, text
+
+import bitextdb
+from bitextdb.cli import cli
+from bitextdb.errors import InputError
+from bitextdb.export import iter_records
+from bitextdb.readers import Line, ReadStats, read_lines, read_texts
+from bitextdb.segment import sentence_splitter
+from tests.schema_helpers import database_at, migrate, model_differences
+
+EN = [
+    "the dog sleeps in the house.",
+    "my friend reads a book.",
+    "the city is big.",
+    "the cat drinks water.",
+    "the child plays with the dog.",
+    "the house is old.",
+]
+DE = [
+    "der hund schläft im haus.",
+    "mein freund liest ein buch.",
+    "die stadt ist groß.",
+    "die katze trinkt wasser.",
+    "das kind spielt mit dem hund.",
+    "das haus ist alt.",
+]
+
+
+def unit(rows: list[list[float]]) -> np.ndarray:
+    vecs = np.array(rows, dtype=np.float32)
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def occurrences(db: bitextdb.BitextDB) -> list[tuple[str, int, int, str | None, str]]:
+    """(source, position, part, ext id, text) of every occurrence, in order."""
+    with db.db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT so.name, o.position, o.part, o.ext_id, se.text FROM occurrences o "
+                "JOIN sources so ON so.id = o.source_id JOIN sentences se ON se.id = "
+                "o.sentence_id ORDER BY so.name, o.position, o.part"
+            )
+        ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+# -- the splitter ------------------------------------------------------------------------------
+def test_splitter_knows_abbreviations_line_breaks_and_languages() -> None:
+    en = sentence_splitter("en")
+    assert en("Dr. Smith came at 5 p.m. on Jan. 3rd! Did he stay? Yes.") == [
+        "Dr. Smith came at 5 p.m. on Jan. 3rd! ",
+        "Did he stay? ",
+        "Yes.",
+    ]
+    # a line break always ends a sentence (titles, list items); blank pieces are dropped
+    assert en("A title\r\nFirst one. Second one\n\n\u2028 \nlast") == [
+        "A title",
+        "First one. ",
+        "Second one",
+        "last",
+    ]
+    assert en("   ") == [] and en("") == []
+    de = sentence_splitter("de")
+    assert de("Es wurde z. B. am 3. Mai gebaut. Gut.") == [
+        "Es wurde z. B. am 3. Mai gebaut. ",
+        "Gut.",
+    ]
+    assert sentence_splitter("ja")("家は古い。とても古い。") == ["家は古い。", "とても古い。"]
+    assert sentence_splitter("pt-BR")("O Sr. Silva chegou. Ele saiu.") == [
+        "O Sr. Silva chegou. ",
+        "Ele saiu.",
+    ]
+
+
+# -- reading -----------------------------------------------------------------------------------
+def test_split_records_share_a_position_and_number_their_parts(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    long_sentence = "word " * 30
+    records = [
+        {"id": "d1", "text": "The house is old. It has a garden.\nA title"},
+        {"id": "d2", "text": "   "},
+        {"id": "d3", "text": f"It is good. {long_sentence.strip()}. Fine one."},
+        {"id": "x" * 255, "text": "One here. Two here."},  # id + "#N" too long
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    stats = ReadStats()
+    lines = list(
+        read_lines(path, id_field="id", max_chars=100, split=sentence_splitter("en"), stats=stats)
+    )
+    assert lines == [
+        Line(0, "The house is old.", "d1#1", 0),
+        Line(0, "It has a garden.", "d1#2", 1),
+        Line(0, "A title", "d1#3", 2),
+        Line(2, "It is good.", "d3#1", 0),
+        Line(2, "Fine one.", "d3#3", 2),  # the part numbers count the sentence too long
+    ]
+    assert (stats.lines, stats.sentences, stats.empty, stats.too_long) == (4, 8, 1, 1)
+    assert (stats.too_short, stats.malformed) == (0, 2)  # the last record's two parts
+
+
+def test_without_splitting_a_record_is_one_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text("One here. Two here.\n", encoding="utf-8")
+    assert list(read_lines(path)) == [Line(0, "One here. Two here.")]
+    stats = ReadStats()
+    assert list(read_lines(path, max_chars=10, stats=stats)) == []
+    assert stats.too_long == 1 and stats.sentences == 0
+    # split, each sentence is measured on its own
+    assert [x.text for x in read_lines(path, max_chars=10, split=sentence_splitter("en"))] == [
+        "One here.",
+        "Two here.",
+    ]
+
+
+def test_read_texts_checks_items_and_counts_lone_surrogates() -> None:
+    with pytest.raises(InputError, match="Sentence 2 is not a string"):
+        read_texts(["fine", 3])  # type: ignore[list-item]
+    stats = ReadStats()
+    texts = ["Some words. More words.", "bad \ud800", "x"]
+    got = list(read_texts(texts, split=sentence_splitter("en"), stats=stats))
+    assert got == [Line(0, "Some words.", None, 0), Line(0, "More words.", None, 1)]
+    assert (stats.lines, stats.invalid_utf8, stats.too_short) == (3, 1, 1)
+
+
+# -- ingesting split records -------------------------------------------------------------------
+def pairs_of(db: bitextdb.BitextDB) -> list[tuple[str, str, float]]:
+    return [
+        (r["src"], r["tgt"], round(r["margin"], 5))
+        for r in iter_records(db, "de-en", min_score=-np.inf)
+    ]
+
+
+def test_split_paragraphs_mine_as_their_sentences_one_a_line(
+    db_url: str, home: Path, static_model: Path, tmp_path: Path
+) -> None:
+    paragraphs = tmp_path / "en.txt"
+    paragraphs.write_text(" ".join(EN[:3]) + "\n\n" + " ".join(EN[3:]) + "\n", encoding="utf-8")
+    (tmp_path / "de.txt").write_text("\n".join(DE) + "\n", encoding="utf-8")
+    (tmp_path / "en-lines.txt").write_text("\n".join(EN) + "\n", encoding="utf-8")
+    with bitextdb.init(tmp_path / "reference", model=str(static_model)) as ref:
+        ref.ingest(tmp_path / "en-lines.txt", "en")
+        ref.ingest(tmp_path / "de.txt", "de")
+        expected = pairs_of(ref)
+    assert len(expected) == 6
+
+    db = bitextdb.init(home, db=db_url, model=str(static_model))
+    try:
+        first = db.ingest(paragraphs, "en", split_sentences=True)["ingested"][0]
+        assert (first["read"], first["sentences"], first["new"]) == (3, 6, 6)
+        assert first["skipped"] == {"empty": 1}
+        db.ingest(tmp_path / "de.txt", "de")
+        assert pairs_of(db) == expected
+        name = str(paragraphs.resolve())
+        assert [(o[0], o[1], o[2], o[4]) for o in occurrences(db) if o[0] == name] == [
+            (name, 0, 0, EN[0]),
+            (name, 0, 1, EN[1]),
+            (name, 0, 2, EN[2]),
+            (name, 2, 0, EN[3]),
+            (name, 2, 1, EN[4]),
+            (name, 2, 2, EN[5]),
+        ]
+        (source,) = db.sources("en")
+        assert (source["records"], source["occurrences"], source["split_sentences"]) == (3, 6, True)
+
+        # again: nothing new, nothing doubled
+        again = db.ingest(paragraphs, "en", split_sentences=True)["ingested"][0]
+        assert (again["new"], again["duplicates"]) == (0, 6)
+        before = occurrences(db)
+        # the same source unsplit would give its positions a second meaning: refused
+        with pytest.raises(InputError, match="was ingested with --split-sentences"):
+            db.ingest(paragraphs, "en")
+        with pytest.raises(InputError, match="without --split-sentences"):
+            db.ingest(tmp_path / "de.txt", "de", split_sentences=True)
+        assert occurrences(db) == before and pairs_of(db) == expected
+
+        gone = db.remove("en", [name])
+        assert (gone["occurrences"], gone["sentences_removed"]) == (6, 6)
+        assert "en" not in db.stats()["languages"]
+    finally:
+        db.close()
+
+
+def test_cli_split_sentences(home: Path, static_model: Path, tmp_path: Path) -> None:
+    # sentencex's German rules want a capital after a full stop (a lower-case word may
+    # follow an ordinal: "am 3. mai")
+    de = [s[0].upper() + s[1:] for s in DE]
+    runner = CliRunner()
+    assert runner.invoke(cli, ["-q", "init", "--model", str(static_model)]).exit_code == 0
+    docs = tmp_path / "docs.jsonl.gz"
+    with gzip.open(docs, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"id": 7, "body": {"text": " ".join(de[:2])}}) + "\n")
+        f.write(json.dumps({"id": 8, "body": {"text": de[2]}}) + "\n")
+    args = ["ingest", str(docs), "--lang", "de", "--field", "body.text", "--id-field", "id"]
+    result = runner.invoke(cli, ["-q", *args, "--split-sentences", "--no-mine"])
+    assert result.exit_code == 0, result.output
+    assert "read 2 records (3 sentences), new 3" in result.output
+    result = runner.invoke(cli, ["sources", "--json"])
+    (source,) = json.loads(result.stdout)
+    assert source["split_sentences"] is True and source["occurrences"] == 3
+    assert "(split into sentences)" in runner.invoke(cli, ["sources"]).output
+    with bitextdb.open(home) as db:
+        assert [(o[3], o[4]) for o in occurrences(db)] == [
+            ("7#1", de[0]),
+            ("7#2", de[1]),
+            ("8#1", de[2]),
+        ]
+
+    vectors = tmp_path / "v.npy"
+    np.save(vectors, np.ones((2, 8), dtype=np.float32))
+    result = runner.invoke(cli, [*args, "--split-sentences", "--embeddings", str(vectors)])
+    assert result.exit_code == 2
+    assert "cannot go with --split-sentences" in result.output
+    result = runner.invoke(cli, args)  # unsplit, the same source
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "ingest it the same way, under another --source, or remove it first" in result.output
+    result = runner.invoke(cli, ["sources", "--json"])
+    assert json.loads(result.stdout)[0]["occurrences"] == 3
+
+
+# -- appending in-memory texts -----------------------------------------------------------------
+def test_texts_given_twice_to_one_source_add_up(db_url: str, home: Path) -> None:
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1)
+    try:
+        eye = unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        db.ingest_embeddings("de", ["ein apfel", "ein brot"], eye[:2], mine=False)
+        db.ingest_embeddings("de", ["ein haus", "eine katze"], eye[2:], mine=False)
+        # the second call's vectors are its own rows, though its texts come later
+        en = ["a cat", "a house", "an apple", "a bread"]
+        db.ingest_embeddings("en", en, eye[[3, 2, 0, 1]], source="en-vectors")
+        assert sorted((r["src"], r["tgt"]) for r in iter_records(db, "de-en", min_score=-1)) == [
+            ("ein apfel", "an apple"),
+            ("ein brot", "a bread"),
+            ("ein haus", "a house"),
+            ("eine katze", "a cat"),
+        ]
+        assert [o[1:] for o in occurrences(db) if o[0] == "embeddings"][:4] == [
+            (0, 0, None, "ein apfel"),
+            (1, 0, None, "ein brot"),
+            (2, 0, None, "ein haus"),
+            (3, 0, None, "eine katze"),
+        ]
+        with pytest.raises(InputError, match="cannot be split"):
+            db._ingestor().ingest_texts(
+                "de", ["x y"], source="s", rows=eye[:1], split_sentences=True
+            )
+        # a removal then takes every sentence the source ever brought
+        assert db.remove("de", ["embeddings"])["sentences_removed"] == 4
+        assert "de" not in db.stats()["languages"]
+    finally:
+        db.close()
+
+
+def test_http_ingest_appends_and_splits(home: Path, static_model: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from bitextdb.serve import create_app
+
+    with bitextdb.init(home, model=str(static_model)) as db:
+        client = TestClient(create_app(db, api_key=None))
+        for chunk in (EN[:2], EN[2:4]):
+            response = client.post(
+                "/ingest", json={"lang": "en", "sentences": chunk, "mine": False}
+            )
+            assert response.status_code == 200, response.text
+        body = {"lang": "en", "sentences": [" ".join(EN[4:])], "source": "doc"}
+        response = client.post("/ingest", json={**body, "split_sentences": True, "mine": False})
+        assert response.json()["ingested"][0]["sentences"] == 2
+        listed = {s["name"]: s for s in client.get("/sources", params={"lang": "en"}).json()}
+        assert (listed["api"]["occurrences"], listed["api"]["records"]) == (4, 4)
+        assert (listed["doc"]["occurrences"], listed["doc"]["split_sentences"]) == (2, True)
+        refused = client.post("/ingest", json={**body, "mine": False})
+        assert refused.status_code == 400 and "split-sentences" in refused.json()["error"]
+
+
+# -- schema ------------------------------------------------------------------------------------
+def test_migration_numbers_parts_and_keeps_occurrences(db_url: str, home: Path) -> None:
+    database = database_at(
+        db_url,
+        "0003",
+        "INSERT INTO sources (id, lang, name, records, created_at, updated_at) "
+        "VALUES (1, 'en', 'old', 2, '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+        "INSERT INTO sentences (id, lang, text, text_hash, indexed, created_at) VALUES "
+        "(1, 'en', 'one', 'h1', true, '2026-01-01 00:00:00'), "
+        "(2, 'en', 'two', 'h2', true, '2026-01-01 00:00:00')",
+        "INSERT INTO occurrences (source_id, position, sentence_id, ext_id) "
+        "VALUES (1, 0, 1, 'a'), (1, 1, 2, NULL)",
+    )
+    database.upgrade()  # SQLite once lost every occurrence here (a copy of sources)
+    assert database.current_revision() == database.head_revision() == "0004"
+    key = inspect(database.engine).get_pk_constraint("occurrences")["constrained_columns"]
+    assert key == ["source_id", "position", "part"]
+    with database.engine.connect() as conn:
+        assert conn.execute(
+            text("SELECT position, part, sentence_id, ext_id FROM occurrences ORDER BY position")
+        ).all() == [(0, 0, 1, "a"), (1, 0, 2, None)]
+        assert conn.execute(text("SELECT split_sentences FROM sources")).scalar_one() in (
+            False,
+            0,
+        )
+    assert model_differences(database) == []
+    # and back: the old key again, first parts kept
+    migrate(
+        database,
+        "0003",
+        "INSERT INTO occurrences (source_id, position, part, sentence_id) VALUES (1, 1, 1, 1)",
+        down=True,
+    )
+    key = inspect(database.engine).get_pk_constraint("occurrences")["constrained_columns"]
+    assert key == ["source_id", "position"]
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM occurrences")).scalar_one() == 2
+    database.dispose()
