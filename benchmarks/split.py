@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import InstantEncoder, machine  # noqa: E402
+from common import instant_ingest, machine  # noqa: E402
 
 import bitextdb  # noqa: E402
 from bitextdb.readers import read_lines  # noqa: E402
@@ -113,15 +113,9 @@ def main() -> None:
         model = build_tiny_bert(root / "model", dim=args.dim)
 
         def ingest(path: Path, split_sentences: bool) -> tuple[float, int, float]:
-            home = root / "home"
-            shutil.rmtree(home, ignore_errors=True)
-            db = bitextdb.init(home, model=str(model), device="cpu", index_process=False)
-            db._encoder = InstantEncoder(str(model), args.dim)  # type: ignore[assignment]
-            started = time.perf_counter()
-            result = db.ingest(str(path), "en", split_sentences=split_sentences, mine=False)
-            took = time.perf_counter() - started
-            db.close()
-            report = result["ingested"][0]
+            took, report = instant_ingest(
+                root / "home", model, args.dim, path, "en", split_sentences=split_sentences
+            )
             return took, report["new"], report["stage_seconds"]["read"]
 
         for label, path, flag in (

@@ -143,11 +143,16 @@ class BitextDB:
         embeddings: str | Path | None = None,
         dim: int | None = None,
         split_sentences: bool = False,
+        lid: float | None = None,
+        lid_accept: Sequence[str] = (),
         mine: bool = True,
     ) -> dict[str, Any]:
         """Ingest files (``-`` is stdin), then mine unless ``mine=False``; with
         ``split_sentences`` every record (line, TSV cell, JSON field) is split into
-        sentences (see :mod:`bitextdb.segment`)."""
+        sentences (see :mod:`bitextdb.segment`); with ``lid`` (a probability, such as
+        :data:`bitextdb.language_id.DEFAULT_LID_THRESHOLD`) a sentence that py3langid puts
+        in another language than ``lang`` (or those of ``lid_accept``) with at least that
+        probability is skipped."""
         check_lang(lang)
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if not paths:
@@ -170,6 +175,8 @@ class BitextDB:
                 embeddings=None if embeddings is None else str(embeddings),
                 dim=dim,
                 split_sentences=split_sentences,
+                lid=lid,
+                lid_accept=lid_accept,
             )
             for p in paths
         ]
@@ -182,12 +189,20 @@ class BitextDB:
         *,
         source: str = "api",
         split_sentences: bool = False,
+        lid: float | None = None,
+        lid_accept: Sequence[str] = (),
         mine: bool = True,
     ) -> dict[str, Any]:
         """Ingest sentences given as strings (or, with ``split_sentences``, texts to split
-        into sentences); they are normalised, deduplicated and added to ``source``."""
+        into sentences); they are normalised, deduplicated and added to ``source``;
+        ``lid`` and ``lid_accept`` as for :meth:`ingest`."""
         report = self._ingestor().ingest_texts(
-            lang, texts, source=source, split_sentences=split_sentences
+            lang,
+            texts,
+            source=source,
+            split_sentences=split_sentences,
+            lid=lid,
+            lid_accept=lid_accept,
         )
         return self._finish([report], mine)
 

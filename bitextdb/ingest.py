@@ -16,10 +16,11 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from .encoder import TextEncoder, normalize_rows
 from .encoder_process import wants_encoder_process
 from .errors import InputError, ModelLoadError, ModelMismatchError
 from .heap import loaded_objects_frozen
+from .language_id import language_check
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, read_texts, text_hash
 from .segment import sentence_splitter
@@ -424,9 +426,12 @@ class Ingestor:
         embeddings: str | None = None,
         dim: int | None = None,
         split_sentences: bool = False,
+        lid: float | None = None,
+        lid_accept: Sequence[str] = (),
     ) -> IngestReport:
         """Read one file (or ``-`` for stdin) and store its sentences; with
-        ``split_sentences`` each record is split into sentences first."""
+        ``split_sentences`` each record is split into sentences first; with ``lid`` (a
+        threshold) sentences of other languages are skipped (see :meth:`sentence_rules`)."""
         check_lang(lang)
         if split_sentences and embeddings:
             raise InputError(
@@ -444,10 +449,8 @@ class Ingestor:
             "id_column": id_column,
             "field": field,
             "id_field": id_field,
-            "min_chars": self.settings.min_chars,
-            "max_chars": self.settings.max_chars,
-            "split": sentence_splitter(lang) if split_sentences else None,
         }
+        rules = self.sentence_rules(lang, split_sentences, lid, lid_accept)
         vectors = None
         if embeddings:
             if path == "-":
@@ -455,7 +458,7 @@ class Ingestor:
             rows = load_embeddings(embeddings, dim, self.settings.dim)
             counted = ReadStats()
             for _ in read_lines(path, **options, stats=counted):  # type: ignore[arg-type]
-                pass
+                pass  # only records are counted: no rules needed
             if counted.lines != len(rows):
                 raise InputError(
                     f"{embeddings} has {len(rows)} rows but {path} has {counted.lines} lines; "
@@ -463,7 +466,7 @@ class Ingestor:
                 )
             vectors = VectorSource(rows=rows)
         stats = ReadStats()
-        lines = read_lines(path, **options, stats=stats)  # type: ignore[arg-type]
+        lines = read_lines(path, **options, **rules, stats=stats)  # type: ignore[arg-type]
         return self.ingest_lines(
             lang,
             lines,
@@ -474,6 +477,20 @@ class Ingestor:
             split_sentences=split_sentences,
         )
 
+    def sentence_rules(
+        self, lang: str, split_sentences: bool, lid: float | None, lid_accept: Sequence[str]
+    ) -> dict[str, Any]:
+        """What the reader does to each record: the database's length limits, splitting into
+        sentences (``split_sentences``), and, with ``lid``, skipping every sentence that
+        py3langid puts in a language other than ``lang`` (or one of ``lid_accept``) with a
+        probability of at least ``lid``."""
+        return {
+            "min_chars": self.settings.min_chars,
+            "max_chars": self.settings.max_chars,
+            "split": sentence_splitter(lang) if split_sentences else None,
+            "language": None if lid is None else language_check(lang, lid, lid_accept),
+        }
+
     def ingest_texts(
         self,
         lang: str,
@@ -482,10 +499,13 @@ class Ingestor:
         source: str,
         rows: np.ndarray | None = None,
         split_sentences: bool = False,
+        lid: float | None = None,
+        lid_accept: Sequence[str] = (),
     ) -> IngestReport:
         """Append in-memory texts to ``source``, with their vectors ``rows`` when given
         (row i belongs to text i); the texts take the positions after the source's last
-        record, so that a later call adds to an earlier one instead of replacing it."""
+        record, so that a later call adds to an earlier one instead of replacing it.
+        ``split_sentences``, ``lid`` and ``lid_accept`` are :meth:`ingest_file`'s."""
         check_lang(lang)
         texts = list(texts)
         if rows is not None and split_sentences:
@@ -494,11 +514,7 @@ class Ingestor:
             raise InputError("A source name has at most 512 characters and no NUL.")
         stats = ReadStats()
         lines = read_texts(
-            texts,
-            min_chars=self.settings.min_chars,
-            max_chars=self.settings.max_chars,
-            split=sentence_splitter(lang) if split_sentences else None,
-            stats=stats,
+            texts, **self.sentence_rules(lang, split_sentences, lid, lid_accept), stats=stats
         )  # checks every item is a string before anything is stored
         with self.db.session(writes=True) as s:
             src = corpus.source_id(s, lang, source, None, split_sentences=split_sentences)

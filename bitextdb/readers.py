@@ -22,12 +22,13 @@ import re
 import sys
 import unicodedata
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from bitextdb.errors import InputError
+from bitextdb.language_id import LanguageCheck
 from bitextdb.segment import Splitter
 
 __all__ = [
@@ -87,6 +88,8 @@ class ReadStats:
     too_long: int = 0
     invalid_utf8: int = 0
     malformed: int = 0
+    #: sentences put in another language by language identification
+    wrong_language: int = 0
     #: sentences the records were split into (0 unless splitting)
     sentences: int = 0
 
@@ -101,6 +104,9 @@ class ReadStats:
 
 
 _NOT_SKIPS = ("lines", "sentences")
+
+#: a record, or a sentence of one: (position, raw text, external id, part)
+_Row = tuple[int, str, str | None, int]
 
 
 @dataclass(frozen=True)
@@ -124,42 +130,54 @@ class _Limits:
     min_chars: int
     max_chars: int
     split: Splitter | None
+    language: LanguageCheck | None = None
 
 
-def _sentences(
-    position: int, raw: str, ext_id: str | None, limits: _Limits, stats: ReadStats
-) -> Iterator[Line]:
-    """The sentences of one record: normalised, split when asked (each part's external id
-    gets ``#N``, its 1-based number), and the ones too short or too long counted."""
-    if ext_id is not None and (len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id):
-        stats.malformed += 1  # an id no database column should have to hold
-        return
-    if limits.split is None:
-        pieces = [raw]
-    else:
-        pieces = limits.split(raw)
+def _sentences(rows: Iterable[_Row], limits: _Limits, stats: ReadStats) -> Iterator[Line]:
+    """The normalised sentences of ``(position, raw text, external id, part)`` rows, split
+    first when asked; the ones skipped are counted."""
+    if limits.split is not None:
+        rows = _split(rows, limits.split, stats)
+    min_chars, max_chars, language = limits.min_chars, limits.max_chars, limits.language
+    for position, raw, ext_id, part in rows:  # kept inline: the reading thread's loop
+        text = normalize(raw)
+        if ext_id is not None and (len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id):
+            stats.malformed += 1  # an id no database column should have to hold
+        elif not text:
+            stats.empty += 1
+        elif len(text) < min_chars:
+            stats.too_short += 1
+        elif len(text) > max_chars:
+            stats.too_long += 1
+        elif language is not None and not language(text):
+            stats.wrong_language += 1
+        else:
+            yield Line(position, text, ext_id, part)
+
+
+def _split(rows: Iterable[_Row], split: Splitter, stats: ReadStats) -> Iterator[_Row]:
+    """Each row's sentences as rows of their own, numbered by ``part``; the external id of
+    part N becomes ``ID#N`` (1-based)."""
+    for position, raw, ext_id, _ in rows:
+        if ext_id is not None and (len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id):
+            stats.malformed += 1  # once for the record
+            continue
+        pieces = split(raw)
         stats.sentences += len(pieces)
         if not pieces:
             stats.empty += 1
-    for part, piece in enumerate(pieces):
-        text = normalize(piece)
-        if not text:
-            stats.empty += 1
-        elif len(text) < limits.min_chars:
-            stats.too_short += 1
-        elif len(text) > limits.max_chars:
-            stats.too_long += 1
-        elif limits.split is None:
-            yield Line(position, text, ext_id)
-        elif ext_id is None:
-            yield Line(position, text, None, part)
-        elif len(part_id := f"{ext_id}#{part + 1}") > MAX_ID_CHARS:
-            stats.malformed += 1
-        else:
-            yield Line(position, text, part_id, part)
+        for part, piece in enumerate(pieces):
+            if ext_id is None:
+                yield position, piece, None, part
+            elif len(part_id := f"{ext_id}#{part + 1}") > MAX_ID_CHARS:
+                stats.malformed += 1
+            else:
+                yield position, piece, part_id, part
 
 
-def _limits(min_chars: int, max_chars: int, split: Splitter | None) -> _Limits:
+def _limits(
+    min_chars: int, max_chars: int, split: Splitter | None, language: LanguageCheck | None
+) -> _Limits:
     for value, what in ((min_chars, "minimum length"), (max_chars, "maximum length")):
         if isinstance(value, bool) or not isinstance(value, int):
             raise InputError(f"The {what} must be a whole number, not {value!r}.")
@@ -169,7 +187,7 @@ def _limits(min_chars: int, max_chars: int, split: Splitter | None) -> _Limits:
         raise InputError(
             f"The maximum length ({max_chars}) must not be below the minimum ({min_chars})."
         )
-    return _Limits(min_chars, max_chars, split)
+    return _Limits(min_chars, max_chars, split, language)
 
 
 def read_texts(
@@ -178,6 +196,7 @@ def read_texts(
     min_chars: int = DEFAULT_MIN_CHARS,
     max_chars: int = DEFAULT_MAX_CHARS,
     split: Splitter | None = None,
+    language: LanguageCheck | None = None,
     stats: ReadStats | None = None,
 ) -> Iterator[Line]:
     """The sentences of in-memory texts, read as :func:`read_lines` reads a file's records
@@ -186,18 +205,22 @@ def read_texts(
     for number, raw in enumerate(texts):
         if not isinstance(raw, str):
             raise InputError(f"Sentence {number + 1} is not a string.")
-    limits = _limits(min_chars, max_chars, split)
+    limits = _limits(min_chars, max_chars, split, language)
     counts = stats if stats is not None else ReadStats()
     return _texts(texts, limits, counts)
 
 
 def _texts(texts: Sequence[str], limits: _Limits, stats: ReadStats) -> Iterator[Line]:
+    return _sentences(_text_rows(texts, stats), limits, stats)
+
+
+def _text_rows(texts: Sequence[str], stats: ReadStats) -> Iterator[_Row]:
     for position, raw in enumerate(texts):
         stats.lines += 1
         if _SURROGATE.search(raw):  # JSON escapes can smuggle in lone surrogates
             stats.invalid_utf8 += 1
         else:
-            yield from _sentences(position, raw, None, limits, stats)
+            yield position, raw, None, 0
 
 
 def normalize(text: str) -> str:
@@ -446,6 +469,7 @@ def read_lines(
     min_chars: int = DEFAULT_MIN_CHARS,
     max_chars: int = DEFAULT_MAX_CHARS,
     split: Splitter | None = None,
+    language: LanguageCheck | None = None,
     stats: ReadStats | None = None,
 ) -> Iterator[Line]:
     """Stream the normalised sentences of a corpus file.
@@ -467,6 +491,8 @@ def read_lines(
     :func:`bitextdb.segment.sentence_splitter`) every record is split into sentences
     first, which share the record's position and are told apart by ``Line.part``; the
     length limits then apply to each sentence, and an external id becomes ``ID#N``.
+    With ``language`` (see :func:`bitextdb.language_id.language_check`) a sentence it
+    turns down is skipped and counted as ``wrong_language``.
 
     Arguments are checked at once; the file is opened when iteration starts.  Raises
     :class:`InputError` for bad arguments, an unreadable or binary file, a corrupt
@@ -474,7 +500,7 @@ def read_lines(
     """
     if fmt not in FORMATS:
         raise InputError(f"Unknown format {fmt!r}; use one of: {', '.join(FORMATS)}.")
-    limits = _limits(min_chars, max_chars, split)
+    limits = _limits(min_chars, max_chars, split, language)
     if fmt == "auto":
         fmt = "txt" if isinstance(source, str) and source == _STDIN else detect_format(source)
     if fmt == "tsv":
@@ -524,13 +550,11 @@ def _read(
             rows = _jsonl_rows(records, field, field_path, id_field, id_path, stats)
         else:
             rows = _txt_rows(records, stats)
-        for position, text, ext_id in rows:
-            yield from _sentences(position, text, ext_id, limits, stats)
+        yield from _sentences(rows, limits, stats)
 
 
-# Each row generator yields (position, raw text, ext_id) for records worth normalising and
-# counts the records it skips itself (too long, invalid UTF-8, malformed, blank JSONL).
-_Row = tuple[int, str, str | None]
+# Each row generator yields (position, raw text, ext_id, 0) for records worth normalising
+# and counts the records it skips itself (too long, invalid UTF-8, malformed, blank JSONL).
 
 
 def _decoded(records: Iterator[bytes | None], stats: ReadStats) -> Iterator[tuple[int, str]]:
@@ -547,7 +571,7 @@ def _decoded(records: Iterator[bytes | None], stats: ReadStats) -> Iterator[tupl
 
 def _txt_rows(records: Iterator[bytes | None], stats: ReadStats) -> Iterator[_Row]:
     for position, text in _decoded(records, stats):
-        yield position, text, None
+        yield position, text, None, 0
 
 
 def _tsv_rows(
@@ -588,7 +612,7 @@ def _tsv_rows(
             stats.malformed += 1
             continue
         ext_id = None if id_index is None else cells[id_index].strip()
-        yield position, cells[text_index], ext_id
+        yield position, cells[text_index], ext_id, 0
 
 
 def _lookup(obj: dict[str, object], field: str, path: tuple[str, ...]) -> object:
@@ -640,4 +664,4 @@ def _jsonl_rows(
         if _SURROGATE.search(text) or (ext_id is not None and _SURROGATE.search(ext_id)):
             stats.invalid_utf8 += 1
             continue
-        yield position, text, ext_id
+        yield position, text, ext_id, 0

@@ -17,7 +17,7 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
   then, from :func:`bitextdb.export.iter_withdrawn`; both streams carry
   ``X-Bitextdb-As-Of``, the ``since`` to ask with next time;
 * ``POST /ingest`` ``{"lang", "sentences": [str], "source"="api", "split_sentences"=false,
-  "mine"=true}`` -> the ingest
+  "lid"=null, "lid_accept"=[], "mine"=true}`` -> the ingest
   summary of ``BitextDB.ingest_texts``.
 
 Errors are ``{"error": "one sentence"}`` (validation errors add ``"detail"``): bad input 400,
@@ -112,6 +112,16 @@ class IngestRequest(BaseModel):
     source: str = Field("api", min_length=1, description="Name of the source they are added to.")
     split_sentences: bool = Field(
         False, description="Each item is a paragraph or document: split it into sentences."
+    )
+    lid: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Skip sentences that py3langid puts in another language with at least "
+        "this probability (0.5: a majority).",
+    )
+    lid_accept: list[str] = Field(
+        [], description="Languages that count as this one for lid (e.g. bs, sr for hr)."
     )
     mine: bool = Field(True, description="Mine the new sentences right away.")
 
@@ -287,6 +297,8 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
                 body.sentences,
                 source=body.source,
                 split_sentences=body.split_sentences,
+                lid=body.lid,
+                lid_accept=body.lid_accept,
                 mine=body.mine,
             )
 

@@ -43,6 +43,7 @@ class Case:
     options: dict[str, Any] = field(default_factory=dict)
     embeddings: str | None = None  # None, aligned, misaligned, nan
     split_sentences: bool = False
+    lid: float | None = None
 
     @property
     def suffix(self) -> str:
@@ -119,6 +120,7 @@ def hostile_files(draw: st.DrawFn) -> Case:
         compression=draw(st.sampled_from([None, None, None, None, "gzip", "bz2", "xz", "broken"])),
         embeddings=draw(st.sampled_from([None, None, None, "aligned", "misaligned", "nan"])),
         split_sentences=draw(st.integers(0, 3)) == 0,
+        lid=draw(st.sampled_from([None, None, None, 0.5])),
     )
     used = case.fmt if case.flag == "auto" else case.flag
     if used == "tsv":
@@ -167,7 +169,7 @@ def _plain_text_oracle(case: Case) -> set[str] | None:
     """The sentences a plain, uncompressed UTF-8 txt file must give (None: no simple oracle)."""
     if case.fmt != "txt" or case.flag not in ("auto", "txt") or case.compression:
         return None
-    if case.split_sentences:
+    if case.split_sentences or case.lid is not None:
         return None
     out = set()
     for record in case.data.removeprefix(b"\xef\xbb\xbf").split(b"\n"):
@@ -211,6 +213,7 @@ def test_hostile_files_ingest_cleanly_or_fail_with_input_error(
                 fmt=case.flag,
                 embeddings=embeddings,
                 split_sentences=case.split_sentences,
+                lid=case.lid,
                 mine=False,
                 **case.options,
             )
@@ -257,6 +260,7 @@ def _features(case: Case) -> list[str]:
     data = case.data
     found = [case.fmt, f"compression={case.compression}", f"embeddings={case.embeddings}"]
     found += ["split"] if case.split_sentences else []
+    found += ["lid"] if case.lid is not None else []
     checks = {
         "NUL": b"\x00" in data,
         "CRLF": b"\r\n" in data,

@@ -65,6 +65,7 @@ def test_read_stats_dicts() -> None:
         "too_long": 0,
         "invalid_utf8": 0,
         "malformed": 2,
+        "wrong_language": 0,
         "sentences": 0,
     }
     assert stats.skipped() == {"empty": 1, "malformed": 2}
@@ -155,6 +156,7 @@ def test_txt_basic_blank_lines_and_positions(tmp_path: Path) -> None:
         "too_long": 0,
         "invalid_utf8": 0,
         "malformed": 0,
+        "wrong_language": 0,
         "sentences": 0,
     }
 
@@ -185,6 +187,7 @@ def test_positions_align_with_raw_lines(tmp_path: Path) -> None:
         "too_long": 1,
         "invalid_utf8": 2,
         "malformed": 0,
+        "wrong_language": 0,
         "sentences": 0,
     }
 
@@ -570,6 +573,7 @@ def test_jsonl_malformed_lines_are_counted(tmp_path: Path) -> None:
         "too_long": 0,
         "invalid_utf8": 1,
         "malformed": 9,
+        "wrong_language": 0,
         "sentences": 0,
     }
 

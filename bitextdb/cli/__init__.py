@@ -16,6 +16,7 @@ from .. import api
 from ..allocator import tune_allocator
 from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX
 from ..errors import BitextDBError
+from ..language_id import DEFAULT_LID_THRESHOLD
 from ..progress import ProgressBars
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -316,6 +317,21 @@ def _mine_line(m: dict[str, Any]) -> str:
     is_flag=True,
     help="Split every record (a paragraph or document) into sentences, by the rules of --lang.",
 )
+@click.option(
+    "--lid",
+    is_flag=True,
+    help="Skip sentences that language identification (py3langid) puts in another language.",
+)
+@click.option(
+    "--lid-threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    help=f"How sure it must be of the other language (implies --lid) [{DEFAULT_LID_THRESHOLD}].",
+)
+@click.option(
+    "--lid-accept",
+    metavar="CODES",
+    help="Languages that count as --lang for --lid, comma-separated (e.g. bs,sr for hr).",
+)
 @click.option("--model", help="Refuse to run unless the database was built with this model.")
 @click.option(
     "--no-mine", is_flag=True, help="Store and index only; mine later with `bitextdb mine`."
@@ -346,9 +362,15 @@ def ingest(
     as_json: bool,
     column: str | None,
     id_column: str | None,
+    lid: bool,
+    lid_threshold: float | None,
+    lid_accept: str | None,
     **options: Any,
 ) -> None:
     """Read corpus files (txt, tsv, jsonl, optionally .gz/.bz2/.xz; - for stdin) and mine."""
+    if lid or lid_threshold is not None or lid_accept:
+        options["lid"] = DEFAULT_LID_THRESHOLD if lid_threshold is None else lid_threshold
+        options["lid_accept"] = [c.strip() for c in (lid_accept or "").split(",") if c.strip()]
     with ctx.open(
         model=model,
         device=device,

@@ -1,0 +1,114 @@
+"""Language identification at ingest (``ingest --lid``): how well, and at what cost. Run by hand:
+
+    .venv/bin/python benchmarks/lid.py                    # 100,000 sentences
+    .venv/bin/python benchmarks/lid.py --size 10000       # a quick check
+
+1. How well, on the hand-written example corpora (``examples/{en,de,es}.txt``, 165 real
+   sentences): for thresholds from 0.5 to 0.99, how many sentences of each corpus the
+   check of their own language drops (each should be kept) and how many it drops when
+   they are given as one of the other two languages (each should be dropped).
+2. At what cost: ``language_check`` alone, in sentences per second on one thread; then the
+   whole ingest (read, dedup, SQL, upserts into Qdrant Edge; no mining) of SIZE sentences
+   (the example sentences, each with a number to keep them apart) with vectors ready at
+   once (``InstantEncoder``, a stand-in for a GPU fast enough that the rest shows),
+   without and with ``--lid``, best of three each, into a fresh home each time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import instant_ingest, machine  # noqa: E402
+
+import bitextdb  # noqa: E402
+from bitextdb.language_id import language_check  # noqa: E402
+from tests.models import build_tiny_bert  # noqa: E402
+
+LANGS = ("en", "de", "es")
+
+
+def examples() -> dict[str, list[str]]:
+    return {
+        lang: [x for x in (ROOT / "examples" / f"{lang}.txt").read_text("utf-8").splitlines() if x]
+        for lang in LANGS
+    }
+
+
+def quality(corpora: dict[str, list[str]]) -> None:
+    print("threshold | own sentences dropped | others' sentences dropped")
+    for threshold in (0.5, 0.8, 0.9, 0.95, 0.99):
+        checks = {lang: language_check(lang, threshold) for lang in LANGS}
+        own = sum(not checks[lang](s) for lang, texts in corpora.items() for s in texts)
+        total = sum(len(texts) for texts in corpora.values())
+        others = [
+            (checks[other], s)
+            for lang, texts in corpora.items()
+            for other in LANGS
+            if other != lang
+            for s in texts
+        ]
+        dropped = sum(not check(s) for check, s in others)
+        print(
+            f"{threshold:9} | {own:3d} of {total} ({own / total:6.1%})   "
+            f"| {dropped:3d} of {len(others)} ({dropped / len(others):6.1%})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    bitextdb.tune_allocator()  # as the command line does
+    corpora = examples()
+    print(f"machine: {machine()}")
+    quality(corpora)
+
+    pool = [s for texts in corpora.values() for s in texts]
+    texts = [f"{s} {i}" for i, s in zip(range(args.size), itertools.cycle(pool))]
+    check = language_check("en")
+    started = time.perf_counter()
+    kept = sum(check(s) for s in texts)
+    alone = time.perf_counter() - started
+    print(
+        f"language_check alone: {len(texts):,} sentences in {alone:.2f} s = "
+        f"{len(texts) / alone:,.0f} /s on one thread ({kept:,} kept as English)"
+    )
+
+    root = Path(tempfile.mkdtemp(prefix="bitextdb-lid-"))
+    try:
+        path = root / "mixed.txt"
+        path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        model = build_tiny_bert(root / "model", dim=args.dim)
+        base = 0.0
+        for label, options in (("without --lid", {}), ("with --lid", {"lid": 0.5})):
+            runs = [
+                instant_ingest(root / "home", model, args.dim, path, "en", **options)
+                for _ in range(args.runs)
+            ]
+            took, report = min(runs, key=lambda run: run[0])
+            base = base or took
+            stored = report["new"]
+            print(
+                f"ingest {label:14s} {took:6.2f} s = {len(texts) / took:>9,.0f} sentences "
+                f"read/s, {stored:,} stored, skipped {report['skipped'] or 'none'}, reading "
+                f"stage {report['stage_seconds']['read']:.2f} s"
+                + ("" if took == base else f" ({took / base:.2f}x the time)")
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Language identification at ingest (``--lid``): sentences of other languages skipped."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import bitextdb
+from bitextdb import language_id
+from bitextdb.cli import cli
+from bitextdb.errors import InputError
+from bitextdb.language_id import language_check
+from bitextdb.readers import ReadStats, read_lines
+from bitextdb.segment import sentence_splitter
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example(lang: str) -> list[str]:
+    """The example corpus of ``lang``: real sentences, one a line."""
+    return [x for x in (EXAMPLES / f"{lang}.txt").read_text(encoding="utf-8").splitlines() if x]
+
+
+def test_the_check_keeps_its_language_and_drops_clear_others() -> None:
+    de = language_check("de")
+    assert all(de(s) for s in example("de"))  # no German sentence of the examples lost
+    english = [s for s in example("en") if not de(s)]
+    assert len(english) >= 0.9 * len(example("en"))  # 90 % or more found out
+    assert de("Danke.")  # too short to tell: kept
+    # what counts as the language: another code accepted, a region or script aside
+    hr = language_check("hr", accept=["sr", "bs"])
+    assert hr("Kuća je stara i vrt je velik.")
+    assert language_check("pt-BR")("A casa é velha e o jardim é grande.")
+    assert language_check("nb")("Huset er gammelt og hagen er stor.")  # py3langid's "no"
+    # a stricter threshold drops fewer
+    loose, strict = language_check("de", 0.5), language_check("de", 0.999999)
+    assert sum(not strict(s) for s in example("en")) < sum(not loose(s) for s in example("en"))
+
+
+@pytest.mark.parametrize(
+    ("lang", "threshold", "message"),
+    [
+        ("xx", 0.5, "py3langid does not know 'xx'"),
+        ("de", 0, "above 0 and at most 1"),
+        ("de", 1.5, "above 0 and at most 1"),
+        ("de", True, "must be a number"),
+    ],
+)
+def test_bad_languages_and_thresholds_are_input_errors(
+    lang: str, threshold: float, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        language_check(lang, threshold)
+
+
+def test_without_py3langid_one_clear_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    language_id._identifier.cache_clear()
+    monkeypatch.setitem(sys.modules, "py3langid.langid", None)  # import fails
+    try:
+        with pytest.raises(InputError, match=r"pip install 'bitextdb\[lid\]'"):
+            language_check("de")
+    finally:
+        language_id._identifier.cache_clear()
+
+
+def test_reading_counts_the_sentences_of_other_languages(tmp_path: Path) -> None:
+    de = example("de")
+    en = [e for e in example("en") if len(e) > 30]  # long enough to tell ("Thank you." is not)
+    path = tmp_path / "mixed.txt"
+    # paragraphs of a German and an English sentence: split, the English ones go
+    path.write_text("\n".join(f"{d} {e}" for d, e in zip(de[:10], en[:10])), encoding="utf-8")
+    stats = ReadStats()
+    split = sentence_splitter("de")
+    got = [
+        x.text for x in read_lines(path, split=split, language=language_check("de"), stats=stats)
+    ]
+    assert got == de[:10]
+    assert (stats.lines, stats.sentences, stats.wrong_language) == (10, 20, 10)
+    assert stats.skipped() == {"wrong_language": 10}
+
+
+def test_cli_and_library_ingest_with_lid(home: Path, static_model: Path, tmp_path: Path) -> None:
+    de = [d for d in example("de") if d != "Danke."]
+    en = [e for e in example("en") if len(e) > 30]
+    path = tmp_path / "crawl.de.txt"
+    path.write_text("\n".join([*de[:20], *en[:5], "Danke."]) + "\n", encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["-q", "init", "--model", str(static_model)]).exit_code == 0
+    result = runner.invoke(
+        cli, ["-q", "ingest", str(path), "--lang", "de", "--lid", "--no-mine", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["ingested"]
+    assert report["skipped"] == {"wrong_language": 5} and report["new"] == 21
+    assert (
+        "5 wrong_language"
+        in runner.invoke(
+            cli, ["-q", "ingest", str(path), "--lang", "de", "--lid", "--no-mine"]
+        ).output
+    )
+    # threshold and accepted languages from the command line
+    loose = runner.invoke(
+        cli,
+        ["-q", "ingest", str(path), "--lang", "de", "--lid-accept", "en", "--json", "--no-mine"],
+    )
+    assert json.loads(loose.stdout)["ingested"][0]["skipped"] == {}
+    for bad, code, words in (
+        (["--lid-threshold", "1.5"], 2, "0<x<=1"),
+        (["--lid-accept", "qq"], 2, "py3langid does not know 'qq'"),
+    ):
+        result = runner.invoke(cli, ["ingest", str(path), "--lang", "de", *bad])
+        assert result.exit_code == code and words in result.output, result.output
+        assert "Traceback" not in result.output
+    with bitextdb.open(home) as db:
+        assert db.stats()["languages"]["de"]["sentences"] == 26  # the accept run added the 5
+        summary = db.ingest_texts("es", [*example("es")[:4], en[0]], lid=0.5, mine=False)
+        assert summary["ingested"][0]["skipped"] == {"wrong_language": 1}
+
+
+def test_http_ingest_with_lid(home: Path, static_model: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from bitextdb.serve import create_app
+
+    with bitextdb.init(home, model=str(static_model)) as db:
+        client = TestClient(create_app(db, api_key=None))
+        body = {"lang": "en", "sentences": [*example("en")[:3], example("de")[0]], "mine": False}
+        response = client.post("/ingest", json={**body, "lid": 0.5})
+        assert response.json()["ingested"][0]["skipped"] == {"wrong_language": 1}
+        response = client.post("/ingest", json={**body, "lid": 0.5, "lid_accept": ["de"]})
+        assert response.json()["ingested"][0]["skipped"] == {}
+        assert client.post("/ingest", json={**body, "lid": 2}).status_code == 422
