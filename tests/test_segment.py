@@ -93,6 +93,7 @@ def test_split_records_share_a_position_and_number_their_parts(tmp_path: Path) -
         {"id": "d2", "text": "   "},
         {"id": "d3", "text": f"It is good. {long_sentence.strip()}. Fine one."},
         {"id": "x" * 255, "text": "One here. Two here."},  # id + "#N" too long
+        {"id": "y" * 300, "text": "One here. Two here."},  # too long already: counted once
     ]
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
     stats = ReadStats()
@@ -106,8 +107,8 @@ def test_split_records_share_a_position_and_number_their_parts(tmp_path: Path) -
         Line(2, "It is good.", "d3#1", 0),
         Line(2, "Fine one.", "d3#3", 2),  # the part numbers count the sentence too long
     ]
-    assert (stats.lines, stats.sentences, stats.empty, stats.too_long) == (4, 8, 1, 1)
-    assert (stats.too_short, stats.malformed) == (0, 2)  # the last record's two parts
+    assert (stats.lines, stats.sentences, stats.empty, stats.too_long) == (5, 8, 1, 1)
+    assert (stats.too_short, stats.malformed) == (0, 3)  # two parts, then one record
 
 
 def test_without_splitting_a_record_is_one_sentence(tmp_path: Path) -> None:
