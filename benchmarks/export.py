@@ -7,7 +7,7 @@
 Builds a database of SIZE x SIZE injected random vectors with SIZE planted pairs (noisy
 copies), mines it, then times ``export_pairs`` of every accepted pair to a .jsonl file and
 to a .tsv.gz file (optionally also a re-derived distance-margin export, and one through
-the export filters, ``--filters``): rows per second,
+the export filters, ``--filters``, and a TMX export, ``--tmx``): rows per second,
 peak RSS (getrusage), how much the resident memory grew during each export (VmRSS sampled
 in a thread) and the peak of Python allocations during a second, untimed run under
 tracemalloc. A streaming export keeps both flat, whatever the size.
@@ -192,6 +192,7 @@ def main() -> None:
         action="store_true",
         help="also a jsonl export through --skip-identical --max-length-ratio 2",
     )
+    parser.add_argument("--tmx", action="store_true", help="also a TMX export")
     parser.add_argument(
         "--no-tracemalloc", action="store_true", help="skip the extra tracemalloc run per export"
     )
@@ -219,6 +220,8 @@ def main() -> None:
         if args.filters:
             filters = {"skip_identical": True, "max_length_ratio": 2.0}
             runs.append(("filtered.jsonl", "jsonl", filters))
+        if args.tmx:
+            runs.append(("pairs.tmx", "tmx", {}))
         results["exports"] = [
             timed_export(home, root / name, fmt, not args.no_tracemalloc, **options)
             for name, fmt, options in runs

@@ -1,4 +1,4 @@
-"""Export mined pairs as TSV, JSONL or Moses files, streamed and optionally compressed.
+"""Export mined pairs as TSV, JSONL, Moses or TMX files, streamed and optionally compressed.
 
 The default export (ratio margin, ``max`` retrieval) is the stored selection: the accepted
 pairs of the ``pairs`` table, read with a streaming cursor. Other margins and retrieval
@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import tmx
 from .config import check_lang, pair_name
 from .db import export_sql
 from .db.tables import utcnow
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from .api import BitextDB
 
-FORMATS = ("tsv", "jsonl", "moses")
+FORMATS = ("tsv", "jsonl", "moses", "tmx")
 RETRIEVALS = ("max", "intersect", "fwd", "bwd")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
 #: pairs written per round of text lookups
@@ -354,6 +355,19 @@ def _format(
             "".join(texts[a] + "\n" for a, *_ in rows),
             "".join(texts[b] + "\n" for _, b, *_ in rows),
         ]
+    if fmt == "tmx":
+        return [
+            "".join(
+                tmx.unit(
+                    spec.src_lang,
+                    texts[a],
+                    spec.tgt_lang,
+                    texts[b],
+                    [("x-margin", f"{score:.6f}"), ("x-cosine", f"{cos:.6f}")],
+                )
+                for a, b, score, cos in rows
+            )
+        ]
     return [
         "".join(
             json.dumps(_record(spec, row, texts, sources), ensure_ascii=False) + "\n"
@@ -368,6 +382,23 @@ def _format_withdrawn(fmt: str, spec: PairSpec, rows: list[export_sql.Withdrawal
         return ["".join(f"{row[2]:.6f}\t{row[4]}\t{row[5]}\n" for row in rows)]
     if fmt == "moses":
         return ["".join(row[4] + "\n" for row in rows), "".join(row[5] + "\n" for row in rows)]
+    if fmt == "tmx":
+        return [
+            "".join(
+                tmx.unit(
+                    spec.src_lang,
+                    src_text,
+                    spec.tgt_lang,
+                    tgt_text,
+                    [
+                        ("x-margin", f"{score:.6f}"),
+                        ("x-reason", reason),
+                        ("x-withdrawn-at", moment.isoformat()),
+                    ],
+                )
+                for _, _, score, _, src_text, tgt_text, reason, moment in rows
+            )
+        ]
     return [
         "".join(json.dumps(withdrawn_record(spec, row), ensure_ascii=False) + "\n" for row in rows)
     ]
@@ -546,8 +577,10 @@ def export_pairs(
     tgt_lang, margin, cosine, src_id, tgt_id, and with ``with_sources`` src_sources and
     tgt_sources) and ``moses`` (``output`` is a prefix: ``PREFIX.<src>`` and
     ``PREFIX.<tgt>``, line-aligned; ``corpus.gz`` gives ``corpus.en.gz`` and
-    ``corpus.de.gz``). An ``output`` ending in .gz, .bz2 or .xz is compressed. Files are
-    written under a temporary name and renamed at the end, so a failed export leaves none.
+    ``corpus.de.gz``) and ``tmx`` (TMX 1.4: a ``<tu>`` a pair, margin and cosine as
+    ``x-margin`` and ``x-cosine`` props; see :mod:`bitextdb.tmx`). An ``output`` ending
+    in .gz, .bz2 or .xz is compressed. Files are written under a temporary name and
+    renamed at the end, so a failed export leaves none.
 
     ``min_score`` keeps pairs scoring at least that much; it defaults to the database
     threshold for the ratio margin and to no limit for the other margins (whose scale
@@ -622,6 +655,7 @@ def export_pairs(
             hold.enter_context(db.db.advisory_lock(mine_lock(*spec.stored)))
         started_at = utcnow()
         sink = _Sink(targets)
+        _open_document(sink, fmt, spec)
         withdrawn_sink = None
         rows_written = withdrawn_rows = filtered = 0
         try:
@@ -651,13 +685,16 @@ def export_pairs(
                     progress("export", rows_written + filtered, total)
                 if withdrawn is not None:
                     withdrawn_sink = _Sink(withdrawn_targets)
+                    _open_document(withdrawn_sink, fmt, spec)
                     parts = _withdrawals(s, spec, min_score, since, after)
                     for part in parts:
                         part = [w for w in part if keep.keep(w[4], w[5])]
                         withdrawn_sink.write(_format_withdrawn(fmt, spec, part))
                         withdrawn_rows += len(part)
-            files = sink.commit()
-            withdrawn_files = None if withdrawn_sink is None else withdrawn_sink.commit()
+            files = _close_document(sink, fmt)
+            withdrawn_files = (
+                None if withdrawn_sink is None else _close_document(withdrawn_sink, fmt)
+            )
         except BaseException:
             sink.abort()
             if withdrawn_sink is not None:
@@ -684,6 +721,21 @@ def export_pairs(
         "withdrawn_rows": None if withdrawn is None else withdrawn_rows,
         "withdrawn_files": withdrawn_files,
     }
+
+
+def _open_document(sink: _Sink, fmt: str, spec: PairSpec) -> None:
+    """What a format writes before its first pair (TMX: the header)."""
+    if fmt == "tmx":
+        from . import __version__
+
+        sink.write([tmx.header(spec.src_lang, spec.tgt_lang, __version__)])
+
+
+def _close_document(sink: _Sink, fmt: str) -> list[str]:
+    """What a format writes after its last pair (TMX: the end of the body), then commit."""
+    if fmt == "tmx":
+        sink.write([tmx.FOOTER])
+    return sink.commit()
 
 
 def _withdrawals(

@@ -9,6 +9,7 @@ import lzma
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -27,6 +28,9 @@ from tests.schema_helpers import database_at
 INF = float("-inf")
 OPENERS = {"": open, ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 MAGIC = {".gz": b"\x1f\x8b", ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
+
+
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -70,6 +74,22 @@ def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in read_text(path).splitlines()]
 
 
+def tmx_units(document: str) -> list[dict[str, str]]:
+    """A TMX document's units, each ``{lang: segment text, prop type: value}``; checks the
+    header names the source language."""
+    root = ElementTree.fromstring(document)
+    assert root.tag == "tmx" and root.get("version") == "1.4"
+    header = root.find("header")
+    assert header is not None and header.get("creationtool") == "bitextdb"
+    units = []
+    for tu in root.iter("tu"):
+        unit = {prop.get("type", ""): prop.text or "" for prop in tu.findall("prop")}
+        for tuv in tu.findall("tuv"):
+            unit[tuv.get(XML_LANG, "")] = tuv.findtext("seg") or ""
+        units.append(unit)
+    return units
+
+
 def as_utc(moment: datetime | str) -> datetime:
     """A stored timestamp as aware UTC (raw SQLite rows hold naive UTC text)."""
     if isinstance(moment, str):
@@ -79,7 +99,7 @@ def as_utc(moment: datetime | str) -> datetime:
 
 # -- formats and compression ------------------------------------------------------------------
 @pytest.mark.parametrize("compression", ["", ".gz", ".bz2", ".xz"])
-@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "moses"])
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "moses", "tmx"])
 def test_round_trip_every_format_and_compression(
     home: Path, tmp_path: Path, fmt: str, compression: str
 ) -> None:
@@ -106,6 +126,15 @@ def test_round_trip_every_format_and_compression(
             scores = [float(score) for score, _, _ in rows]
             assert scores == pytest.approx([r["margin"] for r in want], abs=1e-6)
             assert scores == sorted(scores, reverse=True)
+        elif fmt == "tmx":
+            units = tmx_units(read_text(out))
+            assert [(u["de"], u["en"]) for u in units] == [(r["src"], r["tgt"]) for r in want]
+            assert [float(u["x-margin"]) for u in units] == pytest.approx(
+                [r["margin"] for r in want], abs=1e-6
+            )
+            assert [float(u["x-cosine"]) for u in units] == pytest.approx(
+                [r["cosine"] for r in want], abs=1e-6
+            )
         else:
             records = jsonl(out)
             assert [list(r) for r in records[:1]] == [
@@ -617,3 +646,51 @@ def test_migration_adds_export_cursors(db_url: str, home: Path) -> None:
     result = CliRunner().invoke(cli, ["-q", "--db", db_url, "db", "status", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["up_to_date"] is True
+
+
+def test_tmx_escapes_markup_and_lists_withdrawals(home: Path, tmp_path: Path) -> None:
+    db = bitextdb.init(home, model="synthetic", dim=4, k=1)
+    try:
+        eye = np.eye(4, dtype=np.float32)
+        db.ingest_embeddings("en", ['Tom & Jerry <said> "hi"', "plain", "\ufffeodd"], eye[:3])
+        db.ingest_embeddings("zh-Hant", ["湯姆 & 傑利", "平凡的", "奇怪的"], eye[:3], source="zh")
+        out, gone = tmp_path / "p.tmx", tmp_path / "w.tmx.gz"
+        export_pairs(db, "en:zh-Hant", output=str(out), fmt="tmx", min_score=INF, cursor="c")
+        root = ElementTree.parse(out).getroot()
+        assert root.find("header").get("srclang") == "en"  # type: ignore[union-attr]
+        units = {u["en"]: u["zh-Hant"] for u in tmx_units(out.read_text("utf-8"))}
+        # markup escaped, a character XML cannot hold replaced
+        assert units == {
+            'Tom & Jerry <said> "hi"': "湯姆 & 傑利",
+            "plain": "平凡的",
+            "\ufffdodd": "奇怪的",
+        }
+        db.remove("zh-Hant", ["zh"])
+        summary = export_pairs(
+            db,
+            "en:zh-Hant",
+            output=str(out),
+            fmt="tmx",
+            min_score=INF,
+            cursor="c",
+            withdrawn=str(gone),
+        )
+        assert (summary["rows"], summary["withdrawn_rows"]) == (0, 3)
+        assert tmx_units(out.read_text("utf-8")) == []  # still a whole document
+        dropped = tmx_units(read_text(gone))
+        assert {u["x-reason"] for u in dropped} == {"removed"}
+        assert {u["en"] for u in dropped} == set(units)
+        assert all(as_utc(u["x-withdrawn-at"]) for u in dropped)
+    finally:
+        db.close()
+
+
+def test_cli_exports_tmx_to_stdout(home: Path) -> None:
+    db = build(home)
+    db.close()
+    result = CliRunner().invoke(
+        cli, ["-q", "export", "--pair", "en-de", "--format", "tmx", "--min-score", "-100"]
+    )
+    assert result.exit_code == 0, result.output
+    units = tmx_units(result.stdout)
+    assert len(units) > 5 and all(u["en"].startswith("en sentence") for u in units)

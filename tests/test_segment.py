@@ -324,3 +324,39 @@ def test_migration_numbers_parts_and_keeps_occurrences(db_url: str, home: Path) 
     with database.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM occurrences")).scalar_one() == 2
     database.dispose()
+
+
+def test_an_interrupted_split_ingest_resumes_to_the_same_state(
+    home: Path, static_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bitextdb.ingest as ingest
+
+    paragraphs = tmp_path / "en.txt"
+    paragraphs.write_text(
+        ("\n".join(" ".join(EN[i : i + 3]) for i in range(0, len(EN), 3)) + "\n") * 3,
+        encoding="utf-8",
+    )
+    with bitextdb.init(tmp_path / "whole", model=str(static_model)) as whole:
+        whole.ingest(paragraphs, "en", split_sentences=True, source="p")
+        expected = occurrences(whole)
+
+    monkeypatch.setattr(ingest, "BATCH", 4)  # several batches, one committed before the stop
+    original = ingest.Ingestor._mark_indexed
+    calls = []
+
+    def stop_on_the_second(self, ids, in_flight=None):  # type: ignore[no-untyped-def]
+        calls.append(len(ids))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, ids, in_flight)
+
+    with bitextdb.init(home, model=str(static_model)) as db:
+        monkeypatch.setattr(ingest.Ingestor, "_mark_indexed", stop_on_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            db.ingest(paragraphs, "en", split_sentences=True, source="p")
+        assert not db.check().ok  # sentences stored without their vectors marked
+        monkeypatch.setattr(ingest.Ingestor, "_mark_indexed", original)
+        again = db.ingest(paragraphs, "en", split_sentences=True, source="p")["ingested"][0]
+        assert again["new"] == 0
+        assert occurrences(db) == expected
+        assert db.check().ok

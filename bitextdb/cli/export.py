@@ -87,7 +87,7 @@ def _export_text(summary: dict[str, Any]) -> str:
     type=click.Choice(FORMATS),
     default="tsv",
     show_default=True,
-    help="tsv (score, src, tgt), jsonl, or moses (PREFIX.src and PREFIX.tgt).",
+    help="tsv (score, src, tgt), jsonl, moses (PREFIX.src and PREFIX.tgt), or tmx (TMX 1.4).",
 )
 @click.option(
     "--min-score",
