@@ -7,7 +7,8 @@
 Builds a database of SIZE x SIZE injected random vectors with SIZE planted pairs (noisy
 copies), mines it, then times ``export_pairs`` of every accepted pair to a .jsonl file and
 to a .tsv.gz file (optionally also a re-derived distance-margin export, and one through
-the export filters, ``--filters``, and a TMX export, ``--tmx``): rows per second,
+the export filters, ``--filters``, a TMX export, ``--tmx``, and a JSONL export with the
+source names and external ids of each side, ``--provenance``): rows per second,
 peak RSS (getrusage), how much the resident memory grew during each export (VmRSS sampled
 in a thread) and the peak of Python allocations during a second, untimed run under
 tracemalloc. A streaming export keeps both flat, whatever the size.
@@ -194,6 +195,9 @@ def main() -> None:
     )
     parser.add_argument("--tmx", action="store_true", help="also a TMX export")
     parser.add_argument(
+        "--provenance", action="store_true", help="also a jsonl export --with-sources --with-ids"
+    )
+    parser.add_argument(
         "--no-tracemalloc", action="store_true", help="skip the extra tracemalloc run per export"
     )
     parser.add_argument(
@@ -222,6 +226,8 @@ def main() -> None:
             runs.append(("filtered.jsonl", "jsonl", filters))
         if args.tmx:
             runs.append(("pairs.tmx", "tmx", {}))
+        if args.provenance:
+            runs.append(("provenance.jsonl", "jsonl", {"with_sources": True, "with_ids": True}))
         results["exports"] = [
             timed_export(home, root / name, fmt, not args.no_tracemalloc, **options)
             for name, fmt, options in runs

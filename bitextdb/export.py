@@ -346,7 +346,7 @@ def _format(
     spec: PairSpec,
     rows: list[Row],
     texts: dict[int, str],
-    sources: dict[int, list[str]] | None,
+    provenance: Provenance,
 ) -> list[str]:
     if fmt == "tsv":
         return ["".join(f"{score:.6f}\t{texts[a]}\t{texts[b]}\n" for a, b, score, _ in rows)]
@@ -370,7 +370,7 @@ def _format(
         ]
     return [
         "".join(
-            json.dumps(_record(spec, row, texts, sources), ensure_ascii=False) + "\n"
+            json.dumps(_record(spec, row, texts, provenance), ensure_ascii=False) + "\n"
             for row in rows
         )
     ]
@@ -422,10 +422,26 @@ def withdrawn_record(spec: PairSpec, row: export_sql.Withdrawal) -> dict[str, An
     }
 
 
+#: what jsonl records add about where each side came from: ``{name: sentence id -> values}``,
+#: written as ``src_<name>`` and ``tgt_<name>`` (``sources``, ``ext_ids``)
+Provenance = dict[str, dict[int, list[str]]]
+
+
+def _provenance(s: Session, ids: list[int], with_sources: bool, with_ids: bool) -> Provenance:
+    """The source names and external ids of ``ids``, as asked."""
+    found: Provenance = {}
+    if with_sources:
+        found["sources"] = export_sql.source_names(s, ids)
+    if with_ids:
+        found["ext_ids"] = export_sql.ext_ids(s, ids)
+    return found
+
+
 def _record(
-    spec: PairSpec, row: Row, texts: dict[int, str], sources: dict[int, list[str]] | None
+    spec: PairSpec, row: Row, texts: dict[int, str], provenance: Provenance
 ) -> dict[str, Any]:
-    """One jsonl record: src, tgt, src_lang, tgt_lang, margin, cosine, src_id, tgt_id[, sources]."""
+    """One jsonl record: src, tgt, src_lang, tgt_lang, margin, cosine, src_id, tgt_id, then
+    src_sources and tgt_sources, src_ext_ids and tgt_ext_ids when asked for."""
     a, b, score, cos = row
     record: dict[str, Any] = {
         "src": texts[a],
@@ -437,9 +453,9 @@ def _record(
         "src_id": a,
         "tgt_id": b,
     }
-    if sources is not None:
-        record["src_sources"] = sources.get(a, [])
-        record["tgt_sources"] = sources.get(b, [])
+    for name, values in provenance.items():
+        record[f"src_{name}"] = values.get(a, [])
+        record[f"tgt_{name}"] = values.get(b, [])
     return record
 
 
@@ -466,6 +482,7 @@ def iter_records(
     min_score: float | None = None,
     since: datetime | None = None,
     with_sources: bool = False,
+    with_ids: bool = False,
     batch: int = BATCH,
     max_length_ratio: float | None = None,
     skip_identical: bool = False,
@@ -474,7 +491,8 @@ def iter_records(
 
     Each record has the fields of :func:`export_pairs`' jsonl rows, in the same order
     (src, tgt, src_lang, tgt_lang, margin, cosine, src_id, tgt_id, and with
-    ``with_sources`` src_sources and tgt_sources); records come best first, ties by
+    ``with_sources`` src_sources and tgt_sources, with ``with_ids`` src_ext_ids and
+    tgt_ext_ids); records come best first, ties by
     (src id, tgt id). ``min_score`` defaults to the database threshold; ``since`` keeps
     pairs changed at or after that moment (a naive datetime is UTC); ``max_length_ratio``
     and ``skip_identical`` filter as in :func:`export_pairs`.
@@ -490,7 +508,7 @@ def iter_records(
     spec = resolve_pair(db, pair)
     if min_score is None:
         min_score = db.settings.threshold
-    return _iter_records(db, spec, float(min_score), since, with_sources, batch, keep)
+    return _iter_records(db, spec, float(min_score), since, (with_sources, with_ids), batch, keep)
 
 
 def _iter_records(
@@ -498,7 +516,7 @@ def _iter_records(
     spec: PairSpec,
     min_score: float,
     since: datetime | None,
-    with_sources: bool,
+    extras: tuple[bool, bool],
     batch: int,
     keep: PairFilter,
 ) -> Iterator[dict[str, Any]]:
@@ -511,9 +529,9 @@ def _iter_records(
                 ids = [a for a, *_ in rows] + [b for _, b, *_ in rows]
                 texts = export_sql.texts(s, ids)
                 rows = _kept(rows, texts, keep)
-                sources = export_sql.source_names(s, ids) if with_sources else None
+                provenance = _provenance(s, ids, *extras)
                 for row in rows:
-                    yield _record(spec, row, texts, sources)
+                    yield _record(spec, row, texts, provenance)
 
 
 def iter_withdrawn(
@@ -562,6 +580,7 @@ def export_pairs(
     since: datetime | None = None,
     cursor: str | None = None,
     with_sources: bool = False,
+    with_ids: bool = False,
     margin: str = "ratio",
     retrieval: str = "max",
     withdrawn: str | None = None,
@@ -575,7 +594,8 @@ def export_pairs(
 
     Formats: ``tsv`` (score, src, tgt: LASER's layout), ``jsonl`` (src, tgt, src_lang,
     tgt_lang, margin, cosine, src_id, tgt_id, and with ``with_sources`` src_sources and
-    tgt_sources) and ``moses`` (``output`` is a prefix: ``PREFIX.<src>`` and
+    tgt_sources, with ``with_ids`` src_ext_ids and tgt_ext_ids, the external ids of each
+    side's occurrences) and ``moses`` (``output`` is a prefix: ``PREFIX.<src>`` and
     ``PREFIX.<tgt>``, line-aligned; ``corpus.gz`` gives ``corpus.en.gz`` and
     ``corpus.de.gz``) and ``tmx`` (TMX 1.4: a ``<tu>`` a pair, margin and cosine as
     ``x-margin`` and ``x-cosine`` props; see :mod:`bitextdb.tmx`). An ``output`` ending
@@ -679,8 +699,8 @@ def export_pairs(
                     texts = export_sql.texts(s, ids)
                     kept = _kept(batch, texts, keep)
                     filtered += len(batch) - len(kept)
-                    sources = export_sql.source_names(s, ids) if with_sources else None
-                    sink.write(_format(fmt, spec, kept, texts, sources))
+                    provenance = _provenance(s, ids, with_sources, with_ids)
+                    sink.write(_format(fmt, spec, kept, texts, provenance))
                     rows_written += len(kept)
                     progress("export", rows_written + filtered, total)
                 if withdrawn is not None:

@@ -10,8 +10,8 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
 * ``GET /stats`` -> ``BitextDB.stats()``;
 * ``POST /translate`` ``{"text": str} | {"texts": [str]}, "from", "to", "top"=5`` ->
   ``{"results": [Translation.as_dict(), ...]}``;
-* ``GET /export?pair=en-de&min_score=&since=&with_sources=&max_length_ratio=&skip_identical=``
-  -> NDJSON, one jsonl export record a line, streamed from
+* ``GET /export?pair=en-de&min_score=&since=&with_sources=&with_ids=&max_length_ratio=``
+  ``&skip_identical=`` -> NDJSON, one jsonl export record a line, streamed from
   :func:`bitextdb.export.iter_records`;
 * ``GET /withdrawn?pair=en-de&since=&min_score=`` -> NDJSON of the pairs to drop since
   then, from :func:`bitextdb.export.iter_withdrawn`; both streams carry
@@ -327,6 +327,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         min_score: float | None = Query(None, description="Lowest margin [the threshold]."),
         since: datetime | None = Query(None, description="Only pairs changed since (ISO)."),
         with_sources: bool = Query(False, description="Add the source names of each side."),
+        with_ids: bool = Query(False, description="Add the external ids of each side."),
         max_length_ratio: float | None = Query(
             None, description="Drop pairs whose longer side is more than this times longer."
         ),
@@ -343,6 +344,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
                     min_score=min_score,
                     since=since,
                     with_sources=with_sources,
+                    with_ids=with_ids,
                     max_length_ratio=max_length_ratio,
                     skip_identical=skip_identical,
                 )

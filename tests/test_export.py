@@ -21,7 +21,7 @@ import bitextdb.export as export_module
 from bitextdb.cli import cli
 from bitextdb.db import Database
 from bitextdb.db import export_sql as export_sql_module
-from bitextdb.export import export_pairs, select_pairs
+from bitextdb.export import export_pairs, iter_records, select_pairs
 from tests.reference import cosine_matrix, random_unit
 from tests.schema_helpers import database_at
 
@@ -399,6 +399,60 @@ def test_with_sources(db_url: str, home: Path, tmp_path: Path) -> None:
         assert all("src_sources" not in r for r in jsonl(out))
     finally:
         db.close()
+
+
+def test_with_ids(db_url: str, home: Path, tmp_path: Path) -> None:
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=8, k=2)
+    en, de = random_unit(4, 8, 1), random_unit(4, 8, 2)
+
+    def tsv(name: str, rows: list[tuple[str, str]], vectors: np.ndarray) -> tuple[str, str]:
+        path, npy = tmp_path / f"{name}.tsv", tmp_path / f"{name}.npy"
+        path.write_text("".join(f"{i}\t{t}\n" for i, t in rows), encoding="utf-8")
+        np.save(npy, vectors)
+        return str(path), str(npy)
+
+    try:
+        path, npy = tsv("en", [(f"e{i}", f"en {i}") for i in range(4)], en)
+        db.ingest(path, "en", column=2, id_column=1, embeddings=npy)
+        path, npy = tsv("more", [("x9", "en 0")], en[:1])  # met again, under another id
+        db.ingest(path, "en", column=2, id_column=1, embeddings=npy)
+        db.ingest_embeddings("de", [f"de {i}" for i in range(4)], de)  # no ids
+        out = tmp_path / "p.jsonl"
+        export_pairs(
+            db,
+            "en-de",
+            output=str(out),
+            fmt="jsonl",
+            min_score=INF,
+            with_ids=True,
+            with_sources=True,
+        )
+        records = jsonl(out)
+        assert len(records) == 4
+        assert list(records[0])[-4:] == ["src_sources", "tgt_sources", "src_ext_ids", "tgt_ext_ids"]
+        assert {r["src"]: r["src_ext_ids"] for r in records} == {
+            "en 0": ["e0", "x9"],
+            "en 1": ["e1"],
+            "en 2": ["e2"],
+            "en 3": ["e3"],
+        }
+        assert all(r["tgt_ext_ids"] == [] for r in records)
+        assert list(iter_records(db, "en-de", min_score=INF, with_ids=True, with_sources=True)) == (
+            records
+        )
+    finally:
+        db.close()
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("-q", "--db", db_url, "export", "--pair", "de-en", "--format", "jsonl"),
+            *("--min-score", "-100", "--with-ids"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(x for r in got for x in r["tgt_ext_ids"]) == ["e0", "e1", "e2", "e3", "x9"]
+    assert "src_sources" not in got[0]
 
 
 # -- margins and retrieval modes against a plain reference --------------------------------------

@@ -350,6 +350,8 @@ def test_export_streams_every_pair_best_first(keyed: httpx.Client, big: Served) 
     assert len(everything) == stats["accepted"]
     assert everything[0]["src_lang"] == "de"
     assert everything[0]["src_sources"] == everything[0]["tgt_sources"] == ["embeddings"]
+    with_ids = export(pair="de-en", min_score=-1e9, with_ids="true")
+    assert with_ids[0]["src_ext_ids"] == with_ids[0]["tgt_ext_ids"] == []  # none were given
     assert export(pair="en-de", since="2999-01-01T00:00:00Z") == []
     high = export(pair="en-de", min_score=margins[99])
     assert len(high) >= 100 and high == rows[: len(high)]

@@ -113,6 +113,11 @@ def _export_text(summary: dict[str, Any]) -> str:
 @filter_options
 @click.option("--with-sources", is_flag=True, help="jsonl: add the source names of each side.")
 @click.option(
+    "--with-ids",
+    is_flag=True,
+    help="jsonl: add the external ids of each side (ingest --id-column / --id-field).",
+)
+@click.option(
     "--margin",
     type=click.Choice(list(MARGINS)),
     default="ratio",
@@ -141,11 +146,12 @@ def export_cmd(
     max_length_ratio: float | None,
     skip_identical: bool,
     with_sources: bool,
+    with_ids: bool,
     margin: str,
     retrieval: str,
     as_json: bool,
 ) -> None:
-    """Write the mined pairs of a language pair (TSV, JSONL or Moses), best first.
+    """Write the mined pairs of a language pair (TSV, JSONL, Moses or TMX), best first.
 
     The summary goes to stdout when the pairs go to a file, to stderr when they go to
     stdout.
@@ -161,6 +167,7 @@ def export_cmd(
                 since=since,
                 cursor=cursor,
                 with_sources=with_sources,
+                with_ids=with_ids,
                 margin=margin,
                 retrieval=retrieval,
                 withdrawn=withdrawn,

@@ -379,6 +379,19 @@ def source_names(s: Session, ids: Iterable[int]) -> dict[int, list[str]]:
     return {sid: sorted(names) for sid, names in out.items()}
 
 
+def ext_ids(s: Session, ids: Iterable[int]) -> dict[int, list[str]]:
+    """``id -> sorted external ids`` of each given sentence's occurrences that have one
+    (``ingest --id-column`` / ``--id-field``), batched."""
+    out: dict[int, set[str]] = {}
+    for chunk in _batches(ids):
+        query = select(OCC.c.sentence_id, OCC.c.ext_id).where(
+            OCC.c.sentence_id.in_(chunk), OCC.c.ext_id.is_not(None)
+        )
+        for sid, ext in s.execute(query):
+            out.setdefault(int(sid), set()).add(ext)
+    return {sid: sorted(values) for sid, values in out.items()}
+
+
 def ids_by_ext_id(s: Session, lang: str, ext_ids: Sequence[str]) -> dict[str, set[int]]:
     """``ext_id -> sentence ids`` of ``lang`` carrying it (an id may name several sentences)."""
     out: dict[str, set[int]] = {}
