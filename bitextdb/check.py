@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .db import consistency, graph
+from .db import consistency, corpus, graph
 
 if TYPE_CHECKING:
     from .api import BitextDB
@@ -28,7 +28,10 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        per_lang = any(c["missing_vectors"] or c["orphan_vectors"] for c in self.languages.values())
+        per_lang = any(
+            c["missing_vectors"] or c["orphan_vectors"] or c["without_source"]
+            for c in self.languages.values()
+        )
         return not (
             per_lang
             or self.wrong_dimension
@@ -65,7 +68,10 @@ def check(db: BitextDB, *, repair: bool = False) -> CheckReport:
             with db.db.session() as s:
                 consistency.mark_unindexed(s, missing)
             repaired["vectors_restored"] = repaired.get("vectors_restored", 0) + len(missing)
-        del counts
+        if counts["without_source"]:
+            with db.db.session() as s:
+                found = corpus.attribute(s, lang, consistency.unheld_ids(s, lang).tolist())
+            repaired["sentences_attributed"] = repaired.get("sentences_attributed", 0) + found
     with db.db.session() as s:
         forgotten = consistency.forget_dangling(s)
     if forgotten:
@@ -102,6 +108,7 @@ def _inspect(db: BitextDB) -> CheckReport:
                 "vectors": len(stored),
                 "missing_vectors": len(np.setdiff1d(indexed, stored)),
                 "orphan_vectors": len(np.setdiff1d(stored, wanted)),
+                "without_source": len(consistency.unheld_ids(s, lang)),
             }
         report.unindexed = consistency.count_unindexed(s)
         report.dangling_neighbours = consistency.count_dangling_neighbours(s)

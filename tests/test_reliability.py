@@ -453,6 +453,7 @@ def test_qdrant_failing_in_the_middle_of_an_ingest_leaves_nothing_half_done(
             "vectors": 50,
             "missing_vectors": 0,
             "orphan_vectors": 0,
+            "without_source": 0,
         }
         assert not (report.dangling_neighbours or report.dangling_pairs or report.dirty_candidates)
 

@@ -360,3 +360,44 @@ def test_an_interrupted_split_ingest_resumes_to_the_same_state(
         assert again["new"] == 0
         assert occurrences(db) == expected
         assert db.check().ok
+
+
+# -- sentences no source holds -----------------------------------------------------------------
+def test_check_finds_sentences_no_source_holds_and_repair_lists_them(
+    db_url: str, home: Path, tmp_path: Path
+) -> None:
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1)
+    try:
+        eye = unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        path, npy = tmp_path / "en.txt", tmp_path / "en.npy"
+        path.write_text("an apple\na bread\n", encoding="utf-8")
+        np.save(npy, eye[:2])
+        db.ingest(path, "en", embeddings=npy, source="file")
+        db.ingest_embeddings("de", ["ein apfel", "ein brot"], eye[:2])
+        assert db.check().ok
+        # the file changes and comes again: its second line's position takes the new one
+        path.write_text("an apple\na house\n", encoding="utf-8")
+        np.save(npy, eye[[0, 2]])
+        db.ingest(path, "en", embeddings=npy, source="file")
+        report = db.check()
+        assert not report.ok and report.languages["en"]["without_source"] == 1
+        assert report.languages["de"]["without_source"] == 0
+        pairs_before = sorted(
+            (r["src"], r["tgt"]) for r in iter_records(db, "de-en", min_score=-np.inf)
+        )
+        assert pairs_before == [("ein apfel", "an apple"), ("ein brot", "a bread")]
+
+        repaired = db.check(repair=True)
+        assert repaired.ok and repaired.repaired["sentences_attributed"] == 1
+        listed = {s["name"]: s["sentences"] for s in db.sources("en")}
+        assert listed == {"file": 2, "(unattributed)": 1}
+        # nothing else moved, and the sentence can now be taken out
+        assert (
+            sorted((r["src"], r["tgt"]) for r in iter_records(db, "de-en", min_score=-np.inf))
+            == pairs_before
+        )
+        assert db.remove("en", ["(unattributed)"])["sentences_removed"] == 1
+        assert db.check().ok
+        assert [o[4] for o in occurrences(db) if o[0] == "file"] == ["an apple", "a house"]
+    finally:
+        db.close()

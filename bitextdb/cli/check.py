@@ -15,7 +15,8 @@ def _text(r: dict[str, Any]) -> str:
     for lang, c in sorted(r["languages"].items()):
         lines.append(
             f"{lang}: {c['sentences']} sentences, {c['vectors']} vectors, "
-            f"{c['missing_vectors']} missing, {c['orphan_vectors']} orphans"
+            f"{c['missing_vectors']} missing, {c['orphan_vectors']} orphans, "
+            f"{c['without_source']} held by no source"
         )
     lines.append(f"wrong dimension: {', '.join(r['wrong_dimension']) or 'none'}")
     lines.append(f"sentences without a vector yet: {r['unindexed']}")

@@ -7,12 +7,13 @@ from sqlalchemy import delete, exists, func, not_, select, update
 from sqlalchemy.orm import Session
 
 from .graph import chunks
-from .tables import Knn, Neighbour, Pair, Sentence
+from .tables import Knn, Neighbour, Occurrence, Pair, Sentence
 
 SENT = Sentence.__table__
 KNN = Knn.__table__
 NB = Neighbour.__table__
 PAIRS = Pair.__table__
+OCC = Occurrence.__table__
 
 
 def indexed_ids(s: Session, lang: str) -> np.ndarray:
@@ -24,6 +25,18 @@ def indexed_ids(s: Session, lang: str) -> np.ndarray:
 
 def all_ids(s: Session, lang: str) -> np.ndarray:
     rows = s.execute(select(SENT.c.id).where(SENT.c.lang == lang).order_by(SENT.c.id)).scalars()
+    return np.fromiter(rows, dtype=np.int64)
+
+
+def unheld_ids(s: Session, lang: str) -> np.ndarray:
+    """The sentences of ``lang`` that no source holds (no occurrence), by id: left by a
+    file ingested again after it changed (a line's position takes its new sentence), or
+    by in-memory texts given to one source twice before such calls appended (2026-11-28:
+    the second call took the first one's positions)."""
+    held = exists().where(OCC.c.sentence_id == SENT.c.id)
+    rows = s.execute(
+        select(SENT.c.id).where(SENT.c.lang == lang, not_(held)).order_by(SENT.c.id)
+    ).scalars()
     return np.fromiter(rows, dtype=np.int64)
 
 

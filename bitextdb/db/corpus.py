@@ -204,6 +204,22 @@ def add_occurrences(s: Session, rows: list[tuple[int, int, int, int, str | None]
         )
 
 
+#: the source that ``check --repair`` gives the sentences no source holds
+UNATTRIBUTED = "(unattributed)"
+
+
+def attribute(s: Session, lang: str, ids: Sequence[int]) -> int:
+    """Add sentences of ``lang`` that no source holds to the source :data:`UNATTRIBUTED`
+    (created on first use), after its last position, so that ``sources`` lists them and
+    ``remove`` can take them out; returns how many."""
+    if not len(ids):
+        return 0
+    src = source_id(s, lang, UNATTRIBUTED, None)
+    first = reserve_positions(s, src, len(ids))
+    add_occurrences(s, [(src, first + i, 0, int(sid), None) for i, sid in enumerate(ids)])
+    return len(ids)
+
+
 def mark_indexed(s: Session, ids: Sequence[int]) -> None:
     """Mark ``ids`` indexed: one UPDATE per run of consecutive ids (the new sentences of
     a batch are mostly one run), in id order."""
