@@ -401,3 +401,35 @@ def test_check_finds_sentences_no_source_holds_and_repair_lists_them(
         assert [o[4] for o in occurrences(db) if o[0] == "file"] == ["an apple", "a house"]
     finally:
         db.close()
+
+
+def test_concurrent_appenders_get_disjoint_positions(db_url: str, home: Path) -> None:
+    """``reserve_positions`` is one UPDATE ... RETURNING: writers appending to one source
+    at once (threads here; processes or ``serve`` workers on PostgreSQL) never share a
+    position."""
+    import threading
+
+    from bitextdb.db import corpus
+
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=4)
+    try:
+        with db.db.session(writes=True) as s:
+            src = corpus.source_id(s, "en", "shared", None)
+        firsts: list[int] = []
+        start = threading.Barrier(6)
+
+        def append() -> None:
+            start.wait()
+            for _ in range(25):
+                with db.db.session(writes=True) as s:
+                    firsts.append(corpus.reserve_positions(s, src, 3))
+
+        threads = [threading.Thread(target=append) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(firsts) == list(range(0, 6 * 25 * 3, 3))  # disjoint, no gap
+        assert db.sources("en")[0]["records"] == 6 * 25 * 3
+    finally:
+        db.close()
