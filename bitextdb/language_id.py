@@ -11,7 +11,7 @@ which language a sentence is in, at about 24,000 sentences a second on one core 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from bitextdb.errors import InputError
@@ -23,6 +23,10 @@ DEFAULT_LID_THRESHOLD = 0.5
 
 #: True for a sentence to keep.
 LanguageCheck = Callable[[str], bool]
+
+#: sentences whose answer is remembered: crawls repeat their boilerplate thousands of times,
+#: and the reader meets every repeat before deduplication does
+REMEMBERED = 1 << 16
 
 # codes of ours whose language py3langid calls by another code
 _ALIASES = {"nb": "no", "iw": "he", "in": "id", "fil": "tl"}
@@ -47,7 +51,8 @@ def language_check(
     ``pt``) and drops those that py3langid puts in another language — one not in
     ``accept`` either — with a probability of at least ``threshold``.
 
-    Short or ambiguous sentences, where no language wins that clearly, are kept.  Raises
+    Short or ambiguous sentences, where no language wins that clearly, are kept.  The
+    answers for the last :data:`REMEMBERED` distinct sentences are remembered.  Raises
     :class:`InputError` for a threshold outside (0, 1] or a language py3langid lacks.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
@@ -59,6 +64,7 @@ def language_check(
     wanted = {_code(code, known) for code in (lang, *accept)}
     limit = float(threshold)
 
+    @lru_cache(maxsize=REMEMBERED)
     def keep(sentence: str) -> bool:
         found, probability = identifier.classify(sentence)
         return found in wanted or probability < limit

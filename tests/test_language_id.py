@@ -31,6 +31,12 @@ def test_the_check_keeps_its_language_and_drops_clear_others() -> None:
     english = [s for s in example("en") if not de(s)]
     assert len(english) >= 0.9 * len(example("en"))  # 90 % or more found out
     assert de("Danke.")  # too short to tell: kept
+    # a crawl's repeated boilerplate is classified once
+    before = de.cache_info().hits  # type: ignore[attr-defined]
+    assert not de("Click here to accept all cookies.") and not de(
+        "Click here to accept all cookies."
+    )
+    assert de.cache_info().hits == before + 1  # type: ignore[attr-defined]
     # what counts as the language: another code accepted, a region or script aside
     hr = language_check("hr", accept=["sr", "bs"])
     assert hr("Kuća je stara i vrt je velik.")
