@@ -2,9 +2,10 @@
 
 Corpora such as Wikipedia or news often come a paragraph or a document per record, while
 mining wants sentences.  sentencex knows the abbreviations and sentence-final punctuation
-of about 300 languages (falling back along its language chains, so ``pt-BR`` gets
+of about 300 languages (falling back along its language chains, so ``pt-br`` gets
 Portuguese rules and an unknown code English ones) and is written in Rust, so splitting
-costs little beside encoding.
+costs little beside encoding.  Its chains match lower-case codes with hyphens only
+(``pt-BR`` got English rules), so codes are given to it in that form.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ def sentence_splitter(lang: str) -> Splitter:
             "Splitting into sentences needs the sentencex package: pip install sentencex."
         ) from exc
 
+    code = lang.lower().replace("_", "-")
+
     def split(text: str) -> list[str]:
         pieces: list[str] = []
         for line in _LINE_BREAK.split(text):
             if line and not line.isspace():
-                pieces.extend(p for p in sentencex.segment(lang, line) if p and not p.isspace())
+                pieces.extend(p for p in sentencex.segment(code, line) if p and not p.isspace())
         return pieces
 
     return split

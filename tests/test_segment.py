@@ -78,9 +78,10 @@ def test_splitter_knows_abbreviations_line_breaks_and_languages() -> None:
         "Gut.",
     ]
     assert sentence_splitter("ja")("家は古い。とても古い。") == ["家は古い。", "とても古い。"]
-    assert sentence_splitter("pt-BR")("O Sr. Silva chegou. Ele saiu.") == [
-        "O Sr. Silva chegou. ",
-        "Ele saiu.",
+    # Portuguese rules for a regional code ("Dra." is no abbreviation in English's)
+    assert sentence_splitter("pt-BR")("A Dra. Silva chegou. Ela saiu.") == [
+        "A Dra. Silva chegou. ",
+        "Ela saiu.",
     ]
 
 
