@@ -508,7 +508,7 @@ def iter_records(
     spec = resolve_pair(db, pair)
     if min_score is None:
         min_score = db.settings.threshold
-    return _iter_records(db, spec, float(min_score), since, (with_sources, with_ids), batch, keep)
+    return _iter_records(db, spec, float(min_score), since, with_sources, with_ids, batch, keep)
 
 
 def _iter_records(
@@ -516,7 +516,8 @@ def _iter_records(
     spec: PairSpec,
     min_score: float,
     since: datetime | None,
-    extras: tuple[bool, bool],
+    with_sources: bool,
+    with_ids: bool,
     batch: int,
     keep: PairFilter,
 ) -> Iterator[dict[str, Any]]:
@@ -529,7 +530,7 @@ def _iter_records(
                 ids = [a for a, *_ in rows] + [b for _, b, *_ in rows]
                 texts = export_sql.texts(s, ids)
                 rows = _kept(rows, texts, keep)
-                provenance = _provenance(s, ids, *extras)
+                provenance = _provenance(s, ids, with_sources, with_ids)
                 for row in rows:
                     yield _record(spec, row, texts, provenance)
 

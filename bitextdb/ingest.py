@@ -440,9 +440,7 @@ class Ingestor:
             )
         # each read of stdin is its own source: positions of two streams must not collide
         stdin_name = f"stdin@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
-        name = source or (stdin_name if path == "-" else str(Path(path).resolve()))
-        if len(name) > 512 or "\x00" in name:
-            raise InputError("A source name has at most 512 characters and no NUL; pass --source.")
+        name = _checked_source(source or (stdin_name if path == "-" else str(Path(path).resolve())))
         options = {
             "fmt": fmt,
             "column": column,
@@ -510,8 +508,7 @@ class Ingestor:
         texts = list(texts)
         if rows is not None and split_sentences:
             raise InputError("Given vectors belong to whole texts: they cannot be split.")
-        if len(source) > 512 or "\x00" in source:
-            raise InputError("A source name has at most 512 characters and no NUL.")
+        _checked_source(source)
         stats = ReadStats()
         lines = read_texts(
             texts, **self.sentence_rules(lang, split_sentences, lid, lid_accept), stats=stats
@@ -528,6 +525,13 @@ class Ingestor:
             vectors=None if rows is None else VectorSource(rows=rows, first_position=first),
             split_sentences=split_sentences,
         )
+
+
+def _checked_source(name: str) -> str:
+    """``name``, if a source may bear it (checked before anything is read or stored)."""
+    if len(name) > 512 or "\x00" in name:
+        raise InputError("A source name has at most 512 characters and no NUL; pass --source.")
+    return name
 
 
 class _Upserts:

@@ -133,6 +133,11 @@ class _Limits:
     language: LanguageCheck | None = None
 
 
+def _bad_id(ext_id: str) -> bool:
+    """An external id no database column should have to hold."""
+    return len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id
+
+
 def _sentences(rows: Iterable[_Row], limits: _Limits, stats: ReadStats) -> Iterator[Line]:
     """The normalised sentences of ``(position, raw text, external id, part)`` rows, split
     first when asked; the ones skipped are counted."""
@@ -141,8 +146,8 @@ def _sentences(rows: Iterable[_Row], limits: _Limits, stats: ReadStats) -> Itera
     min_chars, max_chars, language = limits.min_chars, limits.max_chars, limits.language
     for position, raw, ext_id, part in rows:  # kept inline: the reading thread's loop
         text = normalize(raw)
-        if ext_id is not None and (len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id):
-            stats.malformed += 1  # an id no database column should have to hold
+        if ext_id is not None and _bad_id(ext_id):  # no call for the usual None
+            stats.malformed += 1
         elif not text:
             stats.empty += 1
         elif len(text) < min_chars:
@@ -159,7 +164,7 @@ def _split(rows: Iterable[_Row], split: Splitter, stats: ReadStats) -> Iterator[
     """Each row's sentences as rows of their own, numbered by ``part``; the external id of
     part N becomes ``ID#N`` (1-based)."""
     for position, raw, ext_id, _ in rows:
-        if ext_id is not None and (len(ext_id) > MAX_ID_CHARS or "\x00" in ext_id):
+        if ext_id is not None and _bad_id(ext_id):
             stats.malformed += 1  # once for the record
             continue
         pieces = split(raw)
@@ -207,11 +212,7 @@ def read_texts(
             raise InputError(f"Sentence {number + 1} is not a string.")
     limits = _limits(min_chars, max_chars, split, language)
     counts = stats if stats is not None else ReadStats()
-    return _texts(texts, limits, counts)
-
-
-def _texts(texts: Sequence[str], limits: _Limits, stats: ReadStats) -> Iterator[Line]:
-    return _sentences(_text_rows(texts, stats), limits, stats)
+    return _sentences(_text_rows(texts, counts), limits, counts)
 
 
 def _text_rows(texts: Sequence[str], stats: ReadStats) -> Iterator[_Row]:
