@@ -40,6 +40,8 @@ def test_the_check_keeps_its_language_and_drops_clear_others() -> None:
     # what counts as the language: another code accepted, a region or script aside
     hr = language_check("hr", accept=["sr", "bs"])
     assert hr("Kuća je stara i vrt je velik.")
+    serbian = "Ово је стара кућа и врт је велики."  # py3langid: sr, 0.997
+    assert hr(serbian) and not language_check("hr")(serbian)
     assert language_check("pt-BR")("A casa é velha e o jardim é grande.")
     assert language_check("nb")("Huset er gammelt og hagen er stor.")  # py3langid's "no"
     # a stricter threshold drops fewer
