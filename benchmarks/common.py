@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import multiprocessing as mp
 import os
@@ -247,3 +248,23 @@ def instant_ingest(
     took = time.perf_counter() - started
     db.close()
     return took, result["ingested"][0]
+
+
+def corpus_arguments(
+    description: str, *, size: int, dim: int, share: str, size_help: str = "sentences a side"
+) -> argparse.ArgumentParser:
+    """A parser with the options of the benchmarks that mine planted corpora and change a
+    share of them: ``--size``, ``--dim``, ``--k`` and ``--share`` (default 1 %)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size", type=int, default=size, help=size_help)
+    parser.add_argument("--dim", type=int, default=dim)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--share", type=float, default=0.01, help=share)
+    return parser
+
+
+def seconds_to_mine(db: Any) -> float:
+    """Mine ``db`` (a :class:`bitextdb.BitextDB`); returns the seconds it took."""
+    started = time.perf_counter()
+    db.mine()
+    return time.perf_counter() - started

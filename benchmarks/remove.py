@@ -13,7 +13,6 @@ baseline's, matched by sentence text.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import tempfile
@@ -23,7 +22,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stopwatch, agreement, machine, peak_rss_mb, planted
+from common import (
+    Stopwatch,
+    agreement,
+    corpus_arguments,
+    machine,
+    peak_rss_mb,
+    planted,
+    seconds_to_mine,
+)
 
 import bitextdb
 from bitextdb.db import graph
@@ -55,17 +62,13 @@ def build(root: Path, a, b, small: int, with_small: bool, k: int, dim: int) -> t
         load(db, "xa", "a-small", a, len(a) - small, len(a))
     load(db, "xb", "b", b, 0, len(b))
     ingested = time.perf_counter() - started
-    started = time.perf_counter()
-    db.mine()
-    return db, ingested, time.perf_counter() - started
+    return db, ingested, seconds_to_mine(db)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=50_000, help="sentences a side")
-    parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--share", type=float, default=0.01, help="the removed source's share")
+    parser = corpus_arguments(
+        __doc__.splitlines()[0], size=50_000, dim=768, share="the removed source's share"
+    )
     args = parser.parse_args()
     n, small = args.size, max(1, int(args.size * args.share))
     say(f"machine: {machine()}")

@@ -15,7 +15,6 @@ withdrawals (the miner's selection and the removal) is measured by wrapping thos
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stopwatch, machine, peak_rss_mb, planted
+from common import Stopwatch, corpus_arguments, machine, peak_rss_mb, planted, seconds_to_mine
 
 import bitextdb
 from bitextdb.db import graph
@@ -54,11 +53,13 @@ def export(db: bitextdb.BitextDB, out: Path, **options: Any) -> tuple[dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=50_000, help="sentences a side at first")
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--share", type=float, default=0.01, help="added a side; removed of xa")
+    parser = corpus_arguments(
+        __doc__.splitlines()[0],
+        size=50_000,
+        dim=256,
+        share="added a side; removed of xa",
+        size_help="sentences a side at first",
+    )
     parser.add_argument("--min-score", type=float, default=1.0)
     args = parser.parse_args()
     n, add = args.size, max(1, int(args.size * args.share))
@@ -76,9 +77,7 @@ def main() -> None:
         load(db, "xa", "a-bulk", a, 0, n - add)
         load(db, "xa", "a-small", a, n - add, n)
         load(db, "xb", "b", b, 0, n)
-        started = time.perf_counter()
-        db.mine()
-        say(f"first mine {time.perf_counter() - started:.1f} s")
+        say(f"first mine {seconds_to_mine(db):.1f} s")
         options = {"min_score": args.min_score}
         first, first_s = export(db, root / "first.jsonl", cursor="copy", **options)
         copy: Copy = {(r["src"], r["tgt"]): r["margin"] for r in read(root / "first.jsonl")}

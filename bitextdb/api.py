@@ -31,7 +31,7 @@ from .errors import ConfigError, InputError, ModelMismatchError, NotInitializedE
 from .ingest import Ingestor, IngestReport
 from .lock import writer_lock
 from .query import Translation, translate_many
-from .remove import list_sources, remove_sources
+from .remove import list_sources, remove_displaced, remove_missing, remove_sources
 from .vectors import VectorIndex, open_index
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ class BitextDB:
             )
             for p in paths
         ]
-        return self._finish(reports, mine)
+        return self._finish(reports, mine, self._remove_displaced(reports))
 
     def ingest_texts(
         self,
@@ -230,16 +230,30 @@ class BitextDB:
         report = self._ingestor().ingest_texts(lang, texts, source=source, rows=vectors)
         return self._finish([report], mine)
 
-    def _finish(self, reports: list[IngestReport], mine: bool) -> dict[str, Any]:
+    def _remove_displaced(self, reports: Sequence[IngestReport] = ()) -> list[dict[str, Any]]:
+        """Remove the sentences that files ingested again no longer hold and no other
+        source does (after all files: a sentence may move to another of them); returns what
+        the miner did per language pair and sets each report's ``sentences_removed``."""
+        removed, pairs = remove_displaced(self)
+        for report in reports:
+            report.sentences_removed = len(report.displaced & removed)
+        return pairs
+
+    def _finish(
+        self, reports: list[IngestReport], mine: bool, removed: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {"ingested": [r.as_dict() for r in reports]}
+        out["removed"] = removed or []
         if mine:
             out["mined"] = [r.as_dict() for r in self.mine()]
         return out
 
     # -- mining ----------------------------------------------------------------------------
     def mine(self, pairs: Sequence[str] | None = None) -> list[PairReport]:
-        """Bring the neighbour graph, candidates and pairs up to date."""
+        """Bring the neighbour graph, candidates and pairs up to date (first finishing what
+        an interrupted ingest left: vectors, and sentences a changed file displaced)."""
         self._ingestor().resume(strict=False)
+        self._remove_displaced()
         miner = self.miner()
         chosen = [parse_pair(p) for p in pairs] if pairs else None
         return miner.mine(chosen)
@@ -256,6 +270,13 @@ class BitextDB:
         :func:`bitextdb.remove.remove_sources`."""
         names = [sources] if isinstance(sources, str) else list(sources)
         return remove_sources(self, lang, names, dry_run=dry_run)
+
+    def remove_missing(
+        self, lang: str | None = None, *, dry_run: bool = False
+    ) -> list[dict[str, Any]]:
+        """Forget the sources (of ``lang``, or of every language) whose file was deleted;
+        see :func:`bitextdb.remove.remove_missing`."""
+        return remove_missing(self, lang, dry_run=dry_run)
 
     # -- queries ---------------------------------------------------------------------------
     def translate(self, text: str, src: str, tgt: str, *, top: int = 5) -> Translation:

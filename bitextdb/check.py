@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .db import consistency, corpus, graph
+from .remove import remove_displaced
 
 if TYPE_CHECKING:
     from .api import BitextDB
@@ -23,6 +24,8 @@ class CheckReport:
     dangling_neighbours: int = 0
     dangling_pairs: int = 0
     dirty_candidates: int = 0
+    #: sentences a changed file displaced, left by an ingest stopped before its end
+    displaced_waiting: int = 0
     unmined: dict[str, int] = field(default_factory=dict)
     repaired: dict[str, int] = field(default_factory=dict)
 
@@ -39,6 +42,7 @@ class CheckReport:
             or self.dangling_neighbours
             or self.dangling_pairs
             or self.dirty_candidates
+            or self.displaced_waiting
             or any(self.unmined.values())
         )
 
@@ -52,6 +56,8 @@ def check(db: BitextDB, *, repair: bool = False) -> CheckReport:
     if not repair or report.ok:
         return report
     repaired: dict[str, int] = {}
+    if report.displaced_waiting:  # removed before any is attributed as held by no source
+        repaired["displaced_removed"] = len(remove_displaced(db)[0])
     for lang, counts in report.languages.items():
         with db.db.session() as s:
             wanted = consistency.all_ids(s, lang)
@@ -68,7 +74,7 @@ def check(db: BitextDB, *, repair: bool = False) -> CheckReport:
             with db.db.session() as s:
                 consistency.mark_unindexed(s, missing)
             repaired["vectors_restored"] = repaired.get("vectors_restored", 0) + len(missing)
-        if counts["without_source"]:
+        if counts["without_source"]:  # fewer now, maybe: a fresh count
             with db.db.session() as s:
                 found = corpus.attribute(s, lang, consistency.unheld_ids(s, lang).tolist())
             repaired["sentences_attributed"] = repaired.get("sentences_attributed", 0) + found
@@ -114,6 +120,7 @@ def _inspect(db: BitextDB) -> CheckReport:
         report.dangling_neighbours = consistency.count_dangling_neighbours(s)
         report.dangling_pairs = consistency.count_dangling_pairs(s)
         report.dirty_candidates = consistency.count_dirty(s)
+        report.displaced_waiting = sum(len(ids) for ids in corpus.displaced(s).values())
     for a, b in db.language_pairs():
         with db.db.session() as s:
             n = graph.count_pending(s, a, b) + graph.count_pending(s, b, a)

@@ -4,7 +4,8 @@ A batch is first stored as sentences without vectors (``indexed = false``) and o
 its vectors are then upserted and the sentences marked indexed. A run that is killed leaves
 at worst some unindexed sentences, which the next run (or ``check --repair``) encodes first,
 so an interrupted ingest resumes where it stopped. Re-ingesting a file adds nothing: every
-sentence is found by its hash and every (source, position, part) occurrence already exists.
+sentence is found by its hash and every (source, position, part) occurrence already exists;
+a file that changed since brings its source up to date (:mod:`bitextdb.source_sync`).
 Texts given in memory (the library's ``ingest_texts``, ``POST /ingest``) are appended to
 their source instead: each call claims the positions after its last record.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from .config import Settings, check_lang
 from .db import Database, corpus
@@ -34,6 +36,7 @@ from .language_id import language_check
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, read_texts, text_hash
 from .segment import sentence_splitter
+from .source_sync import SourceSync
 from .vectors import EdgeIndex, VectorIndex, edge_writer
 
 Progress = Callable[[str, int, int], None]
@@ -54,6 +57,12 @@ class IngestReport:
     duplicates: int = 0
     new: int = 0
     encoded: int = 0
+    #: a file ingested again: lines whose sentence changed, lines no longer there (see
+    #: :mod:`bitextdb.source_sync`), and the sentences that left with them because no
+    #: other source holds them
+    changed: int = 0
+    dropped: int = 0
+    sentences_removed: int = 0
     seconds: float = 0.0
     # seconds each pipeline stage worked, which tells what held the ingest back: reading
     # (and normalising), storing in SQL, encoding (when the model runs in a process of its
@@ -62,9 +71,14 @@ class IngestReport:
     # waiting until they are stored, and marking them indexed; the stages overlap, so they
     # add up to more than ``seconds``
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: the sentences that lost a line of the source, for the caller to remove if no
+    #: source holds them any more (not part of the summary)
+    displaced: set[int] = field(default_factory=set, repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        del out["displaced"]
+        return out
 
 
 class VectorSource:
@@ -172,9 +186,12 @@ class Ingestor:
         stats: ReadStats | None = None,
         vectors: VectorSource | None = None,
         split_sentences: bool = False,
+        whole: bool = False,
     ) -> IngestReport:
         """Store ``lines`` (already read and normalised) of ``lang`` as coming from ``source``;
-        ``split_sentences`` says whether they are the sentences of split records."""
+        ``split_sentences`` says whether they are the sentences of split records. ``whole``
+        says that ``lines`` are all the source holds now (a file read again): the lines they
+        no longer hold leave it (see :mod:`bitextdb.source_sync`)."""
         check_lang(lang)
         started = time.perf_counter()
         # Reading starts here, so a file that cannot be read (missing, binary, no such
@@ -190,6 +207,7 @@ class Ingestor:
             self.resume(lang, vectors)
         with self.db.session() as s:
             src = corpus.source_id(s, lang, source, path, split_sentences=split_sentences)
+            sync = _source_sync(s, lang, source, src, path) if whole and path else None
         done = 0
         sink = _Upserts(self.index, self._wants_index_process())
         # ids handed to the later stages and not yet marked indexed: a later batch that
@@ -204,7 +222,7 @@ class Ingestor:
         stages = [
             lambda batch: (
                 batch.lines,
-                *self._store_batch(lang, src, batch, vectors, report, in_flight, sink),
+                *self._store_batch(lang, src, batch, vectors, report, in_flight, sink, sync),
             ),
             lambda job: (job[0], job[1], self._vectors_for(job[1], job[2], vectors)),
             lambda job: (job[0], *self._upsert(lang, job[1], job[2], report, sink, waits)),
@@ -236,8 +254,12 @@ class Ingestor:
                 report.sentences = stats.sentences
         else:
             report.read = done
-        with self.db.session() as s:
-            corpus.touch_source(s, src, report.read)
+        with self.db.session(writes=True) as s:
+            if sync is not None:
+                sync.finish(s)
+                report.changed, report.dropped = sync.changed, sync.dropped
+                report.displaced = sync.displaced
+            corpus.touch_source(s, src, report.read, exact=whole)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -250,10 +272,12 @@ class Ingestor:
         report: IngestReport,
         in_flight: set[int],
         sink: _Upserts,
+        sync: SourceSync | None,
     ) -> tuple[dict[int, tuple[str, int]], np.ndarray | None]:
-        """Store a batch's sentences and occurrences. Returns ``id -> (text, position)`` of
-        the sentences that need vectors, and, for given vectors, those vectors (checked
-        and normalised), in the same order.
+        """Store a batch's sentences and occurrences (telling ``sync`` first, when given,
+        what they replace). Returns ``id -> (text, position)`` of the sentences that need
+        vectors, and, for given vectors, those vectors (checked and normalised), in the
+        same order.
 
         ``in_flight`` holds the ids earlier batches of this ingest scheduled and that are
         not yet marked indexed; the ids scheduled here are added to it.
@@ -273,13 +297,12 @@ class Ingestor:
                     fresh[h] = line.text
             ids = {h: sid for h, (sid, _) in stored.items()}
             ids.update(corpus.add_sentences(s, lang, fresh))
-            corpus.add_occurrences(
-                s,
-                [
-                    (src, line.position, line.part, ids[h], line.ext_id)
-                    for line, h in zip(batch, hashes)
-                ],
-            )
+            rows = [
+                (src, line.position, line.part, ids[h], line.ext_id)
+                for line, h in zip(batch, hashes)
+            ]
+            # a file read again: only what it does not hold as it is now
+            corpus.add_occurrences(s, rows if sync is None else sync.reconcile(s, rows))
         report.new += len(fresh)
         report.duplicates += len(batch) - len(fresh)
         # vectors for the new sentences and for any stored earlier without one (an
@@ -469,10 +492,11 @@ class Ingestor:
             lang,
             lines,
             source=name,
-            path=None if path == "-" else str(path),
+            path=None if path == "-" else str(Path(path).resolve()),
             stats=stats,
             vectors=vectors,
             split_sentences=split_sentences,
+            whole=path != "-",
         )
 
     def sentence_rules(
@@ -515,6 +539,12 @@ class Ingestor:
         )  # checks every item is a string before anything is stored
         with self.db.session(writes=True) as s:
             src = corpus.source_id(s, lang, source, None, split_sentences=split_sentences)
+            held = corpus.source_path(s, src)
+            if held is not None:  # the file's next read would drop the texts again
+                raise InputError(
+                    f"The {lang} source {source!r} holds the lines of {held}; give the texts "
+                    "another source."
+                )
             first = corpus.reserve_positions(s, src, len(texts))
         shifted = (dataclasses.replace(line, position=line.position + first) for line in lines)
         return self.ingest_lines(
@@ -525,6 +555,28 @@ class Ingestor:
             vectors=None if rows is None else VectorSource(rows=rows, first_position=first),
             split_sentences=split_sentences,
         )
+
+
+def _source_sync(s: Session, lang: str, name: str, source_id: int, path: str) -> SourceSync | None:
+    """What keeps a file's source in step with the file, when the source holds lines
+    already (None for a new one: nothing to compare). A source holds one file: another
+    file under its name is refused, as it would replace the first file's lines."""
+    held = corpus.source_path(s, source_id)
+    if not corpus.holds_anything(s, source_id):
+        return None
+    if held is None:
+        raise InputError(
+            f"The {lang} source {name!r} holds texts given in memory; {path} would replace "
+            f"them. Give the file its own --source, or remove {name!r} first."
+        )
+    # paths stored before 2026-11-29 may be relative to where that ingest ran
+    if Path(held).is_absolute() and held != path:
+        raise InputError(
+            f"The {lang} source {name!r} holds the lines of {held}; a source holds one file "
+            f"and {path} would replace them. Give it its own --source, or remove "
+            f"{name!r} first."
+        )
+    return SourceSync(source_id)
 
 
 def _checked_source(name: str) -> str:

@@ -8,6 +8,7 @@ searches again the lists of the other languages' sentences that held them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ import numpy as np
 from .config import check_lang
 from .db import corpus
 from .errors import BusyError, InputError
+
+log = logging.getLogger(__name__)
 
 #: what ``remove`` reports of each language pair the miner brought up to date
 PAIR_FIELDS = ("pair", "changed_lists", "candidates_recomputed", "pairs", "accepted", "seconds")
@@ -29,14 +32,37 @@ if TYPE_CHECKING:
 
 def list_sources(db: BitextDB, lang: str | None = None) -> list[dict[str, Any]]:
     """The sources ingested (of ``lang``, or of every language), by language and name:
-    ``lang, name, path, records, occurrences, sentences, created_at, updated_at``."""
+    ``lang, name, path, records, split_sentences, occurrences, sentences, created_at,
+    updated_at`` and ``missing`` (see :func:`file_missing`)."""
     if lang is not None:
         check_lang(lang)
     with db.db.session() as s:
         rows = corpus.list_sources(s, lang)
     for row in rows:
         del row["id"]
+        row["missing"] = file_missing(row["path"])
     return rows
+
+
+def file_missing(path: str | None) -> bool:
+    """Whether a source's file is gone from where this process sees files: only for the
+    absolute paths files are recorded by (not for texts, standard input, or the paths
+    given as typed before 2026-11-29)."""
+    return path is not None and Path(path).is_absolute() and not Path(path).exists()
+
+
+def remove_missing(
+    db: BitextDB, lang: str | None = None, *, dry_run: bool = False
+) -> list[dict[str, Any]]:
+    """Remove the sources (of ``lang``, or of every language) whose file is gone, as
+    :func:`remove_sources` does: one report per language that had any."""
+    by_lang: dict[str, list[str]] = {}
+    for row in list_sources(db, lang):
+        if row["missing"]:
+            by_lang.setdefault(row["lang"], []).append(row["name"])
+    return [
+        remove_sources(db, code, names, dry_run=dry_run) for code, names in sorted(by_lang.items())
+    ]
 
 
 def remove_sources(
@@ -86,9 +112,49 @@ def remove_sources(
             )
         corpus.remove_sources(s, source_ids, gone)
 
-    for pair in db.miner().forget(lang, gone, remove_rows):
-        report["pairs"].append({key: getattr(pair, key) for key in PAIR_FIELDS})
+    report["pairs"] = _pair_reports(db.miner().forget(lang, gone, remove_rows))
     return report
+
+
+def remove_displaced(db: BitextDB) -> tuple[set[int], list[dict[str, Any]]]:
+    """Remove the sentences that files ingested again displaced (recorded by
+    :func:`bitextdb.db.corpus.note_displaced`) and that no source holds any more, as
+    ``remove`` would; the others are forgotten. Returns the ids removed and what the miner
+    did per language pair. A language where another writer meanwhile ingested one of them
+    (shared PostgreSQL) is left for the next call, with a warning."""
+    with db.db.session() as s:
+        pending = corpus.displaced(s)
+    removed: set[int] = set()
+    reports: list[dict[str, Any]] = []
+    for lang, ids in pending.items():
+        with db.db.session() as s:
+            gone = corpus.unheld_among(s, ids)
+        held = sorted(set(ids).difference(gone.tolist()))
+
+        def remove_rows(s: Session, gone: np.ndarray = gone, held: list[int] = held) -> None:
+            if not np.array_equal(corpus.unheld_among(s, gone.tolist()), gone):
+                raise BusyError(
+                    "Another writer ingested some of the sentences a changed file left while "
+                    "they were being removed; the next ingest or mine removes the rest."
+                )
+            corpus.remove_sentences(s, gone)  # their records go with them (cascade)
+            corpus.forget_displaced(s, held)
+
+        if not len(gone):
+            with db.db.session() as s:
+                corpus.forget_displaced(s, held)
+            continue
+        try:
+            reports += _pair_reports(db.miner().forget(lang, gone, remove_rows))
+        except BusyError as exc:
+            log.warning("%s", exc)
+            continue
+        removed.update(gone.tolist())
+    return removed, reports
+
+
+def _pair_reports(pairs: list[Any]) -> list[dict[str, Any]]:
+    return [{key: getattr(pair, key) for key in PAIR_FIELDS} for pair in pairs]
 
 
 def _unknown(name: str, lang: str, names: list[str]) -> InputError:

@@ -270,11 +270,23 @@ def _ingest_text(result: dict[str, Any]) -> str:
     for r in result["ingested"]:
         skipped = ", ".join(f"{n} {why}" for why, n in r["skipped"].items()) or "none"
         split = "" if r.get("sentences") is None else f" records ({r['sentences']} sentences)"
+        # a file ingested again after it changed
+        synced = (
+            f", changed {r['changed']}, dropped {r['dropped']}, "
+            f"sentences removed {r['sentences_removed']}"
+            if r["changed"] or r["dropped"]
+            else ""
+        )
         lines.append(
             f"{r['source']} [{r['lang']}]: read {r['read']}{split}, new {r['new']}, "
-            f"duplicates {r['duplicates']}, skipped {skipped}, encoded {r['encoded']} "
+            f"duplicates {r['duplicates']}, skipped {skipped}{synced}, encoded {r['encoded']} "
             f"in {r['seconds']:.1f} s"
         )
+    lines += [
+        f"removed from {p['pair']}: {p['changed_lists']} lists searched again without the "
+        "sentences changed files left"
+        for p in result.get("removed", [])
+    ]
     lines += [_mine_line(m) for m in result.get("mined", [])]
     return "\n".join(lines)
 

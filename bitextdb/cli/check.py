@@ -23,6 +23,7 @@ def _text(r: dict[str, Any]) -> str:
     lines.append(f"neighbour entries pointing at missing sentences: {r['dangling_neighbours']}")
     lines.append(f"pairs pointing at missing sentences: {r['dangling_pairs']}")
     lines.append(f"candidates waiting to be recomputed: {r['dirty_candidates']}")
+    lines.append(f"sentences a changed file displaced, waiting: {r['displaced_waiting']}")
     for pair, n in sorted(r["unmined"].items()):
         lines.append(f"{pair}: {n} sentences not yet mined")
     if r["repaired"]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..errors import InputError
 from . import Context, cli, emit, friendly, json_option, pass_ctx
 
 
@@ -15,6 +16,7 @@ def _sources_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(
         f"{r['lang']:8} {r['sentences']:>10} sentences {r['occurrences']:>10} lines  {r['name']}"
         + ("  (split into sentences)" if r.get("split_sentences") else "")
+        + ("  (file missing)" if r.get("missing") else "")
         for r in rows
     )
 
@@ -48,24 +50,44 @@ def _remove_text(r: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--lang", required=True, metavar="CODE", help="The sources' language.")
+@click.option("--lang", metavar="CODE", help="The sources' language (with --missing: only its).")
 @click.option(
     "--source",
     "names",
-    required=True,
     multiple=True,
     metavar="NAME",
     help="A source's name (repeatable): its --source at ingest, or the file's path.",
 )
+@click.option("--missing", is_flag=True, help="Every source whose file was deleted.")
 @click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
 @json_option
 @pass_ctx
 @friendly
-def remove(ctx: Context, lang: str, names: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+def remove(
+    ctx: Context,
+    lang: str | None,
+    names: tuple[str, ...],
+    missing: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Remove sources and what only they brought (sentences, vectors, pairs); the lists
     that held those sentences are searched again, so the pairs are those of a batch run
     over what remains."""
+    if missing == bool(names):
+        raise InputError("Name the sources to remove with --source, or give --missing.")
+    if names and lang is None:
+        raise InputError("--source needs the sources' --lang.")
     with ctx.open() as db:
-        report = db.remove(lang, list(names), dry_run=dry_run)
+        if missing:
+            reports = db.remove_missing(lang, dry_run=dry_run)
+        else:
+            reports = [db.remove(str(lang), list(names), dry_run=dry_run)]
     ctx.bars.close()
-    emit(report, as_json, _remove_text)
+    if missing:
+        emit(reports, as_json, lambda rs: "\n".join(map(_remove_text, rs)) or _NONE_MISSING)
+    else:
+        emit(reports[0], as_json, _remove_text)
+
+
+_NONE_MISSING = "no source's file is missing"

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import Integer, bindparam, delete, func, select, update
+from sqlalchemy import Integer, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
 from .bulk import db_value, execute_many, execute_many_returning, select_in
 from .graph import chunks, withdraw_sentences
-from .tables import Occurrence, Sentence, Setting, Source, utcnow
+from .tables import DisplacedSentence, Occurrence, Sentence, Setting, Source, utcnow
 
 SENT = Sentence.__table__
 OCC = Occurrence.__table__
 SRC = Source.__table__
 SETTINGS = Setting.__table__
+DISPLACED = DisplacedSentence.__table__
 #: the ``settings`` key of the highest sentence id a removal deleted: SQLite gives a new row
 #: the largest id so far plus one, which would hand a removed sentence's id to a new one
 ID_FLOOR = "sentence_id_floor"
@@ -75,17 +76,26 @@ def reserve_positions(s: Session, sid: int, count: int) -> int:
     return int(ends) - count
 
 
-def touch_source(s: Session, sid: int, records: int) -> None:
-    s.execute(
-        update(SRC)
-        .where(SRC.c.id == sid)
-        .values(
-            records=func.max(SRC.c.records, records)
-            if s.get_bind().dialect.name == "sqlite"
-            else func.greatest(SRC.c.records, records),
-            updated_at=utcnow(),
-        )
-    )
+def source_path(s: Session, sid: int) -> str | None:
+    """The file a source was last ingested from (None for texts and standard input)."""
+    return s.execute(select(SRC.c.path).where(SRC.c.id == sid)).scalar_one()
+
+
+def holds_anything(s: Session, sid: int) -> bool:
+    """Whether the source has any occurrence."""
+    query = select(OCC.c.position).where(OCC.c.source_id == sid).limit(1)
+    return s.execute(query).first() is not None
+
+
+def touch_source(s: Session, sid: int, records: int, *, exact: bool = False) -> None:
+    """Record that the source has (at least, unless ``exact``) ``records`` records."""
+    if exact:
+        count = records
+    elif s.get_bind().dialect.name == "sqlite":
+        count = func.max(SRC.c.records, records)
+    else:
+        count = func.greatest(SRC.c.records, records)
+    s.execute(update(SRC).where(SRC.c.id == sid).values(records=count, updated_at=utcnow()))
 
 
 def known(s: Session, lang: str, hashes: Sequence[str]) -> dict[str, tuple[int, bool]]:
@@ -186,9 +196,13 @@ def _ids_just_inserted(s: Session, hashes: list[str]) -> dict[str, int] | None:
 
 
 OCCURRENCE_KEYS = ["source_id", "position", "part", "sentence_id", "ext_id"]
+#: an occurrence row, in the order of :data:`OCCURRENCE_KEYS`
+OccurrenceRow = tuple[int, int, int, int, str | None]
+#: an occurrence's (position, part) in its source
+Key = tuple[int, int]
 
 
-def add_occurrences(s: Session, rows: list[tuple[int, int, int, int, str | None]]) -> None:
+def add_occurrences(s: Session, rows: list[OccurrenceRow]) -> None:
     """Remember where sentences were met: ``(source id, position, part, sentence id, ext
     id)`` rows; a rewritten file's position takes its new sentence."""
     if rows:
@@ -202,6 +216,71 @@ def add_occurrences(s: Session, rows: list[tuple[int, int, int, int, str | None]
             OCCURRENCE_KEYS,
             sorted(rows, key=lambda row: row[:3]),  # one lock order for every writer
         )
+
+
+def occurrences_between(
+    s: Session, sid: int, after: Key | None, upto: Key | None
+) -> list[tuple[int, int, int, str | None]]:
+    """``(position, part, sentence id, ext id)`` of the source's occurrences whose key lies
+    after ``after`` and at most at ``upto`` (None: unbounded), in key order."""
+    key = tuple_(OCC.c.position, OCC.c.part)
+    query = select(OCC.c.position, OCC.c.part, OCC.c.sentence_id, OCC.c.ext_id).where(
+        OCC.c.source_id == sid
+    )
+    if after is not None:  # the plain position bound lets the primary key serve the range
+        query = query.where(OCC.c.position >= after[0], key > tuple_(*after))
+    if upto is not None:
+        query = query.where(OCC.c.position <= upto[0], key <= tuple_(*upto))
+    rows = s.execute(query.order_by(OCC.c.position, OCC.c.part))
+    return [(int(p), int(q), int(i), e) for p, q, i, e in rows]
+
+
+def delete_occurrences(s: Session, sid: int, keys: Sequence[Key]) -> None:
+    """Delete the source's occurrences at ``keys``."""
+    statement = delete(OCC).where(
+        OCC.c.source_id == bindparam("source_id"),
+        OCC.c.position == bindparam("position"),
+        OCC.c.part == bindparam("part"),
+    )
+    execute_many(
+        s, statement, ["source_id", "position", "part"], [(sid, p, q) for p, q in sorted(keys)]
+    )
+
+
+def unheld_among(s: Session, ids: Sequence[int]) -> np.ndarray:
+    """Those of ``ids`` that no source holds (no occurrence), sorted."""
+    held: set[int] = set()
+    for chunk in chunks(np.asarray(sorted(ids), dtype=np.int64)):
+        query = select(OCC.c.sentence_id).where(OCC.c.sentence_id.in_(chunk)).distinct()
+        held.update(int(i) for i in s.execute(query).scalars())
+    return np.array(sorted(set(ids) - held), dtype=np.int64)
+
+
+def note_displaced(s: Session, ids: Sequence[int]) -> None:
+    """Record sentences that lost a line of a changed file (see :func:`displaced`)."""
+    if ids:
+        statement = _insert(s, DISPLACED).on_conflict_do_nothing()
+        execute_many(s, statement, ["sentence_id"], [(int(i),) for i in sorted(ids)])
+
+
+def displaced(s: Session) -> dict[str, list[int]]:
+    """The sentences recorded by :func:`note_displaced` and not yet dealt with, by
+    language."""
+    query = (
+        select(SENT.c.lang, DISPLACED.c.sentence_id)
+        .join(SENT, SENT.c.id == DISPLACED.c.sentence_id)
+        .order_by(DISPLACED.c.sentence_id)
+    )
+    out: dict[str, list[int]] = {}
+    for lang, sid in s.execute(query):
+        out.setdefault(lang, []).append(int(sid))
+    return out
+
+
+def forget_displaced(s: Session, ids: Sequence[int]) -> None:
+    """Forget recorded sentences (a source holds them again, or they were removed)."""
+    for chunk in chunks(list(ids)):
+        s.execute(delete(DISPLACED).where(DISPLACED.c.sentence_id.in_(chunk)))
 
 
 #: the source that ``check --repair`` gives the sentences no source holds
@@ -363,8 +442,14 @@ def remove_sources(s: Session, source_ids: Sequence[int], sentence_ids: np.ndarr
     """Delete sources (their occurrences go with them) and sentences (and, by the schema's
     cascades, their lists, candidates and pairs: the accepted ones are recorded as
     withdrawn first)."""
+    remove_sentences(s, sentence_ids)
+    s.execute(delete(SRC).where(SRC.c.id.in_(list(source_ids))))
+
+
+def remove_sentences(s: Session, sentence_ids: np.ndarray) -> None:
+    """Delete sentences (and, by the schema's cascades, their occurrences, lists,
+    candidates and pairs: the accepted ones are recorded as withdrawn first)."""
     withdraw_sentences(s, sentence_ids)
     _raise_id_floor(s, sentence_ids)
     for chunk in chunks(sentence_ids):
         s.execute(delete(SENT).where(SENT.c.id.in_(chunk)))
-    s.execute(delete(SRC).where(SRC.c.id.in_(list(source_ids))))

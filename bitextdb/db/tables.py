@@ -87,6 +87,19 @@ class Occurrence(Base):
     ext_id: Mapped[str | None] = mapped_column(String(256))
 
 
+class DisplacedSentence(Base):
+    """A sentence that lost a line when its file was ingested again after it changed
+    (:mod:`bitextdb.source_sync`), written in the transaction that took the line, and
+    removed when no source holds it any more, or forgotten when one does. The ingest does
+    that when it ends; an ingest stopped before leaves the rows for the next ingest, mine or
+    ``check --repair``."""
+
+    __tablename__ = "displaced_sentences"
+    sentence_id: Mapped[int] = mapped_column(
+        ForeignKey("sentences.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
 class Knn(Base):
     """A sentence's neighbourhood towards another language, and its best candidate there.
 
