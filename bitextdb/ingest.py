@@ -33,6 +33,7 @@ from .encoder_process import wants_encoder_process
 from .errors import InputError, ModelLoadError, ModelMismatchError
 from .heap import loaded_objects_frozen
 from .language_id import language_check
+from .lock import displacing_lock
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, read_texts, text_hash
 from .segment import sentence_splitter
@@ -488,16 +489,22 @@ class Ingestor:
             vectors = VectorSource(rows=rows)
         stats = ReadStats()
         lines = read_lines(path, **options, **rules, stats=stats)  # type: ignore[arg-type]
-        return self.ingest_lines(
-            lang,
-            lines,
-            source=name,
-            path=None if path == "-" else str(Path(path).resolve()),
-            stats=stats,
-            vectors=vectors,
-            split_sentences=split_sentences,
-            whole=path != "-",
-        )
+        if path == "-":
+            return self.ingest_lines(
+                lang, lines, source=name, stats=stats, split_sentences=split_sentences
+            )
+        # a file read again may displace sentences: none is removed while it runs
+        with self.db.advisory_lock(displacing_lock(lang), shared=True):
+            return self.ingest_lines(
+                lang,
+                lines,
+                source=name,
+                path=str(Path(path).resolve()),
+                stats=stats,
+                vectors=vectors,
+                split_sentences=split_sentences,
+                whole=True,
+            )
 
     def sentence_rules(
         self, lang: str, split_sentences: bool, lid: float | None, lid_accept: Sequence[str]

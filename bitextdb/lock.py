@@ -20,6 +20,14 @@ def mine_lock(a: str, b: str) -> str:
     return f"bitextdb-mine-{pair_name(a, b)}"
 
 
+def displacing_lock(lang: str) -> str:
+    """The advisory lock (PostgreSQL) that ingests of changed ``lang`` files hold shared
+    while they displace sentences, and that their removal holds exclusive: a sentence a
+    running ingest displaced may yet come back a few lines below, so it is not removed
+    before that ingest ends (see :mod:`bitextdb.source_sync`)."""
+    return f"bitextdb-displacing-{lang}"
+
+
 @contextlib.contextmanager
 def writer_lock(
     path: Path, *, wait: float = 0.0, on_wait: Callable[[str], None] | None = None

@@ -18,6 +18,7 @@ import numpy as np
 from .config import check_lang
 from .db import corpus
 from .errors import BusyError, InputError
+from .lock import displacing_lock
 
 log = logging.getLogger(__name__)
 
@@ -126,31 +127,40 @@ def remove_displaced(db: BitextDB) -> tuple[set[int], list[dict[str, Any]]]:
         pending = corpus.displaced(s)
     removed: set[int] = set()
     reports: list[dict[str, Any]] = []
-    for lang, ids in pending.items():
-        with db.db.session() as s:
-            gone = corpus.unheld_among(s, ids)
-        held = sorted(set(ids).difference(gone.tolist()))
-
-        def remove_rows(s: Session, gone: np.ndarray = gone, held: list[int] = held) -> None:
-            if not np.array_equal(corpus.unheld_among(s, gone.tolist()), gone):
-                raise BusyError(
-                    "Another writer ingested some of the sentences a changed file left while "
-                    "they were being removed; the next ingest or mine removes the rest."
-                )
-            corpus.remove_sentences(s, gone)  # their records go with them (cascade)
-            corpus.forget_displaced(s, held)
-
-        if not len(gone):
-            with db.db.session() as s:
-                corpus.forget_displaced(s, held)
-            continue
-        try:
-            reports += _pair_reports(db.miner().forget(lang, gone, remove_rows))
-        except BusyError as exc:
-            log.warning("%s", exc)
-            continue
-        removed.update(gone.tolist())
+    for lang in pending:
+        # waits for the ingests of changed files of ``lang`` running elsewhere (shared
+        # PostgreSQL): a line they moved may come back below
+        with db.db.advisory_lock(displacing_lock(lang)):
+            try:
+                gone, pairs = _remove_displaced_of(db, lang)
+            except BusyError as exc:
+                log.warning("%s", exc)
+                continue
+        removed.update(gone)
+        reports += pairs
     return removed, reports
+
+
+def _remove_displaced_of(db: BitextDB, lang: str) -> tuple[list[int], list[dict[str, Any]]]:
+    with db.db.session() as s:  # again, under the lock
+        ids = corpus.displaced(s).get(lang, [])
+        gone = corpus.unheld_among(s, ids)
+    held = sorted(set(ids).difference(gone.tolist()))
+
+    def remove_rows(s: Session) -> None:
+        if not np.array_equal(corpus.unheld_among(s, gone.tolist()), gone):
+            raise BusyError(
+                "Another writer ingested some of the sentences a changed file left while "
+                "they were being removed; the next ingest or mine removes the rest."
+            )
+        corpus.remove_sentences(s, gone)  # their records go with them (cascade)
+        corpus.forget_displaced(s, held)
+
+    if not len(gone):
+        with db.db.session() as s:
+            corpus.forget_displaced(s, held)
+        return [], []
+    return gone.tolist(), _pair_reports(db.miner().forget(lang, gone, remove_rows))
 
 
 def _pair_reports(pairs: list[Any]) -> list[dict[str, Any]]:

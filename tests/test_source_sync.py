@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,10 @@ from sqlalchemy import text
 import bitextdb
 from bitextdb import ingest
 from bitextdb.cli import cli
+from bitextdb.db import corpus
 from bitextdb.errors import InputError
+from bitextdb.lock import displacing_lock
+from bitextdb.remove import remove_displaced
 from bitextdb.source_sync import SourceSync
 from tests.test_miner import assert_equals_reference, make_vectors, open_fresh
 from tests.test_remove import _accepted_texts, _texts
@@ -362,3 +367,82 @@ def test_cli_removes_the_sources_of_deleted_files(home: Path, tmp_path: Path) ->
     for bad in (["remove"], ["remove", "--missing", "--source", "x"], ["remove", "--source", "x"]):
         result = runner.invoke(cli, bad)
         assert result.exit_code == 2 and result.output.startswith("Error:"), result.output
+
+
+def _advisory_locks(db: bitextdb.BitextDB) -> list[tuple[str, bool]]:
+    """``(mode, granted)`` of the advisory locks held or awaited on the database."""
+    with db.db.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT mode, granted FROM pg_locks WHERE locktype = 'advisory'")
+        ).all()
+    return [(mode, bool(granted)) for mode, granted in rows]
+
+
+def test_displaced_sentences_wait_for_running_ingests_of_changed_files(
+    postgres_url: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On shared PostgreSQL a sentence one worker's ingest displaced may come back a few
+    lines below: another worker removes displaced sentences only once no ingest of a
+    changed file of that language runs (an advisory lock, shared by ingests)."""
+    with bitextdb.init(home, db=postgres_url, model="synthetic", dim=8, k=1) as db:
+        vectors = make_vectors(3, 8, 6, 0)
+        path = write(tmp_path, "a0", [0, 1, 2], vectors)
+        db.ingest(path, "xa", embeddings=tmp_path / "a0.npy", mine=False)
+        seen: list[list[tuple[str, bool]]] = []
+        reconcile = SourceSync.reconcile
+
+        def look(self, s, rows):  # type: ignore[no-untyped-def]
+            seen.append(_advisory_locks(db))
+            return reconcile(self, s, rows)
+
+        monkeypatch.setattr(SourceSync, "reconcile", look)
+        db.ingest(path, "xa", embeddings=tmp_path / "a0.npy", mine=False)  # read again
+        assert ("ShareLock", True) in seen[0]  # the ingest holds it shared
+
+        # another worker's ingest is running: it holds the lock shared
+        with db.db.engine.connect() as conn:
+            conn.execute(text("DELETE FROM occurrences WHERE position = 0"))
+            conn.commit()
+        with db.db.session() as s:
+            corpus.note_displaced(s, [ids_by_text(db)[sentence("xa", 0)]])
+        running, done = threading.Event(), threading.Event()
+
+        def other_ingest() -> None:
+            with db.db.advisory_lock(displacing_lock("xa"), shared=True):
+                running.set()
+                done.wait(30)
+
+        holder = threading.Thread(target=other_ingest)
+        holder.start()
+        assert running.wait(30)
+        result: list[set[int]] = []
+        remover = threading.Thread(target=lambda: result.append(remove_displaced(db)[0]))
+        remover.start()
+        for _ in range(300):  # until the removal waits for the lock
+            if ("ExclusiveLock", False) in _advisory_locks(db):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the removal did not wait for the running ingest")
+        assert sentence("xa", 0) in _texts(db, "xa") and not result
+        done.set()
+        holder.join(30)
+        remover.join(30)
+        assert len(result[0]) == 1 and sentence("xa", 0) not in _texts(db, "xa")
+
+
+def test_standard_input_is_a_source_of_its_own_each_time(home: Path, static_model: Path) -> None:
+    """Never compared with an earlier read, and split when asked."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["-q", "init", "--model", str(static_model)]).exit_code == 0
+    args = ["-q", "ingest", "-", "--lang", "en", "--no-mine", "--json"]
+    for text_in, split in ((" ".join(EN[:2]) + "\n", True), (EN[2] + "\n", False)):
+        flags = ["--split-sentences"] if split else []
+        result = runner.invoke(cli, [*args, *flags], input=text_in)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)["ingested"][0]
+        assert (report["read"], report["new"], report["dropped"]) == (1, 2 if split else 1, 0)
+    result = runner.invoke(cli, ["sources", "--json"])
+    rows = json.loads(result.stdout)
+    listed = [(s["occurrences"], s["split_sentences"], s["path"]) for s in rows]
+    assert sorted(listed) == [(1, False, None), (2, True, None)]

@@ -129,8 +129,9 @@ class Database:
                 raise
 
     @contextlib.contextmanager
-    def advisory_lock(self, name: str) -> Iterator[None]:
-        """Hold a database-wide lock named ``name`` (PostgreSQL advisory lock).
+    def advisory_lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
+        """Hold a database-wide lock named ``name`` (PostgreSQL advisory lock), exclusive
+        or, with ``shared``, shared with other shared holders.
 
         Lets several workers on one PostgreSQL database mine different language pairs at
         once while never two of them the same pair. Elsewhere a no-op: an embedded home is
@@ -140,13 +141,14 @@ class Database:
             yield
             return
         key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 1
+        kind = "_shared" if shared else ""
         with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            conn.execute(text(f"SELECT pg_advisory_lock{kind}(:key)"), {"key": key})
             conn.commit()
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.execute(text(f"SELECT pg_advisory_unlock{kind}(:key)"), {"key": key})
                 conn.commit()
 
     # -- migrations ------------------------------------------------------------------
