@@ -145,9 +145,13 @@ class BitextDB:
         split_sentences: bool = False,
         lid: float | None = None,
         lid_accept: Sequence[str] = (),
+        append: bool = False,
         mine: bool = True,
     ) -> dict[str, Any]:
-        """Ingest files (``-`` is stdin), then mine unless ``mine=False``; with
+        """Ingest files (``-`` is stdin), then mine unless ``mine=False``. A file read
+        again brings its source up to date with it (lines changed or gone leave it; see
+        :mod:`bitextdb.source_sync`) unless ``append``: then each read is a source of its
+        own, named ``NAME@time``, as every read of stdin is. With
         ``split_sentences`` every record (line, TSV cell, JSON field) is split into
         sentences (see :mod:`bitextdb.segment`); with ``lid`` (a probability, such as
         :data:`bitextdb.language_id.DEFAULT_LID_THRESHOLD`) a sentence that py3langid puts
@@ -177,6 +181,7 @@ class BitextDB:
                 split_sentences=split_sentences,
                 lid=lid,
                 lid_accept=lid_accept,
+                append=append,
             )
             for p in paths
         ]

@@ -452,10 +452,13 @@ class Ingestor:
         split_sentences: bool = False,
         lid: float | None = None,
         lid_accept: Sequence[str] = (),
+        append: bool = False,
     ) -> IngestReport:
         """Read one file (or ``-`` for stdin) and store its sentences; with
         ``split_sentences`` each record is split into sentences first; with ``lid`` (a
-        threshold) sentences of other languages are skipped (see :meth:`sentence_rules`)."""
+        threshold) sentences of other languages are skipped (see :meth:`sentence_rules`).
+        A file's source follows the file, unless ``append``: then, as for stdin, this read
+        is a source of its own (``NAME@time``) that no later read changes."""
         check_lang(lang)
         if split_sentences and embeddings:
             raise InputError(
@@ -463,8 +466,9 @@ class Ingestor:
                 "--split-sentences."
             )
         # each read of stdin is its own source: positions of two streams must not collide
-        stdin_name = f"stdin@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
-        name = _checked_source(source or (stdin_name if path == "-" else str(Path(path).resolve())))
+        name = _checked_source(source or ("stdin" if path == "-" else str(Path(path).resolve())))
+        if path == "-" or append:
+            name = f"{name}@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
         options = {
             "fmt": fmt,
             "column": column,
@@ -489,9 +493,14 @@ class Ingestor:
             vectors = VectorSource(rows=rows)
         stats = ReadStats()
         lines = read_lines(path, **options, **rules, stats=stats)  # type: ignore[arg-type]
-        if path == "-":
+        if path == "-" or append:  # a new source each time: nothing to compare
             return self.ingest_lines(
-                lang, lines, source=name, stats=stats, split_sentences=split_sentences
+                lang,
+                lines,
+                source=name,
+                stats=stats,
+                vectors=vectors,
+                split_sentences=split_sentences,
             )
         # a file read again may displace sentences: none is removed while it runs
         with self.db.advisory_lock(displacing_lock(lang), shared=True):

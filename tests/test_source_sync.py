@@ -446,3 +446,22 @@ def test_standard_input_is_a_source_of_its_own_each_time(home: Path, static_mode
     rows = json.loads(result.stdout)
     listed = [(s["occurrences"], s["split_sentences"], s["path"]) for s in rows]
     assert sorted(listed) == [(1, False, None), (2, True, None)]
+
+
+def test_appended_reads_keep_what_earlier_reads_gave(home: Path, tmp_path: Path) -> None:
+    with bitextdb.init(home, model="synthetic", dim=8, k=1) as db:
+        vectors = make_vectors(4, 8, 8, 0)
+        path = write(tmp_path, "a0", [0, 1], vectors)
+        npy = tmp_path / "a0.npy"
+        first = db.ingest(path, "xa", embeddings=npy, source="daily", append=True, mine=False)
+        write(tmp_path, "a0", [2, 3], vectors)  # the same name, the next day's content
+        second = db.ingest(path, "xa", embeddings=npy, source="daily", append=True, mine=False)
+        names = [r["ingested"][0]["source"] for r in (first, second)]
+        assert all(name.startswith("daily@") for name in names) and names[0] != names[1]
+        assert second["ingested"][0]["dropped"] == 0 and second["removed"] == []
+        assert _texts(db, "xa") == {sentence("xa", i) for i in range(4)}
+        listed = {s["name"]: (s["occurrences"], s["path"]) for s in db.sources("xa")}
+        assert listed == {names[0]: (2, None), names[1]: (2, None)}
+        path.unlink()
+        assert db.remove_missing() == []  # appended reads are not files' sources
+        assert db.remove("xa", [names[0]])["sentences_removed"] == 2

@@ -330,6 +330,12 @@ def _mine_line(m: dict[str, Any]) -> str:
     help="Split every record (a paragraph or document) into sentences, by the rules of --lang.",
 )
 @click.option(
+    "--append",
+    is_flag=True,
+    help="Keep what earlier reads of the file gave: this read is a source of its own "
+    "(NAME@time), as standard input is.",
+)
+@click.option(
     "--lid",
     is_flag=True,
     help="Skip sentences that language identification (py3langid) puts in another language.",
