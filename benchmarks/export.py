@@ -7,7 +7,8 @@
 Builds a database of SIZE x SIZE injected random vectors with SIZE planted pairs (noisy
 copies), mines it, then times ``export_pairs`` of every accepted pair to a .jsonl file and
 to a .tsv.gz file (optionally also a re-derived distance-margin export, and one through
-the export filters, ``--filters``, a TMX export, ``--tmx``, and a JSONL export with the
+the export filters, ``--filters``, a TMX export, ``--tmx``, a Parquet one, ``--parquet``,
+and a JSONL export with the
 source names and external ids of each side, ``--provenance``): rows per second,
 peak RSS (getrusage), how much the resident memory grew during each export (VmRSS sampled
 in a thread) and the peak of Python allocations during a second, untimed run under
@@ -194,6 +195,7 @@ def main() -> None:
         help="also a jsonl export through --skip-identical --max-length-ratio 2",
     )
     parser.add_argument("--tmx", action="store_true", help="also a TMX export")
+    parser.add_argument("--parquet", action="store_true", help="also a Parquet export")
     parser.add_argument(
         "--provenance", action="store_true", help="also a jsonl export --with-sources --with-ids"
     )
@@ -226,6 +228,8 @@ def main() -> None:
             runs.append(("filtered.jsonl", "jsonl", filters))
         if args.tmx:
             runs.append(("pairs.tmx", "tmx", {}))
+        if args.parquet:
+            runs.append(("pairs.parquet", "parquet", {}))
         if args.provenance:
             runs.append(("provenance.jsonl", "jsonl", {"with_sources": True, "with_ids": True}))
         results["exports"] = [

@@ -33,13 +33,14 @@ from .errors import BitextDBError, InputError
 from .filters import PairFilter
 from .lock import mine_lock
 from .margin import MARGINS, MarginFn, greedy_one_to_one
+from .parquet import ParquetSink, require_pyarrow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from .api import BitextDB
 
-FORMATS = ("tsv", "jsonl", "moses", "tmx")
+FORMATS = ("tsv", "jsonl", "moses", "tmx", "parquet")
 RETRIEVALS = ("max", "intersect", "fwd", "bwd")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
 #: pairs written per round of text lookups
@@ -249,9 +250,13 @@ def _targets(output: str, fmt: str, spec: PairSpec, flag: str = "--output") -> l
                 f"Moses output is two files (PREFIX.src and PREFIX.tgt); give {flag} PREFIX, "
                 "not standard output."
             )
+        if fmt == "parquet":
+            raise InputError(f"Parquet is a binary file; give {flag} FILE.parquet.")
         return None
     path = Path(output).expanduser()
     compression = COMPRESSIONS.get(path.suffix.lower())
+    if compression and fmt == "parquet":
+        raise InputError(f"Parquet compresses its columns itself; drop {path.suffix} from {flag}.")
     if fmt == "moses":
         stem = path.with_suffix("") if compression else path
         ext = path.suffix if compression else ""
@@ -347,7 +352,11 @@ def _format(
     rows: list[Row],
     texts: dict[int, str],
     provenance: Provenance,
-) -> list[str]:
+) -> list[Any]:
+    """What the sink of ``fmt`` writes for ``rows``: a string per file, or for parquet
+    the records."""
+    if fmt == "parquet":
+        return [[_record(spec, row, texts, provenance) for row in rows]]
     if fmt == "tsv":
         return ["".join(f"{score:.6f}\t{texts[a]}\t{texts[b]}\n" for a, b, score, _ in rows)]
     if fmt == "moses":
@@ -376,8 +385,11 @@ def _format(
     ]
 
 
-def _format_withdrawn(fmt: str, spec: PairSpec, rows: list[export_sql.Withdrawal]) -> list[str]:
-    """Withdrawn pairs in the export's format (jsonl adds ``reason`` and ``withdrawn_at``)."""
+def _format_withdrawn(fmt: str, spec: PairSpec, rows: list[export_sql.Withdrawal]) -> list[Any]:
+    """Withdrawn pairs in the export's format (jsonl and parquet add ``reason`` and
+    ``withdrawn_at``, parquet as a timestamp)."""
+    if fmt == "parquet":
+        return [[withdrawn_record(spec, row) | {"withdrawn_at": row[7]} for row in rows]]
     if fmt == "tsv":
         return ["".join(f"{row[2]:.6f}\t{row[4]}\t{row[5]}\n" for row in rows)]
     if fmt == "moses":
@@ -420,6 +432,23 @@ def withdrawn_record(spec: PairSpec, row: export_sql.Withdrawal) -> dict[str, An
         "reason": reason,
         "withdrawn_at": moment.isoformat(),
     }
+
+
+#: the fields of a jsonl record, before what ``with_sources`` and ``with_ids`` add
+RECORD_FIELDS = ["src", "tgt", "src_lang", "tgt_lang", "margin", "cosine", "src_id", "tgt_id"]
+
+
+def _fields(with_sources: bool, with_ids: bool) -> list[str]:
+    """The fields of the records :func:`_record` writes."""
+    asked = [name for name, wanted in (("sources", with_sources), ("ext_ids", with_ids)) if wanted]
+    return RECORD_FIELDS + [f"{side}_{name}" for name in asked for side in ("src", "tgt")]
+
+
+def _open_sink(targets: list[_Target] | None, fmt: str, fields: list[str]) -> _Sink | ParquetSink:
+    if fmt == "parquet":
+        assert targets is not None  # refused by _targets
+        return ParquetSink(targets[0].path, fields)
+    return _Sink(targets)
 
 
 #: what jsonl records add about where each side came from: ``{name: sentence id -> values}``,
@@ -636,6 +665,8 @@ def export_pairs(
     keep = PairFilter(max_length_ratio, skip_identical)
     if fmt not in FORMATS:
         raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if fmt == "parquet":
+        require_pyarrow()
     _margin_fn(margin)
     _check_retrieval(retrieval)
     stored = (margin, retrieval) == ("ratio", "max")
@@ -675,7 +706,7 @@ def export_pairs(
             # no miner of this pair may commit between the cursor's new time and the read
             hold.enter_context(db.db.advisory_lock(mine_lock(*spec.stored)))
         started_at = utcnow()
-        sink = _Sink(targets)
+        sink = _open_sink(targets, fmt, _fields(with_sources, with_ids))
         _open_document(sink, fmt, spec)
         withdrawn_sink = None
         rows_written = withdrawn_rows = filtered = 0
@@ -705,7 +736,9 @@ def export_pairs(
                     rows_written += len(kept)
                     progress("export", rows_written + filtered, total)
                 if withdrawn is not None:
-                    withdrawn_sink = _Sink(withdrawn_targets)
+                    withdrawn_sink = _open_sink(
+                        withdrawn_targets, fmt, [*RECORD_FIELDS, "reason", "withdrawn_at"]
+                    )
                     _open_document(withdrawn_sink, fmt, spec)
                     parts = _withdrawals(s, spec, min_score, since, after)
                     for part in parts:
@@ -744,7 +777,7 @@ def export_pairs(
     }
 
 
-def _open_document(sink: _Sink, fmt: str, spec: PairSpec) -> None:
+def _open_document(sink: _Sink | ParquetSink, fmt: str, spec: PairSpec) -> None:
     """What a format writes before its first pair (TMX: the header)."""
     if fmt == "tmx":
         from . import __version__
@@ -752,7 +785,7 @@ def _open_document(sink: _Sink, fmt: str, spec: PairSpec) -> None:
         sink.write([tmx.header(spec.src_lang, spec.tgt_lang, __version__)])
 
 
-def _close_document(sink: _Sink, fmt: str) -> list[str]:
+def _close_document(sink: _Sink | ParquetSink, fmt: str) -> list[str]:
     """What a format writes after its last pair (TMX: the end of the body), then commit."""
     if fmt == "tmx":
         sink.write([tmx.FOOTER])

@@ -6,6 +6,7 @@ import bz2
 import gzip
 import json
 import lzma
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -748,3 +749,80 @@ def test_cli_exports_tmx_to_stdout(home: Path) -> None:
     assert result.exit_code == 0, result.output
     units = tmx_units(result.stdout)
     assert len(units) > 5 and all(u["en"].startswith("en sentence") for u in units)
+
+
+# -- parquet -----------------------------------------------------------------------------------
+def test_parquet_holds_the_jsonl_records_typed(
+    db_url: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import bitextdb.parquet
+
+    monkeypatch.setattr(bitextdb.parquet, "ROW_GROUP", 5)  # several row groups
+    monkeypatch.setattr(export_module, "BATCH", 3)
+    db = build(home, db_url)
+    try:
+        options = {"min_score": INF, "with_sources": True, "with_ids": True}
+        export_pairs(db, "de-en", output=str(tmp_path / "p.jsonl"), fmt="jsonl", **options)
+        summary = export_pairs(
+            db, "de-en", output=str(tmp_path / "p.parquet"), fmt="parquet", cursor="c", **options
+        )
+        table = pq.read_table(tmp_path / "p.parquet")
+        assert table.to_pylist() == jsonl(tmp_path / "p.jsonl")
+        assert summary["rows"] == table.num_rows > 5
+        assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups > 1
+        types = {field.name: str(field.type) for field in table.schema}
+        assert types["margin"] == "double" and types["src_id"] == "int64"
+        assert types["src_sources"] == "list<element: string>"
+
+        # withdrawals: the jsonl records, their moment a timestamp
+        db.remove("en", ["embeddings"])
+        db.ingest_embeddings("en", ["en sentence new"], random_unit(1, 8, 9), source="more")
+        gone = tmp_path / "w.parquet"
+        summary = export_pairs(
+            db,
+            "de-en",
+            output=str(tmp_path / "q.parquet"),
+            fmt="parquet",
+            cursor="c",
+            withdrawn=str(gone),
+            **options,
+        )
+        dropped = pq.read_table(gone).to_pylist()
+        assert summary["withdrawn_rows"] == len(dropped) > 5
+        assert {r["reason"] for r in dropped} == {"removed"}
+        assert all(r["withdrawn_at"].utcoffset() is not None for r in dropped)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+        # an empty selection is a file with the columns and no rows
+        empty = tmp_path / "e.parquet"
+        export_pairs(db, "de-en", output=str(empty), fmt="parquet", min_score=1e9)
+        assert pq.read_table(empty).num_rows == 0
+        assert pq.read_table(empty).column_names[:2] == ["src", "tgt"]
+    finally:
+        db.close()
+
+
+def test_parquet_is_refused_where_it_cannot_go(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pyarrow.parquet")
+    db = build(home)
+    try:
+        for output, message in (("-", "binary file"), (str(tmp_path / "p.parquet.gz"), "drop .gz")):
+            with pytest.raises(bitextdb.InputError, match=message):
+                export_pairs(db, "de-en", output=output, fmt="parquet")
+        target = tmp_path / "p.parquet"
+
+        def broken(s, ids):  # type: ignore[no-untyped-def]
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(export_sql_module, "texts", broken)
+        with pytest.raises(RuntimeError):
+            export_pairs(db, "de-en", output=str(target), fmt="parquet", min_score=INF)
+        monkeypatch.undo()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+        monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if not installed
+        with pytest.raises(bitextdb.InputError, match=r"pip install 'bitextdb\[parquet\]'"):
+            export_pairs(db, "de-en", output=str(target), fmt="parquet")
+    finally:
+        db.close()
