@@ -10,7 +10,8 @@ Side A is one text file with its vectors (``--embeddings``), side B injected thr
    of old and new lines switched off (as before 2026-11-29), ``--repeats`` times each:
    what the comparison costs an ingest that changes nothing;
 2. ``--share`` of its lines get other sentences, and the file is ingested again and mined
-   (the replaced sentences are removed, the new ones mined). The baseline is what a batch
+   (the replaced sentences are removed, the new ones mined), after a ``dry_run`` of that
+   ingest, timed, whose counts must be the ingest's. The baseline is what a batch
    tool does instead: a fresh database holding the file as it is now and B, mined from
    scratch (the ingest of given vectors is timed apart, as it stands for re-encoding). The
    accepted pairs must equal the baseline's, matched by sentence text.
@@ -103,6 +104,9 @@ def main() -> None:
         rows[positions] = n + np.arange(changed)  # sentences the database has not seen
         path, npy = write_side_a(root, a, rows)
         started = time.perf_counter()
+        (preview,) = db.ingest(path, "xa", embeddings=npy, source="a", dry_run=True)["ingested"]
+        dry = time.perf_counter() - started
+        started = time.perf_counter()
         result = db.ingest(path, "xa", embeddings=npy, source="a")
         again = time.perf_counter() - started
         report = result["ingested"][0]
@@ -112,6 +116,9 @@ def main() -> None:
             f"dropped {report['dropped']:,}, sentences removed {report['sentences_removed']:,}, "
             f"{relisted:,} lists searched again; ingest {report['seconds']:.2f} s)"
         )
+        counts = ("new", "changed", "dropped", "sentences_removed")
+        same = all(preview[key] == report[key] for key in counts)
+        say(f"the dry run before it: {dry:.2f} s, the same counts: {same}")
         after = accepted_texts(db)
         assert db.check().ok
         db.close()

@@ -147,11 +147,14 @@ class BitextDB:
         lid_accept: Sequence[str] = (),
         append: bool = False,
         mine: bool = True,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         """Ingest files (``-`` is stdin), then mine unless ``mine=False``. A file read
         again brings its source up to date with it (lines changed or gone leave it; see
         :mod:`bitextdb.source_sync`) unless ``append``: then each read is a source of its
-        own, named ``NAME@time``, as every read of stdin is. With
+        own, named ``NAME@time``, as every read of stdin is. ``dry_run`` reads the files
+        and counts what would change, changing nothing (see
+        :meth:`bitextdb.ingest.Ingestor.preview_file`). With
         ``split_sentences`` every record (line, TSV cell, JSON field) is split into
         sentences (see :mod:`bitextdb.segment`); with ``lid`` (a probability, such as
         :data:`bitextdb.language_id.DEFAULT_LID_THRESHOLD`) a sentence that py3langid puts
@@ -166,6 +169,23 @@ class BitextDB:
         if source is not None and len(paths) != 1:
             raise InputError("--source names one file; ingest several files without it.")
         ingestor = self._ingestor()
+        if dry_run:
+            reader = {"fmt": fmt, "column": column, "id_column": id_column, "field": field}
+            previews = [
+                ingestor.preview_file(
+                    str(p),
+                    lang,
+                    source=source,
+                    split_sentences=split_sentences,
+                    lid=lid,
+                    lid_accept=lid_accept,
+                    append=append,
+                    id_field=id_field,
+                    **reader,
+                )
+                for p in paths
+            ]
+            return {"ingested": [r.as_dict() for r in previews], "dry_run": True}
         reports = [
             ingestor.ingest_file(
                 str(p),

@@ -515,6 +515,74 @@ class Ingestor:
                 whole=True,
             )
 
+    def preview_file(
+        self,
+        path: str,
+        lang: str,
+        *,
+        source: str | None = None,
+        split_sentences: bool = False,
+        lid: float | None = None,
+        lid_accept: Sequence[str] = (),
+        append: bool = False,
+        **options: Any,
+    ) -> IngestReport:
+        """What :meth:`ingest_file` would do with ``path``, changing nothing
+        (``ingest --dry-run``): the report's ``read``, ``skipped``, ``new`` and
+        ``duplicates``, and for a file read again ``changed``, ``dropped`` and
+        ``sentences_removed`` (the sentences that lines changed or gone would take with
+        them: held by no other source and by no other line of the file). ``options`` are
+        the reader's (``fmt``, ``column``, ``id_column``, ``field``, ``id_field``)."""
+        check_lang(lang)
+        if path == "-":
+            raise InputError("--dry-run needs a file: standard input is gone once read.")
+        started = time.perf_counter()
+        name = _checked_source(source or str(Path(path).resolve()))
+        rules = self.sentence_rules(lang, split_sentences, lid, lid_accept)
+        stats = ReadStats()
+        lines = iter(read_lines(path, **options, **rules, stats=stats))
+        first = next(lines, None)  # a file that cannot be read fails here
+        lines = itertools.chain([] if first is None else [first], lines)
+        report = IngestReport(lang=lang, source=name)
+        sync = None
+        with self.db.session() as s:
+            src = None if append else corpus.existing_source(s, lang, name)
+            if src is not None:  # refused as the ingest would refuse it
+                corpus.source_id(s, lang, name, None, split_sentences=split_sentences)
+                sync = _source_sync(s, lang, name, src, str(Path(path).resolve()), write=False)
+        fresh: set[str] = set()
+        seen: list[np.ndarray] = []  # the stored sentences the file's lines hold
+        for batch in _batches(lines, BATCH):
+            with self.db.session() as s:
+                stored = corpus.known(s, lang, batch.hashes)
+                ids = [stored[h][0] if h in stored else -1 for h in batch.hashes]
+                new = {h for h in batch.hashes if h not in stored and h not in fresh}
+                if sync is not None:
+                    rows = [
+                        (sync.source_id, line.position, line.part, sid, line.ext_id)
+                        for line, sid in zip(batch.lines, ids)
+                    ]
+                    sync.reconcile(s, rows)
+            fresh |= new
+            report.new += len(new)
+            report.duplicates += len(batch.lines) - len(new)
+            seen.append(np.array([sid for sid in ids if sid >= 0], dtype=np.int64))
+        if sync is not None:
+            with self.db.session() as s:
+                sync.finish(s)
+                leaving = np.setdiff1d(
+                    np.array(sorted(sync.displaced), dtype=np.int64),
+                    np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64),
+                )
+                kept = corpus.held_by_others(s, leaving.tolist(), sync.source_id)
+            report.changed, report.dropped = sync.changed, sync.dropped
+            report.sentences_removed = len(leaving) - len(kept)
+        report.read, report.skipped = stats.lines, stats.skipped()
+        if split_sentences:
+            report.sentences = stats.sentences
+        report.seconds = time.perf_counter() - started
+        return report
+
     def sentence_rules(
         self, lang: str, split_sentences: bool, lid: float | None, lid_accept: Sequence[str]
     ) -> dict[str, Any]:
@@ -573,7 +641,9 @@ class Ingestor:
         )
 
 
-def _source_sync(s: Session, lang: str, name: str, source_id: int, path: str) -> SourceSync | None:
+def _source_sync(
+    s: Session, lang: str, name: str, source_id: int, path: str, *, write: bool = True
+) -> SourceSync | None:
     """What keeps a file's source in step with the file, when the source holds lines
     already (None for a new one: nothing to compare). A source holds one file: another
     file under its name is refused, as it would replace the first file's lines."""
@@ -592,7 +662,7 @@ def _source_sync(s: Session, lang: str, name: str, source_id: int, path: str) ->
             f"and {path} would replace them. Give it its own --source, or remove "
             f"{name!r} first."
         )
-    return SourceSync(source_id)
+    return SourceSync(source_id, write=write)
 
 
 def _checked_source(name: str) -> str:

@@ -32,8 +32,11 @@ class SourceSync:
     """What one read of a file changed in its source (used by the ingest's storing stage,
     which meets the batches in reading order, so keys only grow)."""
 
-    def __init__(self, source_id: int) -> None:
+    def __init__(self, source_id: int, *, write: bool = True) -> None:
+        """``write=False`` only counts (``ingest --dry-run``): nothing is deleted or
+        recorded."""
         self.source_id = source_id
+        self.write = write
         self.changed = 0
         self.dropped = 0
         self.displaced: set[int] = set()
@@ -79,11 +82,12 @@ class SourceSync:
                 displaced.append(held)
             elif now[1] == ext_id:
                 stored.add(key)
-        # recorded with the change, so that an ingest stopped before its end leaves them
-        # to the next one
-        corpus.note_displaced(s, displaced)
         self.displaced.update(displaced)
-        if gone:
-            corpus.delete_occurrences(s, self.source_id, gone)
-            self.dropped += len(gone)
+        self.dropped += len(gone)
+        if self.write:
+            # recorded with the change, so that an ingest stopped before its end leaves
+            # them to the next one
+            corpus.note_displaced(s, displaced)
+            if gone:
+                corpus.delete_occurrences(s, self.source_id, gone)
         return stored

@@ -88,7 +88,13 @@ def test_rewritten_files_leave_the_pairs_of_a_batch_run_over_what_they_hold(
         try:
             for name, rows in sc["ops"]:
                 path = write(root, name, rows, vectors[FILES[name]])
-                db.ingest(path, FILES[name], embeddings=root / f"{name}.npy", source=name)
+                options = {"embeddings": root / f"{name}.npy", "source": name}
+                before = (_texts(db, "xa"), _texts(db, "xb"), occurrences(db))
+                (preview,) = db.ingest(path, FILES[name], dry_run=True, **options)["ingested"]
+                assert (_texts(db, "xa"), _texts(db, "xb"), occurrences(db)) == before
+                (done,) = db.ingest(path, FILES[name], **options)["ingested"]
+                counts = ("read", "new", "duplicates", "changed", "dropped", "sentences_removed")
+                assert {k: preview[k] for k in counts} == {k: done[k] for k in counts}
                 held[name] = rows
                 for lang in ("xa", "xb"):
                     now = {
@@ -251,6 +257,10 @@ def test_cli_reports_what_a_changed_file_changed(home: Path, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
 
     write(tmp_path, "a0", [0, 3], vectors)
+    result = runner.invoke(cli, ["-q", *ingest_a0, "--dry-run"])
+    assert result.exit_code == 0 and result.output.startswith("dry run: ")
+    assert "changed 1, dropped 1, sentences removed 2" in result.output
+    assert runner.invoke(cli, ["-q", "ingest", "-", "--lang", "xa", "--dry-run"]).exit_code == 2
     result = runner.invoke(cli, ["-q", *ingest_a0])
     assert result.exit_code == 0, result.output
     assert "changed 1, dropped 1, sentences removed 2" in result.output

@@ -267,6 +267,8 @@ def config_cmd(ctx: Context, as_json: bool, pairs: str | None, **changes: Any) -
 # -- ingest / mine ---------------------------------------------------------------------------
 def _ingest_text(result: dict[str, Any]) -> str:
     lines = []
+    if result.get("dry_run"):
+        lines.append("dry run: what the ingest would do; nothing was changed")
     for r in result["ingested"]:
         skipped = ", ".join(f"{n} {why}" for why, n in r["skipped"].items()) or "none"
         split = "" if r.get("sentences") is None else f" records ({r['sentences']} sentences)"
@@ -328,6 +330,12 @@ def _mine_line(m: dict[str, Any]) -> str:
     "--split-sentences",
     is_flag=True,
     help="Split every record (a paragraph or document) into sentences, by the rules of --lang.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Read the files and count what would change (new, changed, dropped, removed); "
+    "change nothing.",
 )
 @click.option(
     "--append",

@@ -64,6 +64,13 @@ def source_id(
     return int(found.id)
 
 
+def existing_source(s: Session, lang: str, name: str) -> int | None:
+    """The id of a source, or None when there is none of that name (nothing created)."""
+    query = select(SRC.c.id).where(SRC.c.lang == lang, SRC.c.name == name)
+    found = s.execute(query).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
 def reserve_positions(s: Session, sid: int, count: int) -> int:
     """Claim ``count`` positions after the source's last record for texts appended to it;
     returns the first.  One statement, so concurrent appenders get disjoint ranges."""
@@ -245,6 +252,19 @@ def delete_occurrences(s: Session, sid: int, keys: Sequence[Key]) -> None:
     execute_many(
         s, statement, ["source_id", "position", "part"], [(sid, p, q) for p, q in sorted(keys)]
     )
+
+
+def held_by_others(s: Session, ids: Sequence[int], source_id: int) -> set[int]:
+    """Those of ``ids`` that a source other than ``source_id`` holds."""
+    held: set[int] = set()
+    for chunk in chunks(list(ids)):
+        query = (
+            select(OCC.c.sentence_id)
+            .where(OCC.c.sentence_id.in_(chunk), OCC.c.source_id != source_id)
+            .distinct()
+        )
+        held.update(int(i) for i in s.execute(query).scalars())
+    return held
 
 
 def unheld_among(s: Session, ids: Sequence[int]) -> np.ndarray:
