@@ -385,6 +385,52 @@ def _format(
     ]
 
 
+#: the formats records can be streamed in (``GET /export?format=``), with their media types
+STREAM_FORMATS = {
+    "jsonl": "application/x-ndjson",
+    "tsv": "text/tab-separated-values; charset=utf-8",
+    "tmx": "application/x-tmx+xml",
+}
+
+
+def render_records(fmt: str, records: list[dict[str, Any]]) -> str:
+    """Records of :func:`iter_records` or :func:`iter_withdrawn` as the text of ``fmt``
+    (one of :data:`STREAM_FORMATS`), as the file export writes them: jsonl lines, tsv
+    lines (margin, src, tgt), or TMX units (a withdrawal's with ``x-reason`` and
+    ``x-withdrawn-at``); see :func:`document_ends` for what goes around them."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if fmt == "tsv":
+        return "".join(f"{r['margin']:.6f}\t{r['src']}\t{r['tgt']}\n" for r in records)
+    units = []
+    for r in records:
+        if "reason" in r:
+            props = [("x-reason", r["reason"]), ("x-withdrawn-at", r["withdrawn_at"])]
+        else:
+            props = [("x-cosine", f"{r['cosine']:.6f}")]
+        units.append(
+            tmx.unit(
+                r["src_lang"],
+                r["src"],
+                r["tgt_lang"],
+                r["tgt"],
+                [("x-margin", f"{r['margin']:.6f}"), *props],
+            )
+        )
+    return "".join(units)
+
+
+def document_ends(fmt: str, pair: str) -> tuple[str, str]:
+    """What a stream of ``fmt`` starts and ends with (TMX: the header and the end of the
+    body; nothing for the line formats)."""
+    if fmt != "tmx":
+        return "", ""
+    from . import __version__
+
+    spec = parse_directed_pair(pair)
+    return tmx.header(spec.src_lang, spec.tgt_lang, __version__), tmx.FOOTER
+
+
 def _format_withdrawn(fmt: str, spec: PairSpec, rows: list[export_sql.Withdrawal]) -> list[Any]:
     """Withdrawn pairs in the export's format (jsonl and parquet add ``reason`` and
     ``withdrawn_at``, parquet as a timestamp)."""

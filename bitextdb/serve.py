@@ -11,9 +11,10 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
 * ``POST /translate`` ``{"text": str} | {"texts": [str]}, "from", "to", "top"=5`` ->
   ``{"results": [Translation.as_dict(), ...]}``;
 * ``GET /export?pair=en-de&min_score=&since=&with_sources=&with_ids=&max_length_ratio=``
-  ``&skip_identical=`` -> NDJSON, one jsonl export record a line, streamed from
-  :func:`bitextdb.export.iter_records`;
-* ``GET /withdrawn?pair=en-de&since=&min_score=`` -> NDJSON of the pairs to drop since
+  ``&skip_identical=&format=`` -> NDJSON, one jsonl export record a line, streamed from
+  :func:`bitextdb.export.iter_records` (``format=tsv``: margin, src, tgt lines;
+  ``format=tmx``: a TMX document, as the file export writes them);
+* ``GET /withdrawn?pair=en-de&since=&min_score=&format=`` -> the pairs to drop since
   then, from :func:`bitextdb.export.iter_withdrawn`; both streams carry
   ``X-Bitextdb-As-Of``, the ``since`` to ask with next time;
 * ``POST /ingest`` ``{"lang", "sentences": [str], "source"="api", "split_sentences"=false,
@@ -34,12 +35,11 @@ from __future__ import annotations
 import contextlib
 import hmac
 import itertools
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,7 +56,14 @@ from .errors import (
     InputError,
     StoreUnavailableError,
 )
-from .export import iter_records, iter_withdrawn, parse_directed_pair
+from .export import (
+    STREAM_FORMATS,
+    document_ends,
+    iter_records,
+    iter_withdrawn,
+    parse_directed_pair,
+    render_records,
+)
 from .filters import PairFilter
 
 if TYPE_CHECKING:
@@ -64,8 +71,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: export records serialised per chunk of the NDJSON stream (the lock is held per chunk)
+#: export records serialised per chunk of a stream (the lock is held per chunk)
 EXPORT_CHUNK = 1000
+#: ``format`` of the export streams
+StreamFormat = Literal["jsonl", "tsv", "tmx"]
+FORMAT_QUERY = Query("jsonl", description="jsonl (NDJSON), tsv (margin, src, tgt) or tmx.")
 #: the response header of ``/export`` and ``/withdrawn`` to pass back as ``since`` next time
 AS_OF_HEADER = "X-Bitextdb-As-Of"
 #: the most candidates one query may ask for
@@ -318,9 +328,9 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
 
     @app.get(
         "/export",
-        summary="The accepted pairs of a language pair as NDJSON, best first",
+        summary="The accepted pairs of a language pair, best first (NDJSON, TSV or TMX)",
         response_class=StreamingResponse,
-        responses={200: {"content": {"application/x-ndjson": {}}}},
+        responses={200: {"content": {media: {} for media in STREAM_FORMATS.values()}}},
     )
     def export(
         pair: str = Query(description="Directed pair: en-de puts English in src."),
@@ -332,6 +342,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
             None, description="Drop pairs whose longer side is more than this times longer."
         ),
         skip_identical: bool = Query(False, description="Drop pairs whose sides are equal."),
+        format: StreamFormat = FORMAT_QUERY,
     ) -> StreamingResponse:
         parse_directed_pair(pair)  # a malformed pair or filter is bad input (400) ...
         PairFilter(max_length_ratio, skip_identical)
@@ -350,18 +361,19 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
                 )
             except InputError as exc:  # ... a well-formed one the database lacks is not found
                 raise NotFoundError(str(exc)) from exc
-        return _stream(records, lock, as_of)
+        return _stream(records, lock, as_of, format, pair)
 
     @app.get(
         "/withdrawn",
-        summary="The pairs to drop since a moment, as NDJSON",
+        summary="The pairs to drop since a moment (NDJSON, TSV or TMX)",
         response_class=StreamingResponse,
-        responses={200: {"content": {"application/x-ndjson": {}}}},
+        responses={200: {"content": {media: {} for media in STREAM_FORMATS.values()}}},
     )
     def withdrawn(
         pair: str = Query(description="Directed pair: en-de puts English in src."),
         since: datetime = Query(description="The moment of the consumer's last export (ISO)."),
         min_score: float | None = Query(None, description="The consumer's cut [the threshold]."),
+        format: StreamFormat = FORMAT_QUERY,
     ) -> StreamingResponse:
         parse_directed_pair(pair)
         with lock:
@@ -370,7 +382,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
                 records = iter_withdrawn(db, pair, since=since, min_score=min_score)
             except InputError as exc:
                 raise NotFoundError(str(exc)) from exc
-        return _stream(records, lock, as_of)
+        return _stream(records, lock, as_of, format, pair)
 
     app.add_middleware(CatchAllMiddleware)
     if api_key:  # added last: the outermost
@@ -385,36 +397,47 @@ def _require_language(db: BitextDB, lang: str) -> None:
 
 
 def _stream(
-    records: Iterator[dict[str, Any]], lock: threading.Lock, as_of: datetime
+    records: Iterator[dict[str, Any]],
+    lock: threading.Lock,
+    as_of: datetime,
+    fmt: str = "jsonl",
+    pair: str = "",
 ) -> StreamingResponse:
-    """The records as NDJSON, with the moment they are as of in ``X-Bitextdb-As-Of``.
+    """The records in ``fmt`` (of :data:`STREAM_FORMATS`), with the moment they are as of
+    in ``X-Bitextdb-As-Of``.
 
     ``as_of`` is taken under the lock every write of this process holds, before the read
     starts: whatever changed before it is in the stream, whatever changes after it has a
     later time, so ``since=<as_of>`` next time misses nothing (and may repeat a little).
     """
     return StreamingResponse(
-        _ndjson(records, lock),
-        media_type="application/x-ndjson",
+        _chunks(records, lock, fmt, document_ends(fmt, pair)),
+        media_type=STREAM_FORMATS[fmt],
         headers={AS_OF_HEADER: as_of.isoformat()},
     )
 
 
-def _ndjson(records: Iterator[dict[str, Any]], lock: threading.Lock) -> Iterator[bytes]:
-    """Export records as NDJSON chunks; the lock is held while a chunk is read, not sent.
+def _chunks(
+    records: Iterator[dict[str, Any]], lock: threading.Lock, fmt: str, ends: tuple[str, str]
+) -> Iterator[bytes]:
+    """Export records as chunks of ``fmt`` between ``ends`` (a document's head and tail);
+    the lock is held while a chunk is read, not sent.
 
     Closing (a client gone) releases the cursor without the lock: that touches only the
     export's own SQL connection, and may run on the event loop, which must never wait.
     """
+    head, tail = ends
     try:
+        if head:
+            yield head.encode("utf-8")
         while True:
             with lock:
                 chunk = list(itertools.islice(records, EXPORT_CHUNK))
             if not chunk:
-                return
-            yield "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in chunk).encode(
-                "utf-8"
-            )
+                break
+            yield render_records(fmt, chunk).encode("utf-8")
+        if tail:
+            yield tail.encode("utf-8")
     finally:
         close = getattr(records, "close", None)
         if close is not None:

@@ -266,6 +266,30 @@ def test_as_of_chains_exports_without_gaps(client: httpx.Client, small: Served) 
     assert len(rows) < len(first.text.splitlines())  # only what changed
 
 
+def test_exports_stream_as_the_file_export_writes_them(
+    client: httpx.Client, small: Served, tmp_path: Path
+) -> None:
+    """``format=tsv`` and ``format=tmx`` send what ``export --format tsv|tmx`` writes."""
+    everything = {"pair": "en-de", "min_score": -1e9}
+    for fmt, media in (("tsv", "text/tab-separated-values"), ("tmx", "application/x-tmx+xml")):
+        response = client.get("/export", params=everything | {"format": fmt})
+        assert response.status_code == 200 and response.headers["content-type"].startswith(media)
+        export_pairs(small.db, "en-de", output=str(tmp_path / fmt), fmt=fmt, min_score=-1e9)
+        written = (tmp_path / fmt).read_text(encoding="utf-8")
+        assert response.text == written and written.count("\n") > 20
+    # withdrawals: the pairs a removal took, as TMX units with their reason
+    as_of = client.get("/export", params=everything).headers["X-Bitextdb-As-Of"]
+    late = small.data["en"][46:50]  # their German translations are stored, unpaired
+    assert client.post("/ingest", json={"lang": "en", "sentences": late, "source": "y"}).is_success
+    assert client.post("/remove", json={"lang": "en", "sources": ["y"]}).is_success
+    gone = client.get("/withdrawn", params={"pair": "en-de", "since": as_of, "format": "tmx"})
+    assert gone.text.startswith("<?xml") and gone.text.rstrip().endswith("</tmx>")
+    jsonl = client.get("/withdrawn", params={"pair": "en-de", "since": as_of}).text
+    assert gone.text.count("<tu>") == len(jsonl.splitlines()) > 0
+    assert gone.text.count('type="x-reason"') == gone.text.count("<tu>")
+    error_of(client.get("/export", params=everything | {"format": "parquet"}), 422)
+
+
 def test_bad_requests_are_json_errors(client: httpx.Client) -> None:
     translate_ok = {"text": "the dog", "from": "en", "to": "de"}
     # malformed JSON
