@@ -169,41 +169,25 @@ class BitextDB:
         if source is not None and len(paths) != 1:
             raise InputError("--source names one file; ingest several files without it.")
         ingestor = self._ingestor()
+        # how every file is read, and into which source
+        common: dict[str, Any] = {
+            "source": source,
+            "fmt": fmt,
+            "column": column,
+            "id_column": id_column,
+            "field": field,
+            "id_field": id_field,
+            "split_sentences": split_sentences,
+            "lid": lid,
+            "lid_accept": lid_accept,
+            "append": append,
+        }
         if dry_run:
-            reader = {"fmt": fmt, "column": column, "id_column": id_column, "field": field}
-            previews = [
-                ingestor.preview_file(
-                    str(p),
-                    lang,
-                    source=source,
-                    split_sentences=split_sentences,
-                    lid=lid,
-                    lid_accept=lid_accept,
-                    append=append,
-                    id_field=id_field,
-                    **reader,
-                )
-                for p in paths
-            ]
+            previews = [ingestor.preview_file(str(p), lang, **common) for p in paths]
             return {"ingested": [r.as_dict() for r in previews], "dry_run": True}
+        vectors = None if embeddings is None else str(embeddings)
         reports = [
-            ingestor.ingest_file(
-                str(p),
-                lang,
-                source=source,
-                fmt=fmt,
-                column=column,
-                id_column=id_column,
-                field=field,
-                id_field=id_field,
-                embeddings=None if embeddings is None else str(embeddings),
-                dim=dim,
-                split_sentences=split_sentences,
-                lid=lid,
-                lid_accept=lid_accept,
-                append=append,
-            )
-            for p in paths
+            ingestor.ingest_file(str(p), lang, embeddings=vectors, dim=dim, **common) for p in paths
         ]
         return self._finish(reports, mine, self._remove_displaced(reports))
 
