@@ -7,7 +7,7 @@ Side A is one text file with its vectors (``--embeddings``), side B injected thr
 ``BitextDB.ingest_embeddings``; vectors are planted pairs. The database is mined, then:
 
 1. the unchanged file is ingested again, alternately as shipped and with the comparison
-   of old and new lines switched off (as before 2026-11-29), ``--repeats`` times each:
+   of old and new lines switched off (as before schema 0005, 2026-11-28), ``--repeats`` times each:
    what the comparison costs an ingest that changes nothing;
 2. ``--share`` of its lines get other sentences, and the file is ingested again and mined
    (the replaced sentences are removed, the new ones mined), after a ``dry_run`` of that

@@ -1,4 +1,5 @@
-"""Export mined pairs as TSV, JSONL, Moses or TMX files, streamed and optionally compressed.
+"""Export mined pairs as TSV, JSONL, Moses, TMX or Parquet files, streamed and optionally
+compressed.
 
 The default export (ratio margin, ``max`` retrieval) is the stored selection: the accepted
 pairs of the ``pairs`` table, read with a streaming cursor. Other margins and retrieval
@@ -355,34 +356,13 @@ def _format(
 ) -> list[Any]:
     """What the sink of ``fmt`` writes for ``rows``: a string per file, or for parquet
     the records."""
-    if fmt == "parquet":
-        return [[_record(spec, row, texts, provenance) for row in rows]]
-    if fmt == "tsv":
-        return ["".join(f"{score:.6f}\t{texts[a]}\t{texts[b]}\n" for a, b, score, _ in rows)]
     if fmt == "moses":
         return [
             "".join(texts[a] + "\n" for a, *_ in rows),
             "".join(texts[b] + "\n" for _, b, *_ in rows),
         ]
-    if fmt == "tmx":
-        return [
-            "".join(
-                tmx.unit(
-                    spec.src_lang,
-                    texts[a],
-                    spec.tgt_lang,
-                    texts[b],
-                    [("x-margin", f"{score:.6f}"), ("x-cosine", f"{cos:.6f}")],
-                )
-                for a, b, score, cos in rows
-            )
-        ]
-    return [
-        "".join(
-            json.dumps(_record(spec, row, texts, provenance), ensure_ascii=False) + "\n"
-            for row in rows
-        )
-    ]
+    records = [_record(spec, row, texts, provenance) for row in rows]
+    return [records if fmt == "parquet" else render_records(fmt, records)]
 
 
 #: the formats records can be streamed in (``GET /export?format=``), with their media types
@@ -396,8 +376,9 @@ STREAM_FORMATS = {
 def render_records(fmt: str, records: list[dict[str, Any]]) -> str:
     """Records of :func:`iter_records` or :func:`iter_withdrawn` as the text of ``fmt``
     (one of :data:`STREAM_FORMATS`), as the file export writes them: jsonl lines, tsv
-    lines (margin, src, tgt), or TMX units (a withdrawal's with ``x-reason`` and
-    ``x-withdrawn-at``); see :func:`document_ends` for what goes around them."""
+    lines (margin, src, tgt: LASER's layout), or TMX units with the margin and the cosine
+    (a withdrawal's with ``x-reason`` and ``x-withdrawn-at``) as props; see
+    :func:`document_ends` for what goes around them."""
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if fmt == "tsv":
@@ -420,46 +401,25 @@ def render_records(fmt: str, records: list[dict[str, Any]]) -> str:
     return "".join(units)
 
 
-def document_ends(fmt: str, pair: str) -> tuple[str, str]:
-    """What a stream of ``fmt`` starts and ends with (TMX: the header and the end of the
-    body; nothing for the line formats)."""
+def document_ends(fmt: str, spec: PairSpec) -> tuple[str, str]:
+    """What a document of ``fmt`` starts and ends with (TMX: the header and the end of
+    the body; nothing for the others)."""
     if fmt != "tmx":
         return "", ""
     from . import __version__
 
-    spec = parse_directed_pair(pair)
     return tmx.header(spec.src_lang, spec.tgt_lang, __version__), tmx.FOOTER
 
 
 def _format_withdrawn(fmt: str, spec: PairSpec, rows: list[export_sql.Withdrawal]) -> list[Any]:
     """Withdrawn pairs in the export's format (jsonl and parquet add ``reason`` and
-    ``withdrawn_at``, parquet as a timestamp)."""
-    if fmt == "parquet":
-        return [[withdrawn_record(spec, row) | {"withdrawn_at": row[7]} for row in rows]]
-    if fmt == "tsv":
-        return ["".join(f"{row[2]:.6f}\t{row[4]}\t{row[5]}\n" for row in rows)]
+    ``withdrawn_at``, parquet as a timestamp; TMX as props)."""
     if fmt == "moses":
         return ["".join(row[4] + "\n" for row in rows), "".join(row[5] + "\n" for row in rows)]
-    if fmt == "tmx":
-        return [
-            "".join(
-                tmx.unit(
-                    spec.src_lang,
-                    src_text,
-                    spec.tgt_lang,
-                    tgt_text,
-                    [
-                        ("x-margin", f"{score:.6f}"),
-                        ("x-reason", reason),
-                        ("x-withdrawn-at", moment.isoformat()),
-                    ],
-                )
-                for _, _, score, _, src_text, tgt_text, reason, moment in rows
-            )
-        ]
-    return [
-        "".join(json.dumps(withdrawn_record(spec, row), ensure_ascii=False) + "\n" for row in rows)
-    ]
+    records = [withdrawn_record(spec, row) for row in rows]
+    if fmt == "parquet":
+        return [[record | {"withdrawn_at": row[7]} for record, row in zip(records, rows)]]
+    return [render_records(fmt, records)]
 
 
 def withdrawn_record(spec: PairSpec, row: export_sql.Withdrawal) -> dict[str, Any]:
@@ -791,9 +751,9 @@ def export_pairs(
                         part = [w for w in part if keep.keep(w[4], w[5])]
                         withdrawn_sink.write(_format_withdrawn(fmt, spec, part))
                         withdrawn_rows += len(part)
-            files = _close_document(sink, fmt)
+            files = _close_document(sink, fmt, spec)
             withdrawn_files = (
-                None if withdrawn_sink is None else _close_document(withdrawn_sink, fmt)
+                None if withdrawn_sink is None else _close_document(withdrawn_sink, fmt, spec)
             )
         except BaseException:
             sink.abort()
@@ -825,16 +785,16 @@ def export_pairs(
 
 def _open_document(sink: _Sink | ParquetSink, fmt: str, spec: PairSpec) -> None:
     """What a format writes before its first pair (TMX: the header)."""
-    if fmt == "tmx":
-        from . import __version__
+    head, _ = document_ends(fmt, spec)
+    if head:
+        sink.write([head])
 
-        sink.write([tmx.header(spec.src_lang, spec.tgt_lang, __version__)])
 
-
-def _close_document(sink: _Sink | ParquetSink, fmt: str) -> list[str]:
+def _close_document(sink: _Sink | ParquetSink, fmt: str, spec: PairSpec) -> list[str]:
     """What a format writes after its last pair (TMX: the end of the body), then commit."""
-    if fmt == "tmx":
-        sink.write([tmx.FOOTER])
+    _, tail = document_ends(fmt, spec)
+    if tail:
+        sink.write([tail])
     return sink.commit()
 
 

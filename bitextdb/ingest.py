@@ -466,7 +466,8 @@ class Ingestor:
                 "--split-sentences."
             )
         # each read of stdin is its own source: positions of two streams must not collide
-        name = _checked_source(source or ("stdin" if path == "-" else str(Path(path).resolve())))
+        resolved = "stdin" if path == "-" else str(Path(path).resolve())
+        name = _checked_source(source or resolved)
         if path == "-" or append:
             name = f"{name}@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
         options = {
@@ -508,7 +509,7 @@ class Ingestor:
                 lang,
                 lines,
                 source=name,
-                path=str(Path(path).resolve()),
+                path=resolved,
                 stats=stats,
                 vectors=vectors,
                 split_sentences=split_sentences,
@@ -537,7 +538,8 @@ class Ingestor:
         if path == "-":
             raise InputError("--dry-run needs a file: standard input is gone once read.")
         started = time.perf_counter()
-        name = _checked_source(source or str(Path(path).resolve()))
+        resolved = str(Path(path).resolve())
+        name = _checked_source(source or resolved)
         rules = self.sentence_rules(lang, split_sentences, lid, lid_accept)
         stats = ReadStats()
         lines = iter(read_lines(path, **options, **rules, stats=stats))
@@ -549,7 +551,7 @@ class Ingestor:
             src = None if append else corpus.existing_source(s, lang, name)
             if src is not None:  # refused as the ingest would refuse it
                 corpus.source_id(s, lang, name, None, split_sentences=split_sentences)
-                sync = _source_sync(s, lang, name, src, str(Path(path).resolve()), write=False)
+                sync = _source_sync(s, lang, name, src, resolved, write=False)
         fresh: set[str] = set()
         seen: list[np.ndarray] = []  # the stored sentences the file's lines hold
         for batch in _batches(lines, BATCH):
@@ -574,7 +576,7 @@ class Ingestor:
                     np.array(sorted(sync.displaced), dtype=np.int64),
                     np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64),
                 )
-                kept = corpus.held_by_others(s, leaving.tolist(), sync.source_id)
+                kept = corpus.held(s, leaving.tolist(), besides=sync.source_id)
             report.changed, report.dropped = sync.changed, sync.dropped
             report.sentences_removed = len(leaving) - len(kept)
         report.read, report.skipped = stats.lines, stats.skipped()
@@ -655,7 +657,7 @@ def _source_sync(
             f"The {lang} source {name!r} holds texts given in memory; {path} would replace "
             f"them. Give the file its own --source, or remove {name!r} first."
         )
-    # paths stored before 2026-11-29 may be relative to where that ingest ran
+    # paths stored before schema 0005 (2026-11-28) may be relative to where that ingest ran
     if Path(held).is_absolute() and held != path:
         raise InputError(
             f"The {lang} source {name!r} holds the lines of {held}; a source holds one file "

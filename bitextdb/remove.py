@@ -48,7 +48,7 @@ def list_sources(db: BitextDB, lang: str | None = None) -> list[dict[str, Any]]:
 def file_missing(path: str | None) -> bool:
     """Whether a source's file is gone from where this process sees files: only for the
     absolute paths files are recorded by (not for texts, standard input, or the paths
-    given as typed before 2026-11-29)."""
+    given as typed before schema 0005, 2026-11-28)."""
     return path is not None and Path(path).is_absolute() and not Path(path).exists()
 
 

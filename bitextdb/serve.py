@@ -58,6 +58,7 @@ from .errors import (
 )
 from .export import (
     STREAM_FORMATS,
+    PairSpec,
     document_ends,
     iter_records,
     iter_withdrawn,
@@ -344,7 +345,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         skip_identical: bool = Query(False, description="Drop pairs whose sides are equal."),
         format: StreamFormat = FORMAT_QUERY,
     ) -> StreamingResponse:
-        parse_directed_pair(pair)  # a malformed pair or filter is bad input (400) ...
+        spec = parse_directed_pair(pair)  # a malformed pair or filter is bad input (400) ...
         PairFilter(max_length_ratio, skip_identical)
         with lock:
             as_of = utcnow()
@@ -361,7 +362,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
                 )
             except InputError as exc:  # ... a well-formed one the database lacks is not found
                 raise NotFoundError(str(exc)) from exc
-        return _stream(records, lock, as_of, format, pair)
+        return _stream(records, lock, as_of, format, spec)
 
     @app.get(
         "/withdrawn",
@@ -375,14 +376,14 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         min_score: float | None = Query(None, description="The consumer's cut [the threshold]."),
         format: StreamFormat = FORMAT_QUERY,
     ) -> StreamingResponse:
-        parse_directed_pair(pair)
+        spec = parse_directed_pair(pair)
         with lock:
             as_of = utcnow()
             try:
                 records = iter_withdrawn(db, pair, since=since, min_score=min_score)
             except InputError as exc:
                 raise NotFoundError(str(exc)) from exc
-        return _stream(records, lock, as_of, format, pair)
+        return _stream(records, lock, as_of, format, spec)
 
     app.add_middleware(CatchAllMiddleware)
     if api_key:  # added last: the outermost
@@ -400,8 +401,8 @@ def _stream(
     records: Iterator[dict[str, Any]],
     lock: threading.Lock,
     as_of: datetime,
-    fmt: str = "jsonl",
-    pair: str = "",
+    fmt: str,
+    spec: PairSpec,
 ) -> StreamingResponse:
     """The records in ``fmt`` (of :data:`STREAM_FORMATS`), with the moment they are as of
     in ``X-Bitextdb-As-Of``.
@@ -411,7 +412,7 @@ def _stream(
     later time, so ``since=<as_of>`` next time misses nothing (and may repeat a little).
     """
     return StreamingResponse(
-        _chunks(records, lock, fmt, document_ends(fmt, pair)),
+        _chunks(records, lock, fmt, document_ends(fmt, spec)),
         media_type=STREAM_FORMATS[fmt],
         headers={AS_OF_HEADER: as_of.isoformat()},
     )

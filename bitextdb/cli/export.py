@@ -87,7 +87,8 @@ def _export_text(summary: dict[str, Any]) -> str:
     type=click.Choice(FORMATS),
     default="tsv",
     show_default=True,
-    help="tsv (score, src, tgt), jsonl, moses (PREFIX.src and PREFIX.tgt), or tmx (TMX 1.4).",
+    help="tsv (score, src, tgt), jsonl, moses (PREFIX.src and PREFIX.tgt), tmx (TMX 1.4), "
+    "or parquet (to a file; extra parquet).",
 )
 @click.option(
     "--min-score",
@@ -151,7 +152,8 @@ def export_cmd(
     retrieval: str,
     as_json: bool,
 ) -> None:
-    """Write the mined pairs of a language pair (TSV, JSONL, Moses or TMX), best first.
+    """Write the mined pairs of a language pair (TSV, JSONL, Moses, TMX or Parquet), best
+    first.
 
     The summary goes to stdout when the pairs go to a file, to stderr when they go to
     stdout.

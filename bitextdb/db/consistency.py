@@ -32,7 +32,7 @@ def unheld_ids(s: Session, lang: str) -> np.ndarray:
     """The sentences of ``lang`` that no source holds (no occurrence), by id: displaced by
     an ingest of a changed file stopped before its end, until the next ingest or mine
     removes them (see :mod:`bitextdb.source_sync`), or left by files ingested again after
-    they changed before 2026-11-29 (a line's position took its new sentence and the old
+    they changed before schema 0005 (a line's position took its new sentence and the old
     one stayed), or by in-memory texts given to one source twice before such calls
     appended (2026-11-28: the second call took the first one's positions)."""
     held = exists().where(OCC.c.sentence_id == SENT.c.id)

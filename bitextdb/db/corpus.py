@@ -254,26 +254,20 @@ def delete_occurrences(s: Session, sid: int, keys: Sequence[Key]) -> None:
     )
 
 
-def held_by_others(s: Session, ids: Sequence[int], source_id: int) -> set[int]:
-    """Those of ``ids`` that a source other than ``source_id`` holds."""
-    held: set[int] = set()
-    for chunk in chunks(list(ids)):
-        query = (
-            select(OCC.c.sentence_id)
-            .where(OCC.c.sentence_id.in_(chunk), OCC.c.source_id != source_id)
-            .distinct()
-        )
-        held.update(int(i) for i in s.execute(query).scalars())
-    return held
+def held(s: Session, ids: Sequence[int], *, besides: int | None = None) -> set[int]:
+    """Those of ``ids`` that some source holds (one other than ``besides``, when given)."""
+    found: set[int] = set()
+    for chunk in chunks(sorted(ids)):
+        query = select(OCC.c.sentence_id).where(OCC.c.sentence_id.in_(chunk))
+        if besides is not None:
+            query = query.where(OCC.c.source_id != besides)
+        found.update(int(i) for i in s.execute(query.distinct()).scalars())
+    return found
 
 
 def unheld_among(s: Session, ids: Sequence[int]) -> np.ndarray:
     """Those of ``ids`` that no source holds (no occurrence), sorted."""
-    held: set[int] = set()
-    for chunk in chunks(np.asarray(sorted(ids), dtype=np.int64)):
-        query = select(OCC.c.sentence_id).where(OCC.c.sentence_id.in_(chunk)).distinct()
-        held.update(int(i) for i in s.execute(query).scalars())
-    return np.array(sorted(set(ids) - held), dtype=np.int64)
+    return np.array(sorted(set(ids) - held(s, ids)), dtype=np.int64)
 
 
 def note_displaced(s: Session, ids: Sequence[int]) -> None:
