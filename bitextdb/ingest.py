@@ -33,7 +33,7 @@ from .encoder_process import wants_encoder_process
 from .errors import InputError, ModelLoadError, ModelMismatchError
 from .heap import loaded_objects_frozen
 from .language_id import language_check
-from .lock import displacing_lock
+from .lock import displacing_lock, source_lock
 from .pipeline import run_stages
 from .readers import Line, ReadStats, read_lines, read_texts, text_hash
 from .segment import sentence_splitter
@@ -503,8 +503,12 @@ class Ingestor:
                 vectors=vectors,
                 split_sentences=split_sentences,
             )
-        # a file read again may displace sentences: none is removed while it runs
-        with self.db.advisory_lock(displacing_lock(lang), shared=True):
+        # a file read again may displace sentences: none is removed while it runs; and
+        # another worker's read of the same file waits for this one to end
+        with (
+            self.db.advisory_lock(displacing_lock(lang), shared=True),
+            self.db.advisory_lock(source_lock(lang, name)),
+        ):
             return self.ingest_lines(
                 lang,
                 lines,

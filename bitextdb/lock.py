@@ -20,6 +20,13 @@ def mine_lock(a: str, b: str) -> str:
     return f"bitextdb-mine-{pair_name(a, b)}"
 
 
+def source_lock(lang: str, source: str) -> str:
+    """The advisory lock (PostgreSQL) held by an ingest that brings the file source
+    ``source`` up to date: two workers reading the same file compare it with the source
+    one after the other, never both with the same old keys."""
+    return f"bitextdb-source-{lang}-{source}"
+
+
 def displacing_lock(lang: str) -> str:
     """The advisory lock (PostgreSQL) that ingests of changed ``lang`` files hold shared
     while they displace sentences, and that their removal holds exclusive: a sentence a

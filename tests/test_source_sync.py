@@ -21,7 +21,7 @@ from bitextdb import ingest
 from bitextdb.cli import cli
 from bitextdb.db import corpus
 from bitextdb.errors import InputError
-from bitextdb.lock import displacing_lock
+from bitextdb.lock import displacing_lock, source_lock
 from bitextdb.remove import remove_displaced
 from bitextdb.source_sync import SourceSync
 from tests.test_miner import assert_equals_reference, make_vectors, open_fresh
@@ -439,6 +439,63 @@ def test_displaced_sentences_wait_for_running_ingests_of_changed_files(
         holder.join(30)
         remover.join(30)
         assert len(result[0]) == 1 and sentence("xa", 0) not in _texts(db, "xa")
+
+
+def test_workers_reading_the_same_file_take_turns(
+    postgres_url: str, home: Path, tmp_path: Path
+) -> None:
+    """On shared PostgreSQL two workers ingesting the same changed file compare it with
+    its source one after the other (an advisory lock per source): the second finds the
+    file's lines already stored."""
+    with bitextdb.init(home, db=postgres_url, model="synthetic", dim=8, k=1) as db:
+        vectors = make_vectors(6, 8, 7, 0)
+        path = write(tmp_path, "a0", [0, 1, 2, 3], vectors)
+        npy = tmp_path / "a0.npy"
+        db.ingest(path, "xa", embeddings=npy, mine=False)
+        write(tmp_path, "a0", [0, 4, 2, 5], vectors)  # two lines changed
+        done = threading.Event()
+
+        def other_worker() -> None:
+            with db.db.advisory_lock(source_lock("xa", str(path.resolve()))):
+                done.wait(30)
+
+        holder = threading.Thread(target=other_worker)
+        holder.start()
+        reports: list[dict] = []
+
+        def ingest() -> None:
+            reports.append(db.ingest(path, "xa", embeddings=npy, mine=False)["ingested"][0])
+
+        waiting = threading.Thread(target=ingest)
+        waiting.start()
+        for _ in range(300):  # until the ingest waits for the lock
+            if ("ExclusiveLock", False) in _advisory_locks(db):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the ingest did not wait for the other worker's read of the file")
+        assert not reports and sentence("xa", 4) not in _texts(db, "xa")
+        done.set()
+        holder.join(30)
+        waiting.join(30)
+        assert reports[0]["changed"] == 2
+
+        write(tmp_path, "a0", [5, 1, 3], vectors)  # changed again, read by two at once
+        start = threading.Barrier(2)
+
+        def race() -> None:
+            start.wait(30)
+            ingest()
+
+        workers = [threading.Thread(target=race) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        later = sorted((r["changed"], r["dropped"], r["sentences_removed"]) for r in reports[1:])
+        assert later == [(0, 0, 0), (3, 1, 3)]  # one did the work; the other found it done
+        assert _texts(db, "xa") == {sentence("xa", i) for i in (5, 1, 3)}
+        assert db.check().ok
 
 
 def test_standard_input_is_a_source_of_its_own_each_time(home: Path, static_model: Path) -> None:
