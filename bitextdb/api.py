@@ -182,13 +182,12 @@ class BitextDB:
             "lid_accept": lid_accept,
             "append": append,
         }
+        common["embeddings"] = None if embeddings is None else str(embeddings)
+        common["dim"] = dim
         if dry_run:
             previews = [ingestor.preview_file(str(p), lang, **common) for p in paths]
             return {"ingested": [r.as_dict() for r in previews], "dry_run": True}
-        vectors = None if embeddings is None else str(embeddings)
-        reports = [
-            ingestor.ingest_file(str(p), lang, embeddings=vectors, dim=dim, **common) for p in paths
-        ]
+        reports = [ingestor.ingest_file(str(p), lang, **common) for p in paths]
         return self._finish(reports, mine, self._remove_displaced(reports))
 
     def ingest_texts(

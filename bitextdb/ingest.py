@@ -460,11 +460,6 @@ class Ingestor:
         A file's source follows the file, unless ``append``: then, as for stdin, this read
         is a source of its own (``NAME@time``) that no later read changes."""
         check_lang(lang)
-        if split_sentences and embeddings:
-            raise InputError(
-                "--embeddings holds a vector per line, not per sentence: it cannot go with "
-                "--split-sentences."
-            )
         # each read of stdin is its own source: positions of two streams must not collide
         resolved = "stdin" if path == "-" else str(Path(path).resolve())
         name = _checked_source(source or resolved)
@@ -478,20 +473,7 @@ class Ingestor:
             "id_field": id_field,
         }
         rules = self.sentence_rules(lang, split_sentences, lid, lid_accept)
-        vectors = None
-        if embeddings:
-            if path == "-":
-                raise InputError("Embeddings must come with a text file, not standard input.")
-            rows = load_embeddings(embeddings, dim, self.settings.dim)
-            counted = ReadStats()
-            for _ in read_lines(path, **options, stats=counted):  # type: ignore[arg-type]
-                pass  # only records are counted: no rules needed
-            if counted.lines != len(rows):
-                raise InputError(
-                    f"{embeddings} has {len(rows)} rows but {path} has {counted.lines} lines; "
-                    "they must be line-aligned."
-                )
-            vectors = VectorSource(rows=rows)
+        vectors = self.given_vectors(path, options, embeddings, dim, split_sentences)
         stats = ReadStats()
         lines = read_lines(path, **options, **rules, stats=stats)  # type: ignore[arg-type]
         if path == "-" or append:  # a new source each time: nothing to compare
@@ -520,6 +502,36 @@ class Ingestor:
                 whole=True,
             )
 
+    def given_vectors(
+        self,
+        path: str,
+        options: dict[str, Any],
+        embeddings: str | None,
+        dim: int | None,
+        split_sentences: bool,
+    ) -> VectorSource | None:
+        """The vectors of ``embeddings`` for the lines of ``path`` (read with the reader's
+        ``options``), checked to be one a line; None without ``embeddings``."""
+        if not embeddings:
+            return None
+        if split_sentences:
+            raise InputError(
+                "--embeddings holds a vector per line, not per sentence: it cannot go with "
+                "--split-sentences."
+            )
+        if path == "-":
+            raise InputError("Embeddings must come with a text file, not standard input.")
+        rows = load_embeddings(embeddings, dim, self.settings.dim)
+        counted = ReadStats()
+        for _ in read_lines(path, **options, stats=counted):
+            pass  # only records are counted: no rules needed
+        if counted.lines != len(rows):
+            raise InputError(
+                f"{embeddings} has {len(rows)} rows but {path} has {counted.lines} lines; "
+                "they must be line-aligned."
+            )
+        return VectorSource(rows=rows)
+
     def preview_file(
         self,
         path: str,
@@ -530,17 +542,22 @@ class Ingestor:
         lid: float | None = None,
         lid_accept: Sequence[str] = (),
         append: bool = False,
+        embeddings: str | None = None,
+        dim: int | None = None,
         **options: Any,
     ) -> IngestReport:
         """What :meth:`ingest_file` would do with ``path``, changing nothing
         (``ingest --dry-run``): the report's ``read``, ``skipped``, ``new`` and
         ``duplicates``, and for a file read again ``changed``, ``dropped`` and
         ``sentences_removed`` (the sentences that lines changed or gone would take with
-        them: held by no other source and by no other line of the file). ``options`` are
-        the reader's (``fmt``, ``column``, ``id_column``, ``field``, ``id_field``)."""
+        them: held by no other source and by no other line of the file). ``embeddings``
+        are checked as the ingest checks them (one vector a line, of the database's
+        dimension). ``options`` are the reader's (``fmt``, ``column``, ``id_column``,
+        ``field``, ``id_field``)."""
         check_lang(lang)
         if path == "-":
             raise InputError("--dry-run needs a file: standard input is gone once read.")
+        self.given_vectors(path, options, embeddings, dim, split_sentences)
         started = time.perf_counter()
         resolved = str(Path(path).resolve())
         name = _checked_source(source or resolved)

@@ -261,6 +261,11 @@ def test_cli_reports_what_a_changed_file_changed(home: Path, tmp_path: Path) -> 
     assert result.exit_code == 0 and result.output.startswith("dry run: ")
     assert "changed 1, dropped 1, sentences removed 2" in result.output
     assert runner.invoke(cli, ["-q", "ingest", "-", "--lang", "xa", "--dry-run"]).exit_code == 2
+    np.save(tmp_path / "short.npy", vectors[:1])  # a vector for one of the file's two lines
+    short = [*ingest_a0[:-1], str(tmp_path / "short.npy")]
+    for flags in (["--dry-run"], []):  # the dry run refuses what the ingest refuses
+        result = runner.invoke(cli, ["-q", *short, *flags])
+        assert result.exit_code == 2 and "they must be line-aligned" in result.output
     result = runner.invoke(cli, ["-q", *ingest_a0])
     assert result.exit_code == 0, result.output
     assert "changed 1, dropped 1, sentences removed 2" in result.output
