@@ -15,6 +15,10 @@ class InputError(BitextDBError):
     exit_code = 2
 
 
+class HistoryGoneError(InputError):
+    """The changes asked for go back further than the records kept of them."""
+
+
 class ConfigError(BitextDBError):
     """Settings that contradict each other or the database."""
 

@@ -30,7 +30,7 @@ from . import tmx
 from .config import check_lang, pair_name
 from .db import export_sql
 from .db.tables import utcnow
-from .errors import BitextDBError, InputError
+from .errors import BitextDBError, HistoryGoneError, InputError
 from .filters import PairFilter
 from .lock import mine_lock
 from .margin import MARGINS, MarginFn, greedy_one_to_one
@@ -590,7 +590,28 @@ def iter_withdrawn(
     spec = resolve_pair(db, pair, withdrawn=True)
     if min_score is None:
         min_score = db.settings.threshold
+    _check_not_pruned(db, spec, since, None)
     return _iter_withdrawn(db, spec, float(min_score), since, batch)
+
+
+def _check_not_pruned(
+    db: BitextDB, spec: PairSpec, since: datetime | None, after: datetime | None
+) -> None:
+    """Refuse to list the withdrawals since a moment older than the records
+    ``cursors prune`` kept: some of them are gone, and a list without them would leave
+    the reader holding pairs that were withdrawn."""
+    bounds = [export_sql.as_utc(t) for t in (since, after) if t is not None]
+    if not bounds:
+        return
+    with db.db.session() as s:
+        horizon = export_sql.pruned_before(s, *spec.stored)
+    if horizon is not None and max(bounds) < horizon:
+        raise HistoryGoneError(
+            f"The withdrawal records of {spec.name} older than {horizon.isoformat()} were "
+            "pruned (`bitextdb cursors prune`), so those since "
+            f"{max(bounds).isoformat()} are no longer all known: export the pair whole "
+            "again, and follow it with --cursor or a later --since."
+        )
 
 
 def _iter_withdrawn(
@@ -697,6 +718,8 @@ def export_pairs(
         if found is not None:
             _check_cursor(cursor, found, spec, min_score, keep)
             after = found.last_exported_at
+    if withdrawn is not None:
+        _check_not_pruned(db, spec, since, after)
     targets = _targets(output, fmt, spec)
     withdrawn_targets = None if withdrawn is None else _targets(withdrawn, fmt, spec, "--withdrawn")
     if withdrawn is not None and _same_files(targets, withdrawn_targets):

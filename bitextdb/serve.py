@@ -53,6 +53,7 @@ from .db.tables import utcnow
 from .errors import (
     BitextDBError,
     BusyError,
+    HistoryGoneError,
     InputError,
     StoreUnavailableError,
 )
@@ -152,6 +153,8 @@ def status_of(exc: BitextDBError) -> int:
     """The HTTP status of a domain error."""
     if isinstance(exc, NotFoundError):
         return 404
+    if isinstance(exc, HistoryGoneError):
+        return 410
     if isinstance(exc, StoreUnavailableError):
         return 503
     if isinstance(exc, BusyError):
@@ -381,6 +384,8 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
             as_of = utcnow()
             try:
                 records = iter_withdrawn(db, pair, since=since, min_score=min_score)
+            except HistoryGoneError:
+                raise
             except InputError as exc:
                 raise NotFoundError(str(exc)) from exc
         return _stream(records, lock, as_of, format, spec)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import uvicorn
 from click.testing import CliRunner
+from sqlalchemy import text
 
 import bitextdb
 import bitextdb.serve as serve_module
@@ -243,6 +244,24 @@ def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> 
     assert "xx" in error_of(
         client.get("/withdrawn", params={"pair": "xx-en", "since": before}), 404
     )
+
+
+def test_withdrawals_since_before_the_pruned_records_are_gone(
+    client: httpx.Client, small: Served
+) -> None:
+    """A reader asking for the withdrawals since a moment older than what
+    ``cursors prune`` kept learns that they are gone (410), not half of them."""
+    pruned = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with small.db.db.session() as s:
+        export_sql.note_pruned(s, "de", "en", pruned)
+    try:
+        early = {"pair": "en-de", "since": (pruned - timedelta(days=1)).isoformat()}
+        assert "were pruned" in error_of(client.get("/withdrawn", params=early), 410)
+        later = {"pair": "en-de", "since": pruned.isoformat()}
+        assert client.get("/withdrawn", params=later).status_code == 200
+    finally:
+        with small.db.db.session() as s:
+            s.execute(text("DELETE FROM settings WHERE key LIKE 'withdrawn_pruned_before:%'"))
 
 
 def test_as_of_chains_exports_without_gaps(client: httpx.Client, small: Served) -> None:

@@ -399,6 +399,7 @@ def test_cursors_are_listed_dropped_and_their_records_pruned(
 ) -> None:
     db = bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1)
     out = str(tmp_path / "p.tsv")
+    start = datetime.now(timezone.utc)
     try:
         db.ingest_embeddings("en", ["an apple", "a bread"], unit([1, 0, 0, 0], [0, 1, 0, 0]))
         db.ingest_embeddings(
@@ -420,15 +421,26 @@ def test_cursors_are_listed_dropped_and_their_records_pruned(
         assert (dry["deleted"], dry["kept"]) == (1, 1)  # w0 is older than both cursors
         assert dry["pairs"][0]["pair"] == "de-en"
         assert prune_withdrawn(db, keep=timedelta(0), dry_run=True) == dry  # nothing went
+        assert list(iter_withdrawn(db, "de-en", since=start, min_score=-np.inf))  # not refused
         done = prune_withdrawn(db, keep=timedelta(0))
         assert (done["deleted"], done["kept"], done["dry_run"]) == (1, 1, False)
-        # the early cursor still learns of w1
+        # a --since reader from before the pruned records is told so, not given half a list
+        for pair in ("de-en", "en-de"):
+            with pytest.raises(InputError, match="were pruned"):
+                iter_withdrawn(db, pair, since=start)
+            with pytest.raises(InputError, match="were pruned"):
+                export_pairs(db, pair, output=out, since=start, withdrawn=str(tmp_path / "w"))
+        horizon = datetime.fromisoformat(done["pairs"][0]["before"])
+        later = iter_withdrawn(db, "de-en", since=horizon, min_score=-np.inf)
+        assert [r["src"] for r in later] == ["der apfel"]
+        # the early cursor still learns of w1 (an old --since beside it changes nothing)
         w = tmp_path / "w.jsonl"
         export_pairs(
             db,
             "de-en",
             output=out,
             cursor="early",
+            since=start,
             min_score=-np.inf,
             fmt="jsonl",
             withdrawn=str(w),
@@ -465,6 +477,11 @@ def test_cursors_cli(home: Path, tmp_path: Path) -> None:
     assert dry.exit_code == 0 and json.loads(dry.stdout)["deleted"] == 1  # older than nightly
     pruned = runner.invoke(cli, ["cursors", "prune", "--keep-days", "0"])
     assert pruned.exit_code == 0 and pruned.stdout.startswith("deleted 1 withdrawal records")
+    since = ["export", "--pair", "de-en", "-o", str(tmp_path / "p.tsv")]
+    since += ["--since", "2026-01-01T00:00:00"]
+    refused = runner.invoke(cli, [*since, "--withdrawn", str(tmp_path / "w.tsv")])
+    assert refused.exit_code == 2 and "were pruned" in refused.output, refused.output
+    assert runner.invoke(cli, since).exit_code == 0  # the pairs alone are all there
     for bad in ("-1", "nan", "1e12"):
         refused = runner.invoke(cli, ["cursors", "prune", "--keep-days", bad])
         assert refused.exit_code == 2 and "--keep-days" in refused.output, refused.output

@@ -23,6 +23,7 @@ from .tables import (
     Occurrence,
     Pair,
     Sentence,
+    Setting,
     Source,
     WithdrawnPair,
     utcnow,
@@ -481,6 +482,25 @@ def withdrawn_pairs_held(s: Session) -> dict[tuple[str, str], int]:
     return {(a, b): int(n) for a, b, n in s.execute(query)}
 
 
+def _horizon_key(src_lang: str, tgt_lang: str) -> str:
+    return f"withdrawn_pruned_before:{src_lang}:{tgt_lang}"
+
+
+def pruned_before(s: Session, src_lang: str, tgt_lang: str) -> datetime | None:
+    """The moment before which a stored pair's withdrawal records were pruned (None when
+    none ever were): a reader of withdrawals since an earlier moment would miss some."""
+    found = s.get(Setting, _horizon_key(src_lang, tgt_lang))
+    return None if found is None else as_utc(datetime.fromisoformat(str(found.value)))
+
+
+def note_pruned(s: Session, src_lang: str, tgt_lang: str, before: datetime) -> None:
+    """Remember that a stored pair's withdrawal records older than ``before`` are gone
+    (kept in ``settings``, as the id floor is; only ever moved later)."""
+    known = pruned_before(s, src_lang, tgt_lang)
+    if known is None or known < as_utc(before):
+        s.merge(Setting(key=_horizon_key(src_lang, tgt_lang), value=as_utc(before).isoformat()))
+
+
 def prune_withdrawn(
     s: Session, src_lang: str, tgt_lang: str, before: datetime, *, dry_run: bool
 ) -> int:
@@ -495,7 +515,10 @@ def prune_withdrawn(
         return int(
             s.execute(select(func.count()).select_from(WITHDRAWN).where(*where)).scalar_one()
         )
-    return int(s.execute(delete(WITHDRAWN).where(*where)).rowcount)
+    deleted = int(s.execute(delete(WITHDRAWN).where(*where)).rowcount)
+    if deleted:
+        note_pruned(s, src_lang, tgt_lang, before)
+    return deleted
 
 
 def save_cursor(
