@@ -8,10 +8,8 @@ threshold are reported, with a table of P/R/F1 at evenly spaced quantiles of the
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +18,7 @@ from .db import export_sql
 from .errors import ConfigError, InputError
 from .export import PairSpec, resolve_pair
 from .filters import PairFilter
+from .outputs import OutputFile, output_file
 from .readers import normalize, open_binary, text_hash
 
 if TYPE_CHECKING:
@@ -112,8 +111,7 @@ def evaluate(
     keep = PairFilter(max_length_ratio, skip_identical)
     spec = resolve_pair(db, pair)
     lines = read_gold(gold)
-    if plot is not None:
-        _check_plot_target(Path(plot))
+    plot_file = None if plot is None else output_file(plot, "--plot", db.locations)
     with db.db.session() as s:
         src_ids = _resolve(s, spec.src_lang, [a for a, _ in lines])
         tgt_ids = _resolve(s, spec.tgt_lang, [b for _, b in lines])
@@ -195,11 +193,11 @@ def evaluate(
         "best": best,
         "table": table,
     }
-    if plot is not None:
+    if plot_file is not None:
         in_gold = np.array(
             [key in entry_of for key in zip(cand[0].tolist(), cand[1].tolist())], dtype=bool
         )
-        _plot(Path(plot), spec, cand[2], cand[2][in_gold], best)
+        _plot(plot_file, spec, cand[2], cand[2][in_gold], best)
         result["plot"] = str(plot)
     return result
 
@@ -221,15 +219,8 @@ def _oriented(
     return (tgt, src, margin) if spec.swap else (src, tgt, margin)
 
 
-def _check_plot_target(path: Path) -> None:
-    if path.is_dir():
-        raise InputError(f"{path} is a directory; give a .png file name to --plot.")
-    if not path.parent.is_dir():
-        raise InputError(f"The folder {path.parent} does not exist.")
-
-
 def _plot(
-    path: Path,
+    file: OutputFile,
     spec: PairSpec,
     margins: np.ndarray,
     gold_margins: np.ndarray,
@@ -263,10 +254,8 @@ def _plot(
     ax.set_title(f"{spec.name}: candidate margins")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        fig.savefig(file.temporary(), format="png")
+        file.install()
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        file.discard()

@@ -15,7 +15,6 @@ import gzip
 import io
 import json
 import lzma
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from .errors import BitextDBError, HistoryGoneError, InputError
 from .filters import PairFilter
 from .lock import mine_lock
 from .margin import MARGINS, MarginFn, greedy_one_to_one
+from .outputs import OutputFile, output_file
 from .parquet import ParquetSink, require_pyarrow
 
 if TYPE_CHECKING:
@@ -239,11 +239,17 @@ def _check_retrieval(retrieval: str) -> None:
 # -- output files ------------------------------------------------------------------------------
 @dataclass
 class _Target:
-    path: Path
+    file: OutputFile
     compression: str | None
 
+    @property
+    def path(self) -> Path:
+        return self.file.path
 
-def _targets(output: str, fmt: str, spec: PairSpec, flag: str = "--output") -> list[_Target] | None:
+
+def _targets(
+    db: BitextDB, output: str, fmt: str, spec: PairSpec, flag: str = "--output"
+) -> list[_Target] | None:
     """The files an export writes (None: standard output), checked before any work."""
     if output == "-":
         if fmt == "moses":
@@ -266,21 +272,17 @@ def _targets(output: str, fmt: str, spec: PairSpec, flag: str = "--output") -> l
         ]
     else:
         paths = [path]
-    for p in paths:
-        if not p.name or p.is_dir():
-            raise InputError(f"{p} is a directory; give a file name to {flag}.")
-        if not p.parent.is_dir():
-            raise InputError(f"The folder {p.parent} does not exist.")
-    return [_Target(p, compression) for p in paths]
+    return [_Target(output_file(p, flag, db.locations), compression) for p in paths]
 
 
 class _Sink:
-    """Text streams into temporary files, renamed into place by :meth:`commit`."""
+    """Text streams into temporary files, renamed into place by :meth:`commit` (see
+    :mod:`bitextdb.outputs`)."""
 
     def __init__(self, targets: list[_Target] | None) -> None:
         self._stack = contextlib.ExitStack()
         self._targets = targets or []
-        self._temps: list[Path] = []
+        self._open_files: list[OutputFile] = []
         self.streams: list[IO[str]] = []
         self._stdout_bytes: IO[bytes] | None = None
         if targets is None:
@@ -289,9 +291,8 @@ class _Sink:
             return
         try:
             for target in self._targets:
-                tmp = target.path.with_name(f".{target.path.name}.{os.getpid()}.tmp")
-                self._temps.append(tmp)
-                self.streams.append(self._open(tmp, target))
+                self._open_files.append(target.file)
+                self.streams.append(self._open(target.file.temporary(), target))
         except OSError as exc:
             self.abort()
             raise InputError(f"Cannot write {exc.filename}: {exc.strerror or exc}.") from exc
@@ -332,19 +333,18 @@ class _Sink:
             (self._stdout_bytes or sys.stdout).flush()
             return ["-"]
         self._stack.close()
-        for tmp, target in zip(self._temps, self._targets):
-            os.replace(tmp, target.path)
-        self._temps = []
+        for file in self._open_files:
+            file.install()
+        self._open_files = []
         return [str(t.path) for t in self._targets]
 
     def abort(self) -> None:
         """Drop the temporary files; nothing is left behind."""
         with contextlib.suppress(Exception):
             self._stack.close()
-        for tmp in self._temps:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        self._temps = []
+        for file in self._open_files:
+            file.discard()
+        self._open_files = []
 
 
 def _format(
@@ -453,7 +453,7 @@ def _fields(with_sources: bool, with_ids: bool) -> list[str]:
 def _open_sink(targets: list[_Target] | None, fmt: str, fields: list[str]) -> _Sink | ParquetSink:
     if fmt == "parquet":
         assert targets is not None  # refused by _targets
-        return ParquetSink(targets[0].path, fields)
+        return ParquetSink(targets[0].file, fields)
     return _Sink(targets)
 
 
@@ -720,8 +720,10 @@ def export_pairs(
             after = found.last_exported_at
     if withdrawn is not None:
         _check_not_pruned(db, spec, since, after)
-    targets = _targets(output, fmt, spec)
-    withdrawn_targets = None if withdrawn is None else _targets(withdrawn, fmt, spec, "--withdrawn")
+    targets = _targets(db, output, fmt, spec)
+    withdrawn_targets = (
+        None if withdrawn is None else _targets(db, withdrawn, fmt, spec, "--withdrawn")
+    )
     if withdrawn is not None and _same_files(targets, withdrawn_targets):
         raise InputError("--withdrawn must name other files than --output.")
     progress = db.progress or (lambda stage, done, total: None)
@@ -870,4 +872,5 @@ def _same_files(a: list[_Target] | None, b: list[_Target] | None) -> bool:
     """Whether two outputs share a file (or both are standard output)."""
     if a is None or b is None:
         return a is None and b is None
-    return bool({t.path.resolve() for t in a} & {t.path.resolve() for t in b})
+    # a device such as /dev/null takes both
+    return bool({t.path for t in a if not t.file.direct} & {t.path for t in b})

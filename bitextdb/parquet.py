@@ -11,11 +11,10 @@ text formats are.
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import InputError
+from .outputs import OutputFile
 
 #: pairs a row group holds (the export hands over 1,000 at a time)
 ROW_GROUP = 65_536
@@ -55,21 +54,26 @@ class ParquetSink:
     """Records into one Parquet file with the columns ``fields``, renamed into place by
     :meth:`commit`; the same calls as the text formats' sink."""
 
-    def __init__(self, path: Path, fields: list[str]) -> None:
+    def __init__(self, file: OutputFile, fields: list[str]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         types = _types()
         self._schema = pa.schema([(name, types[name]) for name in fields])
-        self._path = path
-        self._tmp: Path | None = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._file: OutputFile | None = file
+        self._path = file.path
         # batches already columnar (compact), written together as one row group
         self._pending: list[Any] = []
         self._pending_rows = 0
+        self._stream: IO[bytes] | None = None
         try:
-            self._writer = pq.ParquetWriter(str(self._tmp), self._schema, compression="zstd")
+            # what is not a regular file (a pipe) cannot seek: pyarrow then writes to a
+            # Python stream, which it does not ask to
+            self._stream = open(file.path, "wb") if file.direct else None  # noqa: SIM115
+            where = self._stream or str(file.temporary())
+            self._writer = pq.ParquetWriter(where, self._schema, compression="zstd")
         except OSError as exc:
-            raise InputError(f"Cannot write {path}: {exc}.") from exc
+            raise InputError(f"Cannot write {file.path}: {exc}.") from exc
 
     def write(self, parts: list[list[dict[str, Any]]]) -> None:
         """Records (``parts[0]``), written a row group at a time."""
@@ -92,16 +96,20 @@ class ParquetSink:
         """Write what is left, close the file and move it into place."""
         self._flush()
         self._writer.close()
-        assert self._tmp is not None
-        os.replace(self._tmp, self._path)
-        self._tmp = None
+        if self._stream is not None:
+            self._stream.close()
+        assert self._file is not None
+        self._file.install()
+        self._file = None
         return [str(self._path)]
 
     def abort(self) -> None:
         """Drop the temporary file; nothing is left behind."""
         with contextlib.suppress(Exception):
             self._writer.close()
-        if self._tmp is not None:
+        if self._stream is not None:
             with contextlib.suppress(OSError):
-                self._tmp.unlink()
-            self._tmp = None
+                self._stream.close()
+        if self._file is not None:
+            self._file.discard()
+            self._file = None

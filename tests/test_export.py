@@ -6,7 +6,10 @@ import bz2
 import gzip
 import json
 import lzma
+import os
+import stat
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +30,7 @@ from tests.reference import cosine_matrix, random_unit
 from tests.schema_helpers import database_at
 
 INF = float("-inf")
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 OPENERS = {"": open, ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 MAGIC = {".gz": b"\x1f\x8b", ".bz2": b"BZh", ".xz": b"\xfd7zXZ\x00"}
 
@@ -621,6 +625,67 @@ def test_failed_export_leaves_no_file(
         assert target.read_bytes() == b"previous export"
         # the failed export did not move the cursor
         assert export_pairs(db, "de-en", output=str(target), min_score=INF, cursor="c")["rows"] > 0
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "parquet"])
+def test_links_and_pipes_are_written_through(home: Path, tmp_path: Path, fmt: str) -> None:
+    """A link stays a link and its target gets the export; a named pipe (like /dev/null,
+    not a regular file) is written straight, never replaced by a file."""
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    db = build(home)
+    try:
+        target = tmp_path / f"target.{fmt}"
+        target.write_bytes(b"old")
+        link = tmp_path / f"link.{fmt}"
+        link.symlink_to(target)
+        export_pairs(db, "de-en", output=str(link), fmt=fmt, min_score=INF)
+        assert link.is_symlink() and target.read_bytes() != b"old"
+        reference = tmp_path / f"reference.{fmt}"
+        export_pairs(db, "de-en", output=str(reference), fmt=fmt, min_score=INF)
+        assert target.read_bytes() == reference.read_bytes()
+
+        pipe = tmp_path / f"pipe.{fmt}"
+        os.mkfifo(pipe)
+        received: list[bytes] = []
+        # a daemon: were the pipe replaced, nothing would ever open it to write
+        reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+        reader.start()
+        export_pairs(db, "de-en", output=str(pipe), fmt=fmt, min_score=INF)
+        reader.join(30)
+        assert stat.S_ISFIFO(os.lstat(pipe).st_mode)  # still the pipe
+        assert received == [reference.read_bytes()]
+    finally:
+        db.close()
+
+
+def test_the_database_files_are_never_an_output(home: Path, tmp_path: Path) -> None:
+    db = build(home)
+    try:
+        stored = [p for p in home.rglob("*") if p.is_file()]
+        sqlite_file = home / "bitextdb.sqlite"
+        assert sqlite_file in stored and any("vectors" in p.parts for p in stored)
+        # SQLite's shared-memory index and log change as it is read: not compared
+        kept = [p for p in stored if not p.name.endswith(("-shm", "-wal"))]
+        before = {p: p.read_bytes() for p in kept}
+        gold = tmp_path / "gold.tsv"
+        gold.write_text("de satz 0\ten sentence 0\n", encoding="utf-8")
+        link = tmp_path / "innocent.tsv"
+        link.symlink_to(sqlite_file)
+        for target in [*stored, link, home / "vectors" / "new.tsv"]:
+            with pytest.raises(bitextdb.InputError, match="a file of the database itself"):
+                export_pairs(db, "de-en", output=str(target), min_score=INF)
+            with pytest.raises(bitextdb.InputError, match="a file of the database itself"):
+                export_pairs(
+                    db, "de-en", output=str(tmp_path / "p"), withdrawn=str(target), since=EPOCH
+                )
+        for target in (sqlite_file, link):
+            with pytest.raises(bitextdb.InputError, match="a file of the database itself"):
+                db.evaluate("de-en", gold, plot=str(target))
+        assert {p: p.read_bytes() for p in kept} == before
+        assert all(p.is_file() for p in stored) and db.check().ok
     finally:
         db.close()
 
