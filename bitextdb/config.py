@@ -20,7 +20,7 @@ from .errors import ConfigError
 ENV_PREFIX = "BITEXTDB_"
 DEFAULT_MODEL = "sentence-transformers/LaBSE"
 LOCATIONS_FILE = "bitextdb.json"
-LANG_RE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+LANG_RE = re.compile(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*")
 
 
 def env(name: str) -> str | None:
@@ -71,7 +71,7 @@ def device_list(device: str | None) -> list[str]:
 
 def check_lang(lang: str) -> str:
     """Validate a language code (ISO 639-1/3 with an optional region or script suffix)."""
-    if not isinstance(lang, str) or len(lang) > 16 or not LANG_RE.match(lang):
+    if not isinstance(lang, str) or len(lang) > 16 or not LANG_RE.fullmatch(lang):
         raise ConfigError(
             f"{lang!r} is not a language code; use an ISO 639 code such as 'en', 'de' or 'zh-Hant'."
         )

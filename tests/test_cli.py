@@ -181,6 +181,11 @@ def _bad_case(name: str, tmp_path: Path, good: Path) -> tuple[list[str], tuple[s
         return ["ingest", "--lang", "en", "--format", "xml", str(good)], ("--format",)
     if name == "lang":
         return ["ingest", "--lang", "en de", str(good)], ("language code",)
+    if name == "lang-newline":  # "$" alone would match before the newline
+        return ["ingest", "--lang", "es\n", str(good)], ("language code",)
+    if name == "column-superscript":  # a digit to str.isdigit(), not to int()
+        tsv = write_lines(tmp_path / "x.tsv", ["id\tsentence", "1\tein satz"])
+        return ["ingest", "--lang", "de", "--column", "\u00b2", str(tsv)], ("\u00b2", "columns")
     if name == "column":
         tsv = write_lines(tmp_path / "x.tsv", ["id\tsentence", "1\tein satz"])
         return ["ingest", "--lang", "de", "--column", "text", str(tsv)], ("text", "columns")
@@ -205,7 +210,9 @@ BAD = [
     "binary",
     "format",
     "lang",
+    "lang-newline",
     "column",
+    "column-superscript",
     "model",
     "embeddings",
     "pair",

@@ -418,7 +418,8 @@ def ingest(
 
 
 def _column(value: str | None) -> str | int | None:
-    return int(value) if value is not None and value.isdigit() else value
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+    return int(value) if value is not None and value.isascii() and value.isdigit() else value
 
 
 @cli.command()
