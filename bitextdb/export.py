@@ -590,27 +590,25 @@ def iter_withdrawn(
     spec = resolve_pair(db, pair, withdrawn=True)
     if min_score is None:
         min_score = db.settings.threshold
-    _check_not_pruned(db, spec, since, None)
+    _check_not_pruned(db, spec, since)
     return _iter_withdrawn(db, spec, float(min_score), since, batch)
 
 
-def _check_not_pruned(
-    db: BitextDB, spec: PairSpec, since: datetime | None, after: datetime | None
-) -> None:
+def _check_not_pruned(db: BitextDB, spec: PairSpec, since: datetime | None) -> None:
     """Refuse to list the withdrawals since a moment older than the records
     ``cursors prune`` kept: some of them are gone, and a list without them would leave
-    the reader holding pairs that were withdrawn."""
-    bounds = [export_sql.as_utc(t) for t in (since, after) if t is not None]
-    if not bounds:
+    the reader holding pairs that were withdrawn. (A cursor never is: the records it has
+    not passed are kept.)"""
+    if since is None:
         return
     with db.db.session() as s:
         horizon = export_sql.pruned_before(s, *spec.stored)
-    if horizon is not None and max(bounds) < horizon:
+    if horizon is not None and export_sql.as_utc(since) < horizon:
         raise HistoryGoneError(
             f"The withdrawal records of {spec.name} older than {horizon.isoformat()} were "
             "pruned (`bitextdb cursors prune`), so those since "
-            f"{max(bounds).isoformat()} are no longer all known: export the pair whole "
-            "again, and follow it with --cursor or a later --since."
+            f"{export_sql.as_utc(since).isoformat()} are no longer all known: export the "
+            "pair whole again, and follow it with --cursor or a later --since."
         )
 
 
@@ -704,6 +702,11 @@ def export_pairs(
         )
     if cursor is not None and not (0 < len(cursor) <= MAX_CURSOR_NAME and cursor.isprintable()):
         raise InputError(f"A cursor name has 1 to {MAX_CURSOR_NAME} printable characters.")
+    if since is not None and cursor is not None:
+        raise InputError(
+            "--cursor starts where its last export ended; it cannot go with --since (a new "
+            "cursor's first export is whole)."
+        )
     if withdrawn is not None and since is None and cursor is None:
         raise InputError(
             "--withdrawn lists what changed since an earlier export: give --cursor or --since."
@@ -719,7 +722,7 @@ def export_pairs(
             _check_cursor(cursor, found, spec, min_score, keep)
             after = found.last_exported_at
     if withdrawn is not None:
-        _check_not_pruned(db, spec, since, after)
+        _check_not_pruned(db, spec, since)
     targets = _targets(db, output, fmt, spec)
     withdrawn_targets = (
         None if withdrawn is None else _targets(db, withdrawn, fmt, spec, "--withdrawn")

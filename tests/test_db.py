@@ -248,7 +248,9 @@ def test_check_lang_accepts(lang: str) -> None:
     assert check_lang(lang) == lang
 
 
-@pytest.mark.parametrize("lang", ["EN DE", "", "en de", "e", "english", "EN", "en/../x", "1a", "es\n"])
+@pytest.mark.parametrize(
+    "lang", ["EN DE", "", "en de", "e", "english", "EN", "en/../x", "1a", "es\n"]
+)
 def test_check_lang_rejects(lang: str) -> None:
     with pytest.raises(ConfigError):
         check_lang(lang)

@@ -704,6 +704,7 @@ def test_errors(home: Path, tmp_path: Path) -> None:
             ({"pair": "en-de", "output": str(tmp_path / "no" / "x.tsv")}, "does not exist"),
             ({"pair": "en-de", "cursor": "c", "margin": "distance"}, "--cursor"),
             ({"pair": "en-de", "cursor": ""}, "cursor name"),
+            ({"pair": "en-de", "cursor": "c", "since": EPOCH}, "cannot go with --since"),
         ]
         for kwargs, message in cases:
             pair = kwargs.pop("pair")

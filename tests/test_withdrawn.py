@@ -433,14 +433,13 @@ def test_cursors_are_listed_dropped_and_their_records_pruned(
         horizon = datetime.fromisoformat(done["pairs"][0]["before"])
         later = iter_withdrawn(db, "de-en", since=horizon, min_score=-np.inf)
         assert [r["src"] for r in later] == ["der apfel"]
-        # the early cursor still learns of w1 (an old --since beside it changes nothing)
+        # the early cursor still learns of w1
         w = tmp_path / "w.jsonl"
         export_pairs(
             db,
             "de-en",
             output=out,
             cursor="early",
-            since=start,
             min_score=-np.inf,
             fmt="jsonl",
             withdrawn=str(w),

@@ -104,7 +104,8 @@ def _export_text(summary: dict[str, Any]) -> str:
 @click.option(
     "--cursor",
     metavar="NAME",
-    help="Only pairs changed since the last export under this name; remembered on success.",
+    help="Only pairs changed since the last export under this name (not with --since); "
+    "remembered on success.",
 )
 @click.option(
     "--withdrawn",
