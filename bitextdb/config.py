@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -20,6 +21,8 @@ from .errors import ConfigError
 ENV_PREFIX = "BITEXTDB_"
 DEFAULT_MODEL = "sentence-transformers/LaBSE"
 LOCATIONS_FILE = "bitextdb.json"
+#: the longest sentence limit (max_chars) a database may set
+MAX_SENTENCE_CHARS = 1_000_000
 LANG_RE = re.compile(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*")
 
 
@@ -295,6 +298,24 @@ class Settings:
             raise ConfigError("The batch size must be at least 1.")
         if self.min_chars < 0 or self.max_chars < max(1, self.min_chars):
             raise ConfigError("Length limits must satisfy 0 <= min_chars <= max_chars.")
+        if self.max_chars > MAX_SENTENCE_CHARS:
+            raise ConfigError(
+                f"max_chars must be at most {MAX_SENTENCE_CHARS:,} (a sentence, not a "
+                f"document), not {self.max_chars}."
+            )
+        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
+            raise ConfigError(f"The threshold must be a finite number, not {self.threshold}.")
+        if not math.isfinite(self.bulk_ratio) or self.bulk_ratio < 0:
+            raise ConfigError(f"bulk_ratio must be 0 or more, not {self.bulk_ratio}.")
+        if self.exact_limit < 0:
+            raise ConfigError(f"exact_limit must be 0 or more, not {self.exact_limit}.")
+        for name in ("hnsw_m", "hnsw_ef_construct", "hnsw_ef"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise ConfigError(f"max_seq_length must be at least 1, not {self.max_seq_length}.")
         if self.pairs is not None:
             self.pairs = sorted({pair_name(*parse_pair(p)) for p in self.pairs})
+            if not self.pairs:
+                raise ConfigError("Name at least one language pair to mine, or 'all'.")
         return self

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import lzma
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -541,8 +542,7 @@ def iter_records(
         raise InputError("The export batch size must be at least 1.")
     keep = PairFilter(max_length_ratio, skip_identical)
     spec = resolve_pair(db, pair)
-    if min_score is None:
-        min_score = db.settings.threshold
+    min_score = _min_score(db, min_score)
     return _iter_records(db, spec, float(min_score), since, with_sources, with_ids, batch, keep)
 
 
@@ -588,10 +588,21 @@ def iter_withdrawn(
     if batch < 1:
         raise InputError("The export batch size must be at least 1.")
     spec = resolve_pair(db, pair, withdrawn=True)
-    if min_score is None:
-        min_score = db.settings.threshold
+    min_score = _min_score(db, min_score)
     _check_not_pruned(db, spec, since)
     return _iter_withdrawn(db, spec, float(min_score), since, batch)
+
+
+def _min_score(db: BitextDB, min_score: float | None) -> float:
+    """The lowest margin to export: ``min_score``, by default the database threshold; a
+    number (-inf keeps every pair), not NaN, which no margin is above."""
+    if min_score is None:
+        return float(db.settings.threshold)
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
+        raise InputError(f"The minimum score must be a number, not {min_score!r}.")
+    if math.isnan(min_score):
+        raise InputError("The minimum score must be a number, not NaN.")
+    return float(min_score)
 
 
 def _check_not_pruned(db: BitextDB, spec: PairSpec, since: datetime | None) -> None:
@@ -712,8 +723,8 @@ def export_pairs(
             "--withdrawn lists what changed since an earlier export: give --cursor or --since."
         )
     spec = resolve_pair(db, pair, withdrawn=withdrawn is not None)
-    if min_score is None and margin == "ratio":
-        min_score = db.settings.threshold
+    # another margin's scale is not the threshold's: without --min-score, every pair
+    min_score = _min_score(db, min_score) if margin == "ratio" or min_score is not None else None
     after = None
     if cursor is not None:
         with db.db.session() as s:

@@ -265,9 +265,19 @@ def test_settings_validate() -> None:
         {"batch_size": 0},
         {"min_chars": 5, "max_chars": 4},
         {"pairs": ["en-en"]},
+        {"pairs": []},  # nothing would ever be mined
+        {"threshold": float("nan")},  # no margin is above it, and JSON has no NaN
+        {"threshold": float("inf")},
+        {"max_chars": 10**20},  # stored as a float it then refused every ingest
+        {"exact_limit": -1},
+        {"hnsw_ef": 0},
+        {"hnsw_m": 0},
+        {"bulk_ratio": float("nan")},
+        {"max_seq_length": 0},
     ):
         with pytest.raises(ConfigError):
             Settings(**bad).validate()  # type: ignore[arg-type]
+    assert Settings(threshold=-5.0, exact_limit=0).validate().threshold == -5.0
     assert Settings.from_dict({"model": "m", "unknown": 1}).model == "m"
 
 

@@ -705,6 +705,7 @@ def test_errors(home: Path, tmp_path: Path) -> None:
             ({"pair": "en-de", "cursor": "c", "margin": "distance"}, "--cursor"),
             ({"pair": "en-de", "cursor": ""}, "cursor name"),
             ({"pair": "en-de", "cursor": "c", "since": EPOCH}, "cannot go with --since"),
+            ({"pair": "en-de", "min_score": float("nan")}, "not NaN"),
         ]
         for kwargs, message in cases:
             pair = kwargs.pop("pair")

@@ -124,7 +124,7 @@ def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 )
 @click.option(
     "--wait",
-    type=float,
+    type=click.FloatRange(min=0),
     default=0.0,
     envvar="BITEXTDB_WAIT",
     show_default=True,
