@@ -102,7 +102,9 @@ def translate_many(
         order = np.lexsort((ids, -cos))
         ids, cos = ids[order], cos[order]
         r_query = float(cos[:k].mean()) if len(cos) else 0.0
-        pairs = stored.get(sid, []) if sid is not None else []
+        # the sentence's pairs with ``tgt`` (it may be paired in other languages too)
+        langs = {src, tgt}
+        pairs = [p for p in stored.get(sid, []) if {p["src_lang"], p["tgt_lang"]} == langs]
         paired = {(p["src_id"], p["tgt_id"]): p for p in pairs}
         ranked = []
         for hid, c in zip(ids.tolist(), cos.tolist()):

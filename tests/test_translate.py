@@ -129,6 +129,20 @@ def test_planted_translation_first_for_stored_sentences(
         assert t.stored_pair is not None and t.stored_pair["tgt"] == want
 
 
+def test_the_stored_pair_is_of_the_languages_asked_for(static_model: Path, tmp_path: Path) -> None:
+    """A sentence paired in two language pairs shows the pair of the target asked for."""
+    english = random_sentences(6, seed=3)
+    with bitextdb.init(tmp_path / "home", model=str(static_model)) as db:
+        db.ingest_texts("en", english)
+        for lang in ("de", "es"):
+            db.ingest_texts(lang, [translate(s, lang) for s in english])
+        for lang in ("de", "es"):
+            for query, t in zip(english, db.translate_many(english, "en", lang, top=1)):
+                p = t.stored_pair
+                assert p is not None and {p["src_lang"], p["tgt_lang"]} == {"en", lang}
+                assert {p["src"], p["tgt"]} == {query, translate(query, lang)}
+
+
 def test_planted_translation_first_for_new_sentences(db: bitextdb.BitextDB, corpus: Corpus) -> None:
     en_ids, de_ids = ids_of(db, "en"), ids_of(db, "de")
     # English sides of German sentences that have none in the database
