@@ -12,6 +12,7 @@ their source instead: each call claims the positions after its last record.
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import itertools
@@ -42,6 +43,8 @@ from .vectors import EdgeIndex, VectorIndex, edge_writer
 
 Progress = Callable[[str, int, int], None]
 BATCH = 8192
+#: rows of given embeddings checked at a time before an ingest stores anything
+CHECK_ROWS = 65_536
 log = logging.getLogger(__name__)
 
 
@@ -121,16 +124,20 @@ class VectorSource:
         return self._encoder
 
 
-def _checked_rows(rows: np.ndarray, positions: list[int]) -> np.ndarray:
-    picked = np.asarray(rows[np.asarray(positions, dtype=np.int64)], dtype=np.float32)
+def _checked_rows(rows: np.ndarray, positions: Sequence[int]) -> np.ndarray:
+    """The rows at ``positions`` (0-based lines) as unit vectors; refuses NaN, infinity
+    (a float64 beyond float32's range too) and all-zero rows."""
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range: refused below
+        picked = np.asarray(rows[np.asarray(positions, dtype=np.int64)], dtype=np.float32)
     if not np.isfinite(picked).all():
         bad = positions[int(np.where(~np.isfinite(picked).all(axis=1))[0][0])]
         raise InputError(f"The embedding of line {bad + 1} holds NaN or infinity.")
-    norms = np.linalg.norm(picked, axis=1)
-    if (norms == 0).any():
-        bad = positions[int(np.where(norms == 0)[0][0])]
+    # scaled by its largest component first: the norm of 3e38s overflows to infinity
+    peaks = np.abs(picked).max(axis=1, initial=0.0)
+    if (peaks == 0).any():
+        bad = positions[int(np.where(peaks == 0)[0][0])]
         raise InputError(f"The embedding of line {bad + 1} is all zeros.")
-    return normalize_rows(picked)
+    return normalize_rows(picked / peaks[:, None])
 
 
 def load_embeddings(path: str | Path, dim: int | None, expected_dim: int) -> np.ndarray:
@@ -148,8 +155,10 @@ def load_embeddings(path: str | Path, dim: int | None, expected_dim: int) -> np.
             if size % (4 * dim):
                 raise InputError(f"{path} is not a whole number of float32 rows of {dim}.")
             rows = np.memmap(path, dtype=np.float32, mode="r").reshape(-1, dim)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"Cannot read embeddings from {path}: {exc}") from exc
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"Cannot read embeddings from {path}: {exc or 'it is empty'}") from exc
+    if not np.issubdtype(rows.dtype, np.floating) and not np.issubdtype(rows.dtype, np.integer):
+        raise InputError(f"{path} holds {rows.dtype} values, not real numbers.")
     if rows.ndim != 2:
         raise InputError(f"{path} must hold a 2-D matrix, not shape {rows.shape}.")
     if rows.shape[1] != expected_dim:
@@ -523,13 +532,18 @@ class Ingestor:
             raise InputError("Embeddings must come with a text file, not standard input.")
         rows = load_embeddings(embeddings, dim, self.settings.dim)
         counted = ReadStats()
-        for _ in read_lines(path, **options, stats=counted):
-            pass  # only records are counted: no rules needed
+        # the lines that hold text (no rules needed): their rows are checked before anything
+        # is stored, so a bad row far down the file does not leave half of it stored
+        used = array.array(
+            "q", (line.position for line in read_lines(path, **options, stats=counted))
+        )
         if counted.lines != len(rows):
             raise InputError(
                 f"{embeddings} has {len(rows)} rows but {path} has {counted.lines} lines; "
                 "they must be line-aligned."
             )
+        for start in range(0, len(used), CHECK_ROWS):
+            _checked_rows(rows, used[start : start + CHECK_ROWS])
         return VectorSource(rows=rows)
 
     def preview_file(

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 import bitextdb
+import bitextdb.ingest as ingest_module
 from bitextdb.encoder import normalize_rows
 from bitextdb.readers import text_hash
 
@@ -442,6 +443,42 @@ def test_ingest_embeddings(db_url: str, home: Path) -> None:
         assert only(again)["new"] == 1
         assert counts(db, "en")[0] == 4
         assert db.index.count("en") == 4
+
+
+def test_given_vector_files_are_checked_before_anything_is_stored(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad row far down the file (past the first batch) stores none of the file; rows
+    of huge but finite numbers are unit vectors like any other."""
+    monkeypatch.setattr(ingest_module, "BATCH", 4)
+    monkeypatch.setattr(ingest_module, "CHECK_ROWS", 3)
+    lines = [f"line number {i}" for i in range(10)]
+    path = write_lines(tmp_path / "en.txt", lines)
+    with byo_db(home) as db:
+        for bad_row in (np.nan, np.inf, 0.0):
+            given = rows(10)
+            given[8] = bad_row
+            np.save(tmp_path / "bad.npy", given)
+            with pytest.raises(bitextdb.InputError, match="line 9 "):
+                db.ingest(path, "en", embeddings=tmp_path / "bad.npy")
+            assert counts(db, "en") == (0, 0, 0) and db.sources("en") == []
+        wide = rows(10).astype(np.float64)
+        wide[8] = 1e300  # beyond float32
+        np.save(tmp_path / "wide.npy", wide)
+        with pytest.raises(bitextdb.InputError, match="line 9 holds NaN or infinity"):
+            db.ingest(path, "en", embeddings=tmp_path / "wide.npy")
+        np.save(tmp_path / "words.npy", np.array([["a"] * 8] * 10))
+        (tmp_path / "empty.npy").write_bytes(b"")
+        for name, message in (("words.npy", "not real numbers"), ("empty.npy", "empty")):
+            with pytest.raises(bitextdb.InputError, match=message):
+                db.ingest(path, "en", embeddings=tmp_path / name)
+        huge = rows(10)
+        huge[8] = np.float32(3e38)  # its norm overflows float32
+        np.save(tmp_path / "huge.npy", huge)
+        db.ingest(path, "en", embeddings=tmp_path / "huge.npy", mine=False)
+        ids = {t: i for t, (i, _) in sentences(db, "en").items()}
+        stored = dict(zip(*db.index.retrieve("en", np.array(list(ids.values()), np.int64))))
+        assert stored[ids[lines[8]]] == pytest.approx(np.full(8, 8**-0.5), abs=1e-6)
 
 
 def test_ingest_texts(home: Path, tiny_bert: Path) -> None:
