@@ -187,7 +187,18 @@ class BitextDB:
         if dry_run:
             previews = [ingestor.preview_file(str(p), lang, **common) for p in paths]
             return {"ingested": [r.as_dict() for r in previews], "dry_run": True}
-        reports = [ingestor.ingest_file(str(p), lang, **common) for p in paths]
+        reports: list[IngestReport] = []
+        for path in paths:
+            try:
+                reports.append(ingestor.ingest_file(str(path), lang, **common))
+            except InputError as exc:
+                if not reports:
+                    raise
+                # the files before it are stored: finish them, so the database is whole
+                self._finish(reports, mine, self._remove_displaced(reports))
+                done = ", ".join(r.source for r in reports)
+                what = "ingested and mined" if mine else "ingested"
+                raise InputError(f"{exc} (the files before it were {what}: {done})") from exc
         return self._finish(reports, mine, self._remove_displaced(reports))
 
     def ingest_texts(

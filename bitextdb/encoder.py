@@ -483,6 +483,12 @@ def load_model(  # type: ignore[no-untyped-def]
         raise ModelLoadError("sentence-transformers is not installed; reinstall bitextdb.") from exc
     hf_logging.disable_progress_bar()  # our own bars only
     hf_logging.set_verbosity_error()
+    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+        # a path, not a hub name: no point asking the hub (it retries for a minute offline)
+        raise ModelLoadError(
+            f"The model folder {model} does not exist; pass a local sentence-transformers "
+            "model folder with --model PATH."
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

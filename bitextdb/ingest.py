@@ -212,6 +212,16 @@ class Ingestor:
             lines = itertools.chain([first], lines)
         report = IngestReport(lang=lang, source=source)
         vectors = vectors or VectorSource(self.encoder)
+        batches = _batches(lines, BATCH)
+        if vectors.rows is None:
+            # a model that cannot be loaded fails before anything is made, when the first
+            # batch has sentences to encode (_store_batch checks every later batch)
+            head = next(batches, None)
+            if head is not None:
+                with self.db.session() as s:
+                    if len(corpus.known(s, lang, head.hashes)) < len(set(head.hashes)):
+                        vectors.encoder()
+                batches = itertools.chain([head], batches)
         self.index.ensure(lang, self.settings.dim)
         if vectors.rows is None:  # given vectors: unindexed rows are refilled batch by batch
             self.resume(lang, vectors)
@@ -242,7 +252,7 @@ class Ingestor:
         # full collections walk only what the ingest makes, not the libraries (bitextdb.heap)
         with loaded_objects_frozen():
             try:
-                for batch, _ in run_stages(_batches(lines, BATCH), stages, depth=2, busy=busy):
+                for batch, _ in run_stages(batches, stages, depth=2, busy=busy):
                     done += len(batch)
                     self.progress("ingest", done, 0)
             finally:
@@ -305,6 +315,8 @@ class Ingestor:
             for line, h in zip(batch, hashes):
                 if h not in stored and h not in fresh:
                     fresh[h] = line.text
+            if fresh and vectors.rows is None:
+                vectors.encoder()  # loaded (or refused) before a sentence is stored
             ids = {h: sid for h, (sid, _) in stored.items()}
             ids.update(corpus.add_sentences(s, lang, fresh))
             rows = [

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import lzma
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -479,6 +480,45 @@ def test_given_vector_files_are_checked_before_anything_is_stored(
         ids = {t: i for t, (i, _) in sentences(db, "en").items()}
         stored = dict(zip(*db.index.retrieve("en", np.array(list(ids.values()), np.int64))))
         assert stored[ids[lines[8]]] == pytest.approx(np.full(8, 8**-0.5), abs=1e-6)
+
+
+def test_a_model_that_cannot_load_stores_no_sentence(
+    home: Path, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every sentence stored has a vector or is about to: the model is loaded before the
+    first new sentence is stored (in the first batch or a later one), and a model folder
+    that is gone is said so at once."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    first = write_lines(tmp_path / "first.txt", EN[:3])
+    with make_db(home, None, model) as db:
+        db.ingest(first, "en", mine=False)
+    model.rename(tmp_path / "moved")
+    monkeypatch.setattr(ingest_module, "BATCH", 2)
+    fresh = write_lines(tmp_path / "fresh.txt", EN[3:])
+    later = write_lines(tmp_path / "later.txt", EN[:2] + EN[3:])  # batch 2 is new
+    with bitextdb.open(home) as db:
+        for path in (fresh, later):
+            with pytest.raises(bitextdb.ModelLoadError, match="does not exist"):
+                db.ingest(path, "en", mine=False)
+        assert counts(db, "en")[0] == 3 and db.index.count("en") == 3
+        assert str(fresh.resolve()) not in {s["name"] for s in db.sources("en")}
+        assert db.check().ok
+
+
+def test_a_bad_file_after_good_ones_leaves_those_mined(
+    home: Path, tiny_bert: Path, tmp_path: Path
+) -> None:
+    good = write_lines(tmp_path / "good.txt", EN[:3])
+    other = write_lines(tmp_path / "other.txt", ["die katze schläft", "ein hund läuft"])
+    broken = tmp_path / "broken.txt.gz"
+    broken.write_bytes(gzip.compress(b"ein satz\n" * 50)[:-12])  # cut short
+    with make_db(home, None, tiny_bert) as db:
+        db.ingest(other, "de")
+        with pytest.raises(bitextdb.InputError, match=r"were ingested and mined: .*good\.txt"):
+            db.ingest([good, broken], "en")
+        assert counts(db, "en") == (3, 3, 3)
+        assert db.check().ok  # nothing waits to be mined
 
 
 def test_ingest_texts(home: Path, tiny_bert: Path) -> None:
