@@ -23,6 +23,8 @@ class CheckReport:
     unindexed: int = 0
     dangling_neighbours: int = 0
     dangling_pairs: int = 0
+    #: rows no kept row explains (see :func:`bitextdb.db.consistency.count_stray_rows`)
+    stray_rows: int = 0
     dirty_candidates: int = 0
     #: sentences a changed file displaced, left by an ingest stopped before its end
     displaced_waiting: int = 0
@@ -41,6 +43,7 @@ class CheckReport:
             or self.unindexed
             or self.dangling_neighbours
             or self.dangling_pairs
+            or self.stray_rows
             or self.dirty_candidates
             or self.displaced_waiting
             or any(self.unmined.values())
@@ -79,9 +82,20 @@ def check(db: BitextDB, *, repair: bool = False) -> CheckReport:
                 found = corpus.attribute(s, lang, consistency.unheld_ids(s, lang).tolist())
             repaired["sentences_attributed"] = repaired.get("sentences_attributed", 0) + found
     with db.db.session() as s:
+        stray = consistency.delete_stray_rows(s)  # first: the lists they belong to are gone
+    if stray:
+        repaired["stray_rows_deleted"] = stray
+    with db.db.session() as s:
         forgotten = consistency.forget_dangling(s)
     if forgotten:
         repaired["lists_forgotten"] = forgotten
+    if stray or forgotten:
+        # a list mined again may change its mean cosine, on which the candidates of every
+        # sentence holding it depend: all of them are recomputed after the re-mining
+        with db.db.session() as s:
+            for a, b in db.language_pairs():
+                graph.mark_all_dirty(s, a, b)
+                graph.mark_all_dirty(s, b, a)
     # re-encodes what lacks a vector (resume), re-mines what is stale and recomputes dirty
     # candidates; bands of every mined point are rewritten from SQL
     reports = db.mine()
@@ -119,6 +133,7 @@ def _inspect(db: BitextDB) -> CheckReport:
         report.unindexed = consistency.count_unindexed(s)
         report.dangling_neighbours = consistency.count_dangling_neighbours(s)
         report.dangling_pairs = consistency.count_dangling_pairs(s)
+        report.stray_rows = consistency.count_stray_rows(s)
         report.dirty_candidates = consistency.count_dirty(s)
         report.displaced_waiting = sum(len(ids) for ids in corpus.displaced(s).values())
     for a, b in db.language_pairs():

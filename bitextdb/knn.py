@@ -24,13 +24,27 @@ _COUNT_WIDTH = 32  # lists up to this long are ranked by counting, longer ones b
 
 
 def merge_topk(a: TopK, b: TopK, m: int) -> TopK:
-    """Row-wise union of two (disjoint, best-first) lists, keeping the best ``m`` by (-cos, id)."""
+    """Row-wise union of two best-first lists, keeping the best ``m`` by (-cos, id). An id
+    already in ``a``'s row is not taken twice (a sentence re-mined by ``check --repair``
+    after its own list was lost is still in the lists of others)."""
+    b = _without_ids_of(b, a)
     ids, cos = _merge(
         (_tensor(a.ids, np.int64), _tensor(a.cos, np.float64)),
         (_tensor(b.ids, np.int64), _tensor(b.cos, np.float64)),
         min(m, a.ids.shape[1] + b.ids.shape[1]),
     )
     return TopK(ids.numpy(), cos.numpy())
+
+
+def _without_ids_of(b: TopK, a: TopK) -> TopK:
+    """``b`` without the ids its row shares with ``a``'s, still best-first."""
+    shared = (b.ids[:, :, None] == a.ids[:, None, :]).any(axis=2) & (b.ids != PAD_ID)
+    if not shared.any():
+        return b
+    ids = np.where(shared, PAD_ID, b.ids)
+    cos = np.where(shared, -np.inf, b.cos)
+    order = np.lexsort((ids, -cos), axis=-1)  # padding (-inf) sorts last
+    return TopK(np.take_along_axis(ids, order, axis=1), np.take_along_axis(cos, order, axis=1))
 
 
 def exact_cosines(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -629,3 +630,41 @@ def _race_add_sentences(url: str, texts: list[str], order: str, work: Path) -> N
     assert first == second and sorted(first) == sorted(texts)
     snap = ch.snapshot(url)
     assert sorted(t for _, t in snap.sentences.values()) == sorted(texts)
+
+
+def test_repair_deletes_the_rows_hand_made_damage_leaves(
+    db_url: str, home: Path, tmp_path: Path
+) -> None:
+    """Rows deleted by hand, past the foreign keys: kNN rows whose neighbour entries stay
+    (the miner would insert those again and fail on their key), and on SQLite sentences
+    whose occurrences and lists stay. ``check`` counts what is left over; ``--repair``
+    deletes it and re-mines, and the pairs are a batch run's over what remains."""
+    from tests.test_miner import assert_equals_reference, make_vectors
+
+    with bitextdb.init(home, db=db_url, model="synthetic", dim=8, k=2) as db:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(12)], make_vectors(12, 8, 1, 0))
+        db.ingest_embeddings("de", [f"de {i}" for i in range(12)], make_vectors(12, 8, 2, 0))
+        with db.db.session() as s:
+            s.execute(
+                sa.text(
+                    "DELETE FROM knn WHERE other_lang = 'en' AND sentence_id IN "
+                    "(SELECT id FROM sentences WHERE lang = 'de' AND text IN ('de 1', 'de 2'))"
+                )
+            )
+        report = db.check()
+        assert report.stray_rows == 4 and report.unmined["de-en"] == 2 and not report.ok
+        repaired = db.check(repair=True)
+        assert repaired.ok and repaired.repaired["stray_rows_deleted"] == 4
+        assert_equals_reference(db, "de", "en")
+    if not db_url.startswith("sqlite"):
+        return
+    with sqlite3.connect(home / "bitextdb.sqlite") as conn:  # foreign keys off: no cascade
+        conn.execute("DELETE FROM sentences WHERE text IN ('en 3', 'de 4')")
+    with bitextdb.open(home) as db:
+        report = db.check()
+        assert report.stray_rows > 0 and not report.ok
+        assert db.check(repair=True).ok
+        assert_equals_reference(db, "de", "en")
+        db.ingest_embeddings("en", ["en 3"], make_vectors(12, 8, 1, 0)[3:4])  # back again
+        assert db.check().ok
+        assert_equals_reference(db, "de", "en")

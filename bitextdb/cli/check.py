@@ -22,6 +22,7 @@ def _text(r: dict[str, Any]) -> str:
     lines.append(f"sentences without a vector yet: {r['unindexed']}")
     lines.append(f"neighbour entries pointing at missing sentences: {r['dangling_neighbours']}")
     lines.append(f"pairs pointing at missing sentences: {r['dangling_pairs']}")
+    lines.append(f"rows of missing sentences or lists: {r['stray_rows']}")
     lines.append(f"candidates waiting to be recomputed: {r['dirty_candidates']}")
     lines.append(f"sentences a changed file displaced, waiting: {r['displaced_waiting']}")
     for pair, n in sorted(r["unmined"].items()):

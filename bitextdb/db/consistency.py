@@ -58,6 +58,40 @@ def count_dangling_neighbours(s: Session) -> int:
     return int(s.execute(select(func.count()).select_from(NB).where(missing)).scalar_one())
 
 
+def _stray_conditions() -> list[tuple[object, object]]:
+    """``(table, condition)`` of rows that no kept row explains: occurrences and kNN rows
+    of missing sentences, and neighbour entries without their list (left by hand-made
+    damage: a deleted row the foreign keys did not follow). The miner would insert them
+    again and fail on their keys."""
+    return [
+        (OCC, not_(exists().where(SENT.c.id == OCC.c.sentence_id))),
+        (KNN, not_(exists().where(SENT.c.id == KNN.c.sentence_id))),
+        (
+            NB,
+            not_(
+                exists().where(
+                    KNN.c.sentence_id == NB.c.sentence_id, KNN.c.other_lang == NB.c.other_lang
+                )
+            ),
+        ),
+    ]
+
+
+def count_stray_rows(s: Session) -> int:
+    """Rows of :func:`_stray_conditions`."""
+    return sum(
+        int(s.execute(select(func.count()).select_from(table).where(where)).scalar_one())
+        for table, where in _stray_conditions()
+    )
+
+
+def delete_stray_rows(s: Session) -> int:
+    """Delete the rows of :func:`_stray_conditions`; how many went."""
+    return sum(
+        int(s.execute(delete(table).where(where)).rowcount) for table, where in _stray_conditions()
+    )
+
+
 def count_dangling_pairs(s: Session) -> int:
     missing = not_(exists().where(SENT.c.id == PAIRS.c.src_id)) | not_(
         exists().where(SENT.c.id == PAIRS.c.tgt_id)
