@@ -18,7 +18,7 @@ import lzma
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -756,7 +756,9 @@ def export_pairs(
         withdrawn_sink = None
         rows_written = withdrawn_rows = filtered = 0
         try:
-            with db.db.session() as s:
+            # the streams close before their session: a reader gone (`| head`) must not
+            # leave a cursor to be closed at exit, after its connection
+            with db.db.session() as s, contextlib.ExitStack() as streams:
                 if selection is None:
                     total = 0
                     batches: Iterator[list[Row]] = export_sql.stream_accepted(
@@ -771,6 +773,8 @@ def export_pairs(
                 else:
                     total = len(selection)
                     batches = _selection_batches(selection, min_score)
+                if isinstance(batches, Generator):
+                    streams.enter_context(contextlib.closing(batches))
                 for batch in batches:
                     ids = [a for a, *_ in batch] + [b for _, b, *_ in batch]
                     texts = export_sql.texts(s, ids)
@@ -786,6 +790,8 @@ def export_pairs(
                     )
                     _open_document(withdrawn_sink, fmt, spec)
                     parts = _withdrawals(s, spec, min_score, since, after)
+                    if isinstance(parts, Generator):
+                        streams.enter_context(contextlib.closing(parts))
                     for part in parts:
                         part = [w for w in part if keep.keep(w[4], w[5])]
                         withdrawn_sink.write(_format_withdrawn(fmt, spec, part))

@@ -8,6 +8,7 @@ import json
 import lzma
 import os
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -737,11 +738,14 @@ def test_cli_export(home: Path, tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["rows"] == len(jsonl(out)) > 0 and summary["margin"] == "distance"
     since = ["--since", "2000-01-01T00:00:00Z"]
-    result = runner.invoke(cli, ["-q", *args, "--cursor", "nightly", *since])
+    result = runner.invoke(cli, ["-q", *args, *since])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows"] == at_threshold > 0
-    result = runner.invoke(cli, ["-q", *args, "--cursor", "nightly"])
-    assert json.loads(result.stdout)["rows"] == 0
+    refused = runner.invoke(cli, ["-q", *args, "--cursor", "nightly", *since])
+    assert refused.exit_code == 2 and "cannot go with --since" in refused.output
+    for rows in (at_threshold, 0):  # whole the first time, then what changed: nothing
+        result = runner.invoke(cli, ["-q", *args, "--cursor", "nightly"])
+        assert json.loads(result.stdout)["rows"] == rows
     text_out = runner.invoke(cli, ["export", "--pair", "en-de", "-o", str(tmp_path / "t.tsv")])
     assert text_out.exit_code == 0 and text_out.stdout.startswith("exported ")
 
@@ -768,6 +772,21 @@ def test_migration_adds_export_cursors(db_url: str, home: Path) -> None:
     result = CliRunner().invoke(cli, ["-q", "--db", db_url, "db", "status", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["up_to_date"] is True
+
+
+def test_a_reader_that_stops_early_ends_the_export_quietly(home: Path) -> None:
+    """`bitextdb export ... | head -1`: exit 141, as cat, and nothing on stderr (the
+    stream's cursor used to be closed at exit after its connection, logging tracebacks)."""
+    build(home, n=(3000, 3000)).close()
+    command = [sys.executable, "-c", "from bitextdb.cli import main; main()"]
+    command += ["--home", str(home), "export", "--pair", "de-en", "--min-score", "-inf"]
+    command += ["--format", "jsonl"]
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    assert json.loads(reader.stdout.readline())["src_lang"] == "de"
+    reader.stdout.close()  # the reader goes; the export has far more than a pipe holds
+    errors = reader.stderr.read().decode()
+    assert reader.wait(60) == 141 and errors == ""
 
 
 def test_tmx_escapes_markup_and_lists_withdrawals(home: Path, tmp_path: Path) -> None:

@@ -69,6 +69,10 @@ def friendly(fn: F) -> F:
             sys.exit(130)
         except click.ClickException:
             raise
+        except BrokenPipeError:  # the reader went (`... | head`): stop quietly, as cat does
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:  # a bug: say so in one line, traceback only when asked
             if os.environ.get(ENV_PREFIX + "DEBUG"):
                 raise

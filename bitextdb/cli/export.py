@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -177,10 +175,6 @@ def export_cmd(
                 max_length_ratio=max_length_ratio,
                 skip_identical=skip_identical,
             )
-    except BrokenPipeError:  # e.g. `bitextdb export ... | head`: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(141)
     finally:
         ctx.bars.close()
     if "-" in (output, withdrawn):
