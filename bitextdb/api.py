@@ -185,7 +185,10 @@ class BitextDB:
         common["embeddings"] = None if embeddings is None else str(embeddings)
         common["dim"] = dim
         if dry_run:
-            previews = [ingestor.preview_file(str(p), lang, **common) for p in paths]
+            previewed: set[str] = set()  # the files before a file store its sentences
+            previews = [
+                ingestor.preview_file(str(p), lang, previewed=previewed, **common) for p in paths
+            ]
             return {"ingested": [r.as_dict() for r in previews], "dry_run": True}
         reports: list[IngestReport] = []
         for path in paths:

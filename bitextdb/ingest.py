@@ -570,6 +570,7 @@ class Ingestor:
         append: bool = False,
         embeddings: str | None = None,
         dim: int | None = None,
+        previewed: set[str] | None = None,
         **options: Any,
     ) -> IngestReport:
         """What :meth:`ingest_file` would do with ``path``, changing nothing
@@ -578,8 +579,10 @@ class Ingestor:
         ``sentences_removed`` (the sentences that lines changed or gone would take with
         them: held by no other source and by no other line of the file). ``embeddings``
         are checked as the ingest checks them (one vector a line, of the database's
-        dimension). ``options`` are the reader's (``fmt``, ``column``, ``id_column``,
-        ``field``, ``id_field``)."""
+        dimension). ``previewed`` holds the hashes of the new sentences that files
+        previewed before this one in the same ingest would store (it is added to), so they
+        count as duplicates here, as they would be. ``options`` are the reader's (``fmt``,
+        ``column``, ``id_column``, ``field``, ``id_field``)."""
         check_lang(lang)
         if path == "-":
             raise InputError("--dry-run needs a file: standard input is gone once read.")
@@ -599,7 +602,7 @@ class Ingestor:
             if src is not None:  # refused as the ingest would refuse it
                 corpus.source_id(s, lang, name, None, split_sentences=split_sentences)
                 sync = _source_sync(s, lang, name, src, resolved, write=False)
-        fresh: set[str] = set()
+        fresh: set[str] = set() if previewed is None else previewed
         seen: list[np.ndarray] = []  # the stored sentences the file's lines hold
         for batch in _batches(lines, BATCH):
             with self.db.session() as s:

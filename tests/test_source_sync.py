@@ -446,6 +446,19 @@ def test_displaced_sentences_wait_for_running_ingests_of_changed_files(
         assert len(result[0]) == 1 and sentence("xa", 0) not in _texts(db, "xa")
 
 
+def test_a_dry_run_of_several_files_counts_as_the_ingest_does(home: Path, tmp_path: Path) -> None:
+    """A sentence new in the first file is a duplicate in the second, in the dry run too."""
+    vectors = make_vectors(4, 8, 3, 0)
+    with bitextdb.init(home, model="synthetic", dim=8, k=1) as db:
+        a0 = write(tmp_path, "a0", [0, 1], vectors)
+        a1 = write(tmp_path, "a1", [1, 2, 2], vectors)
+        dry = db.ingest([a0, a1], "xa", dry_run=True)["ingested"]
+        real = [db.ingest(p, "xa", embeddings=p.with_suffix(".npy"), mine=False) for p in (a0, a1)]
+        counts = [(r["new"], r["duplicates"]) for r in dry]
+        assert counts == [(2, 0), (1, 2)]
+        assert counts == [(r["ingested"][0]["new"], r["ingested"][0]["duplicates"]) for r in real]
+
+
 def test_workers_reading_the_same_file_take_turns(
     postgres_url: str, home: Path, tmp_path: Path
 ) -> None:
