@@ -255,8 +255,8 @@ def _targets(
     if output == "-":
         if fmt == "moses":
             raise InputError(
-                f"Moses output is two files (PREFIX.src and PREFIX.tgt); give {flag} PREFIX, "
-                "not standard output."
+                f"Moses output is two files (PREFIX.{spec.src_lang} and "
+                f"PREFIX.{spec.tgt_lang}); give {flag} PREFIX, not standard output."
             )
         if fmt == "parquet":
             raise InputError(f"Parquet is a binary file; give {flag} FILE.parquet.")

@@ -483,9 +483,10 @@ class Ingestor:
         check_lang(lang)
         # each read of stdin is its own source: positions of two streams must not collide
         resolved = "stdin" if path == "-" else str(Path(path).resolve())
-        name = _checked_source(source or resolved)
-        if path == "-" or append:
+        name = _checked_source(resolved if source is None else source)
+        if path == "-" or append:  # the name with its moment must fit as well
             name = f"{name}@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
+            _checked_source(name)
         options = {
             "fmt": fmt,
             "column": column,
@@ -589,7 +590,7 @@ class Ingestor:
         self.given_vectors(path, options, embeddings, dim, split_sentences)
         started = time.perf_counter()
         resolved = str(Path(path).resolve())
-        name = _checked_source(source or resolved)
+        name = _checked_source(resolved if source is None else source)
         rules = self.sentence_rules(lang, split_sentences, lid, lid_accept)
         stats = ReadStats()
         lines = iter(read_lines(path, **options, **rules, stats=stats))
@@ -719,6 +720,8 @@ def _source_sync(
 
 def _checked_source(name: str) -> str:
     """``name``, if a source may bear it (checked before anything is read or stored)."""
+    if not name.strip():
+        raise InputError("A source name cannot be empty; pass a name with --source, or none.")
     if len(name) > 512 or "\x00" in name:
         raise InputError("A source name has at most 512 characters and no NUL; pass --source.")
     return name

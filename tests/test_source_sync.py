@@ -459,6 +459,26 @@ def test_a_dry_run_of_several_files_counts_as_the_ingest_does(home: Path, tmp_pa
         assert counts == [(r["ingested"][0]["new"], r["ingested"][0]["duplicates"]) for r in real]
 
 
+def test_source_names_are_checked_with_their_moment(home: Path, tmp_path: Path) -> None:
+    """An empty name is refused (it fell back to the path); a name that fits alone but not
+    with the ``@time`` an appended read adds is refused before anything is stored (it
+    failed in PostgreSQL's column on the way in)."""
+    vectors = make_vectors(2, 8, 4, 0)
+    path = write(tmp_path, "a0", [0, 1], vectors)
+    npy = tmp_path / "a0.npy"
+    with bitextdb.init(home, model="synthetic", dim=8, k=1) as db:
+        for name, append, message in (
+            ("", False, "cannot be empty"),
+            ("  ", True, "cannot be empty"),
+            ("n" * 500, True, "at most 512"),
+        ):
+            with pytest.raises(InputError, match=message):
+                db.ingest(path, "xa", embeddings=npy, source=name, append=append)
+        assert db.sources("xa") == []
+        db.ingest(path, "xa", embeddings=npy, source="n" * 479, append=True)
+        assert [len(s["name"]) for s in db.sources("xa")] == [479 + 33]
+
+
 def test_workers_reading_the_same_file_take_turns(
     postgres_url: str, home: Path, tmp_path: Path
 ) -> None:

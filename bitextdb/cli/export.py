@@ -85,7 +85,7 @@ def _export_text(summary: dict[str, Any]) -> str:
     type=click.Choice(FORMATS),
     default="tsv",
     show_default=True,
-    help="tsv (score, src, tgt), jsonl, moses (PREFIX.src and PREFIX.tgt), tmx (TMX 1.4), "
+    help="tsv (score, src, tgt), jsonl, moses (PREFIX.LANG, a file a language), tmx (TMX 1.4), "
     "or parquet (to a file; extra parquet).",
 )
 @click.option(

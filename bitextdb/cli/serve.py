@@ -53,7 +53,8 @@ def _url(host: str, port: int) -> str:
 def serve(ctx: Context, host: str, port: int) -> None:
     """Serve the database over HTTP (needs 'bitextdb[serve]'); docs at /docs.
 
-    Endpoints: GET /health, GET /stats, POST /translate, POST /ingest, GET /export (NDJSON).
+    Endpoints: GET /health, GET /stats, POST /translate, POST /ingest, GET /sources,
+    POST /remove, GET /export and GET /withdrawn (NDJSON, TSV or TMX).
     With BITEXTDB_API_KEY set, every request but /health needs the header X-API-Key: KEY
     or Authorization: Bearer KEY. The home is held until the server stops (Ctrl+C).
     """
