@@ -54,6 +54,8 @@ def read_gold(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
                     "columns (src, tgt)."
                 )
             pairs.append((fields[0].strip(), fields[1].strip()))
+    if not pairs:
+        raise InputError(f"{path} holds no gold pairs (src<TAB>tgt lines).")
     return pairs
 
 
@@ -136,6 +138,11 @@ def evaluate(
             for y in ys:
                 entry_of.setdefault((x, y), number)
     n_gold = len(entries)
+    if not n_gold:
+        raise InputError(
+            f"None of the {len(lines)} gold pairs names a stored sentence on both sides: "
+            f"are its columns {spec.src_lang} then {spec.tgt_lang}, as --pair {spec.name} says?"
+        )
 
     src, tgt, margin = acc
     order = np.lexsort((tgt, src, -margin))

@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import check_lang
 from .db import corpus
+from .db.export_sql import as_utc
 from .errors import BusyError, InputError
 from .lock import displacing_lock
 
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 def list_sources(db: BitextDB, lang: str | None = None) -> list[dict[str, Any]]:
     """The sources ingested (of ``lang``, or of every language), by language and name:
     ``lang, name, path, records, split_sentences, occurrences, sentences, created_at,
-    updated_at`` and ``missing`` (see :func:`file_missing`)."""
+    updated_at`` (ISO 8601, UTC, as the export cursors' times) and ``missing`` (see
+    :func:`file_missing`)."""
     if lang is not None:
         check_lang(lang)
     with db.db.session() as s:
@@ -42,6 +44,9 @@ def list_sources(db: BitextDB, lang: str | None = None) -> list[dict[str, Any]]:
     for row in rows:
         del row["id"]
         row["missing"] = file_missing(row["path"])
+        for key in ("created_at", "updated_at"):  # SQLite hands them back naive
+            if row.get(key) is not None:
+                row[key] = as_utc(row[key]).isoformat()
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,8 @@ def test_a_sentence_another_source_holds_stays(db_url: str, tmp_path: Path, mine
             ("xa", "a1", 10),
             ("xb", "b1", 12),
         ]
+        for row in db.sources():  # ISO 8601 in UTC on both databases
+            assert datetime.fromisoformat(row["created_at"]).utcoffset() == timedelta(0)
         assert_equals_reference(db, "xa", "xb")
         assert db.check().ok
         db.remove("xa", "a1")  # now the shared ones go too
