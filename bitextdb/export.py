@@ -593,16 +593,32 @@ def iter_withdrawn(
     return _iter_withdrawn(db, spec, float(min_score), since, batch)
 
 
-def _min_score(db: BitextDB, min_score: float | None) -> float:
-    """The lowest margin to export: ``min_score``, by default the database threshold; a
-    number (-inf keeps every pair), not NaN, which no margin is above."""
-    if min_score is None:
-        return float(db.settings.threshold)
+def check_export_options(
+    fmt: str, min_score: float | None, with_sources: bool = False, with_ids: bool = False
+) -> None:
+    """Refuse what an export cannot do whatever the database holds: a NaN minimum score,
+    and source names or external ids in a format without fields for them."""
+    if min_score is not None:
+        _checked_score(min_score)
+    if (with_sources or with_ids) and fmt not in ("jsonl", "parquet"):
+        raise InputError(
+            "--with-sources and --with-ids add fields to JSONL and Parquet records; "
+            f"{fmt} has no place for them."
+        )
+
+
+def _checked_score(min_score: float) -> float:
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
         raise InputError(f"The minimum score must be a number, not {min_score!r}.")
     if math.isnan(min_score):
         raise InputError("The minimum score must be a number, not NaN.")
     return float(min_score)
+
+
+def _min_score(db: BitextDB, min_score: float | None) -> float:
+    """The lowest margin to export: ``min_score``, by default the database threshold; a
+    number (-inf keeps every pair), not NaN, which no margin is above."""
+    return float(db.settings.threshold) if min_score is None else _checked_score(min_score)
 
 
 def _check_not_pruned(db: BitextDB, spec: PairSpec, since: datetime | None) -> None:
@@ -703,6 +719,7 @@ def export_pairs(
         raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     if fmt == "parquet":
         require_pyarrow()
+    check_export_options(fmt, min_score, with_sources, with_ids)
     _margin_fn(margin)
     _check_retrieval(retrieval)
     stored = (margin, retrieval) == ("ratio", "max")

@@ -60,6 +60,7 @@ from .errors import (
 from .export import (
     STREAM_FORMATS,
     PairSpec,
+    check_export_options,
     document_ends,
     iter_records,
     iter_withdrawn,
@@ -350,6 +351,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
     ) -> StreamingResponse:
         spec = parse_directed_pair(pair)  # a malformed pair or filter is bad input (400) ...
         PairFilter(max_length_ratio, skip_identical)
+        check_export_options(format, min_score, with_sources, with_ids)
         with lock:
             as_of = utcnow()
             try:
@@ -380,6 +382,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         format: StreamFormat = FORMAT_QUERY,
     ) -> StreamingResponse:
         spec = parse_directed_pair(pair)
+        check_export_options(format, min_score)
         with lock:
             as_of = utcnow()
             try:

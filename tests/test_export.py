@@ -707,6 +707,8 @@ def test_errors(home: Path, tmp_path: Path) -> None:
             ({"pair": "en-de", "cursor": ""}, "cursor name"),
             ({"pair": "en-de", "cursor": "c", "since": EPOCH}, "cannot go with --since"),
             ({"pair": "en-de", "min_score": float("nan")}, "not NaN"),
+            ({"pair": "en-de", "with_sources": True}, "tsv has no place"),
+            ({"pair": "en-de", "with_ids": True, "fmt": "tmx"}, "tmx has no place"),
         ]
         for kwargs, message in cases:
             pair = kwargs.pop("pair")

@@ -338,6 +338,13 @@ def test_bad_requests_are_json_errors(client: httpx.Client) -> None:
     error_of(client.post("/ingest", json={"lang": "???", "sentences": ["x"]}), 400)
     error_of(client.get("/export", params={"pair": "english"}), 400)
     error_of(client.get("/export", params={"pair": "en-en"}), 400)
+    assert "NaN" in error_of(
+        client.get("/export", params={"pair": "en-de", "min_score": "nan"}), 400
+    )
+    tsv_sources = {"pair": "en-de", "format": "tsv", "with_sources": True}
+    assert "no place" in error_of(client.get("/export", params=tsv_sources), 400)
+    since = {"pair": "en-de", "since": "2026-01-01T00:00:00Z", "min_score": "nan"}
+    error_of(client.get("/withdrawn", params=since), 400)
     # routing errors are JSON too
     error_of(client.get("/no/such/path"), 404)
     error_of(client.delete("/stats"), 405)
