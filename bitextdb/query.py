@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import check_lang
-from .db import corpus, lookup
+from .db import corpus, graph, lookup
 from .errors import InputError
 from .margin import ratio_margin
 from .readers import normalize, text_hash
@@ -68,6 +68,13 @@ def translate_many(
     if top < 1:
         raise InputError("--top must be at least 1.")
     if db.index.count(tgt) == 0:
+        with db.db.session() as s:
+            indexed = tgt in graph.languages(s)
+        if indexed:  # SQL says they have vectors: the store lost them
+            raise InputError(
+                f"The vectors of the {tgt} sentences are missing from the vector store; "
+                "run `bitextdb check --repair` to restore them."
+            )
         raise InputError(f"There are no {tgt} sentences in this database.")
     queries = [normalize(t) for t in texts]
     if any(not q for q in queries):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,23 @@ def test_the_stored_pair_is_of_the_languages_asked_for(static_model: Path, tmp_p
                 p = t.stored_pair
                 assert p is not None and {p["src_lang"], p["tgt_lang"]} == {"en", lang}
                 assert {p["src"], p["tgt"]} == {query, translate(query, lang)}
+
+
+def test_vectors_lost_from_the_store_are_said_so(static_model: Path, tmp_path: Path) -> None:
+    english = random_sentences(4, seed=4)
+    home = tmp_path / "home"
+    with bitextdb.init(home, model=str(static_model)) as db:
+        db.ingest_texts("en", english)
+        db.ingest_texts("de", [translate(s, "de") for s in english])
+    shutil.rmtree(home / "vectors" / "de")  # the store's folder of one language, gone
+    with bitextdb.open(home) as db:
+        with pytest.raises(bitextdb.InputError, match="run `bitextdb check --repair`"):
+            db.translate_many(english[:1], "en", "de")
+        assert db.check(repair=True).ok
+        (found,) = db.translate_many(english[:1], "en", "de", top=1)
+        assert found.hits[0].text == translate(english[0], "de")
+        with pytest.raises(bitextdb.InputError, match="There are no fr sentences"):
+            db.translate_many(english[:1], "en", "fr")
 
 
 def test_planted_translation_first_for_new_sentences(db: bitextdb.BitextDB, corpus: Corpus) -> None:
