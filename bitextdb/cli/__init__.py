@@ -134,7 +134,12 @@ def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     show_default=True,
     help="Seconds to wait for another writer on the same home.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or progress messages (results still print).")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress bars or progress messages (results still print).",
+)
 @click.version_option(package_name="bitextdb")
 @click.pass_context
 def cli(ctx: click.Context, **options: Any) -> None:
