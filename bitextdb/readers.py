@@ -539,6 +539,8 @@ def _read(
     name = _display_name(source)
     with open_binary(source) as stream:
         head = _read_up_to(stream, SNIFF_BYTES)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16's byte-order marks
+            raise InputError(f"{name} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16).")
         if _looks_binary(head, at_eof=len(head) < SNIFF_BYTES):
             raise InputError(f"{name} looks like a binary file, not text.")
         if head.startswith(_UTF8_BOM):

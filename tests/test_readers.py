@@ -388,6 +388,16 @@ def test_png_is_binary(tmp_path: Path) -> None:
         next(read_lines(path))
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_utf16_is_named(tmp_path: Path, encoding: str) -> None:
+    data = "ein Satz\nnoch einer\n".encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data
+    path = write(tmp_path / "utf16.txt", data)
+    with pytest.raises(InputError, match="is UTF-16 text; convert it to UTF-8"):
+        next(read_lines(path))
+
+
 def test_random_bytes_are_binary(tmp_path: Path) -> None:
     import random
 
