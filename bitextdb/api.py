@@ -356,9 +356,11 @@ class BitextDB:
                 if wanted is not None and name not in wanted:
                     continue
                 counts = graph.pair_counts(session, a, b, s.threshold)
+                # nothing is mined against a side without vectors (a language whose
+                # sources all emptied): no work waits there
                 pending = {
-                    a: graph.count_pending(session, a, b),
-                    b: graph.count_pending(session, b, a),
+                    x: graph.count_pending(session, x, y) if langs[y]["indexed"] else 0
+                    for x, y in ((a, b), (b, a))
                 }
                 biggest = max(langs[a]["indexed"], langs[b]["indexed"])
                 pairs[name] = counts | {

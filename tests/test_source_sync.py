@@ -479,6 +479,23 @@ def test_source_names_are_checked_with_their_moment(home: Path, tmp_path: Path) 
         assert [len(s["name"]) for s in db.sources("xa")] == [479 + 33]
 
 
+def test_a_language_whose_file_emptied_leaves_no_work_waiting(home: Path, tmp_path: Path) -> None:
+    vectors = make_vectors(3, 8, 5, 0)
+    with bitextdb.init(home, model="synthetic", dim=8, k=1) as db:
+        a0 = write(tmp_path, "a0", [0, 1, 2], vectors)
+        b0 = write(tmp_path, "b0", [0, 1], vectors)
+        db.ingest(a0, "xa", embeddings=tmp_path / "a0.npy")
+        db.ingest(b0, "xb", embeddings=tmp_path / "b0.npy")
+        write(tmp_path, "b0", [], vectors)  # emptied: xb keeps its source, no sentence
+        db.ingest(b0, "xb", embeddings=tmp_path / "b0.npy")
+        assert db.stats()["pairs"]["xa-xb"]["pending"] == {"xa": 0, "xb": 0}
+        assert db.check().ok
+        write(tmp_path, "b0", [2], vectors)
+        db.ingest(b0, "xb", embeddings=tmp_path / "b0.npy")
+        assert db.stats()["pairs"]["xa-xb"]["pending"] == {"xa": 0, "xb": 0}
+        assert_equals_reference(db, "xa", "xb")
+
+
 def test_workers_reading_the_same_file_take_turns(
     postgres_url: str, home: Path, tmp_path: Path
 ) -> None:
