@@ -16,12 +16,16 @@
    time. With ``--boilerplate F`` a fraction F of the lines are instead the 165 example
    sentences over and over (a crawl's repeated boilerplate), and ``language_check`` alone
    is also timed without the answers it remembers (``__wrapped__``), in the same run.
+3. Worker processes (``BITEXTDB_LID_WORKERS``; ``--workers 0,1,2`` the counts tried): the
+   stream of verdicts a reader takes (``ParallelCheck.verdicts``) and the ingest with
+   ``--lid``, for each count, best of three.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shutil
 import sys
 import tempfile
@@ -74,6 +78,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--boilerplate", type=float, default=0.0)
+    parser.add_argument(
+        "--workers", default="0,1,2", help="worker process counts to time (comma-separated)"
+    )
     args = parser.parse_args()
     bitextdb.tune_allocator()  # as the command line does
     corpora = examples()
@@ -92,7 +99,7 @@ def main() -> None:
         alone = float("inf")
         for _ in range(args.runs):
             check = language_check("en")  # a fresh memory every run
-            classify = check if remembered else check.__wrapped__  # type: ignore[attr-defined]
+            classify = check if remembered else check.keep.__wrapped__  # type: ignore[attr-defined]
             started = time.perf_counter()
             kept = sum(classify(s) for s in texts)
             alone = min(alone, time.perf_counter() - started)
@@ -102,13 +109,29 @@ def main() -> None:
             f"({kept:,} kept as English)"
         )
 
+    workers = [int(w) for w in args.workers.split(",")]
+    for count in workers:  # the stream of verdicts a reader takes, judged by N processes
+        best = float("inf")
+        for _ in range(args.runs):
+            check = language_check("en", workers=count)
+            started = time.perf_counter()
+            kept = sum(keep for _, keep in check.verdicts(texts, str))
+            best = min(best, time.perf_counter() - started)
+        print(
+            f"verdicts with {count} worker processes, best of {args.runs}: {len(texts):,} "
+            f"sentences in {best:.2f} s = {len(texts) / best:,.0f} /s ({kept:,} kept)"
+        )
+
     root = Path(tempfile.mkdtemp(prefix="bitextdb-lid-"))
     try:
         path = root / "mixed.txt"
         path.write_text("\n".join(texts) + "\n", encoding="utf-8")
         model = build_tiny_bert(root / "model", dim=args.dim)
         base = 0.0
-        for label, options in (("without --lid", {}), ("with --lid", {"lid": 0.5})):
+        variants: list[tuple[str, dict, int]] = [("without --lid", {}, 0)]
+        variants += [(f"--lid, {n} workers", {"lid": 0.5}, n) for n in workers]
+        for label, options, count in variants:
+            os.environ["BITEXTDB_LID_WORKERS"] = str(count)
             runs = [
                 instant_ingest(root / "home", model, args.dim, path, "en", **options)
                 for _ in range(args.runs)
@@ -117,7 +140,7 @@ def main() -> None:
             base = base or took
             stored = report["new"]
             print(
-                f"ingest {label:14s} {took:6.2f} s = {len(texts) / took:>9,.0f} sentences "
+                f"ingest {label:18s} {took:6.2f} s = {len(texts) / took:>9,.0f} sentences "
                 f"read/s, {stored:,} stored, skipped {report['skipped'] or 'none'}, reading "
                 f"stage {report['stage_seconds']['read']:.2f} s"
                 + ("" if took == base else f" ({took / base:.2f}x the time)")

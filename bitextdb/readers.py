@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from bitextdb.errors import InputError
-from bitextdb.language_id import LanguageCheck
+from bitextdb.language_id import LanguageCheck, ParallelCheck
 from bitextdb.segment import Splitter
 
 __all__ = [
@@ -141,6 +141,26 @@ def _bad_id(ext_id: str) -> bool:
 def _sentences(rows: Iterable[_Row], limits: _Limits, stats: ReadStats) -> Iterator[Line]:
     """The normalised sentences of ``(position, raw text, external id, part)`` rows, split
     first when asked; the ones skipped are counted."""
+    check = limits.language
+    if isinstance(check, ParallelCheck) and check.workers > 0:  # judged by other processes
+        lines = _checked_sentences(rows, dataclasses.replace(limits, language=None), stats)
+        return _in_language(lines, check, stats)
+    return _checked_sentences(rows, limits, stats)
+
+
+def _in_language(lines: Iterator[Line], check: ParallelCheck, stats: ReadStats) -> Iterator[Line]:
+    for line, keep in check.verdicts(lines, _text_of):
+        if keep:
+            yield line
+        else:
+            stats.wrong_language += 1
+
+
+def _text_of(line: Line) -> str:
+    return line.text
+
+
+def _checked_sentences(rows: Iterable[_Row], limits: _Limits, stats: ReadStats) -> Iterator[Line]:
     if limits.split is not None:
         rows = _split(rows, limits.split, stats)
     min_chars, max_chars, language = limits.min_chars, limits.max_chars, limits.language

@@ -32,11 +32,11 @@ def test_the_check_keeps_its_language_and_drops_clear_others() -> None:
     assert len(english) >= 0.9 * len(example("en"))  # 90 % or more found out
     assert de("Danke.")  # too short to tell: kept
     # a crawl's repeated boilerplate is classified once
-    before = de.cache_info().hits  # type: ignore[attr-defined]
+    before = de.keep.cache_info().hits  # type: ignore[attr-defined]
     assert not de("Click here to accept all cookies.") and not de(
         "Click here to accept all cookies."
     )
-    assert de.cache_info().hits == before + 1  # type: ignore[attr-defined]
+    assert de.keep.cache_info().hits == before + 1  # type: ignore[attr-defined]
     # what counts as the language: another code accepted, a region or script aside
     hr = language_check("hr", accept=["sr", "bs"])
     assert hr("Kuća je stara i vrt je velik.")
@@ -89,6 +89,48 @@ def test_reading_counts_the_sentences_of_other_languages(tmp_path: Path) -> None
     assert got == de[:10]
     assert (stats.lines, stats.sentences, stats.wrong_language) == (10, 20, 10)
     assert stats.skipped() == {"wrong_language": 10}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_worker_processes_judge_as_this_one_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """A long file's sentences judged by worker processes, in chunks, in order: the same
+    lines kept and the same count skipped as judged here, one by one."""
+    monkeypatch.setattr(language_id, "POOL_AFTER", 7)
+    monkeypatch.setattr(language_id, "CHUNK", 5)
+    mixed = [s for pair in zip(example("de"), example("en")) for s in pair]
+    lines = [f"{s} ({i})" for i, s in enumerate(mixed)]  # each distinct
+    path = tmp_path / "mixed.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    one_by_one = language_check("de", workers=0)
+    want = [x for x in lines if one_by_one(x)]
+    assert 0 < len(want) < len(lines)
+    stats = ReadStats()
+    check = language_check("de", workers=workers)
+    got = [x.text for x in read_lines(path, language=check, stats=stats)]
+    assert got == want and stats.wrong_language == len(lines) - len(want)
+    # judged here: all of them, or only those before the workers start
+    judged_here = check.keep.cache_info().misses  # type: ignore[attr-defined]
+    assert judged_here == (len(lines) if workers == 0 else 7)
+    # stopped early (a reader that has what it wants): nothing hangs, nothing is left
+    early = read_lines(path, language=language_check("de", workers=workers))
+    assert [x.text for _, x in zip(range(20), early)] == want[:20]
+    early.close()
+
+
+def test_the_number_of_workers_follows_the_machine_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(language_id.os, "sched_getaffinity", lambda _: set(range(16)))
+    assert language_id.default_workers() == 4
+    monkeypatch.setattr(language_id.os, "sched_getaffinity", lambda _: {0, 1})
+    assert language_id.default_workers() == 0
+    monkeypatch.setenv("BITEXTDB_LID_WORKERS", "3")
+    assert language_id.default_workers() == 3 and language_check("de").workers == 3
+    monkeypatch.setenv("BITEXTDB_LID_WORKERS", "many")
+    with pytest.raises(InputError, match="BITEXTDB_LID_WORKERS"):
+        language_check("de")
 
 
 def test_cli_and_library_ingest_with_lid(home: Path, static_model: Path, tmp_path: Path) -> None:
