@@ -40,7 +40,6 @@ from common import instant_ingest, machine  # noqa: E402
 
 import bitextdb  # noqa: E402
 from bitextdb.language_id import language_check  # noqa: E402
-from tests.models import build_tiny_bert  # noqa: E402
 
 LANGS = ("en", "de", "es")
 
@@ -126,6 +125,10 @@ def main() -> None:
     try:
         path = root / "mixed.txt"
         path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        # imported here: worker processes (spawned) import this script again, and torch
+        # with it would add seconds to their start that the command line does not pay
+        from tests.models import build_tiny_bert
+
         model = build_tiny_bert(root / "model", dim=args.dim)
         base = 0.0
         variants: list[tuple[str, dict, int]] = [("without --lid", {}, 0)]

@@ -125,6 +125,8 @@ def test_the_number_of_workers_follows_the_machine_or_the_environment(
     monkeypatch.setattr(language_id.os, "sched_getaffinity", lambda _: set(range(16)))
     assert language_id.default_workers() == 4
     monkeypatch.setattr(language_id.os, "sched_getaffinity", lambda _: {0, 1})
+    assert language_id.default_workers() == 1
+    monkeypatch.setenv("BITEXTDB_LID_WORKERS", "0")  # judged in the reading thread
     assert language_id.default_workers() == 0
     monkeypatch.setenv("BITEXTDB_LID_WORKERS", "3")
     assert language_id.default_workers() == 3 and language_check("de").workers == 3
