@@ -393,6 +393,15 @@ def _advisory_locks(db: bitextdb.BitextDB) -> list[tuple[str, bool]]:
     return [(mode, bool(granted)) for mode, granted in rows]
 
 
+def _wait_for_a_waiter(db: bitextdb.BitextDB, failure: str) -> None:
+    """Return once some connection waits for an exclusive advisory lock (15 s at most)."""
+    for _ in range(300):
+        if ("ExclusiveLock", False) in _advisory_locks(db):
+            return
+        time.sleep(0.05)
+    pytest.fail(failure)
+
+
 def test_displaced_sentences_wait_for_running_ingests_of_changed_files(
     postgres_url: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -433,12 +442,7 @@ def test_displaced_sentences_wait_for_running_ingests_of_changed_files(
         result: list[set[int]] = []
         remover = threading.Thread(target=lambda: result.append(remove_displaced(db)[0]))
         remover.start()
-        for _ in range(300):  # until the removal waits for the lock
-            if ("ExclusiveLock", False) in _advisory_locks(db):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the removal did not wait for the running ingest")
+        _wait_for_a_waiter(db, "the removal did not wait for the running ingest")
         assert sentence("xa", 0) in _texts(db, "xa") and not result
         done.set()
         holder.join(30)
@@ -523,12 +527,7 @@ def test_workers_reading_the_same_file_take_turns(
 
         waiting = threading.Thread(target=ingest)
         waiting.start()
-        for _ in range(300):  # until the ingest waits for the lock
-            if ("ExclusiveLock", False) in _advisory_locks(db):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the ingest did not wait for the other worker's read of the file")
+        _wait_for_a_waiter(db, "the ingest did not wait for the other worker's read of the file")
         assert not reports and sentence("xa", 4) not in _texts(db, "xa")
         done.set()
         holder.join(30)
