@@ -481,12 +481,7 @@ class Ingestor:
         A file's source follows the file, unless ``append``: then, as for stdin, this read
         is a source of its own (``NAME@time``) that no later read changes."""
         check_lang(lang)
-        # each read of stdin is its own source: positions of two streams must not collide
-        resolved = "stdin" if path == "-" else str(Path(path).resolve())
-        name = _checked_source(resolved if source is None else source)
-        if path == "-" or append:  # the name with its moment must fit as well
-            name = f"{name}@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
-            _checked_source(name)
+        resolved, name = _read_source(path, source, append)
         options = {
             "fmt": fmt,
             "column": column,
@@ -589,8 +584,7 @@ class Ingestor:
             raise InputError("--dry-run needs a file: standard input is gone once read.")
         self.given_vectors(path, options, embeddings, dim, split_sentences)
         started = time.perf_counter()
-        resolved = str(Path(path).resolve())
-        name = _checked_source(resolved if source is None else source)
+        resolved, name = _read_source(path, source, append)
         rules = self.sentence_rules(lang, split_sentences, lid, lid_accept)
         stats = ReadStats()
         lines = iter(read_lines(path, **options, **rules, stats=stats))
@@ -716,6 +710,18 @@ def _source_sync(
             f"{name!r} first."
         )
     return SourceSync(source_id, write=write)
+
+
+def _read_source(path: str, source: str | None, append: bool) -> tuple[str, str]:
+    """The resolved path of ``path`` (``stdin`` for ``-``) and the name of the source this
+    read goes to: ``source``, by default the path; ``NAME@time`` for stdin and ``append``,
+    each read a source of its own (two streams' positions must not collide)."""
+    resolved = "stdin" if path == "-" else str(Path(path).resolve())
+    name = _checked_source(resolved if source is None else source)
+    if path == "-" or append:  # the name with its moment must fit as well
+        name = f"{name}@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
+        _checked_source(name)
+    return resolved, name
 
 
 def _checked_source(name: str) -> str:

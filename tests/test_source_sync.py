@@ -576,6 +576,8 @@ def test_appended_reads_keep_what_earlier_reads_gave(home: Path, tmp_path: Path)
         npy = tmp_path / "a0.npy"
         first = db.ingest(path, "xa", embeddings=npy, source="daily", append=True, mine=False)
         write(tmp_path, "a0", [2, 3], vectors)  # the same name, the next day's content
+        (dry,) = db.ingest(path, "xa", source="daily", append=True, dry_run=True)["ingested"]
+        assert dry["source"].startswith("daily@") and (dry["new"], dry["dropped"]) == (2, 0)
         second = db.ingest(path, "xa", embeddings=npy, source="daily", append=True, mine=False)
         names = [r["ingested"][0]["source"] for r in (first, second)]
         assert all(name.startswith("daily@") for name in names) and names[0] != names[1]
