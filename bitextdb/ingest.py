@@ -205,23 +205,19 @@ class Ingestor:
         check_lang(lang)
         started = time.perf_counter()
         # Reading starts here, so a file that cannot be read (missing, binary, no such
-        # column, ...) fails before a source row or a vector collection is created.
-        lines = iter(lines)
-        first = next(lines, None)
-        if first is not None:
-            lines = itertools.chain([first], lines)
+        # column, ...) fails before a source row or a vector collection is created; and a
+        # model that cannot be loaded fails then too when the first batch has sentences to
+        # encode (_store_batch checks every later batch).
+        batches = _batches(lines, BATCH)
+        head = next(batches, None)
         report = IngestReport(lang=lang, source=source)
         vectors = vectors or VectorSource(self.encoder)
-        batches = _batches(lines, BATCH)
-        if vectors.rows is None:
-            # a model that cannot be loaded fails before anything is made, when the first
-            # batch has sentences to encode (_store_batch checks every later batch)
-            head = next(batches, None)
-            if head is not None:
+        if head is not None:
+            if vectors.rows is None:
                 with self.db.session() as s:
                     if len(corpus.known(s, lang, head.hashes)) < len(set(head.hashes)):
                         vectors.encoder()
-                batches = itertools.chain([head], batches)
+            batches = itertools.chain([head], batches)
         self.index.ensure(lang, self.settings.dim)
         if vectors.rows is None:  # given vectors: unindexed rows are refilled batch by batch
             self.resume(lang, vectors)
