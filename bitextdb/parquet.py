@@ -4,8 +4,8 @@ A column a field of the jsonl records, typed (texts and languages as strings, ma
 cosine as float64, ids as int64, sources and external ids as lists of strings, a
 withdrawal's moment as a UTC timestamp), zstd-compressed, in row groups of
 :data:`ROW_GROUP` pairs: what ``datasets.load_dataset("parquet", ...)``, pandas and
-DuckDB read as they are. Written under a temporary name and renamed when complete, as the
-text formats are.
+DuckDB read as they are. Written as the text formats are (:mod:`bitextdb.outputs`): a
+regular file under a temporary name renamed when complete, a pipe or device straight.
 """
 
 from __future__ import annotations
