@@ -160,7 +160,7 @@ class BitextDB:
         :data:`bitextdb.language_id.DEFAULT_LID_THRESHOLD`) a sentence that py3langid puts
         in another language than ``lang`` (or those of ``lid_accept``) with at least that
         probability is skipped."""
-        check_lang(lang)
+        lang = check_lang(lang)
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if not paths:
             raise InputError("Give at least one file to ingest.")
@@ -408,6 +408,19 @@ def _acquire(loc: Locations, wait: float, on_wait: Callable[[str], None] | None)
     return stack
 
 
+def _refuse_old_spellings(langs: Sequence[str]) -> None:
+    """Stop at a database that stores a language code as ``check_lang`` no longer spells
+    it (``pt-br``, made before codes were spelled as BCP 47 does): every command would
+    now name that language ``pt-BR``, a language of its own beside it."""
+    old = [f"{lang} (now {check_lang(lang)})" for lang in langs if check_lang(lang) != lang]
+    if old:
+        raise ConfigError(
+            f"This database stores language codes that bitextdb now spells otherwise: "
+            f"{', '.join(old)}. It was made by a development version; export its pairs with "
+            "that version and ingest its corpora into a new home."
+        )
+
+
 def open(
     home: str | os.PathLike[str] | None = None,
     *,
@@ -431,6 +444,8 @@ def open(
         raise NotInitializedError(
             f"The database at {loc.describe()['db']} has no settings; run `bitextdb init`."
         )
+    with database.session() as s:
+        _refuse_old_spellings(corpus.source_languages(s))
     if model is not None and not same_model(model, settings.model):
         raise ModelMismatchError(
             f"This database was built with {settings.model!r}, not {model!r}: vectors of two "

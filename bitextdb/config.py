@@ -23,7 +23,7 @@ DEFAULT_MODEL = "sentence-transformers/LaBSE"
 LOCATIONS_FILE = "bitextdb.json"
 #: the longest sentence limit (max_chars) a database may set
 MAX_SENTENCE_CHARS = 1_000_000
-LANG_RE = re.compile(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*")
+LANG_RE = re.compile(r"[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*")
 
 
 def env(name: str) -> str | None:
@@ -73,29 +73,80 @@ def device_list(device: str | None) -> list[str]:
 
 
 def check_lang(lang: str) -> str:
-    """Validate a language code (ISO 639-1/3 with an optional region or script suffix)."""
+    """Validate a language code (ISO 639-1/3 with optional script, region or variant
+    subtags) and return it as BCP 47 spells it: ``EN`` is ``en``, ``pt_br`` is ``pt-BR``,
+    ``zh-hant`` is ``zh-Hant``. Every code is stored so spelled: two spellings of one
+    language are one language (and one vector collection, on any file system)."""
     if not isinstance(lang, str) or len(lang) > 16 or not LANG_RE.fullmatch(lang):
         raise ConfigError(
             f"{lang!r} is not a language code; use an ISO 639 code such as 'en', 'de' or 'zh-Hant'."
         )
-    return lang
+    primary, *subtags = re.split("[_-]", lang)
+    return "-".join([primary.lower(), *(_subtag_case(tag) for tag in subtags)])
 
 
-def parse_pair(text: str) -> tuple[str, str]:
-    """Parse ``en-de`` (or ``zh-Hant:en``) into the two codes, sorted; order never matters."""
-    parts = text.split(":") if ":" in text else text.split("-")
+def _subtag_case(tag: str) -> str:
+    if len(tag) == 4 and tag.isalpha():  # a script
+        return tag.title()
+    if (len(tag) == 2 and tag.isalpha()) or (len(tag) == 3 and tag.isdigit()):  # a region
+        return tag.upper()
+    return tag.lower()  # an extended language or a variant
+
+
+def _starts_language(piece: str) -> bool:
+    """Whether a piece of ``a-b`` can start the second code: as BCP 47 spells them, only a
+    language's first subtag is two or three lower-case letters (regions are upper case)."""
+    return 2 <= len(piece) <= 3 and piece.isascii() and piece.isalpha() and piece.islower()
+
+
+def split_pair(text: str) -> tuple[str, str]:
+    """The two codes of ``en-de``, ``zh-Hant:en`` or ``en-pt-BR``, in the order given and
+    spelled as :func:`check_lang` spells them. With ``-`` between codes that have subtags
+    of their own, the second code starts at the piece that can only start a language."""
+    if ":" in text:
+        parts = text.split(":")
+    else:
+        pieces = text.split("-")
+        cuts = (
+            [1]
+            if len(pieces) == 2
+            else [i for i, p in enumerate(pieces) if i and _starts_language(p)]
+        )
+        if len(cuts) > 1:
+            readings = " or ".join("-".join(pieces[:i]) + ":" + "-".join(pieces[i:]) for i in cuts)
+            raise ConfigError(
+                f"{text!r} can be read as more than one language pair ({readings}); write "
+                "the one you mean, with ':' between the two codes."
+            )
+        parts = [text] if not cuts else ["-".join(pieces[: cuts[0]]), "-".join(pieces[cuts[0] :])]
     if len(parts) != 2:
         raise ConfigError(f"{text!r} is not a language pair; write it as 'en-de' (or 'en:de').")
     a, b = (check_lang(p.strip()) for p in parts)
     if a == b:
         raise ConfigError(f"{text!r} pairs a language with itself.")
+    return a, b
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """Parse ``en-de`` (or ``zh-Hant:en``) into the two codes, sorted; order never matters."""
+    a, b = split_pair(text)
     return (a, b) if a < b else (b, a)
 
 
+def join_pair(a: str, b: str) -> str:
+    """``a-b``, or ``a:b`` where ``a-b`` would not read back as these two codes."""
+    dashed = f"{a}-{b}"
+    try:
+        return dashed if split_pair(dashed) == (a, b) else f"{a}:{b}"
+    except ConfigError:
+        return f"{a}:{b}"
+
+
 def pair_name(a: str, b: str) -> str:
-    """The canonical name of a language pair: the two codes sorted, joined by '-'."""
+    """The canonical name of a language pair: the two codes sorted, joined by
+    :func:`join_pair` (``de-en``, ``en-pt-BR``)."""
     a, b = sorted((a, b))
-    return f"{a}-{b}"
+    return join_pair(a, b)
 
 
 def pairs_to_mine(langs: list[str], chosen: list[str] | None) -> list[tuple[str, str]]:
@@ -104,7 +155,7 @@ def pairs_to_mine(langs: list[str], chosen: list[str] | None) -> list[tuple[str,
     every = list(itertools.combinations(langs, 2))
     if chosen is None:
         return every
-    wanted = {tuple(sorted(p.split("-", 1))) for p in chosen}
+    wanted = {parse_pair(p) for p in chosen}
     return [p for p in every if p in wanted]
 
 

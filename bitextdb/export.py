@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from . import tmx
-from .config import check_lang, pair_name
+from .config import join_pair, pair_name, split_pair
 from .db import export_sql
 from .db.tables import utcnow
 from .errors import BitextDBError, HistoryGoneError, InputError
@@ -74,8 +74,8 @@ class PairSpec:
 
     @property
     def name(self) -> str:
-        """``src-tgt`` in the direction asked for."""
-        return f"{self.src_lang}-{self.tgt_lang}"
+        """``src-tgt`` in the direction asked for (as :func:`bitextdb.config.join_pair`)."""
+        return join_pair(self.src_lang, self.tgt_lang)
 
     @property
     def canonical(self) -> str:
@@ -85,16 +85,10 @@ class PairSpec:
 
 def parse_directed_pair(text: str) -> PairSpec:
     """Parse ``en-de`` (or ``zh-Hant:en``) keeping the order given."""
-    parts = text.split(":") if ":" in text else text.split("-")
-    if len(parts) != 2:
-        raise InputError(f"{text!r} is not a language pair; write it as 'en-de' (or 'en:de').")
     try:
-        src, tgt = (check_lang(p.strip()) for p in parts)
+        return PairSpec(*split_pair(text))
     except BitextDBError as exc:
         raise InputError(str(exc)) from exc
-    if src == tgt:
-        raise InputError(f"{text!r} pairs a language with itself.")
-    return PairSpec(src, tgt)
 
 
 def resolve_pair(db: BitextDB, pair: str, *, withdrawn: bool = False) -> PairSpec:

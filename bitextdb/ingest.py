@@ -202,7 +202,7 @@ class Ingestor:
         ``split_sentences`` says whether they are the sentences of split records. ``whole``
         says that ``lines`` are all the source holds now (a file read again): the lines they
         no longer hold leave it (see :mod:`bitextdb.source_sync`)."""
-        check_lang(lang)
+        lang = check_lang(lang)
         started = time.perf_counter()
         # Reading starts here, so a file that cannot be read (missing, binary, no such
         # column, ...) fails before a source row or a vector collection is created; and a
@@ -476,7 +476,7 @@ class Ingestor:
         threshold) sentences of other languages are skipped (see :meth:`sentence_rules`).
         A file's source follows the file, unless ``append``: then, as for stdin, this read
         is a source of its own (``NAME@time``) that no later read changes."""
-        check_lang(lang)
+        lang = check_lang(lang)
         resolved, name = _read_source(path, source, append)
         options = {
             "fmt": fmt,
@@ -575,7 +575,7 @@ class Ingestor:
         previewed before this one in the same ingest would store (it is added to), so they
         count as duplicates here, as they would be. ``options`` are the reader's (``fmt``,
         ``column``, ``id_column``, ``field``, ``id_field``)."""
-        check_lang(lang)
+        lang = check_lang(lang)
         if path == "-":
             raise InputError("--dry-run needs a file: standard input is gone once read.")
         self.given_vectors(path, options, embeddings, dim, split_sentences)
@@ -655,7 +655,7 @@ class Ingestor:
         (row i belongs to text i); the texts take the positions after the source's last
         record, so that a later call adds to an earlier one instead of replacing it.
         ``split_sentences``, ``lid`` and ``lid_accept`` are :meth:`ingest_file`'s."""
-        check_lang(lang)
+        lang = check_lang(lang)
         texts = list(texts)
         if rows is not None and split_sentences:
             raise InputError("Given vectors belong to whole texts: they cannot be split.")

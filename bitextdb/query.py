@@ -61,8 +61,7 @@ def translate_many(
     """Ranked translations in ``tgt`` for each sentence of ``texts`` (in ``src``)."""
     from .knn import exact_cosines  # torch: imported by the commands that need it only
 
-    check_lang(src)
-    check_lang(tgt)
+    src, tgt = check_lang(src), check_lang(tgt)
     if src == tgt:
         raise InputError("Translate between two different languages.")
     if top < 1:

@@ -38,7 +38,7 @@ def list_sources(db: BitextDB, lang: str | None = None) -> list[dict[str, Any]]:
     updated_at`` (ISO 8601, UTC, as the export cursors' times) and ``missing`` (see
     :func:`file_missing`)."""
     if lang is not None:
-        check_lang(lang)
+        lang = check_lang(lang)
     with db.db.session() as s:
         rows = corpus.list_sources(s, lang)
     for row in rows:
@@ -80,7 +80,7 @@ def remove_sources(
     Returns what went (``occurrences``, ``sentences_removed``), what stays because another
     source holds it too (``sentences_kept``), and per language pair what the miner did.
     """
-    check_lang(lang)
+    lang = check_lang(lang)
     if not names:
         raise InputError("Name at least one source to remove; `bitextdb sources` lists them.")
     spellings = {name: (name, str(Path(name).resolve())) for name in names}

@@ -400,7 +400,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
 
 
 def _require_language(db: BitextDB, lang: str) -> None:
-    check_lang(lang)
+    lang = check_lang(lang)
     if db.index.count(lang) == 0:
         raise NotFoundError(f"There are no {lang} sentences in this database.")
 

@@ -21,6 +21,7 @@ from bitextdb.config import (
     check_lang,
     mask_url,
     pair_name,
+    pairs_to_mine,
     parse_pair,
     resolve_home,
     resolve_locations,
@@ -230,6 +231,12 @@ def test_mask_url(url: str | None, masked: str | None) -> None:
         ("zh-Hant:en", ("en", "zh-Hant")),
         ("en:zh-Hant", ("en", "zh-Hant")),
         ("eng-deu", ("deu", "eng")),
+        ("EN-DE", ("de", "en")),
+        ("zh-Hant-en", ("en", "zh-Hant")),
+        ("en-zh-hant", ("en", "zh-Hant")),
+        ("en-pt-BR", ("en", "pt-BR")),
+        ("pt_br-zh-Hant", ("pt-BR", "zh-Hant")),
+        ("sr-Latn-RS-de", ("de", "sr-Latn-RS")),
     ],
 )
 def test_parse_pair(text: str, pair: tuple[str, str]) -> None:
@@ -237,23 +244,96 @@ def test_parse_pair(text: str, pair: tuple[str, str]) -> None:
     assert pair_name(*pair) == "-".join(pair)
 
 
-@pytest.mark.parametrize("text", ["en-en", "en", "", "en-de-fr", "EN-DE", "en:de:fr", "zh-Hant-en"])
+@pytest.mark.parametrize(
+    "text", ["en-en", "en", "", "en-de-fr", "en-EN", "pt-br:pt_BR", "en:de:fr", "en-pt-br", "x-de"]
+)
 def test_parse_pair_rejects(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_pair(text)
 
 
-@pytest.mark.parametrize("lang", ["en", "deu", "zh-Hant", "pt_BR", "sr-Latn"])
-def test_check_lang_accepts(lang: str) -> None:
-    assert check_lang(lang) == lang
+def test_an_ambiguous_pair_names_its_readings() -> None:
+    with pytest.raises(ConfigError, match=r"\(en:pt-br or en-pt:br\)"):
+        parse_pair("en-pt-br")
 
 
 @pytest.mark.parametrize(
-    "lang", ["EN DE", "", "en de", "e", "english", "EN", "en/../x", "1a", "es\n"]
+    ("a", "b", "name"),
+    [
+        ("en", "zh-yue", "en:zh-yue"),
+        ("zh", "zh-yue", "zh:zh-yue"),
+        ("de-1901", "en", "de-1901-en"),
+        ("pt-BR", "en", "en-pt-BR"),
+        ("es-419", "ca", "ca-es-419"),
+        ("en-PT", "br", "br-en-PT"),
+    ],
 )
+def test_pair_names_read_back(a: str, b: str, name: str) -> None:
+    """Every name ``pair_name`` gives (settings, cursors and ``stats`` keep them) parses back
+    to its two codes: with ':' where '-' would be ambiguous."""
+    assert pair_name(a, b) == name
+    assert parse_pair(name) == tuple(sorted((a, b)))
+
+
+def test_pairs_to_mine_with_codes_of_several_subtags() -> None:
+    chosen = Settings(pairs=["pt-BR:zh-Hant", "en:pt-BR"]).validate().pairs
+    assert chosen == ["en-pt-BR", "pt-BR-zh-Hant"]
+    langs = ["en", "pt-BR", "zh-Hant"]
+    assert pairs_to_mine(langs, chosen) == [("en", "pt-BR"), ("pt-BR", "zh-Hant")]
+
+
+@pytest.mark.parametrize(
+    ("lang", "spelled"),
+    [
+        ("en", "en"),
+        ("deu", "deu"),
+        ("zh-Hant", "zh-Hant"),
+        ("zh-hant", "zh-Hant"),
+        ("pt_BR", "pt-BR"),
+        ("pt-br", "pt-BR"),
+        ("EN", "en"),
+        ("sr-latn-rs", "sr-Latn-RS"),
+        ("es-419", "es-419"),
+        ("de-DE-1901", "de-DE-1901"),
+        ("zh-YUE", "zh-yue"),
+    ],
+)
+def test_check_lang_spells_codes_as_bcp47_does(lang: str, spelled: str) -> None:
+    assert check_lang(lang) == spelled
+
+
+@pytest.mark.parametrize("lang", ["EN DE", "", "en de", "e", "english", "en/../x", "1a", "es\n"])
 def test_check_lang_rejects(lang: str) -> None:
     with pytest.raises(ConfigError):
         check_lang(lang)
+
+
+def test_two_spellings_of_a_language_are_one_language(home: Path, db_url: str) -> None:
+    """``pt_br``, ``PT-BR`` and ``pt-BR`` are one language with one vector collection; a pair
+    of codes with subtags chosen at ``init`` keeps the home usable (its stored name
+    ``en-pt-BR`` once failed to parse at every open)."""
+    eye = np.eye(4, dtype=np.float32)
+    with bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1, pairs=["EN:pt_br"]) as db:
+        db.ingest_embeddings("en", ["one", "two"], eye[:2])
+        db.ingest_embeddings("pt_br", ["um"], eye[:1], source="a")
+        db.ingest_embeddings("PT-BR", ["dois"], eye[1:2], source="b")
+    with bitextdb.open(home, db=db_url) as db:
+        stats = db.stats()
+        assert sorted(stats["languages"]) == ["en", "pt-BR"]
+        assert list(stats["pairs"]) == ["en-pt-BR"]
+        assert db.index.languages() == ["en", "pt-BR"]
+        assert [r["lang"] for r in db.sources("pt-br")] == ["pt-BR", "pt-BR"]
+        assert db.translate("one", "EN", "pt_BR").hits[0].text == "um"
+        assert db.export("pt-br:en", output=str(home / "p.tsv"))["rows"] == 2
+
+
+def test_a_home_with_a_code_spelled_the_old_way_is_refused(home: Path, db_url: str) -> None:
+    with bitextdb.init(home, db=db_url, model="synthetic", dim=4, k=1) as db:
+        db.ingest_embeddings("pt-BR", ["um"], np.eye(4, dtype=np.float32)[:1])
+        with db.db.session() as s:  # as a version that kept codes as typed stored them
+            s.execute(sa.text("UPDATE sources SET lang = 'pt-br'"))
+    with pytest.raises(ConfigError, match=r"pt-br \(now pt-BR\)"):
+        bitextdb.open(home, db=db_url)
 
 
 def test_settings_validate() -> None:

@@ -361,6 +361,11 @@ def _str_chunks(values: Sequence[str], size: int = 4000) -> list[list[str]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
+def source_languages(s: Session) -> list[str]:
+    """The languages that have sources, sorted (a table of one row a file: cheap)."""
+    return sorted(s.execute(select(SRC.c.lang).distinct()).scalars())
+
+
 def language_counts(s: Session) -> dict[str, dict[str, int]]:
     """Per language: sentences, indexed sentences, sources."""
     out: dict[str, dict[str, int]] = {}
