@@ -324,9 +324,11 @@ class BitextDB:
         return evaluate(self, pair, gold, **options)
 
     # -- consistency -------------------------------------------------------------------------
-    def check(self, *, repair: bool = False) -> CheckReport:
-        """Compare SQL and the vector store; ``repair`` fixes what disagrees."""
-        return check(self, repair=repair)
+    def check(self, *, repair: bool = False, deep: bool = False) -> CheckReport:
+        """Compare SQL and the vector store; ``deep`` also derives every candidate, pair
+        row and the selection again from the stored lists; ``repair`` fixes what
+        disagrees."""
+        return check(self, repair=repair, deep=deep)
 
     # -- settings and stats ----------------------------------------------------------------
     def configure(self, **changes: Any) -> Settings:

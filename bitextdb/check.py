@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import audit
+from .config import pair_name
 from .db import consistency, corpus, graph
 from .remove import remove_displaced
 
@@ -29,6 +31,8 @@ class CheckReport:
     #: sentences a changed file displaced, left by an ingest stopped before its end
     displaced_waiting: int = 0
     unmined: dict[str, int] = field(default_factory=dict)
+    #: with ``deep``: per language pair, what differs from the lists derived again
+    deep: list[dict[str, Any]] | None = None
     repaired: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -47,15 +51,18 @@ class CheckReport:
             or self.dirty_candidates
             or self.displaced_waiting
             or any(self.unmined.values())
+            or any(pair["problems"] for pair in self.deep or ())
         )
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__) | {"ok": self.ok}
 
 
-def check(db: BitextDB, *, repair: bool = False) -> CheckReport:
-    """Compare SQL and the vector store; with ``repair``, fix what disagrees, then re-check."""
-    report = _inspect(db)
+def check(db: BitextDB, *, repair: bool = False, deep: bool = False) -> CheckReport:
+    """Compare SQL and the vector store; with ``deep``, also derive every list's mean,
+    candidate, pair row and the selection again from the stored lists (see
+    :mod:`bitextdb.audit`); with ``repair``, fix what disagrees, then re-check."""
+    report = _inspect(db, deep)
     if not repair or report.ok:
         return report
     repaired: dict[str, int] = {}
@@ -99,9 +106,14 @@ def check(db: BitextDB, *, repair: bool = False) -> CheckReport:
     # re-encodes what lacks a vector (resume), re-mines what is stale and recomputes dirty
     # candidates; bands of every mined point are rewritten from SQL
     reports = db.mine()
+    if deep:  # on the state mining left: an audit skips pairs with work waiting
+        fixed = audit.repair(db)
+        if any(fixed.values()):
+            repaired |= fixed
+            reports += db.mine()
     repaired["sentences_remined"] = sum(sum(r.new.values()) for r in reports)
     repaired["bands_rewritten"] = _rewrite_bands(db)
-    final = _inspect(db)
+    final = _inspect(db, deep)
     final.repaired = repaired
     return final
 
@@ -111,7 +123,7 @@ def _stored_ids(db: BitextDB, lang: str) -> np.ndarray:
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _inspect(db: BitextDB) -> CheckReport:
+def _inspect(db: BitextDB, deep: bool = False) -> CheckReport:
     report = CheckReport()
     with db.db.session() as s:
         langs = graph.languages(s)
@@ -139,7 +151,9 @@ def _inspect(db: BitextDB) -> CheckReport:
     for a, b in db.language_pairs():
         with db.db.session() as s:
             n = graph.count_pending(s, a, b) + graph.count_pending(s, b, a)
-        report.unmined[f"{a}-{b}"] = n
+        report.unmined[pair_name(a, b)] = n
+    if deep:
+        report.deep = [pair.as_dict() for pair in audit.audit(db)]
     return report
 
 

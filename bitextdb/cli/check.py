@@ -27,6 +27,16 @@ def _text(r: dict[str, Any]) -> str:
     lines.append(f"sentences a changed file displaced, waiting: {r['displaced_waiting']}")
     for pair, n in sorted(r["unmined"].items()):
         lines.append(f"{pair}: {n} sentences not yet mined")
+    for a in r["deep"] or ():
+        if a["pending"]:
+            lines.append(f"{a['pair']}: not derived again (mining has work waiting there)")
+            continue
+        lines.append(
+            f"{a['pair']}: {a['lists']} lists and {a['pairs']} pair rows derived again: "
+            f"{a['lists_wrong']} lists, {a['candidates_wrong']} candidates, "
+            f"{a['pairs_missing']} pairs missing, {a['pairs_extra']} extra, "
+            f"{a['pairs_wrong']} with another score, {a['selection_wrong']} selected otherwise"
+        )
     if r["repaired"]:
         lines.append("repaired: " + ", ".join(f"{k} {v}" for k, v in r["repaired"].items()))
     lines.append("consistent" if r["ok"] else "NOT consistent (run `bitextdb check --repair`)")
@@ -39,13 +49,19 @@ def _text(r: dict[str, Any]) -> str:
     is_flag=True,
     help="Re-encode or re-upsert what is missing, remove orphans, re-mine what is stale.",
 )
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also derive every list's mean, every candidate, the pair rows and the selection "
+    "again from the stored lists, and compare (reads every list once).",
+)
 @json_option
 @pass_ctx
 @friendly
-def check(ctx: Context, repair: bool, as_json: bool) -> None:
+def check(ctx: Context, repair: bool, deep: bool, as_json: bool) -> None:
     """Compare SQL and the vector store; exit 0 only when they agree."""
     with ctx.open() as db:
-        report = db.check(repair=repair).as_dict()
+        report = db.check(repair=repair, deep=deep).as_dict()
     ctx.bars.close()
     emit(report, as_json, _text)
     sys.exit(0 if report["ok"] else 1)

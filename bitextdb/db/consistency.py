@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from sqlalchemy import delete, exists, func, not_, select, update
+from sqlalchemy import and_, delete, exists, func, not_, select, update
 from sqlalchemy.orm import Session
 
+from ..topk import PAD_ID, TopK
 from .graph import chunks
 from .tables import Knn, Neighbour, Occurrence, Pair, Sentence
 
@@ -115,3 +118,125 @@ def forget_dangling(s: Session) -> int:
     )
     s.execute(delete(PAIRS).where(missing))
     return len(ids)
+
+
+# -- what mining derived, for ``check --deep`` -------------------------------------------------
+#: rows read at a time from the neighbour and pair tables
+READ_BATCH = 50_000
+
+
+@dataclass
+class StoredLists:
+    """One direction's stored kNN rows (by sentence id) and their neighbour entries."""
+
+    ids: np.ndarray
+    size: np.ndarray
+    r: np.ndarray
+    kth_cos: np.ndarray
+    kth_id: np.ndarray
+    best_id: np.ndarray
+    best_margin: np.ndarray
+    dirty: np.ndarray
+    #: entries by rank; a rank the list lacks stays ``PAD_ID`` / -inf
+    lists: TopK
+    #: rows with an entry ranked k or beyond
+    misranked: np.ndarray
+
+
+def _column(values: list[object], dtype: type, missing: object) -> np.ndarray:
+    return np.array([missing if v is None else v for v in values], dtype=dtype)
+
+
+def stored_lists(s: Session, lang: str, other: str, k: int) -> StoredLists:
+    """Every list of ``lang`` towards ``other`` as stored, with its size, mean, k-th entry
+    and candidate (``PAD_ID`` or NaN where the row holds none)."""
+    rows = s.execute(
+        select(
+            KNN.c.sentence_id,
+            KNN.c.size,
+            KNN.c.r,
+            KNN.c.kth_cos,
+            KNN.c.kth_id,
+            KNN.c.best_id,
+            KNN.c.best_margin,
+            KNN.c.dirty,
+        )
+        .where(KNN.c.lang == lang, KNN.c.other_lang == other)
+        .order_by(KNN.c.sentence_id)
+    ).all()
+    cols = list(zip(*rows)) if rows else [[] for _ in range(8)]
+    ids = _column(cols[0], np.int64, PAD_ID)
+    lists = TopK.empty(len(ids), k)
+    misranked = np.zeros(len(ids), dtype=bool)
+    entries = (
+        select(NB.c.sentence_id, NB.c.rank, NB.c.neighbour_id, NB.c.cosine)
+        .join(KNN, and_(KNN.c.sentence_id == NB.c.sentence_id, KNN.c.other_lang == NB.c.other_lang))
+        .where(KNN.c.lang == lang, KNN.c.other_lang == other)
+    )
+    result = s.execute(entries, execution_options={"yield_per": READ_BATCH})
+    for part in result.partitions():
+        sid, rank, nid, cos = (np.array(c) for c in zip(*part))
+        row = np.searchsorted(ids, sid.astype(np.int64))
+        fits = rank < k
+        misranked[row[~fits]] = True
+        lists.ids[row[fits], rank[fits]] = nid[fits]
+        lists.cos[row[fits], rank[fits]] = cos[fits]
+    return StoredLists(
+        ids=ids,
+        size=_column(cols[1], np.int64, 0),
+        r=_column(cols[2], np.float64, np.nan),
+        kth_cos=_column(cols[3], np.float64, np.nan),
+        kth_id=_column(cols[4], np.int64, PAD_ID),
+        best_id=_column(cols[5], np.int64, PAD_ID),
+        best_margin=_column(cols[6], np.float64, np.nan),
+        dirty=_column(cols[7], bool, False),
+        lists=lists,
+        misranked=misranked,
+    )
+
+
+@dataclass
+class StoredPairs:
+    """The pair rows of one language pair, as arrays."""
+
+    src: np.ndarray
+    tgt: np.ndarray
+    cosine: np.ndarray
+    margin: np.ndarray
+    forward: np.ndarray
+    backward: np.ndarray
+    accepted: np.ndarray
+
+
+def stored_pairs(s: Session, src_lang: str, tgt_lang: str) -> StoredPairs:
+    """Every pair row of ``src_lang``-``tgt_lang`` (sorted codes)."""
+    query = select(
+        PAIRS.c.src_id,
+        PAIRS.c.tgt_id,
+        PAIRS.c.cosine,
+        PAIRS.c.margin,
+        PAIRS.c.forward,
+        PAIRS.c.backward,
+        PAIRS.c.accepted,
+    ).where(PAIRS.c.src_lang == src_lang, PAIRS.c.tgt_lang == tgt_lang)
+    parts = [
+        list(zip(*part))
+        for part in s.execute(query, execution_options={"yield_per": READ_BATCH}).partitions()
+    ]
+    dtypes = (np.int64, np.int64, np.float64, np.float64, bool, bool, bool)
+    columns = [
+        np.concatenate([np.array(p[i], dtype=t) for p in parts]) if parts else np.zeros(0, t)
+        for i, t in enumerate(dtypes)
+    ]
+    return StoredPairs(*columns)
+
+
+def forget_lists(s: Session, lang: str, other: str, ids: np.ndarray) -> None:
+    """Drop the lists of ``ids`` (of ``lang``) towards ``other``: mined again as new."""
+    for chunk in chunks(ids):
+        s.execute(delete(NB).where(NB.c.other_lang == other, NB.c.sentence_id.in_(chunk)))
+        s.execute(
+            delete(KNN).where(
+                KNN.c.lang == lang, KNN.c.other_lang == other, KNN.c.sentence_id.in_(chunk)
+            )
+        )

@@ -1,0 +1,238 @@
+"""``bitextdb check --deep``: derive again, from the stored neighbour lists alone, what
+mining keeps up to date step by step (each list's size, mean and k-th entry, every
+sentence's candidate, the pair rows and the one-to-one selection), and count where the
+stored state differs.
+
+The incremental miner touches only what an addition or a removal changes; this recomputes
+everything the way a batch run over the same lists would, so a list or candidate that an
+update missed, or a pair row changed or deleted by hand, shows up here. It reads every
+list and pair row of a language pair once (memory: about 40 bytes a list entry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import pair_name
+from .db import consistency, graph
+from .margin import best_candidates, greedy_one_to_one, mean_cosines
+from .topk import PAD_ID
+
+if TYPE_CHECKING:
+    from .api import BitextDB
+
+#: stored floats are compared with this relative tolerance (they are recomputed the same
+#: way, so they agree to the last bit unless something changed them)
+RTOL = 1e-9
+
+
+@dataclass
+class PairAudit:
+    """What differs, for one language pair; ``pending`` when mining has work waiting there
+    (then the pair is not compared: the stored state is not final yet)."""
+
+    pair: str
+    pending: bool = False
+    lists: int = 0
+    #: lists whose size, order, mean or k-th entry is not what their entries give, or
+    #: that hold a sentence without a list back (its mean is unknown)
+    lists_wrong: int = 0
+    #: sentences whose stored candidate or margin is not the best of their list
+    candidates_wrong: int = 0
+    pairs: int = 0
+    #: candidates with no pair row (or a row without that direction's flag)
+    pairs_missing: int = 0
+    #: pair rows flagged as a candidate that no list gives
+    pairs_extra: int = 0
+    #: pair rows whose cosine or margin differs from their lists'
+    pairs_wrong: int = 0
+    #: pairs whose accepted flag differs from the greedy walk over the candidates
+    selection_wrong: int = 0
+
+    @property
+    def problems(self) -> int:
+        return (
+            self.lists_wrong
+            + self.candidates_wrong
+            + self.pairs_missing
+            + self.pairs_extra
+            + self.pairs_wrong
+            + self.selection_wrong
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"problems": self.problems}
+
+
+@dataclass
+class Fixes:
+    """What a repair of one language pair does: the lists to mine again, per direction,
+    and the pair rows whose forward or backward flag no list gives."""
+
+    lists: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    forward: list[tuple[int, int]] = field(default_factory=list)
+    backward: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Side:
+    """One direction's lists as stored, and what they give when derived again."""
+
+    stored: consistency.StoredLists
+    r: np.ndarray  # means recomputed from the entries
+    wrong: np.ndarray  # per list: size, order, mean or k-th entry differs
+
+
+def audit(db: BitextDB) -> list[PairAudit]:
+    """Audit every language pair mined in ``db`` (see the module's docstring)."""
+    return [audit_pair(db, a, b)[0] for a, b in db.language_pairs()]
+
+
+def audit_pair(db: BitextDB, a: str, b: str) -> tuple[PairAudit, Fixes]:
+    """Audit ``a``-``b`` (sorted codes): the counts, and what a repair would do."""
+    report = PairAudit(pair_name(a, b))
+    fixes = Fixes()
+    k = db.settings.k
+    with db.db.session() as s:
+        report.pending = bool(
+            graph.count_pending(s, a, b)
+            or graph.count_pending(s, b, a)
+            or consistency.count_dirty(s)
+        )
+        if report.pending:
+            return report, fixes
+        ours = _derive(consistency.stored_lists(s, a, b, k))
+        theirs = _derive(consistency.stored_lists(s, b, a, k))
+        rows = consistency.stored_pairs(s, a, b)
+    report.lists = len(ours.stored.ids) + len(theirs.stored.ids)
+    fwd = _candidates(ours, theirs)
+    bwd = _candidates(theirs, ours)
+    for side, other, found in ((a, b, fwd), (b, a, bwd)):
+        mine = ours if side == a else theirs
+        bad = mine.wrong | found["unmatched"]
+        report.lists_wrong += int(bad.sum())
+        report.candidates_wrong += int(found["wrong"].sum())
+        fixes.lists[(side, other)] = mine.stored.ids[bad]
+
+    # the candidate pairs the lists give, keyed (src, tgt): forward from a, backward from b
+    expected: dict[tuple[int, int], list[Any]] = {}
+    for sid, best, cos, margin in zip(*_given(ours, fwd)):
+        expected[(sid, best)] = [cos, margin, True, False]
+    for sid, best, cos, margin in zip(*_given(theirs, bwd)):
+        expected.setdefault((best, sid), [cos, margin, False, False])[3] = True
+
+    report.pairs = len(rows.src)
+    keys = list(zip(rows.src.tolist(), rows.tgt.tolist()))
+    wants = [expected.get(key) for key in keys]
+    known = np.array([w is not None for w in wants], dtype=bool)
+    want_fwd = np.array([w is not None and w[2] for w in wants], dtype=bool)
+    want_bwd = np.array([w is not None and w[3] for w in wants], dtype=bool)
+    want_cos = np.array([np.nan if w is None else w[0] for w in wants], dtype=np.float64)
+    want_margin = np.array([np.nan if w is None else w[1] for w in wants], dtype=np.float64)
+    extra_fwd, extra_bwd = rows.forward & ~want_fwd, rows.backward & ~want_bwd
+    report.pairs_extra = int((extra_fwd | extra_bwd).sum())
+    fixes.forward = [keys[i] for i in np.flatnonzero(extra_fwd)]
+    fixes.backward = [keys[i] for i in np.flatnonzero(extra_bwd)]
+    flag_missing = (want_fwd & ~rows.forward) | (want_bwd & ~rows.backward)
+    report.pairs_missing = int(flag_missing.sum()) + len(expected.keys() - set(keys))
+    same = _close(rows.cosine, want_cos) & _close(rows.margin, want_margin)
+    report.pairs_wrong = int((known & ~same).sum())
+
+    # the selection: the greedy walk over the candidates the lists give
+    candidates = list(expected)
+    src = np.array([key[0] for key in candidates], dtype=np.int64)
+    tgt = np.array([key[1] for key in candidates], dtype=np.int64)
+    margins = np.array([expected[key][1] for key in candidates], dtype=np.float64)
+    walk = greedy_one_to_one(src, tgt, margins)
+    chosen = {key for key, on in zip(candidates, walk.tolist()) if on}
+    accepted = {key for key, on in zip(keys, rows.accepted.tolist()) if on}
+    report.selection_wrong = len(chosen ^ accepted)
+    return report, fixes
+
+
+def repair(db: BitextDB) -> dict[str, int]:
+    """Make the stored state what the audit derives: lists found wrong are mined again,
+    candidate flags no list gives are cleared, every candidate is recomputed and the
+    selection re-derived (withdrawals recorded as mining records them) by the next mine.
+    Returns counts: language pairs marked for it, lists dropped, flags cleared."""
+    done = {"language_pairs_rederived": 0, "lists_remined": 0, "flags_cleared": 0}
+    for a, b in db.language_pairs():
+        report, fixes = audit_pair(db, a, b)
+        if report.pending or not report.problems:
+            continue
+        with db.db.session() as s:
+            for (side, other), ids in fixes.lists.items():
+                consistency.forget_lists(s, side, other, ids)
+                done["lists_remined"] += len(ids)
+            graph.drop_candidate_flags(s, fixes.forward, forward=True)
+            graph.drop_candidate_flags(s, fixes.backward, forward=False)
+            done["flags_cleared"] += len(fixes.forward) + len(fixes.backward)
+            graph.mark_all_dirty(s, a, b)
+            graph.mark_all_dirty(s, b, a)
+        done["language_pairs_rederived"] += 1
+    return done
+
+
+def _derive(stored: consistency.StoredLists) -> _Side:
+    lists = stored.lists
+    sizes = lists.sizes
+    r = mean_cosines(lists.cos, sizes)
+    # entries by rank fill 0..size-1, best first by (-cosine, id)
+    held = lists.ids != PAD_ID
+    gap = held[:, 1:] & ~held[:, :-1]
+    a_cos, b_cos = lists.cos[:, :-1], lists.cos[:, 1:]
+    a_id, b_id = lists.ids[:, :-1], lists.ids[:, 1:]
+    disorder = held[:, 1:] & ((b_cos > a_cos) | ((b_cos == a_cos) & (b_id <= a_id)))
+    rows, last = np.arange(len(sizes)), np.maximum(sizes - 1, 0)
+    kth_cos = np.where(sizes > 0, lists.cos[rows, last], np.nan)
+    kth_id = np.where(sizes > 0, lists.ids[rows, last], PAD_ID)
+    wrong = (
+        stored.misranked
+        | gap.any(axis=1)
+        | disorder.any(axis=1)
+        | (stored.size != sizes)
+        | ~_close(stored.r, r)
+        | ~(_close(stored.kth_cos, kth_cos) | (np.isnan(stored.kth_cos) & np.isnan(kth_cos)))
+        | (stored.kth_id != kth_id)
+    )
+    return _Side(stored, r, wrong)
+
+
+def _candidates(mine: _Side, theirs: _Side) -> dict[str, np.ndarray]:
+    """Each list's best-margin neighbour derived again (``best``, ``cos``, ``margin``),
+    lists holding a neighbour without a list back (``unmatched``), and stored candidates
+    that differ (``wrong``)."""
+    lists = mine.stored.lists
+    held = lists.ids != PAD_ID
+    # each entry's own list back, for its mean (theirs.stored.ids is sorted)
+    back = np.append(theirs.stored.ids, PAD_ID)
+    where = np.searchsorted(theirs.stored.ids, lists.ids)
+    found = held & (back[where] == lists.ids)
+    unmatched = (held & ~found).any(axis=1)
+    neighbour_r = np.where(found, np.append(theirs.r, 0.0)[where], 0.0)
+    column, margin = best_candidates(lists.cos, lists.sizes, mine.r, neighbour_r)
+    rows, safe = np.arange(len(column)), np.maximum(column, 0)
+    best = np.where(column >= 0, lists.ids[rows, safe], PAD_ID)
+    cos = np.where(column >= 0, lists.cos[rows, safe], np.nan)
+    stored = mine.stored
+    none = (best == PAD_ID) & np.isnan(stored.best_margin)
+    wrong = (stored.best_id != best) | ~(_close(stored.best_margin, margin) | none)
+    return {"best": best, "cos": cos, "margin": margin, "unmatched": unmatched, "wrong": wrong}
+
+
+def _given(side: _Side, found: dict[str, np.ndarray]) -> tuple[list[Any], ...]:
+    """(sentence, candidate, cosine, margin) of the lists that have a candidate."""
+    has = found["best"] != PAD_ID
+    return (
+        side.stored.ids[has].tolist(),
+        found["best"][has].tolist(),
+        found["cos"][has].tolist(),
+        found["margin"][has].tolist(),
+    )
+
+
+def _close(a: Any, b: Any) -> Any:
+    return np.isclose(a, b, rtol=RTOL, atol=0.0)

@@ -1,0 +1,150 @@
+"""``check --deep``: everything mining derived, derived again from the stored lists.
+
+Each kind of damage below is one the plain ``check`` cannot see (it compares SQL with the
+vector store and counts waiting work); the deep audit must name it, and ``--repair`` must
+leave a state equal to a batch run of the reference algorithm.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+import bitextdb
+from bitextdb.cli import cli
+from tests.test_miner import assert_equals_reference, make_vectors
+
+# one statement each, on a mined en/de home of 30 + 30 sentences (k=3); ``{en}`` is the id
+# of an English sentence that holds an accepted pair
+DAMAGE = {
+    "accepted_pair_deleted": (
+        "DELETE FROM pairs WHERE src_id = {de} AND tgt_id = {en}",
+        {"pairs_missing", "selection_wrong"},
+    ),
+    "margin_changed": (
+        "UPDATE pairs SET margin = margin * 2 WHERE src_id = {de} AND tgt_id = {en}",
+        {"pairs_wrong"},
+    ),
+    "acceptance_flipped": (
+        "UPDATE pairs SET accepted = NOT accepted WHERE src_id = {de} AND tgt_id = {en}",
+        {"selection_wrong"},
+    ),
+    "extra_candidate": (
+        "INSERT INTO pairs (src_id, tgt_id, src_lang, tgt_lang, cosine, margin, src_r, tgt_r,"
+        " forward, backward, accepted, updated_at) SELECT {de}, id, 'de', 'en', 0.5, 9.0,"
+        " 0.5, 0.5, TRUE, FALSE, FALSE, CURRENT_TIMESTAMP FROM sentences WHERE lang = 'en'"
+        " AND id <> {en} AND NOT EXISTS (SELECT 1 FROM pairs WHERE src_id = {de} AND"
+        " tgt_id = sentences.id) AND id = (SELECT MIN(id) FROM sentences WHERE lang = 'en'"
+        " AND id <> {en})",
+        {"pairs_extra"},
+    ),
+    "mean_changed": (
+        "UPDATE knn SET r = r + 0.25 WHERE sentence_id = {en} AND other_lang = 'de'",
+        {"lists_wrong"},
+    ),
+    "candidate_changed": (
+        "UPDATE knn SET best_margin = best_margin + 1 WHERE sentence_id = {en}"
+        " AND other_lang = 'de'",
+        {"candidates_wrong"},
+    ),
+    "entry_deleted": (
+        "DELETE FROM neighbours WHERE sentence_id = {en} AND other_lang = 'de' AND rank = 0",
+        {"lists_wrong"},
+    ),
+    "entry_cosine_changed": (
+        "UPDATE neighbours SET cosine = cosine - 0.5 WHERE sentence_id = {en}"
+        " AND other_lang = 'de' AND rank = 0",
+        {"lists_wrong"},
+    ),
+}
+COUNTS = (
+    "lists_wrong",
+    "candidates_wrong",
+    "pairs_missing",
+    "pairs_extra",
+    "pairs_wrong",
+    "selection_wrong",
+)
+
+
+def _mined_home(home: Path, db_url: str) -> bitextdb.BitextDB:
+    db = bitextdb.init(home, db=db_url, model="synthetic", dim=8, k=3)
+    db.ingest_embeddings("en", [f"en {i}" for i in range(30)], make_vectors(30, 8, 1, 7))
+    de = make_vectors(30, 8, 1, 0) + 0.05 * make_vectors(30, 8, 2, 0)
+    de /= np.linalg.norm(de, axis=1)[:, None]
+    db.ingest_embeddings("de", [f"de {i}" for i in range(30)], de)
+    return db
+
+
+def _an_accepted_pair(db: bitextdb.BitextDB) -> dict[str, int]:
+    with db.db.session() as s:
+        de, en = s.execute(
+            sa.text("SELECT src_id, tgt_id FROM pairs WHERE accepted ORDER BY margin DESC")
+        ).first()
+    return {"de": de, "en": en}
+
+
+def test_a_mined_home_derives_again_to_what_it_stores(home: Path, db_url: str) -> None:
+    with _mined_home(home, db_url) as db:
+        db.ingest_embeddings("en", ["en late"], make_vectors(1, 8, 9, 0), source="late")
+        _assert_derives_again(db, lists=61)
+        db.remove("en", ["late"])
+        _assert_derives_again(db, lists=60)
+
+
+def _assert_derives_again(db: bitextdb.BitextDB, lists: int) -> None:
+    report = db.check(deep=True)
+    assert report.ok, report.as_dict()
+    (pair,) = report.deep or []
+    assert pair["pair"] == "de-en" and not pair["pending"] and pair["problems"] == 0
+    assert pair["lists"] == lists and pair["pairs"] > 0
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_deep_check_names_the_damage_and_repair_undoes_it(
+    damage: str, home: Path, db_url: str
+) -> None:
+    statement, named = DAMAGE[damage]
+    with _mined_home(home, db_url) as db:
+        ids = _an_accepted_pair(db)
+        with db.db.session() as s:
+            assert s.execute(sa.text(statement.format(**ids))).rowcount == 1
+        assert db.check().ok, "the plain check cannot see this damage"
+        report = db.check(deep=True)
+        assert not report.ok
+        (pair,) = report.deep or []
+        assert {name for name in COUNTS if pair[name]} >= named, pair
+        repaired = db.check(repair=True, deep=True)
+        assert repaired.ok, repaired.as_dict()
+        assert_equals_reference(db, "de", "en")
+
+
+def test_pending_work_is_not_compared(home: Path, db_url: str) -> None:
+    with _mined_home(home, db_url) as db:
+        db.ingest_embeddings("de", ["de new"], make_vectors(1, 8, 5, 0), mine=False)
+        report = db.check(deep=True)
+        (pair,) = report.deep or []
+        assert pair["pending"] and pair["problems"] == 0 and not report.ok
+        assert db.check(repair=True, deep=True).ok
+
+
+def test_check_deep_on_the_command_line(home: Path, db_url: str) -> None:
+    with _mined_home(home, db_url) as db:
+        ids = _an_accepted_pair(db)
+        with db.db.session() as s:
+            s.execute(sa.text(DAMAGE["accepted_pair_deleted"][0].format(**ids)))
+    runner = CliRunner()
+    base = ["--home", str(home), "--db", db_url, "check"]
+    assert runner.invoke(cli, base).exit_code == 0
+    found = runner.invoke(cli, [*base, "--deep"])
+    assert found.exit_code == 1 and "de-en: 60 lists" in found.output
+    assert "1 pairs missing" in found.output and "NOT consistent" in found.output
+    fixed = runner.invoke(cli, [*base, "--deep", "--repair", "--json"])
+    assert fixed.exit_code == 0, fixed.output
+    data = json.loads(fixed.output)
+    assert data["ok"] and data["deep"][0]["problems"] == 0
