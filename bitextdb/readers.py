@@ -570,7 +570,7 @@ def _read(
         if fmt == "tsv":
             rows = _tsv_rows(records, name, column, id_column, stats)
         elif fmt == "jsonl":
-            rows = _jsonl_rows(records, field, field_path, id_field, id_path, stats)
+            rows = _jsonl_rows(records, field, field_path, id_field, id_path, stats, name)
         else:
             rows = _txt_rows(records, stats)
         yield from _sentences(rows, limits, stats)
@@ -629,13 +629,21 @@ def _tsv_rows(
     text_index = index_of(column)
     id_index = None if id_column is None else index_of(id_column)
     needed = max(text_index, -1 if id_index is None else id_index) + 1
+    widest = found = 0
     for position, line in _decoded(records, stats):
         cells = line.split("\t")
         if len(cells) < needed:
             stats.malformed += 1
+            widest = max(widest, len(cells))
             continue
+        found += 1
         ext_id = None if id_index is None else cells[id_index].strip()
         yield position, cells[text_index], ext_id, 0
+    if widest and not found:  # a column number no row reaches: a mistake, not a short row
+        raise InputError(
+            f"No row of {name} has {needed} columns (the widest has {widest}); check "
+            "--column and --id-column. Nothing was changed."
+        )
 
 
 def _lookup(obj: dict[str, object], field: str, path: tuple[str, ...]) -> object:
@@ -656,7 +664,9 @@ def _jsonl_rows(
     id_field: str | None,
     id_path: tuple[str, ...] | None,
     stats: ReadStats,
+    name: str,
 ) -> Iterator[_Row]:
+    objects = found = 0
     for position, line in _decoded(records, stats):
         if not line.strip():
             stats.empty += 1
@@ -669,6 +679,7 @@ def _jsonl_rows(
         if not isinstance(obj, dict):
             stats.malformed += 1
             continue
+        objects += 1
         text = _lookup(obj, field, field_path)
         if not isinstance(text, str):
             stats.malformed += 1
@@ -683,8 +694,16 @@ def _jsonl_rows(
             else:
                 stats.malformed += 1
                 continue
+        found += 1
         # JSON escapes can smuggle in lone surrogates, which are not encodable text.
         if _SURROGATE.search(text) or (ext_id is not None and _SURROGATE.search(ext_id)):
             stats.invalid_utf8 += 1
             continue
         yield position, text, ext_id, 0
+    if objects and not found:  # a field no record has: a mistake, not a bad record
+        wanted = f"a string field {field!r}"
+        if id_field is not None:
+            wanted += f" and an id field {id_field!r}"
+        raise InputError(
+            f"No record of {name} has {wanted}; check --field and --id-field. Nothing was changed."
+        )

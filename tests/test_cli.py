@@ -232,6 +232,61 @@ def test_bad_input_fails_cleanly_and_changes_nothing(
     assert after == before
 
 
+@pytest.mark.parametrize(
+    ("name", "lines", "good", "bad", "needle"),
+    [
+        (
+            "a.tsv",
+            ["id\ttext", "1\tein satz", "2\tzwei sätze"],
+            ["--column", "text"],
+            ["--column", "9"],
+            "has 9 columns",
+        ),
+        (
+            "a.tsv",
+            ["1\tein satz", "2\tzwei sätze"],
+            ["--column", "2", "--id-column", "1"],
+            ["--column", "2", "--id-column", "3"],
+            "has 3 columns",
+        ),
+        (
+            "c.jsonl",
+            ['{"m": {"b": "ein satz"}}', '{"m": {"b": "zwei sätze"}}'],
+            ["--field", "m.b"],
+            ["--field", "nope"],
+            "field 'nope'",
+        ),
+        (
+            "c.jsonl",
+            ['{"t": "ein satz", "i": 1}', '{"t": "zwei sätze", "i": 2}'],
+            ["--field", "t", "--id-field", "i"],
+            ["--field", "t", "--id-field", "j"],
+            "'j'",
+        ),
+    ],
+)
+def test_a_column_or_field_no_record_has_is_refused_and_the_source_kept(
+    name: str,
+    lines: list[str],
+    good: list[str],
+    bad: list[str],
+    needle: str,
+    initialised: Path,
+    tmp_path: Path,
+) -> None:
+    """Read again with a column number no row reaches (or a field no record has), a file's
+    source once lost every line it held, and the pairs with them, exit 0: every record was
+    "malformed", so every line had gone. Now refused, and nothing changes."""
+    path = write_lines(tmp_path / name, lines)
+    ok("ingest", "--lang", "de", *good, str(path))
+    before = (stats(), as_json(ok("sources", "--json")))
+    assert_clean_error(invoke("ingest", "--lang", "de", *bad, str(path)), needle, "Nothing")
+    assert (stats(), as_json(ok("sources", "--json"))) == before
+    other = write_lines(tmp_path / f"new-{name}", lines)  # a first read: no empty source
+    assert_clean_error(invoke("ingest", "--lang", "de", *bad, str(other)), needle)
+    assert (stats(), as_json(ok("sources", "--json"))) == before
+
+
 def test_unreachable_database_fails_fast(home: Path) -> None:
     url = "postgresql+psycopg://postgres:secret@127.0.0.1:1/nope"
     for args in (["stats"], ["init", "--model", "x", "--dim", "8"]):
