@@ -27,9 +27,10 @@ from bitextdb.config import (
     resolve_locations,
     write_locations_file,
 )
-from bitextdb.db import Database
+from bitextdb.db import Database, corpus
 from bitextdb.db.engine import migrations_dir
 from bitextdb.errors import ConfigError, NotInitializedError, StoreUnavailableError
+from tests.schema_helpers import database_at, model_differences
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {"settings", "sources", "sentences", "occurrences", "knn", "neighbours", "pairs"}
@@ -78,11 +79,59 @@ def test_require_schema_on_an_old_revision(tmp_path: Path) -> None:
     try:
         db.upgrade()
         with db.engine.begin() as conn:
-            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0004'"))
         with pytest.raises(NotInitializedError, match="db upgrade"):
             db.require_schema()
     finally:
         db.dispose()
+
+
+def test_a_schema_newer_than_this_bitextdb_is_said_so(tmp_path: Path) -> None:
+    """Once 'run `bitextdb db upgrade`', which then failed with alembic's CommandError."""
+    db = Database(f"sqlite:///{tmp_path / 'new.sqlite'}")
+    try:
+        db.upgrade()
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+        for step in (db.require_schema, db.upgrade):
+            with pytest.raises(ConfigError, match="0099, newer than this bitextdb knows"):
+                step()
+        assert db.current_revision() == "0099"
+    finally:
+        db.dispose()
+
+
+def test_0006_adds_the_cursor_filters_that_homes_stamped_0003_early_lack(db_url: str) -> None:
+    """Revision 0003 gained ``export_cursors.filters`` after homes were stamped with it."""
+    database = database_at(db_url, "0005", "ALTER TABLE export_cursors DROP COLUMN filters")
+    try:
+        assert model_differences(database)
+        database.upgrade()
+        assert not model_differences(database)
+        database.upgrade()  # twice: harmless
+    finally:
+        database.dispose()
+
+
+def test_0006_raises_the_sqlite_id_floor_to_the_ids_withdrawal_records_name(
+    tmp_path: Path,
+) -> None:
+    """Sentences removed before the id floor existed left none: their ids were given
+    again. The withdrawal records still name them."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    database = database_at(
+        url,
+        "0005",
+        "INSERT INTO withdrawn_pairs (src_id, tgt_id, src_lang, tgt_lang, src_text, tgt_text,"
+        " src_hash, tgt_hash, margin, cosine, reason, withdrawn_at) VALUES (40, 7, 'de', 'en',"
+        " 'a', 'b', 'h1', 'h2', 1.5, 0.9, 'removed', '2026-11-28 10:00:00')",
+    )
+    try:
+        database.upgrade()
+        with database.session() as s:
+            assert corpus._first_free_id(s) == 41
+    finally:
+        database.dispose()
 
 
 def test_migrations_dir_is_found() -> None:

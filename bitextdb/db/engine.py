@@ -173,7 +173,7 @@ class Database:
         next ``init`` starts it again. On SQLite that takes an engine of its own: Python's
         driver runs DDL outside transactions unless told to leave them to SQLite.
         """
-        self.ping()
+        self._refuse_newer(self.current_revision())
         cfg = self._alembic_config()
         engine = self._ddl_engine() if self.dialect == "sqlite" else self.engine
         try:
@@ -198,10 +198,21 @@ class Database:
             raise NotInitializedError(
                 f"No bitextdb database at {mask_url(self.url)}; run `bitextdb init` first."
             )
+        self._refuse_newer(current)
         if current != self.head_revision():
             raise NotInitializedError(
                 f"The database schema is at revision {current}, this bitextdb needs "
                 f"{self.head_revision()}; run `bitextdb db upgrade`."
+            )
+
+    def _refuse_newer(self, current: str | None) -> None:
+        """A revision this bitextdb has no script for was written by a newer one."""
+        script = ScriptDirectory.from_config(self._alembic_config())
+        if current is not None and current not in {r.revision for r in script.walk_revisions()}:
+            raise ConfigError(
+                f"The database schema is at revision {current}, newer than this bitextdb "
+                f"knows ({self.head_revision()}): a newer bitextdb made it. Upgrade bitextdb "
+                "(pip install -U bitextdb) to use it."
             )
 
     # -- settings --------------------------------------------------------------------
