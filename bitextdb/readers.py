@@ -68,11 +68,13 @@ _DECOMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MISSING = object()
 
-# C0 controls (tab, CR and LF included), DEL and C1 controls become spaces; zero-width
-# characters and the byte-order mark disappear.
+# C0 controls (tab, CR and LF included), DEL and C1 controls become spaces; the zero-width
+# space, the word joiner and the byte-order mark disappear. The zero-width non-joiner and
+# joiner (U+200C, U+200D) stay: they are spelling in Persian and the Indic scripts (می‌خواهم)
+# and join emoji sequences.
 _TRANSLATION: dict[int, str | None] = {cp: " " for cp in range(0x20)}
 _TRANSLATION.update({cp: " " for cp in range(0x7F, 0xA0)})
-_TRANSLATION.update({cp: None for cp in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF)})
+_TRANSLATION.update({cp: None for cp in (0x200B, 0x2060, 0xFEFF)})
 # ``str.translate`` looks every character up in the table; most lines hold none of them,
 # and a regular expression finds that out several times faster
 _TRANSLATED = re.compile("[" + "".join(re.escape(chr(cp)) for cp in _TRANSLATION) + "]")
@@ -247,7 +249,8 @@ def _text_rows(texts: Sequence[str], stats: ReadStats) -> Iterator[_Row]:
 def normalize(text: str) -> str:
     """Normalise a sentence.
 
-    Removes byte-order marks and zero-width characters (U+200B..U+200D, U+2060), turns
+    Removes byte-order marks, zero-width spaces and word joiners (U+200B, U+2060; the
+    non-joiner and joiner U+200C and U+200D are spelling in some scripts and stay), turns
     C0/C1 control characters (tab, CR, LF and NUL included) into spaces, applies Unicode
     NFC, collapses every run of Unicode whitespace (NBSP and U+3000 included) into one
     ASCII space and strips both ends.  The result is a fixed point: ``normalize`` is

@@ -114,7 +114,16 @@ def test_detect_format(name: str, fmt: str) -> None:
         ("a\u00a0b\u3000c", "a b c"),  # NBSP, ideographic space
         ("a\tb\t\tc", "a b c"),  # tabs
         ("  a   b  ", "a b"),
-        ("a\u200bb\u200cc\u200dd\u2060e", "abcde"),  # zero-width characters
+        ("a\u200bb\u2060c", "abc"),  # zero-width space, word joiner
+        (
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),  # ZWNJ: Persian spelling
+        ("\u0915\u094d\u200d\u0937", "\u0915\u094d\u200d\u0937"),  # ZWJ: Devanagari half form
+        (
+            "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+            "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        ),  # emoji
         ("\ufeffa\ufeffb", "ab"),  # BOM anywhere
         ("a\x00b", "a b"),  # NUL
         ("a\x07b\x1bc", "a b c"),  # C0 controls
