@@ -7,6 +7,7 @@ from .config import Settings
 from .errors import (
     BitextDBError,
     BusyError,
+    ClosedError,
     ConfigError,
     InputError,
     ModelLoadError,
@@ -24,6 +25,7 @@ __all__ = [
     "BitextDB",
     "BitextDBError",
     "BusyError",
+    "ClosedError",
     "ConfigError",
     "InputError",
     "ModelLoadError",
@@ -46,3 +48,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'bitextdb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,7 +7,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .config import (
 from .db import Database, corpus, export_sql, graph
 from .encoder import Encoder, TextEncoder
 from .encoder_process import EncoderProcess, wants_encoder_process
-from .errors import ConfigError, InputError, ModelMismatchError, NotInitializedError
+from .errors import ClosedError, ConfigError, InputError, ModelMismatchError, NotInitializedError
 from .ingest import Ingestor, IngestReport
 from .lock import writer_lock
 from .query import Translation, translate_many
@@ -73,7 +73,10 @@ class BitextDB:
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
-        """Flush and release both stores and the home's lock."""
+        """Flush and release both stores and the home's lock; the object is of no use
+        after (a call that needs a store raises :class:`bitextdb.errors.ClosedError`)."""
+        if isinstance(self.db, _Closed):
+            return
         try:
             if self._encoder is not None:
                 self._encoder.close()
@@ -84,6 +87,9 @@ class BitextDB:
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
+            # without the lock another process may write now: nothing more through here
+            self.db = cast(Database, _Closed(self.locations.home))
+            self.index = cast(VectorIndex, _Closed(self.locations.home))
 
     def __enter__(self) -> BitextDB:
         return self
@@ -220,7 +226,7 @@ class BitextDB:
         ``lid`` and ``lid_accept`` as for :meth:`ingest`."""
         report = self._ingestor().ingest_texts(
             lang,
-            texts,
+            [texts] if isinstance(texts, str) else texts,
             source=source,
             split_sentences=split_sentences,
             lid=lid,
@@ -271,14 +277,35 @@ class BitextDB:
         return out
 
     # -- mining ----------------------------------------------------------------------------
-    def mine(self, pairs: Sequence[str] | None = None) -> list[PairReport]:
+    def mine(self, pairs: str | Sequence[str] | None = None) -> list[PairReport]:
         """Bring the neighbour graph, candidates and pairs up to date (first finishing what
-        an interrupted ingest left: vectors, and sentences a changed file displaced)."""
+        an interrupted ingest left: vectors, and sentences a changed file displaced); only
+        ``pairs`` (``"en-de"`` or a list), when given, each among those the database mines."""
+        names = [pairs] if isinstance(pairs, str) else list(pairs or ())
+        chosen = [parse_pair(p) for p in names]
         self._ingestor().resume(strict=False)
         self._remove_displaced()
-        miner = self.miner()
-        chosen = [parse_pair(p) for p in pairs] if pairs else None
-        return miner.mine(chosen)
+        self._check_minable(chosen)
+        return self.miner().mine(chosen or None)
+
+    def _check_minable(self, chosen: list[tuple[str, str]]) -> None:
+        """Each pair between two languages the database holds, among those it mines."""
+        minable = self.language_pairs()
+        with self.db.session() as s:
+            held = graph.languages(s)
+        for a, b in chosen:
+            for lang in (a, b):
+                if lang not in held:
+                    raise InputError(
+                        f"The database has no {lang} sentences to mine (languages: "
+                        f"{', '.join(held) or 'none yet'})."
+                    )
+            if (a, b) not in minable:
+                raise InputError(
+                    f"{pair_name(a, b)} is not among the pairs this database mines "
+                    f"({', '.join(self.settings.pairs or [])}); add it with "
+                    "`bitextdb config --pairs`."
+                )
 
     # -- sources -------------------------------------------------------------------------
     def sources(self, lang: str | None = None) -> list[dict[str, Any]]:
@@ -306,10 +333,11 @@ class BitextDB:
         return translate_many(self, [text], src, tgt, top=top)[0]
 
     def translate_many(
-        self, texts: Sequence[str], src: str, tgt: str, *, top: int = 5
+        self, texts: str | Sequence[str], src: str, tgt: str, *, top: int = 5
     ) -> list[Translation]:
         """Ranked translations of several sentences, encoded in one batch."""
-        return translate_many(self, list(texts), src, tgt, top=top)
+        queries = [texts] if isinstance(texts, str) else list(texts)
+        return translate_many(self, queries, src, tgt, top=top)
 
     def export(self, pair: str, **options: Any) -> dict[str, Any]:
         """Write the pairs of ``pair`` (``"en-de"``); see ``bitextdb.export.export_pairs``."""
@@ -410,6 +438,18 @@ def _acquire(loc: Locations, wait: float, on_wait: Callable[[str], None] | None)
     return stack
 
 
+class _Closed:
+    """Stands for the stores of a closed :class:`BitextDB`: any use says so."""
+
+    def __init__(self, home: Path) -> None:
+        self._home = home
+
+    def __getattr__(self, name: str) -> Any:
+        raise ClosedError(
+            f"This BitextDB ({self._home}) is closed; open it again with bitextdb.open()."
+        )
+
+
 def _refuse_old_spellings(langs: Sequence[str]) -> None:
     """Stop at a database that stores a language code as ``check_lang`` no longer spells
     it (``pt-br``, made before codes were spelled as BCP 47 does): every command would
@@ -495,7 +535,7 @@ def init(
         if current is None:
             settings = Settings.from_dict({key: v for key, v in options.items() if v is not None})
             settings.model = model_name(model) if model else settings.model
-            settings.k = k or settings.k
+            settings.k = settings.k if k is None else k
             settings.validate()
             if dim:
                 settings.dim = int(dim)

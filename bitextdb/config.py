@@ -356,6 +356,7 @@ class Settings:
             )
         if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
             raise ConfigError(f"The threshold must be a finite number, not {self.threshold}.")
+        self.threshold = float(self.threshold)
         if not math.isfinite(self.bulk_ratio) or self.bulk_ratio < 0:
             raise ConfigError(f"bulk_ratio must be 0 or more, not {self.bulk_ratio}.")
         if self.exact_limit < 0:
@@ -365,8 +366,10 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
         if self.max_seq_length is not None and self.max_seq_length < 1:
             raise ConfigError(f"max_seq_length must be at least 1, not {self.max_seq_length}.")
+        if isinstance(self.pairs, str):  # "en-de,en-fr", as the command line takes them
+            self.pairs = [p for p in self.pairs.split(",") if p.strip()]
         if self.pairs is not None:
-            self.pairs = sorted({pair_name(*parse_pair(p)) for p in self.pairs})
+            self.pairs = sorted({pair_name(*parse_pair(p.strip())) for p in self.pairs})
             if not self.pairs:
                 raise ConfigError("Name at least one language pair to mine, or 'all'.")
         return self

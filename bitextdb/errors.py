@@ -25,6 +25,10 @@ class ConfigError(BitextDBError):
     exit_code = 2
 
 
+class ClosedError(BitextDBError):
+    """A :class:`bitextdb.BitextDB` used after ``close()`` (or its ``with`` block)."""
+
+
 class NotInitializedError(BitextDBError):
     """The home has no database yet (run `bitextdb init`)."""
 

@@ -587,6 +587,22 @@ def iter_withdrawn(
     return _iter_withdrawn(db, spec, float(min_score), since, batch)
 
 
+def parse_since(value: str | datetime | None) -> datetime | None:
+    """A ``since`` moment: a datetime as it is, or an ISO 8601 text (``2026-01-31``,
+    ``2026-01-31T12:00:00+01:00``, a trailing ``Z`` for UTC)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    text = str(value).strip()
+    if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read 'Z'
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(
+            f"{value!r} is not an ISO timestamp such as 2026-01-31 or 2026-01-31T12:00:00+01:00."
+        ) from None
+
+
 def check_export_options(
     fmt: str, min_score: float | None, with_sources: bool = False, with_ids: bool = False
 ) -> None:
@@ -653,7 +669,7 @@ def export_pairs(
     output: str = "-",
     fmt: str = "tsv",
     min_score: float | None = None,
-    since: datetime | None = None,
+    since: datetime | str | None = None,
     cursor: str | None = None,
     with_sources: bool = False,
     with_ids: bool = False,
@@ -684,16 +700,16 @@ def export_pairs(
     fwd, bwd) other than the default ratio/max re-derive the selection from the stored
     neighbour lists (:func:`select_pairs`), holding them in memory.
 
-    ``since`` keeps pairs changed at or after that moment (a naive datetime is UTC).
-    ``cursor`` names a stored position: only pairs changed after the last successful export
-    under that name are written (all of them on first use), and a successful export moves
-    the cursor to the time it started. A pair changes when it is created, its margin or
-    cosine changes, or it becomes accepted. A cursor follows one ``min_score``: it is
-    stored with it, and another one is refused. A cursor export holds the pair's mining
-    lock (on PostgreSQL; an embedded home is held by one process anyway), so no pair
-    changed by a concurrent miner is skipped; the clocks of the machines that mine and
-    export must agree. ``since`` and ``cursor`` apply to the stored selection only (ratio
-    margin, max retrieval).
+    ``since`` keeps pairs changed at or after that moment (a datetime, naive is UTC, or an
+    ISO 8601 text: :func:`parse_since`). ``cursor`` names a stored position: only pairs
+    changed after the last successful export under that name are written (all of them on
+    first use), and a successful export moves the cursor to the time it started. A pair
+    changes when it is created, its margin or cosine changes, or it becomes accepted. A
+    cursor follows one ``min_score``: it is stored with it, and another one is refused. A
+    cursor export holds the pair's mining lock (on PostgreSQL; an embedded home is held by
+    one process anyway), so no pair changed by a concurrent miner is skipped; the clocks
+    of the machines that mine and export must agree. ``since`` and ``cursor`` apply to the
+    stored selection only (ratio margin, max retrieval).
 
     ``max_length_ratio`` drops pairs whose longer side has more than that many times the
     characters of the shorter one, ``skip_identical`` pairs whose sides are the same text
@@ -709,6 +725,7 @@ def export_pairs(
     """
     started = time.perf_counter()
     keep = PairFilter(max_length_ratio, skip_identical)
+    since = parse_since(since)
     if fmt not in FORMATS:
         raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     if fmt == "parquet":

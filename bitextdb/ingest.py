@@ -633,11 +633,12 @@ class Ingestor:
         sentences (``split_sentences``), and, with ``lid``, skipping every sentence that
         py3langid puts in a language other than ``lang`` (or one of ``lid_accept``) with a
         probability of at least ``lid``."""
+        accept = [lid_accept] if isinstance(lid_accept, str) else list(lid_accept)
         return {
             "min_chars": self.settings.min_chars,
             "max_chars": self.settings.max_chars,
             "split": sentence_splitter(lang) if split_sentences else None,
-            "language": None if lid is None else language_check(lang, lid, lid_accept),
+            "language": None if lid is None else language_check(lang, lid, accept),
         }
 
     def ingest_texts(

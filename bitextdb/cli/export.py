@@ -10,8 +10,9 @@ import click
 
 from bitextdb.cli import Context, cli, emit, friendly, json_option, pass_ctx
 from bitextdb.cursors import drop_cursor, list_cursors, prune_withdrawn
+from bitextdb.errors import InputError
 from bitextdb.evaluate import evaluate as evaluate_pairs
-from bitextdb.export import FORMATS, RETRIEVALS, export_pairs
+from bitextdb.export import FORMATS, RETRIEVALS, export_pairs, parse_since
 from bitextdb.filters import PairFilter
 from bitextdb.margin import MARGINS
 
@@ -23,17 +24,10 @@ MAX_KEEP_DAYS = 36_500
 def _parse_since(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> datetime | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read 'Z'
-        text = text[:-1] + "+00:00"
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO timestamp such as 2026-01-31 or 2026-01-31T12:00:00+01:00."
-        ) from None
+        return parse_since(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def filter_options(fn: F) -> F:

@@ -1,0 +1,117 @@
+"""The library face as a Python user meets it: its public names, a closed handle, strings
+where lists are expected, and arguments checked before anything is stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+import bitextdb
+from tests.test_miner import make_vectors
+
+PUBLIC = {
+    "BitextDB",
+    "BitextDBError",
+    "BusyError",
+    "ClosedError",
+    "ConfigError",
+    "InputError",
+    "ModelLoadError",
+    "ModelMismatchError",
+    "NotInitializedError",
+    "Settings",
+    "StoreUnavailableError",
+    "__version__",
+    "init",
+    "open",
+    "tune_allocator",
+}
+
+
+def test_the_public_names_are_the_intended_ones() -> None:
+    assert set(bitextdb.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(bitextdb, name) is not None
+    assert set(dir(bitextdb)) >= PUBLIC, "tab completion misses the lazily loaded names"
+
+
+def _home(home: Path) -> bitextdb.BitextDB:
+    db = bitextdb.init(home, model="synthetic", dim=8, k=2)
+    db.ingest_embeddings("en", [f"en {i}" for i in range(6)], make_vectors(6, 8, 1, 0))
+    db.ingest_embeddings("de", [f"de {i}" for i in range(6)], make_vectors(6, 8, 1, 0))
+    return db
+
+
+def test_a_closed_handle_refuses_every_call_that_needs_a_store(home: Path) -> None:
+    """It went on reading and writing after ``close()``, without the home's lock."""
+    db = _home(home)
+    db.close()
+    db.close()  # twice: harmless
+    for call in (
+        db.stats,
+        lambda: db.sources(),
+        lambda: db.ingest_embeddings("en", ["late"], make_vectors(1, 8, 3, 0)),
+        lambda: db.translate("en 1", "en", "de"),
+        lambda: db.export("de-en", output=str(home / "x.tsv")),
+        db.check,
+    ):
+        with pytest.raises(bitextdb.ClosedError, match="closed; open it again"):
+            call()
+    with bitextdb.open(home) as again:
+        assert again.stats()["languages"]["en"]["sentences"] == 6
+    with pytest.raises(bitextdb.ClosedError):
+        again.stats()
+
+
+def test_a_string_where_a_list_is_expected_is_one_item(home: Path, tiny_bert: Path) -> None:
+    """``ingest_texts("en", "Hello world.")`` read each character as a sentence (all too
+    short), ``mine("de-en")`` and ``configure(pairs="de-en")`` read 'd' as a pair."""
+    with bitextdb.init(home, model="synthetic", dim=8, k=2) as db:
+        db.ingest_embeddings("de", [f"de {i}" for i in range(6)], make_vectors(6, 8, 1, 0))
+        db.ingest_embeddings("en", [f"en {i}" for i in range(6)], make_vectors(6, 8, 1, 0))
+        assert db.configure(pairs="de-en, en-fr").pairs == ["de-en", "en-fr"]
+        (report,) = db.mine("de-en")
+        assert report.pair == "de-en"
+        assert len(db.translate_many("en 1", "en", "de")) == 1
+    with bitextdb.init(home / "texts", model=str(tiny_bert)) as db:
+        (read,) = db.ingest_texts("en", "Hello world.", mine=False)["ingested"]
+        assert (read["read"], read["new"]) == (1, 1)
+
+
+def test_mining_a_pair_the_database_does_not_mine_is_refused(home: Path) -> None:
+    """``mine(["en-xx"])`` wrote lists towards a language nobody ingested, and ``mine
+    --pair`` mined a pair that ``config --pairs`` left out (stats then hid it)."""
+    with _home(home) as db:
+        with pytest.raises(bitextdb.InputError, match="no xx sentences"):
+            db.mine(["en-xx"])
+        db.ingest_embeddings("fr", ["fr 0", "fr 1"], make_vectors(2, 8, 4, 0), mine=False)
+        db.configure(pairs=["de-en"])
+        with pytest.raises(bitextdb.InputError, match="en-fr is not among the pairs"):
+            db.mine("en-fr")
+        with db.db.session() as s:
+            others = s.execute(sa.text("SELECT DISTINCT other_lang FROM knn")).scalars()
+            assert set(others) == {"de", "en"}
+        db.configure(pairs=["de-en", "en-fr"])
+        assert [r.pair for r in db.mine("fr-en")] == ["en-fr"]
+
+
+def test_export_takes_since_as_iso_text(home: Path) -> None:
+    with _home(home) as db:
+        out = home / "p.jsonl"
+        done = db.export("de-en", output=str(out), fmt="jsonl", since="2020-01-01T00:00:00Z")
+        assert done["rows"] == len(out.read_text().splitlines()) > 0
+        with pytest.raises(bitextdb.InputError, match="not an ISO timestamp"):
+            db.export("de-en", output=str(out), since="yesterday")
+
+
+def test_init_refuses_k_zero_and_keeps_the_threshold_a_float(home: Path) -> None:
+    """``init(k=0)`` stored k=4 (``k or default``), and a second ``init(k=0)`` was then
+    refused as a change of k."""
+    with pytest.raises(bitextdb.ConfigError, match="k must be between 1 and 64, not 0"):
+        bitextdb.init(home, model="synthetic", dim=8, k=0)
+    with bitextdb.init(home, model="synthetic", dim=8, threshold=1) as db:
+        assert isinstance(db.settings.threshold, float)
+        assert np.isclose(db.stats()["settings"]["threshold"], 1.0)
