@@ -500,6 +500,11 @@ def load_model(  # type: ignore[no-untyped-def]
             )
     except Exception as exc:
         log.debug("model load failed", exc_info=True)
+        if Path(model).expanduser().is_dir():  # the folder is there: say what went wrong
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                f"Could not load the model in {model} on device {device or 'auto'}: {reason}"
+            ) from exc
         raise ModelLoadError(
             f"Could not load the model {model!r} (no such local folder, and it could not be "
             "downloaded from here); pass a local sentence-transformers model folder with "

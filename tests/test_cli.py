@@ -321,6 +321,14 @@ def test_model_that_cannot_be_loaded(home: Path) -> None:
     assert_clean_error(invoke("stats"), "bitextdb init")
 
 
+def test_a_model_folder_that_fails_to_load_says_why(initialised: Path) -> None:
+    """Every failure said "no such local folder", the folder being there (--device cuda
+    on a machine without one, a device torch does not know)."""
+    result = invoke("ingest", "--lang", "de", "--device", "tpu", str(initialised))
+    line = assert_clean_error(result, "on device tpu", "device type")
+    assert "no such local folder" not in line
+
+
 def test_explicit_home_flag_wins(home: Path, tiny_bert: Path, tmp_path: Path) -> None:
     other = tmp_path / "other-home"
     ok("--home", str(other), "init", "--model", str(tiny_bert), "--dim", "32")
