@@ -78,9 +78,7 @@ class BitextDB:
         if isinstance(self.db, _Closed):
             return
         try:
-            if self._encoder is not None:
-                self._encoder.close()
-                self._encoder = None
+            self._drop_encoder()
             self.index.close()
             self.db.dispose()
         finally:
@@ -90,6 +88,11 @@ class BitextDB:
             # without the lock another process may write now: nothing more through here
             self.db = cast(Database, _Closed(self.locations.home))
             self.index = cast(VectorIndex, _Closed(self.locations.home))
+
+    def _drop_encoder(self) -> None:
+        if self._encoder is not None:
+            self._encoder.close()
+            self._encoder = None
 
     def __enter__(self) -> BitextDB:
         return self
@@ -368,6 +371,14 @@ class BitextDB:
         self.settings = Settings.from_dict(data).validate()
         self.db.save_settings(self.settings)
         return self.settings
+
+    def relocate_model(self, model: str) -> dict[str, Any]:
+        """Take ``model`` (a folder) as the database's model, moved: only if it encodes
+        stored sentences to their stored vectors; see :mod:`bitextdb.relocate`."""
+        from .relocate import relocate_model  # torch: imported by the commands that encode
+
+        self._drop_encoder()  # the old folder's, if loaded
+        return relocate_model(self, model)
 
     def language_pairs(self) -> list[tuple[str, str]]:
         with self.db.session() as s:

@@ -487,7 +487,8 @@ def load_model(  # type: ignore[no-untyped-def]
         # a path, not a hub name: no point asking the hub (it retries for a minute offline)
         raise ModelLoadError(
             f"The model folder {model} does not exist; pass a local sentence-transformers "
-            "model folder with --model PATH."
+            "model folder with --model PATH (if a database's model folder moved, "
+            "`bitextdb config --model NEW_PATH` points the database at it)."
         )
     try:
         with warnings.catch_warnings():

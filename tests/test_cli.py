@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from click.testing import CliRunner, Result
 
 import bitextdb
 from bitextdb.cli import cli
+from tests.models import build_static_crosslingual
 
 EN = ["the cat sleeps", "a dog runs in the street", "my friend reads a book"]
 DE = ["die katze schläft", "ein hund läuft auf der straße", "mein freund liest ein buch"]
@@ -327,6 +329,29 @@ def test_a_model_folder_that_fails_to_load_says_why(initialised: Path) -> None:
     result = invoke("ingest", "--lang", "de", "--device", "tpu", str(initialised))
     line = assert_clean_error(result, "on device tpu", "device type")
     assert "no such local folder" not in line
+
+
+def test_a_moved_model_folder_is_taken_back_only_if_it_gives_the_stored_vectors(
+    home: Path, static_model: Path, tmp_path: Path
+) -> None:
+    """A database records its local model by absolute path; when the folder moved, no
+    command could point it at the new place (init and --model refused another name)."""
+    first, moved = tmp_path / "m1", tmp_path / "m2"
+    shutil.copytree(static_model, first)
+    ok("init", "--model", str(first))
+    ok("ingest", "--lang", "en", str(write_lines(tmp_path / "en.txt", ["the dog sleeps"])))
+    first.rename(moved)
+    de = write_lines(tmp_path / "de.txt", ["der hund schläft"])
+    assert_clean_error(invoke("ingest", "--lang", "de", str(de)), "config --model")
+    other = build_static_crosslingual(tmp_path / "other", seed=1)  # same size, other vectors
+    line = assert_clean_error(invoke("config", "--model", str(other)), "not this database's")
+    assert "cosine" in line
+    assert as_json(ok("config", "--json"))["model"] == str(first)  # unchanged
+    report = as_json(ok("config", "--json", "--model", str(moved)))
+    assert report["model"] == str(moved) and report["model_check"]["checked"] == 1
+    assert report["model_check"]["lowest_cosine"] > 0.999
+    ok("ingest", "--lang", "de", str(de))
+    assert stats()["pairs"]["de-en"]["accepted"] == 1
 
 
 def test_explicit_home_flag_wins(home: Path, tiny_bert: Path, tmp_path: Path) -> None:

@@ -256,21 +256,42 @@ def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None
 @index_process_option
 @click.option("--min-chars", type=int, help="Skip shorter sentences.")
 @click.option("--max-chars", type=int, help="Skip longer sentences.")
+@click.option(
+    "--model",
+    "moved_model",
+    metavar="PATH",
+    help="The database's model, moved to this folder: taken only if it encodes stored "
+    "sentences to their stored vectors.",
+)
 @json_option
 @pass_ctx
 @friendly
-def config_cmd(ctx: Context, as_json: bool, pairs: str | None, **changes: Any) -> None:
+def config_cmd(
+    ctx: Context, as_json: bool, pairs: str | None, moved_model: str | None, **changes: Any
+) -> None:
     """Show or change the settings that may change after init."""
     changes = {key: value for key, value in changes.items() if value is not None}
     if pairs is not None:
         changes["pairs"] = None if pairs == "all" else [p for p in pairs.split(",") if p.strip()]
     with ctx.open() as db:
+        moved = None if moved_model is None else db.relocate_model(moved_model)
         settings = db.configure(**changes) if changes else db.settings
-    emit(
-        settings.to_dict(),
-        as_json,
-        lambda d: "\n".join(f"{key}: {value}" for key, value in d.items() if key != "extra"),
-    )
+    shown = settings.to_dict() | ({"model_check": moved} if moved else {})
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [
+            f"{key}: {'every pair' if key == 'pairs' and value is None else value}"
+            for key, value in d.items()
+            if key not in ("extra", "model_check")
+        ]
+        if moved and moved["checked"]:
+            lines.append(
+                f"model moved to {moved['model']}: {moved['checked']} stored sentences "
+                f"encoded again, lowest cosine {moved['lowest_cosine']:.4f}"
+            )
+        return "\n".join(lines)
+
+    emit(shown, as_json, text)
 
 
 # -- ingest / mine ---------------------------------------------------------------------------

@@ -361,6 +361,17 @@ def _str_chunks(values: Sequence[str], size: int = 4000) -> list[list[str]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
+def sample_indexed(s: Session, lang: str, n: int) -> list[tuple[int, str]]:
+    """``(id, text)`` of up to ``n`` sentences of ``lang`` that have their vector, by id."""
+    query = (
+        select(SENT.c.id, SENT.c.text)
+        .where(SENT.c.lang == lang, SENT.c.indexed)
+        .order_by(SENT.c.id)
+        .limit(n)
+    )
+    return [(int(sid), text) for sid, text in s.execute(query)]
+
+
 def source_languages(s: Session) -> list[str]:
     """The languages that have sources, sorted (a table of one row a file: cheap)."""
     return sorted(s.execute(select(SRC.c.lang).distinct()).scalars())
