@@ -142,7 +142,7 @@ def translate_many(
                 sid,
                 r_query,
                 ranked[:top],
-                None if best is None else _pair_view(best, text_of),
+                None if best is None else _pair_view(best, text_of, src),
             )
         )
     return out
@@ -167,13 +167,18 @@ def _query_vectors(
     return vectors
 
 
-def _pair_view(pair: dict[str, Any], text_of: dict[int, tuple[str, str]]) -> dict[str, Any]:
-    view = {
-        key: pair[key]
-        for key in ("src_id", "tgt_id", "src_lang", "tgt_lang", "cosine", "margin", "accepted")
-    }
-    for side in ("src", "tgt"):
-        entry = text_of.get(pair[f"{side}_id"])
+def _pair_view(
+    pair: dict[str, Any], text_of: dict[int, tuple[str, str]], src: str
+) -> dict[str, Any]:
+    """The stored pair as the query asked for it: ``src`` is the query's language (pairs
+    are stored with their languages sorted, which may be the other way round)."""
+    flip = pair["src_lang"] != src
+    view = {key: pair[key] for key in ("cosine", "margin", "accepted")}
+    sides = (("src", "tgt"), ("tgt", "src")) if flip else (("src", "src"), ("tgt", "tgt"))
+    for side, stored in sides:
+        view[f"{side}_id"] = pair[f"{stored}_id"]
+        view[f"{side}_lang"] = pair[f"{stored}_lang"]
+        entry = text_of.get(pair[f"{stored}_id"])
         if entry is not None:
             view[side] = entry[1]
     return view

@@ -166,7 +166,7 @@ def test_translate_one_and_many(client: httpx.Client, small: Served) -> None:
     assert result["query"] == en[2] and result["sentence_id"] is not None
     assert len(result["hits"]) == 3
     assert result["hits"][0]["text"] == de[2] and result["hits"][0]["accepted"] is True
-    assert result["stored_pair"]["src"] == de[2] and result["stored_pair"]["tgt"] == en[2]
+    assert result["stored_pair"]["src"] == en[2] and result["stored_pair"]["tgt"] == de[2]
     assert result == small.db.translate(en[2], "en", "de", top=3).as_dict()
 
     # 20 sentences in the database and 20 new ones (German side only in the database)
@@ -499,7 +499,7 @@ def test_translate_stored_sentence_without_a_model(keyed: httpx.Client) -> None:
         "/translate", json={"text": "english sentence 7", "from": "en", "to": "de", "top": 1}
     )
     assert stored.status_code == 200, stored.text
-    assert stored.json()["results"][0]["stored_pair"]["tgt"] == "english sentence 7"
+    assert stored.json()["results"][0]["stored_pair"]["src"] == "english sentence 7"
     new = keyed.post("/translate", json={"text": "not stored", "from": "en", "to": "de"})
     assert "synthetic" in error_of(new, 400)
 

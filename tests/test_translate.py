@@ -116,11 +116,11 @@ def test_planted_translation_first_for_stored_sentences(
             key = (h.id, t.sentence_id)
             assert h.mined == (key in pairs)
             assert h.accepted == pairs.get(key, False)
-        # the stored pair, in the stored orientation (de-en)
+        # the stored pair (stored as de-en), as asked: the query's side first
         p = t.stored_pair
         assert p is not None
-        assert (p["src_lang"], p["tgt_lang"], p["src"], p["tgt"]) == ("de", "en", want, query)
-        assert (p["src_id"], p["tgt_id"]) == (de_ids[want], en_ids[query])
+        assert (p["src_lang"], p["tgt_lang"], p["src"], p["tgt"]) == ("en", "de", query, want)
+        assert (p["src_id"], p["tgt_id"]) == (en_ids[query], de_ids[want])
         assert p["accepted"] and p["margin"] == pytest.approx(t.hits[0].margin)
 
     # and the other way round
@@ -241,7 +241,7 @@ def test_cli_text_output_marks_pairs_and_shows_the_stored_pair(corpus: Corpus) -
     assert len(hits) == 3
     assert hits[0].endswith(f"{want} *pair")
     assert not any("*pair" in line for line in hits[1:])
-    assert any(line.strip().startswith(f"stored pair: {want} ||| {query}") for line in lines)
+    assert any(line.strip().startswith(f"stored pair: {query} ||| {want}") for line in lines)
 
     new = ok(corpus, corpus.extra_en[1], "--from", "en", "--to", "de").stdout
     first = next(line for line in new.splitlines() if line.lstrip().startswith("1. "))
@@ -255,7 +255,7 @@ def test_cli_json(corpus: Corpus) -> None:
     assert len(data["hits"]) == 5
     assert data["hits"][0]["text"] == want and data["hits"][0]["accepted"] is True
     assert set(data["hits"][0]) == {"id", "text", "cosine", "margin", "mined", "accepted"}
-    assert data["stored_pair"]["src"] == want and data["stored_pair"]["tgt"] == query
+    assert data["stored_pair"]["src"] == query and data["stored_pair"]["tgt"] == want
 
 
 def test_cli_file_prints_tsv(corpus: Corpus, tmp_path: Path) -> None:
