@@ -105,11 +105,13 @@ def _export_text(summary: dict[str, Any]) -> str:
     help="With --cursor or --since: also write the pairs to drop since then (same format).",
 )
 @filter_options
-@click.option("--with-sources", is_flag=True, help="jsonl: add the source names of each side.")
+@click.option(
+    "--with-sources", is_flag=True, help="jsonl, parquet: add the source names of each side."
+)
 @click.option(
     "--with-ids",
     is_flag=True,
-    help="jsonl: add the external ids of each side (ingest --id-column / --id-field).",
+    help="jsonl, parquet: add the external ids of each side (ingest --id-column / --id-field).",
 )
 @click.option(
     "--margin",
