@@ -548,7 +548,9 @@ def init(
             settings.model = model_name(model) if model else settings.model
             settings.k = settings.k if k is None else k
             settings.validate()
-            if dim:
+            # a hub name with --dim is taken at its word (a database of given vectors names
+            # a model it never loads); a local folder is asked, so --dim cannot contradict it
+            if dim and not Path(settings.model).is_dir():
                 settings.dim = int(dim)
             else:
                 # only the dimension is wanted: on the CPU, so no GPU memory stays cached in
@@ -559,6 +561,11 @@ def init(
                     revision=settings.revision,
                     trust_remote_code=settings.trust_remote_code,
                 )
+                if dim and encoder.dim != dim:
+                    raise ModelMismatchError(
+                        f"The model in {settings.model} makes {encoder.dim}-dimensional "
+                        f"vectors, not {dim}: leave --dim out, or give {encoder.dim}."
+                    )
                 settings.dim = encoder.dim
         else:
             settings = current

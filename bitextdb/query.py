@@ -16,7 +16,7 @@ from .config import check_lang
 from .db import corpus, graph, lookup
 from .errors import InputError
 from .margin import ratio_margin
-from .readers import normalize, text_hash
+from .readers import encodable, normalize, text_hash
 
 if TYPE_CHECKING:
     from .api import BitextDB
@@ -64,8 +64,13 @@ def translate_many(
     src, tgt = check_lang(src), check_lang(tgt)
     if src == tgt:
         raise InputError("Translate between two different languages.")
-    if top < 1:
-        raise InputError("--top must be at least 1.")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise InputError(f"--top must be a whole number, at least 1, not {top!r}.")
+    for text in texts:
+        if not isinstance(text, str):
+            raise InputError(f"Translate sentences given as strings, not {type(text).__name__}.")
+        if not encodable(text):
+            raise InputError("A sentence to translate is not valid Unicode (a lone surrogate).")
     if db.index.count(tgt) == 0:
         with db.db.session() as s:
             indexed = tgt in graph.languages(s)

@@ -246,6 +246,12 @@ def _text_rows(texts: Sequence[str], stats: ReadStats) -> Iterator[_Row]:
             yield position, raw, None, 0
 
 
+def encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (no lone surrogate, which JSON escapes and
+    Python strings can hold)."""
+    return not _SURROGATE.search(text)
+
+
 def normalize(text: str) -> str:
     """Normalise a sentence.
 

@@ -4,6 +4,7 @@ where lists are expected, and arguments checked before anything is stored."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,3 +116,30 @@ def test_init_refuses_k_zero_and_keeps_the_threshold_a_float(home: Path) -> None
     with bitextdb.init(home, model="synthetic", dim=8, threshold=1) as db:
         assert isinstance(db.settings.threshold, float)
         assert np.isclose(db.stats()["settings"]["threshold"], 1.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda db: db.translate("en \ud800 1", "en", "de"), "lone surrogate"),
+        (lambda db: db.translate_many([None], "en", "de"), "not NoneType"),
+        (lambda db: db.translate("en 1", "en", "de", top="3"), "whole number"),
+    ],
+)
+def test_translate_refuses_what_is_not_a_sentence_with_an_input_error(
+    call: Any, needle: str, home: Path
+) -> None:
+    """A lone surrogate raised UnicodeEncodeError, None TypeError, ``top="3"`` TypeError."""
+    with _home(home) as db, pytest.raises(bitextdb.InputError, match=needle):
+        call(db)
+
+
+def test_init_checks_dim_against_a_local_model(home: Path, tiny_bert: Path) -> None:
+    """``init --dim 64`` with a 32-dimensional model folder made a home that could never
+    encode (and whose dimension can never change)."""
+    with pytest.raises(bitextdb.ModelMismatchError, match="32-dimensional vectors, not 64"):
+        bitextdb.init(home, model=str(tiny_bert), dim=64)
+    with pytest.raises(bitextdb.NotInitializedError):
+        bitextdb.open(home)
+    with bitextdb.init(home, model=str(tiny_bert), dim=32) as db:
+        assert db.settings.dim == 32
