@@ -504,6 +504,13 @@ def open(
             f"This database was built with {settings.model!r}, not {model!r}: vectors of two "
             "models cannot be compared. Use another --home for the other model."
         )
+    try:
+        settings.validate()
+    except ConfigError as exc:  # as stored: not the caller's doing
+        raise ConfigError(
+            f"This database's stored settings do not hold: {exc} `bitextdb init` with the "
+            "setting given again (such as --pairs) stores it anew."
+        ) from exc
     for key, value in run_options.items():
         if key not in RUN_OPTIONS:
             raise ConfigError(f"Unknown option {key}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -383,6 +384,21 @@ def test_a_home_with_a_code_spelled_the_old_way_is_refused(home: Path, db_url: s
             s.execute(sa.text("UPDATE sources SET lang = 'pt-br'"))
     with pytest.raises(ConfigError, match=r"pt-br \(now pt-BR\)"):
         bitextdb.open(home, db=db_url)
+
+
+def test_stored_settings_that_no_longer_parse_are_said_so_and_init_mends_them(
+    home: Path,
+) -> None:
+    """A development version stored ``pairs`` as ``en-pt-br``, which reads two ways now;
+    the error blamed the user's input, and ``config --pairs`` could not open the home."""
+    bitextdb.init(home, model="synthetic", dim=4).close()
+    with sqlite3.connect(home / "bitextdb.sqlite") as conn:
+        conn.execute("""UPDATE settings SET value = '["en-pt-br"]' WHERE key = 'pairs'""")
+    with pytest.raises(ConfigError, match=r"stored settings do not hold: 'en-pt-br'.*init"):
+        bitextdb.open(home)
+    bitextdb.init(home, pairs=["en:pt-BR"]).close()
+    with bitextdb.open(home) as db:
+        assert db.settings.pairs == ["en-pt-BR"]
 
 
 def test_settings_validate() -> None:
