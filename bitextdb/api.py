@@ -355,11 +355,11 @@ class BitextDB:
         return evaluate(self, pair, gold, **options)
 
     # -- consistency -------------------------------------------------------------------------
-    def check(self, *, repair: bool = False, deep: bool = False) -> CheckReport:
+    def check(self, *, repair: bool = False, deep: bool = False, sample: int = 100) -> CheckReport:
         """Compare SQL and the vector store; ``deep`` also derives every candidate, pair
-        row and the selection again from the stored lists; ``repair`` fixes what
-        disagrees."""
-        return check(self, repair=repair, deep=deep)
+        row and the selection again from the stored lists and searches ``sample`` lists
+        of each side again exactly; ``repair`` fixes what disagrees."""
+        return check(self, repair=repair, deep=deep, sample=sample)
 
     # -- settings and stats ----------------------------------------------------------------
     def configure(self, **changes: Any) -> Settings:

@@ -7,6 +7,10 @@ The incremental miner touches only what an addition or a removal changes; this r
 everything the way a batch run over the same lists would, so a list or candidate that an
 update missed, or a pair row changed or deleted by hand, shows up here. It reads every
 list and pair row of a language pair once (memory: about 40 bytes a list entry).
+
+The lists themselves are taken as stored, but for a sample of each side (spread evenly
+by id), which is searched again exactly against the other side: a list that differs is
+wrong where that side is searched exactly, and the HNSW recall gap where it is not.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
 #: stored floats are compared with this relative tolerance (they are recomputed the same
 #: way, so they agree to the last bit unless something changed them)
 RTOL = 1e-9
+#: lists of each side searched again exactly, by default
+DEFAULT_SAMPLE = 100
 
 
 @dataclass
@@ -51,6 +57,12 @@ class PairAudit:
     pairs_wrong: int = 0
     #: pairs whose accepted flag differs from the greedy walk over the candidates
     selection_wrong: int = 0
+    #: lists searched again exactly (a sample of each side), and those that differ: a
+    #: problem where the other side is searched exactly (up to ``exact_limit``), the HNSW
+    #: recall gap otherwise (``approximate``)
+    sampled: int = 0
+    sampled_differ: int = 0
+    approximate: bool = False
 
     @property
     def problems(self) -> int:
@@ -61,6 +73,7 @@ class PairAudit:
             + self.pairs_extra
             + self.pairs_wrong
             + self.selection_wrong
+            + (0 if self.approximate else self.sampled_differ)
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,12 +99,15 @@ class _Side:
     wrong: np.ndarray  # per list: size, order, mean or k-th entry differs
 
 
-def audit(db: BitextDB) -> list[PairAudit]:
-    """Audit every language pair mined in ``db`` (see the module's docstring)."""
-    return [audit_pair(db, a, b)[0] for a, b in db.language_pairs()]
+def audit(db: BitextDB, sample: int = DEFAULT_SAMPLE) -> list[PairAudit]:
+    """Audit every language pair mined in ``db`` (see the module's docstring), searching
+    ``sample`` lists of each side again exactly."""
+    return [audit_pair(db, a, b, sample)[0] for a, b in db.language_pairs()]
 
 
-def audit_pair(db: BitextDB, a: str, b: str) -> tuple[PairAudit, Fixes]:
+def audit_pair(
+    db: BitextDB, a: str, b: str, sample: int = DEFAULT_SAMPLE
+) -> tuple[PairAudit, Fixes]:
     """Audit ``a``-``b`` (sorted codes): the counts, and what a repair would do."""
     report = PairAudit(pair_name(a, b))
     fixes = Fixes()
@@ -111,10 +127,17 @@ def audit_pair(db: BitextDB, a: str, b: str) -> tuple[PairAudit, Fixes]:
     fwd = _candidates(ours, theirs)
     bwd = _candidates(theirs, ours)
     for side, other, found in ((a, b, fwd), (b, a, bwd)):
-        mine = ours if side == a else theirs
+        mine, yours = (ours, theirs) if side == a else (theirs, ours)
         bad = mine.wrong | found["unmatched"]
         report.lists_wrong += int(bad.sum())
         report.candidates_wrong += int(found["wrong"].sum())
+        approximate = len(yours.stored.ids) > db.settings.exact_limit
+        report.approximate |= approximate
+        differ = _search_again(db, side, other, mine, yours, sample)
+        report.sampled += min(sample, len(mine.stored.ids))
+        report.sampled_differ += int(differ.sum())
+        if not approximate:
+            bad[differ] = True
         fixes.lists[(side, other)] = mine.stored.ids[bad]
 
     # the candidate pairs the lists give, keyed (src, tgt): forward from a, backward from b
@@ -153,14 +176,39 @@ def audit_pair(db: BitextDB, a: str, b: str) -> tuple[PairAudit, Fixes]:
     return report, fixes
 
 
-def repair(db: BitextDB) -> dict[str, int]:
+def _search_again(
+    db: BitextDB, lang: str, other: str, mine: _Side, yours: _Side, sample: int
+) -> np.ndarray:
+    """Per list of ``mine``, whether an exact search of ``other`` (among the sentences with
+    a list back, as mining searches) gives other entries or cosines; only ``sample`` lists,
+    spread evenly by id, are searched (the others stay False)."""
+    differ = np.zeros(len(mine.stored.ids), dtype=bool)
+    n = len(mine.stored.ids)
+    if not sample or not n:
+        return differ
+    rows = np.unique(np.linspace(0, n - 1, min(sample, n)).round().astype(np.int64))
+    from .knn import BlockedKnn  # torch: imported by the deep check only
+
+    ids, vectors = db.index.retrieve(lang, mine.stored.ids[rows])
+    rows = np.searchsorted(mine.stored.ids, ids)  # those with a vector, in that order
+    engine = BlockedKnn(ids, vectors, db.settings.k, device=db.settings.device)
+    for chunk_ids, chunk_vectors in db.index.scan(other):
+        keep = np.isin(chunk_ids, yours.stored.ids)
+        engine.add_chunk(chunk_ids[keep], chunk_vectors[keep], np.full(int(keep.sum()), np.inf))
+    fresh, stored = engine.forward, mine.stored.lists.take(rows)
+    same_cos = _close(fresh.cos, stored.cos) | (np.isinf(fresh.cos) & np.isinf(stored.cos))
+    differ[rows] = (fresh.ids != stored.ids).any(axis=1) | ~same_cos.all(axis=1)
+    return differ
+
+
+def repair(db: BitextDB, sample: int = DEFAULT_SAMPLE) -> dict[str, int]:
     """Make the stored state what the audit derives: lists found wrong are mined again,
     candidate flags no list gives are cleared, every candidate is recomputed and the
     selection re-derived (withdrawals recorded as mining records them) by the next mine.
     Returns counts: language pairs marked for it, lists dropped, flags cleared."""
     done = {"language_pairs_rederived": 0, "lists_remined": 0, "flags_cleared": 0}
     for a, b in db.language_pairs():
-        report, fixes = audit_pair(db, a, b)
+        report, fixes = audit_pair(db, a, b, sample)
         if report.pending or not report.problems:
             continue
         with db.db.session() as s:

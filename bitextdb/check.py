@@ -58,11 +58,15 @@ class CheckReport:
         return dict(self.__dict__) | {"ok": self.ok}
 
 
-def check(db: BitextDB, *, repair: bool = False, deep: bool = False) -> CheckReport:
+def check(
+    db: BitextDB, *, repair: bool = False, deep: bool = False, sample: int = audit.DEFAULT_SAMPLE
+) -> CheckReport:
     """Compare SQL and the vector store; with ``deep``, also derive every list's mean,
-    candidate, pair row and the selection again from the stored lists (see
-    :mod:`bitextdb.audit`); with ``repair``, fix what disagrees, then re-check."""
-    report = _inspect(db, deep)
+    candidate, pair row and the selection again from the stored lists, and search
+    ``sample`` lists of each side again exactly (see :mod:`bitextdb.audit`); with
+    ``repair``, fix what disagrees, then re-check."""
+    deep_sample = sample if deep else None
+    report = _inspect(db, deep_sample)
     if not repair or report.ok:
         return report
     repaired: dict[str, int] = {}
@@ -107,13 +111,13 @@ def check(db: BitextDB, *, repair: bool = False, deep: bool = False) -> CheckRep
     # candidates; bands of every mined point are rewritten from SQL
     reports = db.mine()
     if deep:  # on the state mining left: an audit skips pairs with work waiting
-        fixed = audit.repair(db)
+        fixed = audit.repair(db, sample)
         if any(fixed.values()):
             repaired |= fixed
             reports += db.mine()
     repaired["sentences_remined"] = sum(sum(r.new.values()) for r in reports)
     repaired["bands_rewritten"] = _rewrite_bands(db)
-    final = _inspect(db, deep)
+    final = _inspect(db, deep_sample)
     final.repaired = repaired
     return final
 
@@ -123,7 +127,7 @@ def _stored_ids(db: BitextDB, lang: str) -> np.ndarray:
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _inspect(db: BitextDB, deep: bool = False) -> CheckReport:
+def _inspect(db: BitextDB, deep_sample: int | None = None) -> CheckReport:
     report = CheckReport()
     with db.db.session() as s:
         langs = graph.languages(s)
@@ -152,8 +156,8 @@ def _inspect(db: BitextDB, deep: bool = False) -> CheckReport:
         with db.db.session() as s:
             n = graph.count_pending(s, a, b) + graph.count_pending(s, b, a)
         report.unmined[pair_name(a, b)] = n
-    if deep:
-        report.deep = [pair.as_dict() for pair in audit.audit(db)]
+    if deep_sample is not None:
+        report.deep = [pair.as_dict() for pair in audit.audit(db, deep_sample)]
     return report
 
 

@@ -35,7 +35,9 @@ def _text(r: dict[str, Any]) -> str:
             f"{a['pair']}: {a['lists']} lists and {a['pairs']} pair rows derived again: "
             f"{a['lists_wrong']} lists, {a['candidates_wrong']} candidates, "
             f"{a['pairs_missing']} pairs missing, {a['pairs_extra']} extra, "
-            f"{a['pairs_wrong']} with another score, {a['selection_wrong']} selected otherwise"
+            f"{a['pairs_wrong']} with another score, {a['selection_wrong']} selected otherwise; "
+            f"{a['sampled_differ']} of {a['sampled']} lists searched again differ"
+            + (" (HNSW: its recall, not a fault)" if a["approximate"] else "")
         )
     if r["repaired"]:
         lines.append("repaired: " + ", ".join(f"{k} {v}" for k, v in r["repaired"].items()))
@@ -55,13 +57,20 @@ def _text(r: dict[str, Any]) -> str:
     help="Also derive every list's mean, every candidate, the pair rows and the selection "
     "again from the stored lists, and compare (reads every list once).",
 )
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="With --deep: lists of each side searched again exactly.",
+)
 @json_option
 @pass_ctx
 @friendly
-def check(ctx: Context, repair: bool, deep: bool, as_json: bool) -> None:
+def check(ctx: Context, repair: bool, deep: bool, sample: int, as_json: bool) -> None:
     """Compare SQL and the vector store; exit 0 only when they agree."""
     with ctx.open() as db:
-        report = db.check(repair=repair, deep=deep).as_dict()
+        report = db.check(repair=repair, deep=deep, sample=sample).as_dict()
     ctx.bars.close()
     emit(report, as_json, _text)
     sys.exit(0 if report["ok"] else 1)
