@@ -385,10 +385,15 @@ def test_cli_removes_the_sources_of_deleted_files(home: Path, tmp_path: Path) ->
 
 
 def _advisory_locks(db: bitextdb.BitextDB) -> list[tuple[str, bool]]:
-    """``(mode, granted)`` of the advisory locks held or awaited on the database."""
+    """``(mode, granted)`` of the advisory locks held or awaited on the database (this
+    one only: pg_locks lists every database's, and other programs' waits are not ours)."""
+    here = "(SELECT oid FROM pg_database WHERE datname = current_database())"
     with db.db.engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT mode, granted FROM pg_locks WHERE locktype = 'advisory'")
+            text(
+                "SELECT mode, granted FROM pg_locks"
+                f" WHERE locktype = 'advisory' AND database = {here}"
+            )
         ).all()
     return [(mode, bool(granted)) for mode, granted in rows]
 
