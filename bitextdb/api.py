@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from .audit import DEFAULT_SAMPLE
 from .check import CheckReport, check
 from .config import (
     Locations,
@@ -355,7 +356,9 @@ class BitextDB:
         return evaluate(self, pair, gold, **options)
 
     # -- consistency -------------------------------------------------------------------------
-    def check(self, *, repair: bool = False, deep: bool = False, sample: int = 100) -> CheckReport:
+    def check(
+        self, *, repair: bool = False, deep: bool = False, sample: int = DEFAULT_SAMPLE
+    ) -> CheckReport:
         """Compare SQL and the vector store; ``deep`` also derives every candidate, pair
         row and the selection again from the stored lists and searches ``sample`` lists
         of each side again exactly; ``repair`` fixes what disagrees."""

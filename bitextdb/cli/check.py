@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..audit import DEFAULT_SAMPLE
 from . import Context, cli, emit, friendly, json_option, pass_ctx
 
 
@@ -60,7 +61,7 @@ def _text(r: dict[str, Any]) -> str:
 @click.option(
     "--sample",
     type=click.IntRange(min=0),
-    default=100,
+    default=DEFAULT_SAMPLE,
     show_default=True,
     help="With --deep: lists of each side searched again exactly.",
 )
