@@ -40,9 +40,9 @@ def relocate_model(db: BitextDB, model: str) -> dict[str, Any]:
     if same_model(new, previous):
         return report
     s = db.settings
-    encoder = Encoder(
+    encoder = Encoder(  # a few sentences: the CPU does, whatever devices ingests use
         new,
-        device="cpu" if s.device in (None, "auto") else s.device,
+        device="cpu",
         revision=s.revision,
         trust_remote_code=s.trust_remote_code,
         max_seq_length=s.max_seq_length,
