@@ -189,7 +189,10 @@ def test_several_devices_share_the_work_through_the_pool(tiny_bert: Path) -> Non
 
 
 def test_a_model_of_the_wrong_size_is_refused_every_time(home: Path, tiny_bert: Path) -> None:
-    with bitextdb.init(home, model=str(tiny_bert), dim=16, encoder_process=True) as db:
+    with bitextdb.init(home, model=str(tiny_bert)) as db:  # init itself refuses --dim 16
+        db.settings.dim = 16
+        db.db.save_settings(db.settings)  # as if the folder had been replaced since
+    with bitextdb.open(home, encoder_process=True) as db:
         for _ in range(2):
             with pytest.raises(ModelMismatchError, match="32-dimensional"):
                 db.encoder  # noqa: B018
