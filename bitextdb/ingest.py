@@ -36,7 +36,7 @@ from .heap import loaded_objects_frozen
 from .language_id import language_check
 from .lock import displacing_lock, source_lock
 from .pipeline import run_stages
-from .readers import Line, ReadStats, read_lines, read_texts, text_hash
+from .readers import Line, ReadStats, read_lines, read_texts, reading, text_hash
 from .segment import sentence_splitter
 from .source_sync import SourceSync
 from .vectors import EdgeIndex, VectorIndex, edge_writer
@@ -197,11 +197,14 @@ class Ingestor:
         vectors: VectorSource | None = None,
         split_sentences: bool = False,
         whole: bool = False,
+        read: dict[str, object] | None = None,
     ) -> IngestReport:
         """Store ``lines`` (already read and normalised) of ``lang`` as coming from ``source``;
         ``split_sentences`` says whether they are the sentences of split records. ``whole``
         says that ``lines`` are all the source holds now (a file read again): the lines they
-        no longer hold leave it (see :mod:`bitextdb.source_sync`)."""
+        no longer hold leave it (see :mod:`bitextdb.source_sync`). ``read`` is how the file
+        was read (:func:`bitextdb.readers.reading`): a source read otherwise before is
+        refused."""
         lang = check_lang(lang)
         started = time.perf_counter()
         # Reading starts here, so a file that cannot be read (missing, binary, no such
@@ -223,6 +226,8 @@ class Ingestor:
             self.resume(lang, vectors)
         with self.db.session() as s:
             src = corpus.source_id(s, lang, source, path, split_sentences=split_sentences)
+            if read is not None:
+                corpus.check_reading(s, src, source, read)
             sync = _source_sync(s, lang, source, src, path) if whole and path else None
         done = 0
         sink = _Upserts(self.index, self._wants_index_process())
@@ -513,6 +518,7 @@ class Ingestor:
                 vectors=vectors,
                 split_sentences=split_sentences,
                 whole=True,
+                read=reading(path, **options),  # type: ignore[arg-type]
             )
 
     def given_vectors(
@@ -592,6 +598,8 @@ class Ingestor:
             src = None if append else corpus.existing_source(s, lang, name)
             if src is not None:  # refused as the ingest would refuse it
                 corpus.source_id(s, lang, name, None, split_sentences=split_sentences)
+                read = reading(path, **options)  # type: ignore[arg-type]
+                corpus.check_reading(s, src, name, read, adopt=False)
                 sync = _source_sync(s, lang, name, src, resolved, write=False)
         fresh: set[str] = set() if previewed is None else previewed
         seen: list[np.ndarray] = []  # the stored sentences the file's lines hold

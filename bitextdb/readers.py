@@ -275,6 +275,36 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def reading(
+    source: str,
+    fmt: str = "auto",
+    column: str | int | None = None,
+    id_column: str | int | None = None,
+    field: str = "text",
+    id_field: str | None = None,
+) -> dict[str, object]:
+    """How :func:`read_lines` reads a file with these options, the defaults filled in and
+    the rest left out (``{"format": "tsv", "column": 2, "id_column": 1}``): two readings
+    of one file are the same when these are equal."""
+    if fmt == "auto":
+        fmt = "txt" if source == _STDIN else detect_format(source)
+    if fmt == "tsv":
+        return {"format": fmt, "column": 1 if column is None else column, "id_column": id_column}
+    if fmt == "jsonl":
+        return {"format": fmt, "field": field, "id_field": id_field}
+    return {"format": fmt}
+
+
+def describe_reading(read: dict[str, object]) -> str:
+    """``tsv --column 2 --id-column 1``: a reading as the command line gives it."""
+    flags = [
+        f"--{key.replace('_', '-')} {value}"
+        for key, value in read.items()
+        if key != "format" and value is not None
+    ]
+    return " ".join([str(read["format"]), *flags])
+
+
 def detect_format(name: str) -> str:
     """Guess the format from a file name: ``"tsv"``, ``"jsonl"`` or ``"txt"``.
 

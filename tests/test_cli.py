@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -287,6 +288,55 @@ def test_a_column_or_field_no_record_has_is_refused_and_the_source_kept(
     other = write_lines(tmp_path / f"new-{name}", lines)  # a first read: no empty source
     assert_clean_error(invoke("ingest", "--lang", "de", *bad, str(other)), needle)
     assert (stats(), as_json(ok("sources", "--json"))) == before
+
+
+def test_a_file_read_again_another_way_is_refused_and_the_source_kept(
+    initialised: Path, tmp_path: Path
+) -> None:
+    """A column that one ragged row reaches (or a field one record has) read the file's
+    other lines as malformed, and they all left its source, exit 0: a file's source now
+    keeps how it was read, and another reading is refused (a dry run too)."""
+    rows = [f"id{i}\tein satz {i}" for i in range(6)]
+    rows[3] += "\tone more"
+    tsv = write_lines(tmp_path / "t.tsv", rows)
+    ok("ingest", "--lang", "de", "--column", "2", "--id-column", "1", str(tsv))
+    before = (stats(), as_json(ok("sources", "--json")))
+    for extra in ([], ["--dry-run"]):
+        line = assert_clean_error(
+            invoke("ingest", "--lang", "de", "--column", "3", *extra, str(tsv)),
+            "was read as tsv --column 2 --id-column 1, not tsv --column 3",
+        )
+        assert "Nothing was changed" in line
+    assert (stats(), as_json(ok("sources", "--json"))) == before
+    # the same reading, spelled otherwise, is the same reading
+    again = ok(
+        "ingest",
+        "--json",
+        "--lang",
+        "de",
+        "--format",
+        "tsv",
+        "--column",
+        "2",
+        "--id-column",
+        "1",
+        str(tsv),
+    )
+    assert as_json(again)["ingested"][0]["duplicates"] == 6  # type: ignore[index]
+
+
+def test_a_source_read_before_readings_were_kept_takes_the_next_one(
+    initialised: Path, home: Path
+) -> None:
+    with sqlite3.connect(home / "bitextdb.sqlite") as conn:
+        conn.execute("UPDATE sources SET reader = NULL")
+    ok("ingest", "--lang", "en", str(initialised))
+    with sqlite3.connect(home / "bitextdb.sqlite") as conn:
+        (read,) = conn.execute("SELECT reader FROM sources").fetchone()
+    assert json.loads(read) == {"format": "txt"}
+    assert_clean_error(
+        invoke("ingest", "--lang", "en", "--format", "tsv", str(initialised)), "was read as txt"
+    )
 
 
 def test_unreachable_database_fails_fast(home: Path) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
+from ..readers import describe_reading
 from .bulk import db_value, execute_many, execute_many_returning, select_in
 from .graph import chunks, withdraw_sentences
 from .tables import DisplacedSentence, Occurrence, Sentence, Setting, Source, utcnow
@@ -62,6 +63,25 @@ def source_id(
             "same way, under another --source, or remove it first."
         )
     return int(found.id)
+
+
+def check_reading(
+    s: Session, sid: int, name: str, read: dict[str, object], *, adopt: bool = True
+) -> None:
+    """Refuse to read a file's source another way than it was read (another format,
+    column or field): the lines the first reading gave would all leave it. A source read
+    before readings were kept takes this one (unless ``adopt`` is false: a dry run)."""
+    stored = s.execute(select(SRC.c.reader).where(SRC.c.id == sid)).scalar()
+    if stored is None:
+        if adopt:
+            s.execute(update(SRC).where(SRC.c.id == sid).values(reader=read))
+        return
+    if dict(stored) != read:
+        raise InputError(
+            f"{name} was read as {describe_reading(dict(stored))}, not "
+            f"{describe_reading(read)}: read it the same way, or remove its source first "
+            "(`bitextdb remove`) to read it otherwise. Nothing was changed."
+        )
 
 
 def existing_source(s: Session, lang: str, name: str) -> int | None:

@@ -52,6 +52,9 @@ class Source(Base):
     records: Mapped[int] = mapped_column(BigInteger, default=0)
     #: whether its records were split into sentences (``ingest --split-sentences``)
     split_sentences: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: how a file's source was read (:func:`bitextdb.readers.reading`); None for streams,
+    #: texts, and files read before schema 0007
+    reader: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -27,8 +27,7 @@ def upgrade() -> None:
     bind = op.get_bind()
     columns = {c["name"] for c in sa.inspect(bind).get_columns("export_cursors")}
     if "filters" not in columns:
-        with op.batch_alter_table("export_cursors") as batch:
-            batch.add_column(sa.Column("filters", sa.JSON(), nullable=True))
+        op.add_column("export_cursors", sa.Column("filters", sa.JSON(), nullable=True))
     if bind.dialect.name != "sqlite":
         return  # sequences never give an id twice
     settings = sa.table("settings", sa.column("key", sa.String), sa.column("value", sa.JSON))
