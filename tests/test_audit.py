@@ -169,3 +169,28 @@ def test_lists_searched_by_hnsw_are_compared_but_their_gap_is_no_fault(
         report = db.check(deep=True, sample=7)
         (pair,) = report.deep or []
         assert pair["approximate"] and pair["sampled"] == 14 and report.ok, pair
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # a pair row under the languages the other way round: never seen as de-en again,
+        # and a repair once left it there and changed the accepted pairs
+        "UPDATE pairs SET src_lang = 'en', tgt_lang = 'de' WHERE src_id = {de} AND tgt_id = {en}",
+        # a list filed under another language than its sentence's: repair crashed on it
+        "UPDATE knn SET lang = 'es' WHERE sentence_id = {en} AND other_lang = 'de'",
+        # a list entry naming a sentence of the list's own language
+        "UPDATE neighbours SET neighbour_id = {de} WHERE sentence_id = {de} AND rank = 1",
+    ],
+)
+def test_rows_of_the_wrong_languages_are_stray_and_repair_deletes_them(
+    statement: str, home: Path, db_url: str
+) -> None:
+    with _mined_home(home, db_url) as db:
+        with db.db.session() as s:
+            assert s.execute(sa.text(statement.format(**_an_accepted_pair(db)))).rowcount == 1
+        report = db.check()
+        assert report.stray_rows >= 1 and not report.ok
+        repaired = db.check(repair=True, deep=True)
+        assert repaired.ok, repaired.as_dict()
+        assert_equals_reference(db, "de", "en")

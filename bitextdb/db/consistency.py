@@ -62,13 +62,34 @@ def count_dangling_neighbours(s: Session) -> int:
 
 
 def _stray_conditions() -> list[tuple[object, object]]:
-    """``(table, condition)`` of rows that no kept row explains: occurrences and kNN rows
-    of missing sentences, and neighbour entries without their list (left by hand-made
-    damage: a deleted row the foreign keys did not follow). The miner would insert them
-    again and fail on their keys."""
+    """``(table, condition)`` of rows that no kept row explains, in the order to delete
+    them: occurrences and kNN rows of missing sentences, kNN rows whose languages are not
+    their sentence's or whose entries name a sentence of another language, neighbour
+    entries without their list, and pair rows whose languages are not their sentences'
+    (or out of order). Left by hand-made damage (a deleted row the foreign keys did not
+    follow, a language changed); the miner would insert the rows again and fail on their
+    keys, or mine the wrong collection."""
+    own = SENT.alias("own")
+    named = SENT.alias("named")
+    src, tgt = SENT.alias("src"), SENT.alias("tgt")
+    wrong_entry = (
+        select(NB.c.sentence_id)
+        .join(named, named.c.id == NB.c.neighbour_id)
+        .where(
+            NB.c.sentence_id == KNN.c.sentence_id,
+            NB.c.other_lang == KNN.c.other_lang,
+            named.c.lang != NB.c.other_lang,
+        )
+    )
     return [
         (OCC, not_(exists().where(SENT.c.id == OCC.c.sentence_id))),
         (KNN, not_(exists().where(SENT.c.id == KNN.c.sentence_id))),
+        (
+            KNN,
+            exists().where(own.c.id == KNN.c.sentence_id, own.c.lang != KNN.c.lang)
+            | (KNN.c.lang == KNN.c.other_lang)
+            | exists(wrong_entry),
+        ),
         (
             NB,
             not_(
@@ -76,6 +97,12 @@ def _stray_conditions() -> list[tuple[object, object]]:
                     KNN.c.sentence_id == NB.c.sentence_id, KNN.c.other_lang == NB.c.other_lang
                 )
             ),
+        ),
+        (
+            PAIRS,
+            exists().where(src.c.id == PAIRS.c.src_id, src.c.lang != PAIRS.c.src_lang)
+            | exists().where(tgt.c.id == PAIRS.c.tgt_id, tgt.c.lang != PAIRS.c.tgt_lang)
+            | (PAIRS.c.src_lang >= PAIRS.c.tgt_lang),
         ),
     ]
 
