@@ -43,8 +43,9 @@ class PairAudit:
     pair: str
     pending: bool = False
     lists: int = 0
-    #: lists whose size, order, mean or k-th entry is not what their entries give, or
-    #: that hold a sentence without a list back (its mean is unknown)
+    #: lists whose size, order, mean or k-th entry is not what their entries give, that
+    #: name a sentence twice or hold one without a list back (its mean is unknown), or an
+    #: entry whose cosine is not that of the two stored vectors
     lists_wrong: int = 0
     #: sentences whose stored candidate or margin is not the best of their list
     candidates_wrong: int = 0
@@ -128,7 +129,7 @@ def audit_pair(
     bwd = _candidates(theirs, ours)
     for side, other, found in ((a, b, fwd), (b, a, bwd)):
         mine, yours = (ours, theirs) if side == a else (theirs, ours)
-        bad = mine.wrong | found["unmatched"]
+        bad = mine.wrong | found["unmatched"] | _cosines_wrong(db, side, other, mine)
         report.lists_wrong += int(bad.sum())
         report.candidates_wrong += int(found["wrong"].sum())
         approximate = len(yours.stored.ids) > db.settings.exact_limit
@@ -174,6 +175,32 @@ def audit_pair(
     accepted = {key for key, on in zip(keys, rows.accepted.tolist()) if on}
     report.selection_wrong = len(chosen ^ accepted)
     return report, fixes
+
+
+def _cosines_wrong(db: BitextDB, lang: str, other: str, mine: _Side) -> np.ndarray:
+    """Per list of ``mine``, whether an entry's cosine is not the dot product of the two
+    stored vectors (computed as mining computes it, :func:`bitextdb.knn.row_dots`), or its
+    sentence has no vector: one pass over ``lang``'s vectors, the entries' fetched."""
+    from .knn import row_dots  # torch: imported by the deep check only
+
+    ids, lists = mine.stored.ids, mine.stored.lists
+    wrong = np.zeros(len(ids), dtype=bool)
+    if not len(ids):
+        return wrong
+    for chunk_ids, chunk_vectors in db.index.scan(lang):
+        rows = np.minimum(np.searchsorted(ids, chunk_ids), len(ids) - 1)
+        listed = ids[rows] == chunk_ids
+        rows, vectors = rows[listed], chunk_vectors[listed]
+        entry_row, entry_col = np.nonzero(lists.ids[rows] != PAD_ID)
+        named = lists.ids[rows][entry_row, entry_col]
+        found, found_vectors = db.index.retrieve(other, np.unique(named))
+        at = np.minimum(np.searchsorted(found, named), max(len(found) - 1, 0))
+        has = (found[at] == named) if len(found) else np.zeros(len(named), dtype=bool)
+        dots = row_dots(vectors, entry_row[has], found_vectors, at[has])
+        stored = lists.cos[rows][entry_row[has], entry_col[has]]
+        wrong[rows[entry_row[has][~_close(dots, stored)]]] = True
+        wrong[rows[entry_row[~has]]] = True
+    return wrong
 
 
 def _search_again(
@@ -228,7 +255,8 @@ def _derive(stored: consistency.StoredLists) -> _Side:
     lists = stored.lists
     sizes = lists.sizes
     r = mean_cosines(lists.cos, sizes)
-    # entries by rank fill 0..size-1, best first by (-cosine, id)
+    # entries by rank fill 0..size-1, best first by (-cosine, id): a sentence named twice
+    # breaks that order too (the same cosine, an id not above the one before)
     held = lists.ids != PAD_ID
     gap = held[:, 1:] & ~held[:, :-1]
     a_cos, b_cos = lists.cos[:, :-1], lists.cos[:, 1:]

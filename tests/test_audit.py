@@ -56,12 +56,30 @@ DAMAGE = {
         "DELETE FROM neighbours WHERE sentence_id = {en} AND other_lang = 'de' AND rank = 0",
         {"lists_wrong"},
     ),
-    # self-consistent (size, order, mean and k-th entry hold): only searching again finds it
+    # size, order, mean and k-th entry hold: the entry's cosine is not its vectors'
     "entry_points_elsewhere": (
         "UPDATE neighbours SET neighbour_id = (SELECT MAX(id) FROM sentences WHERE lang = 'de'"
         " AND id NOT IN (SELECT neighbour_id FROM neighbours WHERE sentence_id = {en}"
         " AND other_lang = 'de')) WHERE sentence_id = {en} AND other_lang = 'de' AND rank = 0",
-        {"sampled_differ"},
+        {"lists_wrong"},
+    ),
+    # the mean follows the changed cosine: only the vectors tell (and the list is not sampled)
+    "entry_cosine_and_mean_changed": (
+        "UPDATE neighbours SET cosine = cosine + 0.05 WHERE sentence_id = {en}"
+        " AND other_lang = 'de' AND rank = 0; UPDATE knn SET r = r + 0.05 / 3"
+        " WHERE sentence_id = {en} AND other_lang = 'de'",
+        {"lists_wrong"},
+    ),
+    "entry_named_twice": (
+        "UPDATE neighbours SET neighbour_id = (SELECT neighbour_id FROM neighbours WHERE"
+        " sentence_id = {en} AND other_lang = 'de' AND rank = 0) WHERE sentence_id = {en}"
+        " AND other_lang = 'de' AND rank = 1",
+        {"lists_wrong"},
+    ),
+    "entry_ranked_below_zero": (
+        "UPDATE neighbours SET rank = -1 WHERE sentence_id = {en} AND other_lang = 'de'"
+        " AND rank = 2",
+        {"lists_wrong"},
     ),
     "entry_cosine_changed": (
         "UPDATE neighbours SET cosine = cosine - 0.5 WHERE sentence_id = {en}"
@@ -76,7 +94,6 @@ COUNTS = (
     "pairs_extra",
     "pairs_wrong",
     "selection_wrong",
-    "sampled_differ",
 )
 
 
@@ -121,9 +138,10 @@ def test_deep_check_names_the_damage_and_repair_undoes_it(
     with _mined_home(home, db_url) as db:
         ids = _an_accepted_pair(db)
         with db.db.session() as s:
-            assert s.execute(sa.text(statement.format(**ids))).rowcount == 1
+            for one in statement.format(**ids).split("; "):
+                assert s.execute(sa.text(one)).rowcount == 1
         assert db.check().ok, "the plain check cannot see this damage"
-        report = db.check(deep=True)
+        report = db.check(deep=True, sample=0)  # what the lists and vectors tell alone
         assert not report.ok
         (pair,) = report.deep or []
         assert {name for name in COUNTS if pair[name]} >= named, pair
@@ -193,4 +211,51 @@ def test_rows_of_the_wrong_languages_are_stray_and_repair_deletes_them(
         assert report.stray_rows >= 1 and not report.ok
         repaired = db.check(repair=True, deep=True)
         assert repaired.ok, repaired.as_dict()
+        assert_equals_reference(db, "de", "en")
+
+
+def test_a_list_true_to_its_vectors_but_not_the_nearest_is_found_by_searching_again(
+    home: Path, db_url: str
+) -> None:
+    """Its last entry swapped for a farther sentence, with that sentence's true cosine and
+    the list's mean and k-th entry to match: only an exact search of the list finds it."""
+    with _mined_home(home, db_url) as db:
+        en = _an_accepted_pair(db)["en"]
+        with db.db.session() as s:
+            listed = s.execute(
+                sa.text(
+                    "SELECT neighbour_id, cosine FROM neighbours WHERE sentence_id = :en"
+                    " AND other_lang = 'de' ORDER BY rank"
+                ),
+                {"en": en},
+            ).all()
+            de_ids = s.execute(sa.text("SELECT id FROM sentences WHERE lang = 'de'")).scalars()
+            farther = sorted(set(de_ids) - {n for n, _ in listed})
+        _, (xv,) = db.index.retrieve("en", np.array([en]))
+        ids, vectors = db.index.retrieve("de", np.array(farther))
+        cos = vectors.astype(np.float64) @ xv.astype(np.float64)
+        far_id, far_cos = int(ids[np.argmin(cos)]), float(cos.min())
+        entries = [*listed[:-1], (far_id, far_cos)]
+        with db.db.session() as s:
+            s.execute(
+                sa.text(
+                    "UPDATE neighbours SET neighbour_id = :n, cosine = :c WHERE sentence_id = :en"
+                    " AND other_lang = 'de' AND rank = :rank"
+                ),
+                {"n": far_id, "c": far_cos, "en": en, "rank": len(listed) - 1},
+            )
+            s.execute(
+                sa.text(
+                    "UPDATE knn SET r = :r, kth_cos = :c, kth_id = :n WHERE sentence_id = :en"
+                    " AND other_lang = 'de'"
+                ),
+                {"r": float(np.mean([c for _, c in entries])), "c": far_cos, "n": far_id, "en": en},
+            )
+        unsampled = db.check(deep=True, sample=0)
+        (pair,) = unsampled.deep or []
+        assert pair["lists_wrong"] == 0, "true to its vectors: no other check sees it"
+        report = db.check(deep=True)
+        (pair,) = report.deep or []
+        assert pair["sampled_differ"] == 1 and not report.ok, pair
+        assert db.check(repair=True, deep=True).ok
         assert_equals_reference(db, "de", "en")

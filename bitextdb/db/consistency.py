@@ -204,7 +204,7 @@ def stored_lists(s: Session, lang: str, other: str, k: int) -> StoredLists:
     for part in result.partitions():
         sid, rank, nid, cos = (np.array(c) for c in zip(*part))
         row = np.searchsorted(ids, sid.astype(np.int64))
-        fits = rank < k
+        fits = (rank >= 0) & (rank < k)
         misranked[row[~fits]] = True
         lists.ids[row[fits], rank[fits]] = nid[fits]
         lists.cos[row[fits], rank[fits]] = cos[fits]

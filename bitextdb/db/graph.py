@@ -134,7 +134,7 @@ def load_lists(s: Session, ids: np.ndarray, other: str, k: int) -> TopK:
                 NB.c.other_lang == other, NB.c.sentence_id.in_(chunk)
             )
         ):
-            if rank < k:
+            if 0 <= rank < k:  # a rank out of place (hand-made damage) is no entry
                 out.ids[row_of[sid], rank] = nid
                 out.cos[row_of[sid], rank] = cos
     return out
@@ -285,7 +285,7 @@ def load_dirty(s: Session, lang: str, other: str, k: int) -> Dirty:
     )
     for sid, rank, nid, cos, their_r in s.execute(query):
         row = int(np.searchsorted(ids, sid))
-        if rank < k:
+        if 0 <= rank < k:
             lists.ids[row, rank] = nid
             lists.cos[row, rank] = cos
             neighbour_r[row, rank] = their_r
