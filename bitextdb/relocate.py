@@ -4,8 +4,11 @@ A database records its model by name (a local folder by its absolute path), and 
 any other, as vectors of two models cannot be compared. When the folder moves, or a home
 made before folders were recorded absolutely names it relative to a directory long left,
 the database is not lost: the model at the new place is loaded, it encodes a sample of
-the stored sentences of every language, and only if it gives back their stored vectors
-(cosine at least :data:`SAME_COSINE` each) does the database take the new name.
+the stored sentences of every language (spread over the ids, and the longest, where a
+shorter length limit would show), and only if it gives back their stored vectors (cosine
+at least :data:`SAME_COSINE` each) does the database take the new name. A database with
+no vector yet has nothing to compare: the folder is taken on its dimension alone, and the
+report says so (``checked`` 0).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from .errors import ModelMismatchError
 if TYPE_CHECKING:
     from .api import BitextDB
 
-#: stored sentences encoded again, per language
+#: stored sentences encoded again, per language: this many spread over the ids, and as
+#: many of the longest
 SAMPLE = 16
 #: the lowest cosine between a stored vector and the new folder's for the same sentence:
 #: float16 storage and another device or batch shape move cosines by well under 1e-3

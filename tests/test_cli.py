@@ -404,6 +404,31 @@ def test_a_moved_model_folder_is_taken_back_only_if_it_gives_the_stored_vectors(
     assert stats()["pairs"]["de-en"]["accepted"] == 1
 
 
+def test_a_moved_model_that_cuts_sentences_shorter_is_refused(
+    home: Path, tiny_bert: Path, tmp_path: Path
+) -> None:
+    """The first 16 sentences by id were the whole sample: a folder whose model cuts
+    sentences at 6 tokens passed on a database whose first sentences were short."""
+    first, moved = tmp_path / "m1", tmp_path / "m2"
+    shutil.copytree(tiny_bert, first)
+    shutil.copytree(tiny_bert, moved)
+    config = moved / "sentence_bert_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"max_seq_length": 6}))
+    words = ["the", "a", "an", "and", "or", "but", "if", "of", "to", "in"]  # a token each
+    short = [f"{a} {b} {c}" for a in words for b in words for c in words if len({a, b, c}) == 3]
+    long = " ".join(words * 2)
+    # one long sentence among 200 short ones, where no evenly spread sample falls
+    ok("init", "--model", str(first))
+    lines = [*short[:100], long, *short[100:200]]
+    ok("ingest", "--lang", "en", str(write_lines(tmp_path / "en.txt", lines)))
+    first.rename(tmp_path / "gone")
+    assert_clean_error(invoke("config", "--model", str(moved)), "not this database's")
+    empty = tmp_path / "empty-home"
+    ok("--home", str(empty), "init", "--model", str(tiny_bert))
+    said = ok("--home", str(empty), "config", "--model", str(moved)).stdout
+    assert "taken on its dimension alone" in said
+
+
 def test_explicit_home_flag_wins(home: Path, tiny_bert: Path, tmp_path: Path) -> None:
     other = tmp_path / "other-home"
     ok("--home", str(other), "init", "--model", str(tiny_bert), "--dim", "32")

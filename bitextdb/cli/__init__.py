@@ -289,6 +289,11 @@ def config_cmd(
                 f"model moved to {moved['model']}: {moved['checked']} stored sentences "
                 f"encoded again, lowest cosine {moved['lowest_cosine']:.4f}"
             )
+        elif moved and moved["model"] != moved["previous"]:
+            lines.append(
+                f"model now {moved['model']}: no stored vector to compare it with, so it "
+                "was taken on its dimension alone"
+            )
         return "\n".join(lines)
 
     emit(shown, as_json, text)

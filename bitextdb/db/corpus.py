@@ -382,14 +382,22 @@ def _str_chunks(values: Sequence[str], size: int = 4000) -> list[list[str]]:
 
 
 def sample_indexed(s: Session, lang: str, n: int) -> list[tuple[int, str]]:
-    """``(id, text)`` of up to ``n`` sentences of ``lang`` that have their vector, by id."""
-    query = (
-        select(SENT.c.id, SENT.c.text)
-        .where(SENT.c.lang == lang, SENT.c.indexed)
-        .order_by(SENT.c.id)
-        .limit(n)
-    )
-    return [(int(sid), text) for sid, text in s.execute(query)]
+    """``(id, text)`` of sentences of ``lang`` that have their vector: ``n`` spread evenly
+    over the ids, and the ``n`` longest (where a model's length limit shows), by id."""
+    indexed = (SENT.c.lang == lang) & SENT.c.indexed
+    low, high = s.execute(select(func.min(SENT.c.id), func.max(SENT.c.id)).where(indexed)).one()
+    if low is None:
+        return []
+    found: dict[int, str] = {}
+    for start in np.linspace(int(low), int(high), n).round().astype(np.int64).tolist():
+        query = select(SENT.c.id, SENT.c.text).where(indexed, SENT.c.id >= start)
+        row = s.execute(query.order_by(SENT.c.id).limit(1)).first()
+        if row is not None:
+            found[int(row[0])] = row[1]
+    longest = select(SENT.c.id, SENT.c.text).where(indexed)
+    longest = longest.order_by(func.length(SENT.c.text).desc(), SENT.c.id).limit(n)
+    found.update((int(sid), text) for sid, text in s.execute(longest))
+    return sorted(found.items())
 
 
 def source_languages(s: Session) -> list[str]:
