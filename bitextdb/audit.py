@@ -117,7 +117,7 @@ def audit_pair(
         report.pending = bool(
             graph.count_pending(s, a, b)
             or graph.count_pending(s, b, a)
-            or consistency.count_dirty(s)
+            or consistency.count_dirty(s, [(a, b)])
         )
         if report.pending:
             return report, fixes

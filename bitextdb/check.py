@@ -129,6 +129,7 @@ def _stored_ids(db: BitextDB, lang: str) -> np.ndarray:
 
 def _inspect(db: BitextDB, deep_sample: int | None = None) -> CheckReport:
     report = CheckReport()
+    mined = db.language_pairs()
     with db.db.session() as s:
         langs = graph.languages(s)
         sql_langs = sorted({*langs, *db.index.languages()})
@@ -150,9 +151,9 @@ def _inspect(db: BitextDB, deep_sample: int | None = None) -> CheckReport:
         report.dangling_neighbours = consistency.count_dangling_neighbours(s)
         report.dangling_pairs = consistency.count_dangling_pairs(s)
         report.stray_rows = consistency.count_stray_rows(s)
-        report.dirty_candidates = consistency.count_dirty(s)
+        report.dirty_candidates = consistency.count_dirty(s, mined)
         report.displaced_waiting = sum(len(ids) for ids in corpus.displaced(s).values())
-    for a, b in db.language_pairs():
+    for a, b in mined:
         with db.db.session() as s:
             n = graph.count_pending(s, a, b) + graph.count_pending(s, b, a)
         report.unmined[pair_name(a, b)] = n

@@ -259,3 +259,19 @@ def test_a_list_true_to_its_vectors_but_not_the_nearest_is_found_by_searching_ag
         assert pair["sampled_differ"] == 1 and not report.ok, pair
         assert db.check(repair=True, deep=True).ok
         assert_equals_reference(db, "de", "en")
+
+
+def test_work_waiting_in_a_pair_no_longer_mined_blocks_nothing(home: Path, db_url: str) -> None:
+    """A dirty flag left in a pair that ``config --pairs`` then left out made every pair
+    'pending' and ``check`` fail for good: nothing mines that pair any more."""
+    with _mined_home(home, db_url) as db:
+        db.ingest_embeddings("es", [f"es {i}" for i in range(5)], make_vectors(5, 8, 6, 0))
+        with db.db.session() as s:
+            s.execute(
+                sa.text("UPDATE knn SET dirty = TRUE WHERE lang = 'de' AND other_lang = 'en'")
+            )
+        db.configure(pairs=["en-es"])
+        report = db.check(deep=True)
+        assert report.ok and report.dirty_candidates == 0, report.as_dict()
+        (pair,) = report.deep or []
+        assert pair["pair"] == "en-es" and not pair["pending"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import and_, delete, exists, func, not_, select, update
+from sqlalchemy import and_, delete, exists, func, not_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from ..topk import PAD_ID, TopK
@@ -129,8 +130,15 @@ def count_dangling_pairs(s: Session) -> int:
     return int(s.execute(select(func.count()).select_from(PAIRS).where(missing)).scalar_one())
 
 
-def count_dirty(s: Session) -> int:
-    return int(s.execute(select(func.count()).select_from(KNN).where(KNN.c.dirty)).scalar_one())
+def count_dirty(s: Session, pairs: Sequence[tuple[str, str]]) -> int:
+    """Candidates waiting to be recomputed in the language ``pairs`` (those mined: a pair
+    that ``config --pairs`` left out keeps what it had, waiting or not)."""
+    if not pairs:
+        return 0
+    directions = [(a, b) for pair in pairs for a, b in (pair, pair[::-1])]
+    query = select(func.count()).select_from(KNN).where(KNN.c.dirty)
+    query = query.where(tuple_(KNN.c.lang, KNN.c.other_lang).in_(directions))
+    return int(s.execute(query).scalar_one())
 
 
 def forget_dangling(s: Session) -> int:
