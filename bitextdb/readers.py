@@ -75,6 +75,8 @@ _MISSING = object()
 _TRANSLATION: dict[int, str | None] = {cp: " " for cp in range(0x20)}
 _TRANSLATION.update({cp: " " for cp in range(0x7F, 0xA0)})
 _TRANSLATION.update({cp: None for cp in (0x200B, 0x2060, 0xFEFF)})
+_JOINERS = "\u200c\u200d"
+_JOINER = re.compile(f"[{_JOINERS}]")
 # ``str.translate`` looks every character up in the table; most lines hold none of them,
 # and a regular expression finds that out several times faster
 _TRANSLATED = re.compile("[" + "".join(re.escape(chr(cp)) for cp in _TRANSLATION) + "]")
@@ -256,7 +258,8 @@ def normalize(text: str) -> str:
     """Normalise a sentence.
 
     Removes byte-order marks, zero-width spaces and word joiners (U+200B, U+2060; the
-    non-joiner and joiner U+200C and U+200D are spelling in some scripts and stay), turns
+    non-joiner and joiner U+200C and U+200D are spelling in some scripts and stay inside
+    words, but go at a word's edges, where they join nothing), turns
     C0/C1 control characters (tab, CR, LF and NUL included) into spaces, applies Unicode
     NFC, collapses every run of Unicode whitespace (NBSP and U+3000 included) into one
     ASCII space and strips both ends.  The result is a fixed point: ``normalize`` is
@@ -267,7 +270,10 @@ def normalize(text: str) -> str:
     if _TRANSLATED.search(text):
         text = text.translate(_TRANSLATION)
     text = unicodedata.normalize("NFC", text)
-    return " ".join(text.split())
+    words = text.split()
+    if _JOINER.search(text):  # they join what is on both sides: at a word's edge, nothing
+        words = [w for w in (word.strip(_JOINERS) for word in words) if w]
+    return " ".join(words)
 
 
 def text_hash(text: str) -> str:

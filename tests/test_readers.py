@@ -115,6 +115,8 @@ def test_detect_format(name: str, fmt: str) -> None:
         ("a\tb\t\tc", "a b c"),  # tabs
         ("  a   b  ", "a b"),
         ("a\u200bb\u2060c", "abc"),  # zero-width space, word joiner
+        ("\u200d\u200c\u200d", ""),  # joiners alone join nothing: an empty line
+        ("\u200cthe house \u200d is\u200c old", "the house is old"),  # at words' edges
         (
             "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
             "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
