@@ -90,6 +90,10 @@ class BitextDB:
             self.db = cast(Database, _Closed(self.locations.home))
             self.index = cast(VectorIndex, _Closed(self.locations.home))
 
+    def _require_open(self) -> None:
+        if isinstance(self.db, _Closed):
+            self.db.session  # noqa: B018 - says the object is closed
+
     def _drop_encoder(self) -> None:
         if self._encoder is not None:
             self._encoder.close()
@@ -105,6 +109,7 @@ class BitextDB:
     @property
     def encoder(self) -> TextEncoder:
         """The database's model, loaded on first use."""
+        self._require_open()
         if self._encoder is None:
             s = self.settings
             options: dict[str, Any] = {
@@ -285,7 +290,9 @@ class BitextDB:
         """Bring the neighbour graph, candidates and pairs up to date (first finishing what
         an interrupted ingest left: vectors, and sentences a changed file displaced); only
         ``pairs`` (``"en-de"`` or a list), when given, each among those the database mines."""
-        names = [pairs] if isinstance(pairs, str) else list(pairs or ())
+        names = [pairs] if isinstance(pairs, str) else pairs or []
+        if not isinstance(names, Sequence) or not all(isinstance(p, str) for p in names):
+            raise InputError(f"Name language pairs as text such as 'de-en', not {pairs!r}.")
         chosen = [parse_pair(p) for p in names]
         self._ingestor().resume(strict=False)
         self._remove_displaced()
@@ -367,6 +374,7 @@ class BitextDB:
     # -- settings and stats ----------------------------------------------------------------
     def configure(self, **changes: Any) -> Settings:
         """Change mutable settings (threshold, pairs, exact_limit, ...) and store them."""
+        self._require_open()
         for key in changes:
             if key not in Settings.MUTABLE:
                 raise ConfigError(f"{key} is fixed when the database is created.")
@@ -380,6 +388,7 @@ class BitextDB:
         stored sentences to their stored vectors; see :mod:`bitextdb.relocate`."""
         from .relocate import relocate_model  # torch: imported by the commands that encode
 
+        self._require_open()
         self._drop_encoder()  # the old folder's, if loaded
         return relocate_model(self, model)
 

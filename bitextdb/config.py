@@ -120,7 +120,11 @@ def split_pair(text: str) -> tuple[str, str]:
             )
         parts = [text] if not cuts else ["-".join(pieces[: cuts[0]]), "-".join(pieces[cuts[0] :])]
     if len(parts) != 2:
-        raise ConfigError(f"{text!r} is not a language pair; write it as 'en-de' (or 'en:de').")
+        raise ConfigError(
+            f"{text!r} is not a language pair; write it as 'en-de' or 'en:de' (between codes "
+            "with subtags, '-' works where the second code starts in lower case, en-pt-BR, "
+            "and ':' always: en:pt-BR)."
+        )
     a, b = (check_lang(p.strip()) for p in parts)
     if a == b:
         raise ConfigError(f"{text!r} pairs a language with itself.")
@@ -355,7 +359,7 @@ class Settings:
                 f"document), not {self.max_chars}."
             )
         if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
-            raise ConfigError(f"The threshold must be a finite number, not {self.threshold}.")
+            raise ConfigError(f"The threshold must be a finite number, not {self.threshold!r}.")
         self.threshold = float(self.threshold)
         if not math.isfinite(self.bulk_ratio) or self.bulk_ratio < 0:
             raise ConfigError(f"bulk_ratio must be 0 or more, not {self.bulk_ratio}.")
@@ -366,6 +370,8 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
         if self.max_seq_length is not None and self.max_seq_length < 1:
             raise ConfigError(f"max_seq_length must be at least 1, not {self.max_seq_length}.")
+        if self.pairs == "all":  # as the command line takes it: every pair
+            self.pairs = None
         if isinstance(self.pairs, str):  # "en-de,en-fr", as the command line takes them
             self.pairs = [p for p in self.pairs.split(",") if p.strip()]
         if self.pairs is not None:

@@ -143,3 +143,24 @@ def test_init_checks_dim_against_a_local_model(home: Path, tiny_bert: Path) -> N
         bitextdb.open(home)
     with bitextdb.init(home, model=str(tiny_bert), dim=32) as db:
         assert db.settings.dim == 32
+
+
+def test_a_closed_handle_changes_and_loads_nothing(home: Path, tiny_bert: Path) -> None:
+    db = bitextdb.init(home, model=str(tiny_bert))
+    db.close()
+    with pytest.raises(bitextdb.ClosedError):
+        db.configure(threshold=1.3)
+    assert db.settings.threshold == 1.0  # not changed on the way to the refusal
+    for call in (lambda: db.encoder, lambda: db.relocate_model(str(tiny_bert))):
+        with pytest.raises(bitextdb.ClosedError):
+            call()
+
+
+def test_library_arguments_of_the_wrong_kind_are_input_errors(home: Path) -> None:
+    with _home(home) as db:
+        for pairs in ([None], 5, b"de-en"):
+            with pytest.raises(bitextdb.InputError, match="as text such as 'de-en'"):
+                db.mine(pairs)  # type: ignore[arg-type]
+        assert db.configure(pairs="all").pairs is None
+        with pytest.raises(bitextdb.ConfigError, match=r"not '1\.2'"):
+            db.configure(threshold="1.2")

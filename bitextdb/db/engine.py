@@ -210,9 +210,9 @@ class Database:
         script = ScriptDirectory.from_config(self._alembic_config())
         if current is not None and current not in {r.revision for r in script.walk_revisions()}:
             raise ConfigError(
-                f"The database schema is at revision {current}, newer than this bitextdb "
-                f"knows ({self.head_revision()}): a newer bitextdb made it. Upgrade bitextdb "
-                "(pip install -U bitextdb) to use it."
+                f"The database schema is at revision {current}, which this bitextdb does not "
+                f"know (its newest is {self.head_revision()}): a newer bitextdb made it (upgrade "
+                "bitextdb: pip install -U bitextdb), or it was changed by hand."
             )
 
     # -- settings --------------------------------------------------------------------
