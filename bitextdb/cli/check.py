@@ -42,7 +42,12 @@ def _text(r: dict[str, Any]) -> str:
         )
     if r["repaired"]:
         lines.append("repaired: " + ", ".join(f"{k} {v}" for k, v in r["repaired"].items()))
-    lines.append("consistent" if r["ok"] else "NOT consistent (run `bitextdb check --repair`)")
+    if r["ok"]:
+        lines.append("consistent")
+    elif r["repaired"]:
+        lines.append("NOT consistent after the repair: what is left is counted above")
+    else:
+        lines.append("NOT consistent (run `bitextdb check --repair`)")
     return "\n".join(lines)
 
 
