@@ -302,13 +302,10 @@ def reading(
 
 
 def describe_reading(read: dict[str, object]) -> str:
-    """``tsv --column 2 --id-column 1``: a reading as the command line gives it."""
-    flags = [
-        f"--{key.replace('_', '-')} {value}"
-        for key, value in read.items()
-        if key != "format" and value is not None
-    ]
-    return " ".join([str(read["format"]), *flags])
+    """``--format tsv --column 2 --id-column 1``: a reading as the command line gives it."""
+    return " ".join(
+        f"--{key.replace('_', '-')} {value}" for key, value in read.items() if value is not None
+    )
 
 
 def detect_format(name: str) -> str:

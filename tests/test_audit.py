@@ -8,6 +8,7 @@ leave a state equal to a batch run of the reference algorithm.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -275,3 +276,34 @@ def test_work_waiting_in_a_pair_no_longer_mined_blocks_nothing(home: Path, db_ur
         assert report.ok and report.dirty_candidates == 0, report.as_dict()
         (pair,) = report.deep or []
         assert pair["pair"] == "en-es" and not pair["pending"]
+
+
+@pytest.mark.postgres
+def test_codes_that_a_collation_sorts_otherwise_are_no_stray_rows(
+    postgres_base: str, home: Path
+) -> None:
+    """``check`` once called a pair row stray when ``src_lang >= tgt_lang`` in SQL: under
+    an ICU collation 'zh-Hant' sorts after 'zh-cmn', though pairs go by code points, so a
+    healthy home was 'NOT consistent' and every repair deleted and re-mined the pair."""
+    name = f"bitextdb_icu_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu "
+                    "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                )
+            )
+        url = sa.engine.make_url(postgres_base).set(database=name).render_as_string(False)
+        with bitextdb.init(home, db=url, model="synthetic", dim=8, k=2) as db:
+            with db.db.session() as s:
+                assert s.execute(sa.text("SELECT 'zh-Hant' < 'zh-cmn'")).scalar() is False
+            db.ingest_embeddings("zh-Hant", [f"h {i}" for i in range(6)], make_vectors(6, 8, 1, 0))
+            db.ingest_embeddings("zh-cmn", [f"c {i}" for i in range(6)], make_vectors(6, 8, 1, 0))
+            report = db.check(deep=True)
+            assert report.ok and report.stray_rows == 0, report.as_dict()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

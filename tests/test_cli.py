@@ -304,7 +304,7 @@ def test_a_file_read_again_another_way_is_refused_and_the_source_kept(
     for extra in ([], ["--dry-run"]):
         line = assert_clean_error(
             invoke("ingest", "--lang", "de", "--column", "3", *extra, str(tsv)),
-            "was read as tsv --column 2 --id-column 1, not tsv --column 3",
+            "read with --format tsv --column 2 --id-column 1, not --format tsv --column 3",
         )
         assert "Nothing was changed" in line
     assert (stats(), as_json(ok("sources", "--json"))) == before
@@ -335,7 +335,8 @@ def test_a_source_read_before_readings_were_kept_takes_the_next_one(
         (read,) = conn.execute("SELECT reader FROM sources").fetchone()
     assert json.loads(read) == {"format": "txt"}
     assert_clean_error(
-        invoke("ingest", "--lang", "en", "--format", "tsv", str(initialised)), "was read as txt"
+        invoke("ingest", "--lang", "en", "--format", "tsv", str(initialised)),
+        "read with --format txt, not --format tsv",
     )
 
 

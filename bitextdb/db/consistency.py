@@ -66,10 +66,10 @@ def _stray_conditions() -> list[tuple[object, object]]:
     """``(table, condition)`` of rows that no kept row explains, in the order to delete
     them: occurrences and kNN rows of missing sentences, kNN rows whose languages are not
     their sentence's or whose entries name a sentence of another language, neighbour
-    entries without their list, and pair rows whose languages are not their sentences'
-    (or out of order). Left by hand-made damage (a deleted row the foreign keys did not
-    follow, a language changed); the miner would insert the rows again and fail on their
-    keys, or mine the wrong collection."""
+    entries without their list, and pair rows whose languages are not their sentences'.
+    Left by hand-made damage (a deleted row the foreign keys did not follow, a language
+    changed); the miner would insert the rows again and fail on their keys, or mine the
+    wrong collection."""
     own = SENT.alias("own")
     named = SENT.alias("named")
     src, tgt = SENT.alias("src"), SENT.alias("tgt")
@@ -99,11 +99,13 @@ def _stray_conditions() -> list[tuple[object, object]]:
                 )
             ),
         ),
+        # (not src_lang >= tgt_lang: SQL would compare by the database's collation, where
+        # zh-Hant and zh-cmn may sort otherwise than the code points the pairs go by)
         (
             PAIRS,
             exists().where(src.c.id == PAIRS.c.src_id, src.c.lang != PAIRS.c.src_lang)
             | exists().where(tgt.c.id == PAIRS.c.tgt_id, tgt.c.lang != PAIRS.c.tgt_lang)
-            | (PAIRS.c.src_lang >= PAIRS.c.tgt_lang),
+            | (PAIRS.c.src_lang == PAIRS.c.tgt_lang),
         ),
     ]
 

@@ -78,9 +78,9 @@ def check_reading(
         return
     if dict(stored) != read:
         raise InputError(
-            f"{name} was read as {describe_reading(dict(stored))}, not "
-            f"{describe_reading(read)}: read it the same way, or remove its source first "
-            "(`bitextdb remove`) to read it otherwise. Nothing was changed."
+            f"{name} was read with {describe_reading(dict(stored))}, not "
+            f"{describe_reading(read)}: read it the same way (give those options), or remove "
+            "its source first (`bitextdb remove`) to read it otherwise. Nothing was changed."
         )
 
 
