@@ -179,8 +179,9 @@ def audit_pair(
 
 def _cosines_wrong(db: BitextDB, lang: str, other: str, mine: _Side) -> np.ndarray:
     """Per list of ``mine``, whether an entry's cosine is not the dot product of the two
-    stored vectors (computed as mining computes it, :func:`bitextdb.knn.row_dots`), or its
-    sentence has no vector: one pass over ``lang``'s vectors, the entries' fetched."""
+    stored vectors (computed as mining computes it, :func:`bitextdb.knn.row_dots`), or names
+    a sentence without one: one pass over ``lang``'s vectors, the entries' fetched (a list
+    whose own sentence lost its vector is the plain check's ``missing_vectors``)."""
     from .knn import row_dots  # torch: imported by the deep check only
 
     ids, lists = mine.stored.ids, mine.stored.lists
