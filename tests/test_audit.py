@@ -289,12 +289,15 @@ def test_codes_that_a_collation_sorts_otherwise_are_no_stray_rows(
     admin = sa.create_engine(postgres_base, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu "
-                    "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+            try:
+                conn.execute(
+                    sa.text(
+                        f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu "
+                        "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                    )
                 )
-            )
+            except sa.exc.DBAPIError as exc:  # no right to, or a server without ICU
+                pytest.skip(f"cannot make an ICU database here: {exc.orig}")
         url = sa.engine.make_url(postgres_base).set(database=name).render_as_string(False)
         with bitextdb.init(home, db=url, model="synthetic", dim=8, k=2) as db:
             with db.db.session() as s:
