@@ -242,7 +242,7 @@ def read_texts(
 def _text_rows(texts: Sequence[str], stats: ReadStats) -> Iterator[_Row]:
     for position, raw in enumerate(texts):
         stats.lines += 1
-        if _SURROGATE.search(raw):  # JSON escapes can smuggle in lone surrogates
+        if not encodable(raw):  # JSON escapes can smuggle in lone surrogates
             stats.invalid_utf8 += 1
         else:
             yield position, raw, None, 0
@@ -292,8 +292,7 @@ def reading(
     """How :func:`read_lines` reads a file with these options, the defaults filled in and
     the rest left out (``{"format": "tsv", "column": 2, "id_column": 1}``): two readings
     of one file are the same when these are equal."""
-    if fmt == "auto":
-        fmt = "txt" if source == _STDIN else detect_format(source)
+    fmt = resolved_format(source, fmt)
     if fmt == "tsv":
         return {"format": fmt, "column": 1 if column is None else column, "id_column": id_column}
     if fmt == "jsonl":
@@ -306,6 +305,13 @@ def describe_reading(read: dict[str, object]) -> str:
     return " ".join(
         f"--{key.replace('_', '-')} {value}" for key, value in read.items() if value is not None
     )
+
+
+def resolved_format(source: str | Path, fmt: str) -> str:
+    """``fmt``, or for ``auto`` the format the file's name says (standard input: txt)."""
+    if fmt != "auto":
+        return fmt
+    return "txt" if isinstance(source, str) and source == _STDIN else detect_format(source)
 
 
 def detect_format(name: str) -> str:
@@ -564,8 +570,7 @@ def read_lines(
     if fmt not in FORMATS:
         raise InputError(f"Unknown format {fmt!r}; use one of: {', '.join(FORMATS)}.")
     limits = _limits(min_chars, max_chars, split, language)
-    if fmt == "auto":
-        fmt = "txt" if isinstance(source, str) and source == _STDIN else detect_format(source)
+    fmt = resolved_format(source, fmt)
     if fmt == "tsv":
         _check_column(column, "column")
         _check_column(id_column, "id column")
@@ -738,7 +743,7 @@ def _jsonl_rows(
                 continue
         found += 1
         # JSON escapes can smuggle in lone surrogates, which are not encodable text.
-        if _SURROGATE.search(text) or (ext_id is not None and _SURROGATE.search(ext_id)):
+        if not encodable(text) or (ext_id is not None and not encodable(ext_id)):
             stats.invalid_utf8 += 1
             continue
         yield position, text, ext_id, 0
