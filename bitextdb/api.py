@@ -134,8 +134,10 @@ class BitextDB:
         return self._encoder
 
     def miner(self) -> Miner:
+        """The database's miner (:class:`bitextdb.miner.Miner`) over its stores."""
         from .miner import Miner  # torch: imported by the commands that mine only
 
+        self._require_open()
         return Miner(self.db, self.index, self.settings, progress=self.progress)
 
     def _ingestor(self) -> Ingestor:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import numbers
 import os
 import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -337,6 +340,7 @@ class Settings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def validate(self) -> Settings:
+        self._check_types()
         if self.k < 1 or self.k > 64:
             raise ConfigError(f"k must be between 1 and 64, not {self.k}.")
         if self.dim < 0:
@@ -375,7 +379,35 @@ class Settings:
         if isinstance(self.pairs, str):  # "en-de,en-fr", as the command line takes them
             self.pairs = [p for p in self.pairs.split(",") if p.strip()]
         if self.pairs is not None:
+            listed = isinstance(self.pairs, (list, tuple, set, frozenset))
+            if not listed or not all(isinstance(p, str) for p in self.pairs):
+                raise ConfigError(
+                    f"pairs must be 'all' or language pairs such as 'en-de', not {self.pairs!r}."
+                )
             self.pairs = sorted({pair_name(*parse_pair(p.strip())) for p in self.pairs})
             if not self.pairs:
                 raise ConfigError("Name at least one language pair to mine, or 'all'.")
         return self
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong kind (a library caller's ``k="5"``, ``threshold=True``)
+        with one sentence, before a comparison fails on it with a traceback; numbers of
+        numpy's kinds become Python's, which the settings table stores as JSON."""
+        checks = (
+            (bool, bool, "true or false"),
+            (str, str, "text"),
+            (int, numbers.Integral, "a whole number"),
+            (float, numbers.Real, "a number"),
+        )
+        for name, hint in typing.get_type_hints(Settings).items():
+            kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+            value = getattr(self, name)
+            if value is None and type(None) in kinds:
+                continue
+            for kind, accepted, label in checks:
+                if kind not in kinds:
+                    continue
+                bool_as_number = kind is not bool and isinstance(value, bool)
+                if not isinstance(value, accepted) or bool_as_number:
+                    raise ConfigError(f"{name} must be {label}, not {value!r}.")
+                setattr(self, name, kind(value))

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 import bitextdb
+from bitextdb.config import Settings
 from tests.test_miner import make_vectors
 
 PUBLIC = {
@@ -151,7 +152,7 @@ def test_a_closed_handle_changes_and_loads_nothing(home: Path, tiny_bert: Path) 
     with pytest.raises(bitextdb.ClosedError):
         db.configure(threshold=1.3)
     assert db.settings.threshold == 1.0  # not changed on the way to the refusal
-    for call in (lambda: db.encoder, lambda: db.relocate_model(str(tiny_bert))):
+    for call in (lambda: db.encoder, lambda: db.relocate_model(str(tiny_bert)), db.miner):
         with pytest.raises(bitextdb.ClosedError):
             call()
 
@@ -164,3 +165,23 @@ def test_library_arguments_of_the_wrong_kind_are_input_errors(home: Path) -> Non
         assert db.configure(pairs="all").pairs is None
         with pytest.raises(bitextdb.ConfigError, match=r"not '1\.2'"):
             db.configure(threshold="1.2")
+        wrong = {
+            "threshold": (True, "a number"),
+            "k": ("5", "a whole number"),
+            "exact_limit": (2.5, "a whole number"),
+            "bulk_ratio": ("x", "a number"),
+            "encoder_process": (1, "true or false"),
+            "device": (0, "text"),
+            "pairs": (5, "language pairs such as 'en-de'"),
+        }
+        for key, (value, kind) in wrong.items():
+            if key == "k":  # fixed at init: refused for that first
+                with pytest.raises(bitextdb.ConfigError, match="k must be a whole number"):
+                    Settings(k=value).validate()
+                continue
+            with pytest.raises(bitextdb.ConfigError, match=f"{key} must be .*{kind}"):
+                db.configure(**{key: value})
+        assert db.settings.threshold == 1.0 and db.settings.pairs is None  # nothing stored
+        # numpy's numbers are numbers, stored as Python's
+        assert db.configure(exact_limit=np.int64(7)).exact_limit == 7
+        assert type(db.settings.exact_limit) is int
