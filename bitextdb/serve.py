@@ -144,8 +144,11 @@ class RemoveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lang: str = Field(description="Language code of the sources.")
-    sources: list[str] = Field(min_length=1, description="Source names (see GET /sources).")
+    lang: str | None = Field(
+        None, description="Language code of the sources (with missing: only its; optional)."
+    )
+    sources: list[str] = Field([], description="Source names (see GET /sources).")
+    missing: bool = Field(False, description="Instead: every source whose file was deleted.")
     dry_run: bool = Field(False, description="Only count what would go.")
 
 
@@ -323,11 +326,18 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
             return db.sources(lang)
 
     @app.post("/remove", summary="Remove sources and what only they brought; re-mine")
-    def remove(body: RemoveRequest) -> dict[str, Any]:
+    def remove(body: RemoveRequest) -> Any:
+        if body.missing == bool(body.sources):
+            raise InputError("Name the sources to remove in sources, or give missing: true.")
+        if body.lang is None and not body.missing:
+            raise InputError("Removing sources by name needs their lang.")
         with lock:
-            check_lang(body.lang)
+            if body.lang is not None:
+                check_lang(body.lang)
+            if body.missing:  # a list: one report a language, as remove --missing --json
+                return db.remove_missing(body.lang, dry_run=body.dry_run)
             try:
-                return db.remove(body.lang, body.sources, dry_run=body.dry_run)
+                return db.remove(str(body.lang), body.sources, dry_run=body.dry_run)
             except InputError as exc:  # the language is fine, so: a source it lacks
                 raise NotFoundError(str(exc)) from exc
 

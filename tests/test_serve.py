@@ -209,6 +209,23 @@ def test_ingest_then_stats_and_translate(client: httpx.Client, small: Served) ->
     assert pending["es"] == 3
 
 
+def test_sources_whose_file_is_gone_are_removed(
+    client: httpx.Client, small: Served, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "fr.txt"
+    corpus.write_text("\n".join(translate(s, "es") for s in small.data["en"][:8]) + "\n")
+    small.db.ingest(corpus, "fr")  # a file's source: what the service's callers cannot add
+    assert client.post("/remove", json={"missing": True}).json() == []  # none gone yet
+    corpus.unlink()
+    dry = client.post("/remove", json={"missing": True, "dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert [r["sentences_removed"] for r in dry.json()] == [8]
+    assert client.post("/remove", json={"lang": "de", "missing": True}).json() == []
+    done = client.post("/remove", json={"lang": "fr", "missing": True}).json()
+    assert [(r["lang"], r["sentences_removed"]) for r in done] == [("fr", 8)]
+    assert client.get("/sources", params={"lang": "fr"}).json() == []
+
+
 def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> None:
     it = [translate(s, "es") for s in small.data["en"][20:30]]  # Spanish words, tagged "it"
     before = datetime.now(timezone.utc).isoformat()
@@ -222,7 +239,10 @@ def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> 
     dry = client.post("/remove", json={"lang": "it", "sources": ["wrong"], "dry_run": True})
     assert dry.json()["sentences_removed"] == 10 and client.get("/sources?lang=it").json()
     assert "wrong" in error_of(client.post("/remove", json={"lang": "it", "sources": ["x"]}), 404)
-    error_of(client.post("/remove", json={"lang": "it", "sources": []}), 422)
+    assert "missing" in error_of(client.post("/remove", json={"lang": "it", "sources": []}), 400)
+    error_of(client.post("/remove", json={"sources": ["wrong"]}), 400)  # by name: lang needed
+    both = {"lang": "it", "sources": ["wrong"], "missing": True}
+    assert "or give missing" in error_of(client.post("/remove", json=both), 400)
     error_of(client.post("/remove", json={"lang": "??", "sources": ["wrong"]}), 400)
 
     done = client.post("/remove", json={"lang": "it", "sources": ["wrong"]})
