@@ -78,7 +78,9 @@ def remove_sources(
     path unless ``--source`` named it; a relative path is resolved). ``dry_run`` only counts.
 
     Returns what went (``occurrences``, ``sentences_removed``), what stays because another
-    source holds it too (``sentences_kept``), and per language pair what the miner did.
+    source holds it too (``sentences_kept``), per language pair what the miner did, and
+    ``notes``: a name that is both a source's own name and, resolved, a file's source
+    removes the first, and a note says so.
     """
     lang = check_lang(lang)
     if not names:
@@ -88,11 +90,17 @@ def remove_sources(
         wanted = [spelling for both in spellings.values() for spelling in both]
         known = {row["name"]: row for row in corpus.list_sources(s, lang, wanted)}
         chosen: dict[int, dict[str, Any]] = {}
-        for name, both in spellings.items():
-            row = next((known[n] for n in both if n in known), None)
+        notes: list[str] = []
+        for name, (literal, path) in spellings.items():
+            row = known.get(literal) or known.get(path)
             if row is None:
                 raise _unknown(name, lang, corpus.source_names(s, lang))
             chosen[row["id"]] = row
+            if literal != path and literal in known and path in known:
+                notes.append(
+                    f"{literal} named the source called so; the source of the file {path} "
+                    "stays (name it by that path to remove it)."
+                )
         source_ids = sorted(chosen)
         gone = corpus.sentences_only_in(s, source_ids)
         kept = corpus.count_sentences_in(s, source_ids) - len(gone)
@@ -104,6 +112,7 @@ def remove_sources(
         "sentences_kept": kept,
         "dry_run": dry_run,
         "pairs": [],
+        "notes": notes,
     }
     if dry_run:
         return report

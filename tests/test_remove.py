@@ -274,8 +274,20 @@ def test_a_file_source_is_found_by_its_relative_path(
     try:
         db.ingest("de.txt", "xb", embeddings=tmp_path / "de.npy")
         assert db.sources()[0]["name"] == str(corpus_file.resolve())
-        assert db.remove("xb", "de.txt")["sentences_removed"] == 3
+        assert db.remove("xb", "de.txt")["notes"] == []
         assert db.sources() == []
+        # a source called "de.txt" beside the file's: the name takes its own, and says so
+        np.save(tmp_path / "vier.npy", random_unit(1, 8, 6))
+        (tmp_path / "other.txt").write_text("vier\n", encoding="utf-8")
+        db.ingest("other.txt", "xb", source="de.txt", embeddings=tmp_path / "vier.npy")
+        db.ingest("de.txt", "xb", embeddings=tmp_path / "de.npy")
+        report = db.remove("xb", "de.txt")
+        assert report["sources"] == ["de.txt"] and report["sentences_removed"] == 1
+        assert report["notes"] == [
+            f"de.txt named the source called so; the source of the file {corpus_file.resolve()} "
+            "stays (name it by that path to remove it)."
+        ]
+        assert [row["name"] for row in db.sources()] == [str(corpus_file.resolve())]
     finally:
         db.close()
 

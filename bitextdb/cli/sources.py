@@ -46,7 +46,7 @@ def _remove_text(r: dict[str, Any]) -> str:
         f"{p['candidates_recomputed']} candidates recomputed, {p['accepted']} accepted pairs"
         for p in r["pairs"]
     ]
-    return "\n".join(out)
+    return "\n".join(out + [f"note: {note}" for note in r.get("notes", [])])
 
 
 @cli.command()
