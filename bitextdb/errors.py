@@ -32,6 +32,8 @@ class ClosedError(BitextDBError):
 class NotInitializedError(BitextDBError):
     """The home has no database yet (run `bitextdb init`)."""
 
+    exit_code = 2  # a command run before the one it needs, as a usage error
+
 
 class ModelLoadError(BitextDBError):
     """The sentence encoder could not be loaded."""

@@ -371,7 +371,9 @@ def test_model_that_cannot_be_loaded(home: Path) -> None:
     result = invoke("init", "--model", "/nonexistent/model")
     assert_clean_error(result, "/nonexistent/model", "--model PATH")
     # nothing half-made that later commands would take for a database
-    assert_clean_error(invoke("stats"), "bitextdb init")
+    not_made = invoke("stats")
+    assert_clean_error(not_made, "bitextdb init")
+    assert not_made.exit_code == 2  # run before the command it needs: a usage error
 
 
 def test_a_model_folder_that_fails_to_load_says_why(initialised: Path) -> None:
