@@ -304,7 +304,13 @@ class Miner:
         # reverse: per band of k-th cosines, the base points a newcomer comes close enough to
         entries: dict[int, list[tuple[float, int]]] = {}
         bars = np.where(base.sizes < self.k, -np.inf, base.kth_cos)
-        bands = np.unique([band_of(c) for c in bars]) if len(base.ids) and reverse else []
+        # the bands the points carry too: one whose write failed after its list's commit
+        # (a lost connection, a kill) lags below the list's, and no list's would name it
+        bands = (
+            sorted({band_of(c) for c in bars} | self.index.bands(other, field_name))
+            if len(base.ids) and reverse
+            else []
+        )
         for band in bands:
             options = {
                 "exact": exact,

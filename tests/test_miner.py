@@ -310,3 +310,42 @@ def test_query_path_skips_banded_points_that_have_no_list(tmp_path: Path) -> Non
         assert forward.ids[0].tolist() == want.tolist()
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_a_band_left_behind_by_a_failed_write_is_still_searched(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bands of the lists a mine changed are written after its commit. If that write
+    fails, the point keeps a lower band than its list's, one no stored list may name: the
+    reverse search must look there too, or the point never gains a newcomer again."""
+    from bitextdb.miner import Miner
+
+    def toward(c: float) -> np.ndarray:
+        return np.array([[c, np.sqrt(1 - c * c), 0.0]], dtype=np.float32)
+
+    db = open_fresh(kind, 2, tmp_path, "query", dim=3)
+    try:
+        db.ingest_embeddings("xa", ["sentence x"], np.array([[1.0, 0.0, 0.0]], dtype=np.float32))
+        far = np.tile(np.array([[-1.0, 0.0, 0.2]], dtype=np.float32), (40, 1))
+        far[:, 1] = np.linspace(0, 0.1, 40)
+        db.ingest_embeddings("xa", [f"far {i}" for i in range(40)], far)
+        db.ingest_embeddings("xb", ["y one", "y two"], np.vstack([toward(0.10), toward(0.12)]))
+
+        real = Miner._set_bands
+
+        def failing(self: Miner, lang: str, other: str, ids: np.ndarray, lists: object) -> None:
+            if lang == "xa" and len(ids):  # the lists of xa the newcomers entered
+                raise bitextdb.StoreUnavailableError("the connection went")
+            real(self, lang, other, ids, lists)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Miner, "_set_bands", failing)
+        with pytest.raises(bitextdb.StoreUnavailableError):
+            db.ingest_embeddings("xb", ["y three", "y four"], np.vstack([toward(0.9), toward(0.8)]))
+        monkeypatch.undo()
+        # x's list is (0.9, 0.8), band 36, but x carries the band of (0.12, 0.10), 22
+        assert 22 in db.index.bands("xa", "band_xb") and 36 not in db.index.bands("xa", "band_xb")
+        db.ingest_embeddings("xb", ["y five"], toward(0.95))  # enters x's list
+        assert_equals_reference(db, "xa", "xb")
+    finally:
+        db.close()

@@ -90,6 +90,10 @@ class VectorIndex(Protocol):
     def set_band(self, lang: str, field: str, band: int, ids: np.ndarray) -> None:
         """Set the integer payload ``field`` of the given points to ``band``."""
 
+    def bands(self, lang: str, field: str) -> set[int]:
+        """The values of the integer payload ``field`` that some point of ``lang`` holds
+        (a facet count of the field's index; empty before the first :meth:`set_band`)."""
+
     def build_index(self, lang: str) -> None:
         """Make sure the HNSW index covers the collection (a no-op where it is automatic)."""
 

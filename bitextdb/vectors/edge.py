@@ -367,6 +367,14 @@ class EdgeIndex:
             shard.update(qe.UpdateOperation.set_payload(chunk, {field: int(band)}))
         self._settle(lang, shard)
 
+    def bands(self, lang: str, field: str) -> set[int]:
+        shard = self._shard(lang)
+        if shard is None:
+            return set()
+        # N_BANDS values at most: the limit only has to be above that
+        facets = shard.facet(qe.FacetRequest(field, limit=1000, exact=True))
+        return {int(hit.value) for hit in facets.hits}
+
     def build_index(self, lang: str) -> None:
         """Build the HNSW graph, or extend it once enough points wait outside it.
 

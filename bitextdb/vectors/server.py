@@ -299,6 +299,18 @@ class ServerIndex:
             chunk = [int(i) for i in ids[start : start + 4096]]
             self._call(self.client.set_payload, name, payload={field: int(band)}, points=chunk)
 
+    def bands(self, lang: str, field: str) -> set[int]:
+        name = self._name(lang)
+        if not self._call(self.client.collection_exists, name):
+            return set()
+        # a field never set has no index yet, and a server refuses to facet such a field
+        # (qdrant-client's local mode keeps no payload indexes, and facets any field)
+        schema = self._call(self.client.get_collection, name).payload_schema or {}
+        if not self.url.startswith("local") and field not in schema:
+            return set()
+        facets = self._call(self.client.facet, name, field, limit=1000, exact=True)
+        return {int(hit.value) for hit in facets.hits}
+
     def build_index(self, lang: str) -> None:
         """A server indexes in the background on its own; nothing to do here."""
 
