@@ -58,6 +58,15 @@ class PairReport:
         return dict(self.__dict__)
 
 
+#: how far apart two scores of the vector store may be and still swap places in exact
+#: arithmetic (float32 dot products of unit vectors, with room to spare)
+SCORE_SLACK = 1e-5
+
+
+def _ids(hits: list[Hit]) -> np.ndarray:
+    return np.array([h.id for h in hits], dtype=np.int64)
+
+
 class Miner:
     """Incremental margin miner over one database and vector store."""
 
@@ -290,17 +299,20 @@ class Miner:
         def enough(hits: list[Hit], limit: int) -> bool:
             if len(hits) < limit:
                 return True
-            return int(base.contains(np.array([h.id for h in hits])).sum()) >= want
+            scores = [h.score for h, member in zip(hits, base.contains(_ids(hits))) if member]
+            # the store ranks by its own float32 scores: only a last hit clearly below the
+            # m-th member's score says that no point left out could rank among the m
+            return len(scores) >= want and hits[-1].score < scores[want - 1] - SCORE_SLACK
 
         options = {"exact": exact, "has_field": field_name, "with_vectors": False}
         for row, hits in self._search_until(other, new_vectors, self.m + 8, enough, options):
-            ids = np.array([h.id for h in hits], dtype=np.int64)
-            ids = ids[base.contains(ids)][: self.m]
+            ids = _ids(hits)
+            ids = ids[base.contains(ids)]
             if len(ids):
                 cos = self._cosines(other, new_vectors[row], ids)
-                order = np.lexsort((ids, -cos))
-                forward.ids[row, : len(ids)] = ids[order]
-                forward.cos[row, : len(ids)] = cos[order]
+                order = np.lexsort((ids, -cos))[: self.m]
+                forward.ids[row, : len(order)] = ids[order]
+                forward.cos[row, : len(order)] = cos[order]
         # reverse: per band of k-th cosines, the base points a newcomer comes close enough to
         entries: dict[int, list[tuple[float, int]]] = {}
         bars = np.where(base.sizes < self.k, -np.inf, base.kth_cos)
@@ -322,7 +334,7 @@ class Miner:
                 other, new_vectors, 64, lambda hits, limit: len(hits) < limit, options
             )
             for row, hits in every:
-                ids = np.array([h.id for h in hits], dtype=np.int64)
+                ids = _ids(hits)
                 ids = ids[base.contains(ids)]
                 if len(ids):
                     cos = self._cosines(other, new_vectors[row], ids)

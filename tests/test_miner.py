@@ -349,3 +349,31 @@ def test_a_band_left_behind_by_a_failed_write_is_still_searched(
         assert_equals_reference(db, "xa", "xb")
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_the_exact_query_path_ranks_cosines_closer_than_float32_tells_apart(
+    tmp_path: Path, kind: str
+) -> None:
+    """150 sentences at cosine 0.5 +- 1e-7 from a newcomer: the store's float32 scores
+    cannot order them, so the forward search must ask for every one within that distance
+    of the m-th before the exact cosines pick the list, as the scan does."""
+    dim, rng = 256, np.random.default_rng(5)
+    query = rng.standard_normal(dim)
+    query /= np.linalg.norm(query)
+    rows = []
+    for _ in range(150):
+        noise = rng.standard_normal(dim)
+        noise -= noise.dot(query) * query
+        noise /= np.linalg.norm(noise)
+        c = 0.5 + rng.uniform(-1, 1) * 1e-7
+        rows.append(c * query + np.sqrt(1 - c * c) * noise)
+    near = np.array(rows, dtype=np.float32)
+    db = open_fresh(kind, 4, tmp_path, "query", dim=dim)
+    try:
+        db.ingest_embeddings("xa", [f"near {i}" for i in range(150)], near)
+        db.ingest_embeddings("xb", ["elsewhere"], random_unit(1, dim, 6))
+        db.ingest_embeddings("xb", ["the newcomer"], query[None].astype(np.float32))
+        assert_equals_reference(db, "xa", "xb")
+    finally:
+        db.close()
