@@ -2,7 +2,8 @@
 
 The query's own neighbourhood r(q) is the mean cosine of its k nearest sentences in the
 target language (as for a mined sentence); each hit's r(y) is its stored value towards the
-query's language, so the margins are the ones mining would give if the query were ingested.
+query's language. For a stored sentence these are the margins mining gave; for a new one,
+ingesting it may change them, since it may enter its hits' own lists and raise their r(y).
 """
 
 from __future__ import annotations
