@@ -229,7 +229,7 @@ class Ingestor:
             if read is not None:
                 corpus.check_reading(s, src, source, read)
             sync = _source_sync(s, lang, source, src, path) if whole and path else None
-        done = 0
+        done = stored = 0
         sink = _Upserts(self.index, self._wants_index_process())
         # ids handed to the later stages and not yet marked indexed: a later batch that
         # meets one of these sentences again must not schedule it a second time
@@ -240,11 +240,14 @@ class Ingestor:
         # upsert its vectors, mark it indexed; each batch is committed as it goes. Marking
         # is a stage of its own so that the next upsert need not wait for SQLite's writer
         # lock, which the first stage holds while it stores the batch after next.
+        def store(batch: _Batch) -> tuple[Any, ...]:
+            nonlocal stored
+            kept = self._store_batch(lang, src, batch, vectors, report, in_flight, sink, sync)
+            stored += len(batch.lines)
+            return (batch.lines, *kept)
+
         stages = [
-            lambda batch: (
-                batch.lines,
-                *self._store_batch(lang, src, batch, vectors, report, in_flight, sink, sync),
-            ),
+            store,
             lambda job: (job[0], job[1], self._vectors_for(job[1], job[2], vectors)),
             lambda job: (job[0], *self._upsert(lang, job[1], job[2], report, sink, waits)),
             lambda job: (job[0], self._when_stored_mark(job[1], job[2], in_flight, waits)),
@@ -256,6 +259,16 @@ class Ingestor:
                 for batch, _ in run_stages(batches, stages, depth=2, busy=busy):
                     done += len(batch)
                     self.progress("ingest", done, 0)
+            except InputError as exc:  # the file went bad partway (a damaged archive)
+                if not stored:
+                    raise
+                raise InputError(
+                    f"{exc} The {stored:,} {'sentences' if split_sentences else 'lines'} read "
+                    f"before that are stored in the source "
+                    f"{source}{', and nothing it held was dropped' if sync else ''}: ingest "
+                    "the file again once it is whole (the source then gains the rest), or "
+                    f"take them out with `bitextdb remove --lang {lang} --source {source}`."
+                ) from exc
             finally:
                 sink.close()
         read, store, encode, upsert, mark = busy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import re
 import io
 import json
 import lzma
@@ -519,6 +520,29 @@ def test_a_bad_file_after_good_ones_leaves_those_mined(
             db.ingest([good, broken], "en")
         assert counts(db, "en") == (3, 3, 3)
         assert db.check().ok  # nothing waits to be mined
+
+
+def test_a_file_damaged_partway_says_what_it_left_stored(
+    home: Path, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bitextdb.ingest.BATCH", 50)
+    lines = [f"sentence number {i} of a long file" for i in range(4000)]
+    whole = ("\n".join(lines) + "\n").encode()
+    damaged = tmp_path / "big.txt.gz"
+    damaged.write_bytes(gzip.compress(whole)[:-2000])  # its end cut off
+    with make_db(home, None, tiny_bert) as db:
+        with pytest.raises(bitextdb.InputError) as caught:
+            db.ingest(damaged, "en")
+        message = str(caught.value)
+        assert message.startswith(f"{damaged} is not a valid gzip file")
+        found = re.search(r"The ([\d,]+) lines read before that are stored in the source", message)
+        assert found, message
+        assert f"bitextdb remove --lang en --source {damaged.resolve()}" in message
+        (source,) = db.sources("en")
+        assert 0 < source["occurrences"] == int(found[1].replace(",", "")) < len(lines)
+        damaged.write_bytes(gzip.compress(whole))  # whole again: the source gains the rest
+        db.ingest(damaged, "en")
+        assert db.sources("en")[0]["occurrences"] == len(lines) and db.check().ok
 
 
 def test_ingest_texts(home: Path, tiny_bert: Path) -> None:
