@@ -235,6 +235,7 @@ class Ingestor:
         # meets one of these sentences again must not schedule it a second time
         in_flight: set[int] = set()
         waits: collections.Counter[str] = collections.Counter()  # see stage_seconds
+
         # four stages overlap: store the batch in SQL (this thread feeds them), encode it
         # (or hand it to the encoder process, which then works through the queued batches),
         # upsert its vectors, mark it indexed; each batch is committed as it goes. Marking

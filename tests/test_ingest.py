@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import re
 import io
 import json
 import lzma
+import re
 import shutil
 import time
 from collections.abc import Callable
