@@ -242,6 +242,45 @@ class _Target:
         return self.file.path
 
 
+#: the extensions that name an export format, after any compression's
+FORMAT_SUFFIXES = {
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".tmx": "tmx",
+    ".parquet": "parquet",
+}
+#: compressions bitextdb does not write: refused rather than written plain under their name
+UNWRITTEN_COMPRESSIONS = (".zst", ".zstd", ".lz4", ".zip", ".7z", ".br", ".bz", ".lzma", ".z")
+
+
+def output_format(output: str, fmt: str | None) -> str:
+    """The format an export to ``output`` writes: ``fmt``, else the one its extension names
+    (TSV when none does); an extension naming another format than ``fmt``, or a
+    compression not written, is refused."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if output == "-":
+        return fmt or "tsv"
+    path = Path(output)
+    if path.suffix.lower() in UNWRITTEN_COMPRESSIONS:
+        raise InputError(
+            f"bitextdb compresses with .gz, .bz2 or .xz, not {path.suffix}: name {output} "
+            "with one of those, or with none."
+        )
+    if path.suffix.lower() in COMPRESSIONS:
+        path = path.with_suffix("")
+    named = FORMAT_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        return named or "tsv"
+    if named is not None and named != fmt and fmt != "moses":
+        raise InputError(
+            f"{output} names a {named} file, but the format asked for is {fmt}: change "
+            "one of them (without --format the name chooses)."
+        )
+    return fmt
+
+
 def _targets(
     db: BitextDB, output: str, fmt: str, spec: PairSpec, flag: str = "--output"
 ) -> list[_Target] | None:
@@ -667,7 +706,7 @@ def export_pairs(
     pair: str,
     *,
     output: str = "-",
-    fmt: str = "tsv",
+    fmt: str | None = None,
     min_score: float | None = None,
     since: datetime | str | None = None,
     cursor: str | None = None,
@@ -691,8 +730,10 @@ def export_pairs(
     ``PREFIX.<tgt>``, line-aligned; ``corpus.gz`` gives ``corpus.en.gz`` and
     ``corpus.de.gz``) and ``tmx`` (TMX 1.4: a ``<tu>`` a pair, margin and cosine as
     ``x-margin`` and ``x-cosine`` props; see :mod:`bitextdb.tmx`). An ``output`` ending
-    in .gz, .bz2 or .xz is compressed. Files are written under a temporary name and
-    renamed at the end, so a failed export leaves none.
+    in .gz, .bz2 or .xz is compressed. Without ``fmt`` the output's extension names the
+    format (``.jsonl``, ``.tmx``, ``.parquet``; TSV otherwise); one that names another
+    format than ``fmt`` is refused. Files are written under a temporary name and renamed
+    at the end, so a failed export leaves none.
 
     ``min_score`` keeps pairs scoring at least that much; it defaults to the database
     threshold for the ratio margin and to no limit for the other margins (whose scale
@@ -726,8 +767,9 @@ def export_pairs(
     started = time.perf_counter()
     keep = PairFilter(max_length_ratio, skip_identical)
     since = parse_since(since)
-    if fmt not in FORMATS:
-        raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    fmt = output_format(withdrawn if output == "-" and withdrawn else output, fmt)
+    if withdrawn is not None:
+        output_format(withdrawn, fmt)  # the two files are of one format
     if fmt == "parquet":
         require_pyarrow()
     check_export_options(fmt, min_score, with_sources, with_ids)

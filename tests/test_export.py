@@ -709,6 +709,14 @@ def test_errors(home: Path, tmp_path: Path) -> None:
             ({"pair": "en-de", "min_score": float("nan")}, "not NaN"),
             ({"pair": "en-de", "with_sources": True}, "tsv has no place"),
             ({"pair": "en-de", "with_ids": True, "fmt": "tmx"}, "tmx has no place"),
+            ({"pair": "en-de", "output": str(tmp_path / "p.tsv"), "fmt": "jsonl"}, "names a tsv"),
+            ({"pair": "en-de", "output": str(tmp_path / "p.tmx.gz"), "fmt": "tsv"}, "names a tmx"),
+            ({"pair": "en-de", "output": str(tmp_path / "p.jsonl.zst")}, "not .zst"),
+            (
+                {"pair": "en-de", "output": str(tmp_path / "p.jsonl"), "since": EPOCH}
+                | {"withdrawn": str(tmp_path / "w.tsv")},
+                "w.tsv names a tsv file, but the format asked for is jsonl",
+            ),
         ]
         for kwargs, message in cases:
             pair = kwargs.pop("pair")
@@ -717,6 +725,26 @@ def test_errors(home: Path, tmp_path: Path) -> None:
         db.configure(pairs=["de-fr"])
         with pytest.raises(bitextdb.InputError, match="not mined"):
             export_pairs(db, "en-de")
+    finally:
+        db.close()
+
+
+def test_the_outputs_name_chooses_the_format(home: Path, tmp_path: Path) -> None:
+    db = build(home)
+    try:
+        want = [(w["src"], w["tgt"]) for w in accepted(db, INF)]
+        for name in ("p.jsonl", "p.ndjson.gz", "p.JSONL"):
+            summary = export_pairs(db, "de-en", output=str(tmp_path / name), min_score=INF)
+            assert summary["format"] == "jsonl"
+            assert [(r["src"], r["tgt"]) for r in jsonl(tmp_path / name)] == want
+        export_pairs(db, "de-en", output=str(tmp_path / "p.tmx"), min_score=INF)
+        units = tmx_units(read_text(tmp_path / "p.tmx"))
+        assert [(u["de"], u["en"]) for u in units] == want
+        for name in ("p.txt", "p", "p.tsv.xz"):  # no format named: TSV
+            assert export_pairs(db, "de-en", output=str(tmp_path / name))["format"] == "tsv"
+        # standard output with a withdrawal file: the file's name chooses
+        w = str(tmp_path / "w.jsonl")
+        assert export_pairs(db, "de-en", since=EPOCH, withdrawn=w)["format"] == "jsonl"
     finally:
         db.close()
 

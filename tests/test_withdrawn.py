@@ -438,11 +438,10 @@ def test_cursors_are_listed_dropped_and_their_records_pruned(
         export_pairs(
             db,
             "de-en",
-            output=out,
+            output=str(tmp_path / "p.jsonl"),
             cursor="early",
             min_score=-np.inf,
-            fmt="jsonl",
-            withdrawn=str(w),
+            withdrawn=str(w),  # both named .jsonl: JSONL, without fmt
         )
         assert [(r["src"], r["reason"]) for r in map(json.loads, w.read_text().splitlines())] == [
             ("der apfel", "removed")

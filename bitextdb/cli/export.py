@@ -77,10 +77,9 @@ def _export_text(summary: dict[str, Any]) -> str:
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
-    default="tsv",
-    show_default=True,
     help="tsv (score, src, tgt), jsonl, moses (PREFIX.LANG, a file a language), tmx (TMX 1.4), "
-    "or parquet (to a file; extra parquet).",
+    "or parquet (to a file; extra parquet). [the output's extension: .jsonl, .tmx, .parquet; "
+    "else tsv]",
 )
 @click.option(
     "--min-score",
@@ -134,7 +133,7 @@ def export_cmd(
     ctx: Context,
     pair: str,
     output: str,
-    fmt: str,
+    fmt: str | None,
     min_score: float | None,
     since: datetime | None,
     cursor: str | None,
