@@ -155,7 +155,7 @@ class BitextDB:
         fmt: str = "auto",
         column: str | int | None = None,
         id_column: str | int | None = None,
-        field: str = "text",
+        field: str | None = None,
         id_field: str | None = None,
         embeddings: str | Path | None = None,
         dim: int | None = None,

@@ -481,7 +481,7 @@ class Ingestor:
         fmt: str = "auto",
         column: str | int | None = None,
         id_column: str | int | None = None,
-        field: str = "text",
+        field: str | None = None,
         id_field: str | None = None,
         embeddings: str | None = None,
         dim: int | None = None,

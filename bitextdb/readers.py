@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 DEFAULT_MIN_CHARS = 2
+#: the JSON Lines field read when none is named
+DEFAULT_FIELD = "text"
 DEFAULT_MAX_CHARS = 1000
 MAX_ID_CHARS = 256  # external ids (TSV id column, JSONL id field)
 FORMATS = ("auto", "txt", "tsv", "jsonl")
@@ -286,17 +288,21 @@ def reading(
     fmt: str = "auto",
     column: str | int | None = None,
     id_column: str | int | None = None,
-    field: str = "text",
+    field: str | None = None,
     id_field: str | None = None,
 ) -> dict[str, object]:
     """How :func:`read_lines` reads a file with these options, the defaults filled in and
     the rest left out (``{"format": "tsv", "column": 2, "id_column": 1}``): two readings
     of one file are the same when these are equal."""
-    fmt = resolved_format(source, fmt)
+    fmt = resolved_format(source, fmt, column, id_column, field, id_field)
     if fmt == "tsv":
         return {"format": fmt, "column": 1 if column is None else column, "id_column": id_column}
     if fmt == "jsonl":
-        return {"format": fmt, "field": field, "id_field": id_field}
+        return {
+            "format": fmt,
+            "field": DEFAULT_FIELD if field is None else field,
+            "id_field": id_field,
+        }
     return {"format": fmt}
 
 
@@ -307,11 +313,53 @@ def describe_reading(read: dict[str, object]) -> str:
     )
 
 
-def resolved_format(source: str | Path, fmt: str) -> str:
-    """``fmt``, or for ``auto`` the format the file's name says (standard input: txt)."""
-    if fmt != "auto":
-        return fmt
-    return "txt" if isinstance(source, str) and source == _STDIN else detect_format(source)
+def resolved_format(
+    source: str | Path,
+    fmt: str,
+    column: str | int | None = None,
+    id_column: str | int | None = None,
+    field: str | None = None,
+    id_field: str | None = None,
+) -> str:
+    """``fmt``, or for ``auto`` the format the file's name says, or else the options
+    (a column: TSV; a field: JSON Lines; standard input has no name). Options of another
+    format than the one chosen are refused, as is a name that says CSV or JSON, which
+    are not read: they would be read as text, a record a line."""
+    columns = [f"--{n}" for n, v in (("column", column), ("id-column", id_column)) if v is not None]
+    fields = [f"--{n}" for n, v in (("field", field), ("id-field", id_field)) if v is not None]
+    name = _display_name(source)
+    if fmt == "auto":
+        fmt = "txt" if isinstance(source, str) and source == _STDIN else detect_format(source)
+        suffix = _uncompressed_suffix(name)
+        if fmt == "txt" and suffix in (".csv", ".json"):
+            raise InputError(
+                f"{name} is named as {suffix[1:].upper()}, which bitextdb does not read: "
+                "convert it to TSV or JSON Lines, or give --format txt to read it as text, a "
+                "sentence a line."
+            )
+        if fmt == "txt" and columns and not fields:
+            fmt = "tsv"
+        elif fmt == "txt" and fields and not columns:
+            fmt = "jsonl"
+    wrong = (columns if fmt != "tsv" else []) + (fields if fmt != "jsonl" else [])
+    if wrong:
+        given = {"tsv": "TSV", "jsonl": "JSON Lines"}
+        kind = "TSV" if wrong[0] in ("--column", "--id-column") else "JSON Lines"
+        raise InputError(
+            f"{' and '.join(wrong)} {'apply' if len(wrong) > 1 else 'applies'} to {kind}, but "
+            f"{name} is read as {given.get(fmt, 'text')}; give the --format it has."
+        )
+    return fmt
+
+
+def _uncompressed_suffix(name: str) -> str:
+    """The file name's extension before any compression's, in lower case."""
+    lowered = Path(str(name)).name.lower()
+    for suffix in _COMPRESSED_SUFFIXES:
+        if lowered.endswith(suffix):
+            lowered = lowered[: -len(suffix)]
+            break
+    return Path(lowered).suffix
 
 
 def detect_format(name: str) -> str:
@@ -320,14 +368,10 @@ def detect_format(name: str) -> str:
     A trailing ``.gz``, ``.bz2`` or ``.xz`` is ignored; ``.tsv``/``.tab`` mean TSV,
     ``.jsonl``/``.ndjson`` mean JSON Lines and anything else (``"-"`` included) is text.
     """
-    lowered = Path(str(name)).name.lower()
-    for suffix in _COMPRESSED_SUFFIXES:
-        if lowered.endswith(suffix):
-            lowered = lowered[: -len(suffix)]
-            break
-    if lowered.endswith((".tsv", ".tab")):
+    suffix = _uncompressed_suffix(name)
+    if suffix in (".tsv", ".tab"):
         return "tsv"
-    if lowered.endswith((".jsonl", ".ndjson")):
+    if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
     return "txt"
 
@@ -533,7 +577,7 @@ def read_lines(
     *,
     column: str | int | None = None,
     id_column: str | int | None = None,
-    field: str = "text",
+    field: str | None = None,
     id_field: str | None = None,
     min_chars: int = DEFAULT_MIN_CHARS,
     max_chars: int = DEFAULT_MAX_CHARS,
@@ -570,7 +614,8 @@ def read_lines(
     if fmt not in FORMATS:
         raise InputError(f"Unknown format {fmt!r}; use one of: {', '.join(FORMATS)}.")
     limits = _limits(min_chars, max_chars, split, language)
-    fmt = resolved_format(source, fmt)
+    fmt = resolved_format(source, fmt, column, id_column, field, id_field)
+    field = DEFAULT_FIELD if field is None else field
     if fmt == "tsv":
         _check_column(column, "column")
         _check_column(id_column, "id column")

@@ -717,3 +717,53 @@ def test_arbitrary_bytes_never_crash(
             assert line.text
             text_hash(line.text)  # always encodable
         assert len(lines) + sum(stats.skipped().values()) == stats.lines
+
+
+def test_options_choose_the_format_a_name_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = '{"id": 7, "text": "the dog sleeps"}\n{"id": 8, "text": "a cat"}\n'
+    monkeypatch.setattr(sys, "stdin", FakeStdin(records.encode()))
+    lines, _ = read_all("-", field="text", id_field="id")  # standard input: JSON Lines
+    assert [(line.text, line.ext_id) for line in lines] == [("the dog sleeps", "7"), ("a cat", "8")]
+    rows = write(tmp_path / "corpus", "id\ttext\n1\tthe first row\n2\tthe second row\n")
+    assert texts(read_all(rows, column="text")[0]) == ["the first row", "the second row"]
+    named = write(tmp_path / "corpus.jsonl", records)
+    assert texts(read_all(named, field="text")[0]) == ["the dog sleeps", "a cat"]
+    assert readers.reading(str(named)) == readers.reading(str(named), field="text")
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "options", "message"),
+    [
+        (
+            "n.tsv",
+            "auto",
+            {"field": "text"},
+            "--field applies to JSON Lines, but .*n.tsv is read as TSV",
+        ),
+        (
+            "n.jsonl",
+            "auto",
+            {"column": 2},
+            "--column applies to TSV, but .*n.jsonl is read as JSON",
+        ),
+        ("n.txt", "txt", {"id_field": "id"}, "--id-field applies to JSON Lines, .* read as text"),
+        ("n", "auto", {"column": 2, "field": "t"}, "--column and --field apply to TSV"),
+        ("n.csv", "auto", {}, "named as CSV, which bitextdb does not read"),
+        ("n.json.gz", "auto", {}, "named as JSON, which bitextdb does not read"),
+    ],
+)
+def test_options_of_another_format_are_refused(
+    tmp_path: Path, name: str, fmt: str, options: dict, message: str
+) -> None:
+    path = write(tmp_path / name, b"")
+    with pytest.raises(InputError, match=message):
+        read_all(path, fmt, **options)
+    with pytest.raises(InputError, match=message):
+        readers.reading(str(path), fmt, **options)
+
+
+def test_a_csv_file_is_read_as_text_when_asked(tmp_path: Path) -> None:
+    path = write(tmp_path / "n.csv", "one line, with a comma\n")
+    assert texts(read_all(path, "txt")[0]) == ["one line, with a comma"]
