@@ -758,6 +758,12 @@ def test_cli_export(home: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["-q", "export", "--pair", "de-en", "--min-score", "-inf"])
     assert result.exit_code == 0, result.output
+    everything = ["-q", "export", "--pair", "de-en", "--min-score", "-inf", "--cursor", "all"]
+    to_file = runner.invoke(cli, [*everything, "-o", str(tmp_path / "all.tsv"), "--json"])
+    # strict JSON (no -Infinity), here and in the cursor's listing
+    assert json.loads(to_file.stdout, parse_constant=pytest.fail)["min_score"] == "-inf"
+    listed = runner.invoke(cli, ["cursors", "list", "--json"]).stdout
+    assert [c["min_score"] for c in json.loads(listed, parse_constant=pytest.fail)] == ["-inf"]
     assert [line.split("\t")[1:] for line in result.stdout.splitlines()] == [
         [w["src"], w["tgt"]] for w in want
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -91,10 +92,23 @@ def json_option(fn: F) -> F:
 
 
 def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    """Print ``data`` as JSON (``--json``) or as ``text`` renders it."""
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        click.echo(json.dumps(json_safe(data), indent=2, default=str, ensure_ascii=False))
     else:
         click.echo(text(data))
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with infinite and NaN floats as the strings ``"inf"``, ``"-inf"``, ``"nan"``
+    (``--min-score -inf`` is a fair request; ``-Infinity`` is not JSON)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return str(data)
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    return data
 
 
 @click.group(
