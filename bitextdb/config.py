@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 ENV_PREFIX = "BITEXTDB_"
 DEFAULT_MODEL = "sentence-transformers/LaBSE"
@@ -44,7 +44,7 @@ def default_home() -> Path:
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     """The home folder from the flag, else ``BITEXTDB_HOME``, else the default."""
     chosen = home if home is not None else env("HOME")
-    return Path(chosen).expanduser().resolve() if chosen else default_home()
+    return Path(resolved_path(Path(chosen).expanduser())) if chosen else default_home()
 
 
 def model_name(model: str) -> str:
@@ -273,6 +273,14 @@ def write_locations_file(loc: Locations) -> None:
 #: encoder runtimes: sentence-transformers on torch, or the model exported to ONNX and run by
 #: ONNX Runtime or OpenVINO (no openvino-int8: README.md, "CPU backends", says why)
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+
+
+def resolved_path(path: str | Path) -> str:
+    """The absolute path of ``path``, links followed; a loop of links is an input error."""
+    try:
+        return str(Path(path).resolve())
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise InputError(f"Cannot resolve {path}: {exc}.") from exc
 
 
 @dataclass

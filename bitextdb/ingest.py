@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from .config import Settings, check_lang
+from .config import Settings, check_lang, resolved_path
 from .db import Database, corpus
 from .encoder import TextEncoder, normalize_rows
 from .encoder_process import wants_encoder_process
@@ -36,7 +36,7 @@ from .heap import loaded_objects_frozen
 from .language_id import language_check
 from .lock import displacing_lock, source_lock
 from .pipeline import run_stages
-from .readers import Line, ReadStats, read_lines, read_texts, reading, text_hash
+from .readers import Line, ReadStats, encodable, read_lines, read_texts, reading, text_hash
 from .segment import sentence_splitter
 from .source_sync import SourceSync
 from .vectors import EdgeIndex, VectorIndex, edge_writer
@@ -735,7 +735,12 @@ def _read_source(path: str, source: str | None, append: bool) -> tuple[str, str]
     """The resolved path of ``path`` (``stdin`` for ``-``) and the name of the source this
     read goes to: ``source``, by default the path; ``NAME@time`` for stdin and ``append``,
     each read a source of its own (two streams' positions must not collide)."""
-    resolved = "stdin" if path == "-" else str(Path(path).resolve())
+    resolved = "stdin" if path == "-" else resolved_path(path)
+    if not encodable(resolved):
+        raise InputError(
+            f"The name of {resolved!r} is not valid UTF-8, and a file's path is stored with "
+            "its source: rename the file, or read it from standard input (- < FILE)."
+        )
     name = _checked_source(resolved if source is None else source)
     if path == "-" or append:  # the name with its moment must fit as well
         name = f"{name}@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
@@ -747,8 +752,11 @@ def _checked_source(name: str) -> str:
     """``name``, if a source may bear it (checked before anything is read or stored)."""
     if not name.strip():
         raise InputError("A source name cannot be empty; pass a name with --source, or none.")
-    if len(name) > 512 or "\x00" in name:
-        raise InputError("A source name has at most 512 characters and no NUL; pass --source.")
+    if len(name) > 512 or not name.isprintable():
+        raise InputError(
+            f"A source name has at most 512 characters, none of them a control character "
+            f"(a tab, a line break) or invalid UTF-8, not {name[:80]!r}; pass --source NAME."
+        )
     return name
 
 

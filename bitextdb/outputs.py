@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import LOCATIONS_FILE, Locations
+from .config import LOCATIONS_FILE, Locations, resolved_path
 from .errors import InputError
 
 
@@ -50,7 +50,7 @@ def output_file(path: str | os.PathLike[str], flag: str, locations: Locations) -
     given = Path(path).expanduser()
     if not given.name or given.is_dir():
         raise InputError(f"{given} is a directory; give a file name to {flag}.")
-    resolved = given.resolve()
+    resolved = Path(resolved_path(given))
     if not resolved.parent.is_dir():
         raise InputError(f"The folder {given.parent} does not exist.")
     if _holds_the_database(resolved, locations):

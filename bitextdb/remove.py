@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import check_lang
+from .config import check_lang, resolved_path
 from .db import corpus
 from .db.export_sql import as_utc
 from .errors import BusyError, InputError
@@ -85,7 +85,7 @@ def remove_sources(
     lang = check_lang(lang)
     if not names:
         raise InputError("Name at least one source to remove; `bitextdb sources` lists them.")
-    spellings = {name: (name, str(Path(name).resolve())) for name in names}
+    spellings = {name: (name, resolved_path(name)) for name in names}
     with db.db.session() as s:
         wanted = [spelling for both in spellings.values() for spelling in both]
         known = {row["name"]: row for row in corpus.list_sources(s, lang, wanted)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -204,6 +205,19 @@ def _bad_case(name: str, tmp_path: Path, good: Path) -> tuple[list[str], tuple[s
         return ["config", "--max-chars", "1"], ("min_chars",)
     if name == "init-model":
         return ["init", "--model", "other-model"], ("other-model",)
+    if name in ("link-loop", "remove-loop"):
+        (tmp_path / "loop").symlink_to(tmp_path / "loop")
+        loop = str(tmp_path / "loop")
+        return {
+            "link-loop": ["ingest", "--lang", "en", loop],
+            "remove-loop": ["remove", "--lang", "en", "--source", loop],
+        }[name], ("Cannot resolve", "loop")
+    if name == "file-name-not-utf8":
+        odd = tmp_path / os.fsdecode(b"caf\xe9.txt")
+        odd.write_text("the dog\n", encoding="utf-8")
+        return ["ingest", "--lang", "en", str(odd)], ("not valid UTF-8", "- < FILE")
+    if name == "source-control-character":
+        return ["ingest", "--lang", "en", "--source", "a\tb", str(good)], ("control character",)
     raise AssertionError(name)
 
 
@@ -221,6 +235,10 @@ BAD = [
     "pair",
     "config",
     "init-model",
+    "link-loop",
+    "remove-loop",
+    "file-name-not-utf8",
+    "source-control-character",
 ]
 
 

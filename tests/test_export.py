@@ -693,6 +693,7 @@ def test_the_database_files_are_never_an_output(home: Path, tmp_path: Path) -> N
 
 def test_errors(home: Path, tmp_path: Path) -> None:
     db = build(home)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
     try:
         cases = [
             ({"pair": "en-fr"}, "no sentences in 'fr'"),
@@ -712,6 +713,7 @@ def test_errors(home: Path, tmp_path: Path) -> None:
             ({"pair": "en-de", "output": str(tmp_path / "p.tsv"), "fmt": "jsonl"}, "names a tsv"),
             ({"pair": "en-de", "output": str(tmp_path / "p.tmx.gz"), "fmt": "tsv"}, "names a tmx"),
             ({"pair": "en-de", "output": str(tmp_path / "p.jsonl.zst")}, "not .zst"),
+            ({"pair": "en-de", "output": str(tmp_path / "loop")}, "Cannot resolve .*loop"),
             (
                 {"pair": "en-de", "output": str(tmp_path / "p.jsonl"), "since": EPOCH}
                 | {"withdrawn": str(tmp_path / "w.tsv")},

@@ -365,9 +365,7 @@ def _mine_line(m: dict[str, Any]) -> str:
 )
 @click.option("--column", help="TSV text column: a header name or a 1-based number [1].")
 @click.option("--id-column", help="TSV id column: a header name or a 1-based number.")
-@click.option(
-    "--field", help="JSONL text field (a.b for nested) [text]."
-)
+@click.option("--field", help="JSONL text field (a.b for nested) [text].")
 @click.option("--id-field", help="JSONL id field.")
 @click.option(
     "--embeddings",
