@@ -592,3 +592,29 @@ def test_cli_serve_port_in_use(home: Path) -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"Cannot listen on 127.0.0.1:{port}" in result.output
     bitextdb.open(home).close()  # the home was released
+
+
+def test_the_home_is_released_only_when_the_work_of_requests_ends(home: Path) -> None:
+    """uvicorn stops waiting for a request after its graceful shutdown, but the thread
+    doing the request's work goes on: the home must stay held until it ends."""
+    from bitextdb.cli.serve import close_when_idle
+
+    db = bitextdb.init(home, model="synthetic", dim=8)
+    app = create_app(db, api_key=None)
+    events: list[str] = []
+    app.state.lock.acquire()  # a request at work
+
+    def finish_the_request() -> None:
+        time.sleep(0.5)
+        events.append("request done")
+        app.state.lock.release()
+
+    worker = threading.Thread(target=finish_the_request)
+    worker.start()
+    real_close = db.close
+    db.close = lambda: (events.append("closed"), real_close())  # type: ignore[method-assign]
+    close_when_idle(db, app.state.lock, events.append)
+    worker.join()
+    assert events[0].startswith("Waiting for the work of a request")
+    assert events[1:] == ["request done", "closed"]
+    bitextdb.open(home).close()  # released

@@ -7,12 +7,16 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import BitextDBError, InputError
 from . import Context, cli, friendly, pass_ctx
+
+if TYPE_CHECKING:
+    from ..api import BitextDB
 
 #: where the API key comes from (never a command-line option: those show up in `ps`)
 API_KEY_ENV = "BITEXTDB_API_KEY"
@@ -69,6 +73,7 @@ def serve(ctx: Context, host: str, port: int) -> None:
         ) from exc
     api_key = os.environ.get(API_KEY_ENV) or None
     db = ctx.open()
+    app = None
     try:
         db.progress = None  # no progress bars on a server's terminal
         app = create_app(db, api_key=api_key)
@@ -97,7 +102,17 @@ def serve(ctx: Context, host: str, port: int) -> None:
             raise BitextDBError("The server did not start; see the messages above.")
         ctx.say("Stopped.")
     finally:
-        db.close()
+        close_when_idle(db, None if app is None else app.state.lock, ctx.say)
+
+
+def close_when_idle(db: BitextDB, lock: threading.Lock | None, say: Callable[[str], None]) -> None:
+    """Close ``db`` once no request works on it. uvicorn gives up on a request after its
+    graceful shutdown (10 s), but the thread doing its work goes on; releasing the home
+    then would let another process write beside it."""
+    if lock is not None and not lock.acquire(blocking=False):
+        say("Waiting for the work of a request in progress to end before releasing the home.")
+        lock.acquire()
+    db.close()
 
 
 class _Stopped(Exception):
