@@ -25,7 +25,7 @@ from .config import (
     same_model,
     write_locations_file,
 )
-from .db import Database, corpus, export_sql, graph
+from .db import Database, consistency, corpus, export_sql, graph
 from .encoder import Encoder, TextEncoder
 from .encoder_process import EncoderProcess, wants_encoder_process
 from .errors import ClosedError, ConfigError, InputError, ModelMismatchError, NotInitializedError
@@ -421,6 +421,8 @@ class BitextDB:
                 pairs[name] = counts | {
                     "threshold": s.threshold,
                     "pending": pending,
+                    # left by a run stopped between its steps: `mine` finishes them
+                    "candidates_waiting": consistency.count_dirty(session, [(a, b)]),
                     "search": "exact" if biggest <= s.exact_limit else "hnsw",
                 }
             exports = {

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import tmx
 from .config import join_pair, pair_name, split_pair
-from .db import export_sql
+from .db import consistency, export_sql
 from .db.tables import utcnow
 from .errors import BitextDBError, HistoryGoneError, InputError
 from .filters import PairFilter
@@ -875,6 +875,8 @@ def export_pairs(
             if withdrawn_sink is not None:
                 withdrawn_sink.abort()
             raise
+    with db.db.session() as s:  # left by a run stopped between its steps (see stats)
+        waiting = consistency.count_dirty(s, [(spec.src_lang, spec.tgt_lang)])
     if cursor is not None:
         with db.db.session() as s:
             export_sql.save_cursor(s, cursor, spec.canonical, started_at, min_score, keep.as_dict())
@@ -895,6 +897,7 @@ def export_pairs(
         "filtered": filtered,
         "withdrawn_rows": None if withdrawn is None else withdrawn_rows,
         "withdrawn_files": withdrawn_files,
+        "candidates_waiting": waiting,
     }
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import check_lang, resolved_path
-from .db import corpus
+from .db import consistency, corpus, graph
 from .db.export_sql import as_utc
 from .errors import BusyError, InputError
 from .lock import displacing_lock
@@ -94,7 +94,8 @@ def remove_sources(
         for name, (literal, path) in spellings.items():
             row = known.get(literal) or known.get(path)
             if row is None:
-                raise _unknown(name, lang, corpus.source_names(s, lang))
+                waiting = consistency.count_dirty(s, [(lang, o) for o in graph.partners(s, lang)])
+                raise _unknown(name, lang, corpus.source_names(s, lang), waiting)
             chosen[row["id"]] = row
             if literal != path and literal in known and path in known:
                 notes.append(
@@ -181,11 +182,18 @@ def _pair_reports(pairs: list[Any]) -> list[dict[str, Any]]:
     return [{key: getattr(pair, key) for key in PAIR_FIELDS} for pair in pairs]
 
 
-def _unknown(name: str, lang: str, names: list[str]) -> InputError:
-    """The error for a source ``lang`` does not have, naming a few it has."""
+def _unknown(name: str, lang: str, names: list[str], waiting: int = 0) -> InputError:
+    """The error for a source ``lang`` does not have, naming a few it has, and the work a
+    removal stopped after its commit left (``waiting`` candidates to recompute)."""
     listed = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
     return InputError(
         f"No source {name!r} in {lang}"
         + (f" (its sources: {listed})." if names else ": it has no sources.")
         + " `bitextdb sources` lists them."
+        + (
+            f" {waiting:,} candidates of {lang} wait to be recomputed: if a removal of it was "
+            "stopped, it took the source out, and `bitextdb mine` finishes its work."
+            if waiting
+            else ""
+        )
     )

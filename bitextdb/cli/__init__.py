@@ -508,11 +508,18 @@ def _stats_text(s: dict[str, Any]) -> str:
         out.append("pairs:")
     for name, p in sorted(s["pairs"].items()):
         pending = sum(p["pending"].values())
+        waiting = p["candidates_waiting"]
         out.append(
             f"  {name:10} {p['pairs']:>10} pairs >= {p['threshold']:g}  "
             f"({p['accepted']} accepted, {p['candidates']} candidates, "
-            f"{p['search']} search{', ' + str(pending) + ' to mine' if pending else ''})"
+            f"{p['search']} search{', ' + str(pending) + ' to mine' if pending else ''}"
+            f"{', ' + str(waiting) + ' candidates to recompute' if waiting else ''})"
         )
+    if any(
+        sum(p["pending"].values()) or p["candidates_waiting"]
+        for p in s["pairs"].values()
+    ):
+        out.append("  (bitextdb mine does the work waiting)")
     exports = s["exports"]
     if exports["cursors"] or exports["withdrawn_records"]:
         out.append(

@@ -61,6 +61,12 @@ def _export_text(summary: dict[str, Any]) -> str:
             f"; {summary['withdrawn_rows']} withdrawn pairs to "
             f"{', '.join(summary['withdrawn_files'])}"
         )
+    if summary["candidates_waiting"]:
+        text += (
+            f"\nnote: {summary['candidates_waiting']} candidates wait to be recomputed (a run "
+            "was stopped between its steps): their margins are those of before until "
+            "`bitextdb mine`"
+        )
     return text
 
 
