@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -17,6 +18,7 @@ from .config import (
     Locations,
     Settings,
     check_lang,
+    mask_url,
     model_name,
     pair_name,
     pairs_to_mine,
@@ -33,7 +35,8 @@ from .ingest import Ingestor, IngestReport
 from .lock import writer_lock
 from .query import Translation, translate_many
 from .remove import list_sources, remove_displaced, remove_missing, remove_sources
-from .vectors import VectorIndex, open_index
+from .vectors import EdgeIndex, VectorIndex, open_index
+from .vectors.edge import STORE_ID_FILE
 
 if TYPE_CHECKING:
     from .miner import Miner, PairReport
@@ -536,10 +539,44 @@ def open(
     lock = _acquire(loc, wait, on_wait)
     try:
         index = open_index(loc, settings)
+        try:
+            _claim_store(database, index)
+        except BaseException:
+            index.close()
+            raise
     except BaseException:
         lock.close()
         raise
     return BitextDB(loc, database, index, settings, progress=progress, lock=lock)
+
+
+#: the key under which the SQL database keeps the name of its Qdrant Edge store
+EDGE_STORE_NOTE = "edge_store"
+
+
+def _claim_store(database: Database, index: VectorIndex) -> None:
+    """Refuse a home whose Qdrant Edge store is not the one the SQL database belongs to:
+    two homes given one ``--db`` (PostgreSQL, or another home's SQLite file) would each
+    hold half of the vectors. Both keep the store's name, given at first use."""
+    if not isinstance(index, EdgeIndex):
+        return  # a Qdrant server is shared by every worker that names it
+    kept, here = database.note(EDGE_STORE_NOTE), index.store_id()
+    if kept is not None and kept == here:
+        return
+    if kept is None:  # a database from before stores were named, or a new one
+        if here is None:
+            here = uuid.uuid4().hex
+            index.name_store(here)
+        database.keep_note(EDGE_STORE_NOTE, here)
+        return
+    raise ConfigError(
+        f"The SQL database {mask_url(database.url)} belongs to the vectors of another home: "
+        f"this home's ({index.root}) are not the ones it was filled with. Give each home its "
+        f"own --db (or none: its own SQLite file), or use Qdrant server with --qdrant to share "
+        f"one database between machines. If this is that home and its vectors folder was "
+        f"lost, write {kept} into {index.root / STORE_ID_FILE} and run `bitextdb check "
+        "--repair`, which encodes the sentences again."
+    )
 
 
 def init(

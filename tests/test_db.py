@@ -633,3 +633,33 @@ def test_mark_indexed_marks_exactly_the_ids_given(db_url: str) -> None:
         assert indexed == set(chosen)
     finally:
         db.dispose()
+
+
+def test_two_homes_cannot_share_one_sql_database(db_url: str, tmp_path: Path) -> None:
+    """Each home's Qdrant Edge store is its own: a second home given the first one's
+    --db would hold half of the vectors. The database and the store keep one name."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    with bitextdb.init(first, db=db_url, model="synthetic", dim=4) as db:
+        db.ingest_embeddings("en", ["one sentence"], np.ones((1, 4), dtype=np.float32))
+        store_id = (db.locations.vectors_dir / "store-id").read_text().strip()
+    with pytest.raises(ConfigError, match="belongs to the vectors of another home"):
+        bitextdb.init(second, db=db_url, model="synthetic", dim=4)
+    with pytest.raises(ConfigError, match="belongs to the vectors of another home"):
+        bitextdb.open(second, db=db_url)
+    assert not (second / "vectors" / "store-id").exists()
+    bitextdb.open(first, db=db_url).close()  # the first is untouched
+    # a home whose vectors folder was lost: named again, as the message says, it opens
+    (second / "vectors").mkdir(exist_ok=True)
+    (second / "vectors" / "store-id").write_text(store_id)
+    bitextdb.open(second, db=db_url).close()
+
+
+def test_a_database_and_store_from_before_names_are_named_at_open(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    bitextdb.init(home, model="synthetic", dim=4).close()
+    (home / "vectors" / "store-id").unlink()
+    with Database(f"sqlite:///{home / 'bitextdb.sqlite'}").engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM settings WHERE key = 'edge_store'"))
+    with bitextdb.open(home) as db:
+        kept = db.db.note("edge_store")
+    assert kept and (home / "vectors" / "store-id").read_text().strip() == kept

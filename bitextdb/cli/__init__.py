@@ -515,10 +515,7 @@ def _stats_text(s: dict[str, Any]) -> str:
             f"{p['search']} search{', ' + str(pending) + ' to mine' if pending else ''}"
             f"{', ' + str(waiting) + ' candidates to recompute' if waiting else ''})"
         )
-    if any(
-        sum(p["pending"].values()) or p["candidates_waiting"]
-        for p in s["pairs"].values()
-    ):
+    if any(sum(p["pending"].values()) or p["candidates_waiting"] for p in s["pairs"].values()):
         out.append("  (bitextdb mine does the work waiting)")
     exports = s["exports"]
     if exports["cursors"] or exports["withdrawn_records"]:

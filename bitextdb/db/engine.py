@@ -228,5 +228,14 @@ class Database:
             for key, value in settings.to_dict().items():
                 s.merge(Setting(key=key, value=value))
 
+    def note(self, key: str) -> Any:
+        """A value kept beside the settings (not one of them), or None."""
+        with self.session() as s:
+            return s.execute(select(Setting.value).where(Setting.key == key)).scalar()
+
+    def keep_note(self, key: str, value: Any) -> None:
+        with self.session() as s:
+            s.merge(Setting(key=key, value=value))
+
     def dispose(self) -> None:
         self.engine.dispose()

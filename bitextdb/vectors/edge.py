@@ -20,6 +20,8 @@ from ..lock import flock_within
 from .base import Hit, as_ids, as_vectors, in_order
 
 _CONFIG_FILE = "edge_config.json"
+#: the name of the store, which the SQL database it belongs to keeps too
+STORE_ID_FILE = "store-id"
 
 
 PLAIN_LIMIT = 5_000  # points searched outside the HNSW graph before it is extended
@@ -184,6 +186,18 @@ class EdgeIndex:
             ) from exc
         self._dims[lang] = dim
         return dim
+
+    def store_id(self) -> str | None:
+        """The name this store was given when a database first used it (see
+        :func:`bitextdb.api.open`), or None."""
+        path = self.root / STORE_ID_FILE
+        return path.read_text(encoding="utf-8").strip() or None if path.is_file() else None
+
+    def name_store(self, store_id: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{STORE_ID_FILE}.tmp"
+        tmp.write_text(store_id + "\n", encoding="utf-8")
+        tmp.replace(self.root / STORE_ID_FILE)
 
     def languages(self) -> list[str]:
         if not self.root.is_dir():
