@@ -530,3 +530,12 @@ print("no torch")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "no torch"
     assert (tmp_path / "pairs.tsv").is_file()
+
+
+def test_db_upgrade_waits_for_the_home_as_a_writer(home: Path) -> None:
+    """A schema must not change under a running ingest or server."""
+    bitextdb.init(home, model="synthetic", dim=4).close()
+    with bitextdb.open(home):
+        busy = invoke("db", "upgrade")
+        assert busy.exit_code == 4, busy.output
+    assert "at revision" in ok("db", "upgrade").output

@@ -363,7 +363,7 @@ def test_a_removal_stopped_before_its_candidates_is_finished_by_mine(
         assert _texts(db, "xa") == ({f"a{i}" for i in range(10)} if names == ["a2"] else set())
         if names == ["a2"]:  # the work left shows, and the removal run again says where
             assert db.stats()["pairs"]["xa-xb"]["candidates_waiting"] > 0
-            with pytest.raises(InputError, match="wait to be recomputed.*`bitextdb mine`"):
+            with pytest.raises(InputError, match=r"wait to be recomputed.*`bitextdb mine`"):
                 db.remove("xa", names)
             assert db.export("xa-xb", output=str(tmp_path / "p.tsv"))["candidates_waiting"] > 0
         db.mine()

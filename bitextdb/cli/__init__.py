@@ -562,10 +562,12 @@ def db_upgrade(ctx: Context) -> None:
     from ..db import Database
 
     loc = resolve_locations(ctx.home, ctx.db, ctx.qdrant, ctx.qdrant_prefix)
-    database = Database(loc.db)
-    database.upgrade()
-    click.echo(f"{loc.describe()['db']}: at revision {database.current_revision()}")
-    database.dispose()
+    # as a writer: a schema must not change under a running ingest or server
+    with api._acquire(loc, ctx.wait, ctx.say):
+        database = Database(loc.db)
+        database.upgrade()
+        click.echo(f"{loc.describe()['db']}: at revision {database.current_revision()}")
+        database.dispose()
 
 
 # Command groups that live in their own modules register themselves on `cli` here.
