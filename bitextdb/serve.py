@@ -101,7 +101,7 @@ class TranslateRequest(BaseModel):
     texts: list[str] | None = Field(None, description="Several sentences, encoded in one batch.")
     src: str = Field(alias="from", description="Language of the sentences, e.g. en.")
     tgt: str = Field(alias="to", description="Language to find translations in, e.g. de.")
-    top: int = Field(5, ge=1, le=MAX_TOP, description="Candidates per sentence.")
+    top: int = Field(5, ge=1, le=MAX_TOP, strict=True, description="Candidates per sentence.")
 
     @model_validator(mode="after")
     def _one_of_text_or_texts(self) -> TranslateRequest:

@@ -344,6 +344,8 @@ def test_bad_requests_are_json_errors(client: httpx.Client) -> None:
     error_of(client.post("/translate", json={"from": "en", "to": "de"}), 422)  # no text
     error_of(client.post("/translate", json={**translate_ok, "texts": ["x"]}), 422)  # both
     error_of(client.post("/translate", json={**translate_ok, "top": 0}), 422)
+    error_of(client.post("/translate", json={**translate_ok, "top": True}), 422)  # not 1
+    error_of(client.post("/translate", json={**translate_ok, "top": "3"}), 422)
     error_of(client.post("/translate", json={"text": "x", "src": "en", "tgt": "de"}), 422)
     error_of(client.post("/ingest", json={"sentences": ["x"]}), 422)
     error_of(client.post("/ingest", json={"lang": "en", "sentences": "not a list"}), 422)
