@@ -95,13 +95,21 @@ def resolve_pair(db: BitextDB, pair: str, *, withdrawn: bool = False) -> PairSpe
     """Parse ``pair`` and check that the database holds both languages and mines the pair.
 
     With ``withdrawn``, a pair that lost a language (its sources were removed) is accepted
-    too while it has withdrawn pairs to report.
+    too while it has withdrawn pairs to report, or had some that ``cursors prune`` deleted
+    (a cursor past them is then told of nothing more; an earlier ``since``, that they went).
     """
     spec = parse_directed_pair(pair)
     with db.db.session() as s:
         langs = export_sql.languages(s)
         lost = not {spec.src_lang, spec.tgt_lang} <= set(langs)
-        if withdrawn and lost and export_sql.has_withdrawn(s, *spec.stored):
+        if (
+            withdrawn
+            and lost
+            and (
+                export_sql.has_withdrawn(s, *spec.stored)
+                or export_sql.pruned_before(s, *spec.stored) is not None
+            )
+        ):
             return spec
     for lang in (spec.src_lang, spec.tgt_lang):
         if lang not in langs:

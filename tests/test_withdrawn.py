@@ -458,6 +458,29 @@ def test_cursors_are_listed_dropped_and_their_records_pruned(
         db.close()
 
 
+def test_a_pair_that_lost_a_language_is_followed_after_its_records_are_pruned(
+    home: Path, tmp_path: Path
+) -> None:
+    db = bitextdb.init(home, model="synthetic", dim=4, k=1)
+    out, gone = str(tmp_path / "p.jsonl"), str(tmp_path / "w.jsonl")
+    start = datetime.now(timezone.utc)
+    try:
+        db.ingest_embeddings("en", ["an apple", "a bread"], unit([1, 0, 0, 0], [0, 1, 0, 0]))
+        db.ingest_embeddings("de", ["ein apfel"], unit([1, 0.2, 0, 0]), source="d")
+        export_pairs(db, "en-de", output=out, cursor="c", min_score=-np.inf)
+        db.remove("de", "d")  # every German sentence: the pair lost a language
+        follow = {"output": out, "cursor": "c", "withdrawn": gone, "min_score": -np.inf}
+        first = export_pairs(db, "en-de", **follow)
+        assert (first["rows"], first["withdrawn_rows"]) == (0, 1)
+        assert prune_withdrawn(db, keep=timedelta(0))["deleted"] == 1
+        again = export_pairs(db, "en-de", **follow)
+        assert (again["rows"], again["withdrawn_rows"]) == (0, 0)
+        with pytest.raises(InputError, match="were pruned"):  # not "no sentences in 'de'"
+            export_pairs(db, "en-de", output=out, since=start, withdrawn=gone, min_score=-np.inf)
+    finally:
+        db.close()
+
+
 def test_cursors_cli(home: Path, tmp_path: Path) -> None:
     db, _ = _displaced(home)
     export_pairs(db, "en-de", output=str(tmp_path / "p.tsv"), cursor="nightly", min_score=1.5)
