@@ -549,6 +549,8 @@ def _records(stream: BinaryIO) -> Iterator[bytes | None]:
             continue
         if chunk.endswith(b"\r"):
             chunk = chunk[:-1]
+        if chunk.startswith(_UTF8_BOM):  # files joined with cat: each may begin with one
+            chunk = chunk[len(_UTF8_BOM) :]
         yield None if len(chunk) > MAX_RECORD_BYTES else chunk
 
 

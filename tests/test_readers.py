@@ -767,3 +767,20 @@ def test_options_of_another_format_are_refused(
 def test_a_csv_file_is_read_as_text_when_asked(tmp_path: Path) -> None:
     path = write(tmp_path / "n.csv", "one line, with a comma\n")
     assert texts(read_all(path, "txt")[0]) == ["one line, with a comma"]
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "first", "second"),
+    [
+        ("a.jsonl", {"id_field": "id"}, '{"id": 1, "text": "one"}', '{"id": 2, "text": "two"}'),
+        ("a.tsv", {"column": 2, "id_column": 1}, "1\tone", "2\ttwo"),
+    ],
+)
+def test_a_bom_at_the_start_of_any_record_is_dropped(
+    tmp_path: Path, name: str, options: dict, first: str, second: str
+) -> None:
+    """``cat a.jsonl b.jsonl``: the second file's BOM starts a line in the middle."""
+    path = write(tmp_path / name, ("\ufeff" + first + "\n\ufeff" + second + "\n").encode())
+    lines, stats = read_all(path, **options)
+    assert [(line.text, line.ext_id) for line in lines] == [("one", "1"), ("two", "2")]
+    assert stats["lines"] == 2 and sum(stats.values()) == 2  # nothing skipped
