@@ -280,6 +280,22 @@ def test_cli_file_prints_tsv(corpus: Corpus, tmp_path: Path) -> None:
     assert [t["hits"][0]["text"] for t in data] == wants
 
 
+def test_cli_file_says_which_lines_it_skipped(corpus: Corpus, tmp_path: Path) -> None:
+    path = tmp_path / "queries.txt"
+    path.write_bytes(f"{corpus.en[0]}\n\n".encode() + b"\xff bad\n" + f"{corpus.en[9]}\n".encode())
+    args = ["--home", str(corpus.home), "translate", "--file", str(path), "--from", "en"]
+    result = CliRunner().invoke(cli, [*args, "--to", "de", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [(t["line"], t["query"]) for t in json.loads(result.stdout)] == [
+        (1, corpus.en[0]),
+        (4, corpus.en[9]),
+    ]
+    assert f"skipped 2 lines of {path}: 1 empty, 1 invalid utf8" in result.stderr
+    path.write_bytes(b"\n" + b"x" * 2000 + b"\n")
+    refused = run(corpus, "--file", str(path), "--from", "en", "--to", "de")
+    assert "holds no sentences (1 empty, 1 too long)" in refused.output
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

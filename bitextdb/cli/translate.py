@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..readers import read_lines
+from ..readers import ReadStats, read_lines
 from . import Context, cli, emit, friendly, json_option, pass_ctx
 
 
@@ -28,6 +28,13 @@ def _text(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _skips(stats: ReadStats) -> str:
+    skipped = stats.skipped()
+    if not skipped:
+        return "no line has text"
+    return ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in skipped.items())
+
+
 @cli.command()
 @click.argument("text", required=False)
 @click.option("--from", "src", required=True, help="Language of the query sentence(s).")
@@ -37,8 +44,9 @@ def _text(results: list[dict[str, Any]]) -> str:
     "--file",
     "path",
     type=click.Path(),
-    help="Translate every line of a file (- for "
-    "stdin) and print TSV: query, rank, margin, cosine, candidate, mined.",
+    help="Translate every line of a file (- for stdin) and print TSV: query, rank, margin, "
+    "cosine, candidate, mined; lines that are no sentence are skipped, and counted on stderr "
+    "(--json gives each query its line number).",
 )
 @json_option
 @pass_ctx
@@ -49,11 +57,17 @@ def translate(
     """Find the translations of a sentence among the ingested ones, ranked by margin."""
     if (text is None) == (path is None):
         raise InputError("Give either one TEXT or --file PATH.")
-    queries = [text] if text is not None else [line.text for line in read_lines(path, "txt")]
+    stats = ReadStats()
+    lines = [] if path is None else list(read_lines(path, "txt", stats=stats))
+    queries = [text] if text is not None else [line.text for line in lines]
     if not queries:
-        raise InputError(f"{path} holds no sentences.")
+        raise InputError(f"{path} holds no sentences ({_skips(stats)}).")
     with ctx.open() as db:
         results = [t.as_dict() for t in db.translate_many(queries, src, tgt, top=top)]
+    for result, line in zip(results, lines):
+        result["line"] = line.position + 1  # which line of the file each query is
+    if stats.skipped():
+        ctx.say(f"skipped {sum(stats.skipped().values())} lines of {path}: {_skips(stats)}")
     if path is not None and not as_json:
         for t in results:
             for rank, h in enumerate(t["hits"], 1):
