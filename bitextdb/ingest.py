@@ -17,6 +17,8 @@ import collections
 import dataclasses
 import itertools
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -496,7 +498,8 @@ class Ingestor:
         A file's source follows the file, unless ``append``: then, as for stdin, this read
         is a source of its own (``NAME@time``) that no later read changes."""
         lang = check_lang(lang)
-        resolved, name = _read_source(path, source, append)
+        stream = is_stream(path)
+        resolved, name = _read_source(path, source, append or stream)
         options = {
             "fmt": fmt,
             "column": column,
@@ -508,7 +511,7 @@ class Ingestor:
         vectors = self.given_vectors(path, options, embeddings, dim, split_sentences)
         stats = ReadStats()
         lines = read_lines(path, **options, **rules, stats=stats)  # type: ignore[arg-type]
-        if path == "-" or append:  # a new source each time: nothing to compare
+        if stream or append:  # a new source each time: nothing to compare
             return self.ingest_lines(
                 lang,
                 lines,
@@ -596,8 +599,9 @@ class Ingestor:
         count as duplicates here, as they would be. ``options`` are the reader's (``fmt``,
         ``column``, ``id_column``, ``field``, ``id_field``)."""
         lang = check_lang(lang)
-        if path == "-":
-            raise InputError("--dry-run needs a file: standard input is gone once read.")
+        if is_stream(path):
+            what = "standard input" if path == "-" else f"{path} (a pipe)"
+            raise InputError(f"--dry-run needs a file: {what} is gone once read.")
         self.given_vectors(path, options, embeddings, dim, split_sentences)
         started = time.perf_counter()
         resolved, name = _read_source(path, source, append)
@@ -741,11 +745,26 @@ def _read_source(path: str, source: str | None, append: bool) -> tuple[str, str]
             f"The name of {resolved!r} is not valid UTF-8, and a file's path is stored with "
             "its source: rename the file, or read it from standard input (- < FILE)."
         )
-    name = _checked_source(resolved if source is None else source)
-    if path == "-" or append:  # the name with its moment must fit as well
+    # a pipe (`<(...)`, /dev/fd/N) is named as given: its resolved name means nothing later
+    default = path if is_stream(path) and path != "-" else resolved
+    name = _checked_source(default if source is None else source)
+    if is_stream(path) or append:  # the name with its moment must fit as well
         name = f"{name}@{datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
         _checked_source(name)
     return resolved, name
+
+
+def is_stream(path: str) -> bool:
+    """Whether ``path`` is read once and gone: standard input, a pipe, a socket or a
+    character device (``bitextdb ingest <(zcat a.gz)``). Such a read is a source of its own,
+    as stdin's is, never a file to follow or to find missing."""
+    if path == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # the reader says what is wrong with it
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def _checked_source(name: str) -> str:

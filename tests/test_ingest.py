@@ -7,8 +7,10 @@ import gzip
 import io
 import json
 import lzma
+import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -736,3 +738,27 @@ def test_a_sentence_met_again_while_its_first_batch_is_in_flight_is_not_schedule
         report = only(db.ingest_embeddings("en", texts, given, mine=False))
         assert (report["new"], report["duplicates"], report["encoded"]) == (30, 2, 30)
         assert_vectors_match(db, texts[:30], given[:30])
+
+
+def test_a_pipe_is_a_source_of_its_own_as_stdin_is(
+    home: Path, tiny_bert: Path, tmp_path: Path
+) -> None:
+    """`ingest <(zcat x.gz)`: a pipe is read once; its source is not a file to follow or
+    to find missing (`remove --missing` would take its sentences)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "w", encoding="utf-8") as out:
+            out.write("\n".join(EN[:3]) + "\n")
+
+    with make_db(home, None, tiny_bert) as db:
+        with pytest.raises(bitextdb.InputError, match=r"a pipe.*gone once read"):
+            db.ingest(fifo, "en", dry_run=True)
+        writer = threading.Thread(target=feed)
+        writer.start()
+        db.ingest(fifo, "en", mine=False)
+        writer.join()
+        (source,) = db.sources("en")
+        assert source["name"].startswith(f"{fifo}@") and source["sentences"] == 3
+        assert not source["missing"] and db.remove_missing(dry_run=True) == []
