@@ -231,6 +231,8 @@ class Ingestor:
             if read is not None:
                 corpus.check_reading(s, src, source, read)
             sync = _source_sync(s, lang, source, src, path) if whole and path else None
+            if sync is not None and stats is not None:
+                sync.unreadable = stats.unreadable
         done = stored = 0
         sink = _Upserts(self.index, self._wants_index_process())
         # ids handed to the later stages and not yet marked indexed: a later batch that
@@ -619,6 +621,8 @@ class Ingestor:
                 read = reading(path, **options)  # type: ignore[arg-type]
                 corpus.check_reading(s, src, name, read, adopt=False)
                 sync = _source_sync(s, lang, name, src, resolved, write=False)
+                if sync is not None:
+                    sync.unreadable = stats.unreadable
         fresh: set[str] = set() if previewed is None else previewed
         seen: list[np.ndarray] = []  # the stored sentences the file's lines hold
         for batch in _batches(lines, BATCH):

@@ -98,6 +98,9 @@ class ReadStats:
     wrong_language: int = 0
     #: sentences the records were split into (0 unless splitting)
     sentences: int = 0
+    #: the positions of the records skipped as not valid UTF-8 (the first million): a
+    #: file read again must not lose a line it held because its encoding changed
+    unreadable: set[int] = dataclasses.field(default_factory=set, repr=False)
 
     def skipped(self) -> dict[str, int]:
         """Return ``{reason: count}`` for every skip reason with a non-zero count."""
@@ -106,7 +109,17 @@ class ReadStats:
 
     def as_dict(self) -> dict[str, int]:
         """Return all counters as a plain dict."""
-        return dataclasses.asdict(self)
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "unreadable"
+        }
+
+    def not_utf8(self, position: int) -> None:
+        """Count a record skipped as not valid UTF-8, at ``position``."""
+        self.invalid_utf8 += 1
+        if len(self.unreadable) < 1_000_000:
+            self.unreadable.add(position)
 
 
 _NOT_SKIPS = ("lines", "sentences")
@@ -659,6 +672,11 @@ def _read(
             raise InputError(f"{name} looks like a binary file, not text.")
         if head.startswith(_UTF8_BOM):
             head = head[len(_UTF8_BOM) :]
+        if head.count(b"\r") > 1 and b"\n" not in head:
+            raise InputError(
+                f"{name} ends its lines with CR alone (classic Mac OS), which bitextdb does "
+                "not take for line breaks: convert it first (tr '\\r' '\\n' < FILE)."
+            )
         chained = io.BufferedReader(_Chained(head, stream, name, None), buffer_size=_BUFFER_SIZE)
         records = _records(cast(BinaryIO, chained))
         if fmt == "tsv":
@@ -683,7 +701,7 @@ def _decoded(records: Iterator[bytes | None], stats: ReadStats) -> Iterator[tupl
         try:
             yield position, record.decode("utf-8")
         except UnicodeDecodeError:
-            stats.invalid_utf8 += 1
+            stats.not_utf8(position)
 
 
 def _txt_rows(records: Iterator[bytes | None], stats: ReadStats) -> Iterator[_Row]:

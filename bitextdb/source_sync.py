@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from .db import corpus
 from .db.corpus import Key, OccurrenceRow
+from .errors import InputError
 
 
 class SourceSync:
@@ -40,6 +41,9 @@ class SourceSync:
         self.changed = 0
         self.dropped = 0
         self.displaced: set[int] = set()
+        #: positions the read skipped as not valid UTF-8 (its ReadStats', filled as it
+        #: reads): a line the source held may not leave for that
+        self.unreadable: set[int] = set()
         self._after: Key | None = None  # keys up to this one are settled
 
     def reconcile(self, s: Session, rows: list[OccurrenceRow]) -> list[OccurrenceRow]:
@@ -82,6 +86,14 @@ class SourceSync:
                 displaced.append(held)
             elif now[1] == ext_id:
                 stored.add(key)
+        unreadable = [position for position, _ in gone if position in self.unreadable]
+        if unreadable:
+            raise InputError(
+                f"Line {unreadable[0] + 1} of the file held a sentence of its source and is no "
+                f"longer valid UTF-8 ({len(unreadable)} such lines here): was the file's "
+                "encoding changed? No line was dropped for it; make the file UTF-8 again and "
+                "ingest it again (to take a line out, delete it from the file)."
+            )
         self.displaced.update(displaced)
         self.dropped += len(gone)
         if self.write:

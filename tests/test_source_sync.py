@@ -593,3 +593,28 @@ def test_appended_reads_keep_what_earlier_reads_gave(home: Path, tmp_path: Path)
         path.unlink()
         assert db.remove_missing() == []  # appended reads are not files' sources
         assert db.remove("xa", [names[0]])["sentences_removed"] == 2
+
+
+def test_a_file_whose_encoding_or_line_ends_changed_loses_no_line(
+    home: Path, static_model: Path, tmp_path: Path
+) -> None:
+    """Saved again as Latin-1, or with CR alone between lines, a file would read as lines
+    that are not UTF-8, or as one long line: the lines its source holds must not leave."""
+    lines = ["die katze schläft", "ein hund läuft", "mein freund liest ein buch"]
+    path = tmp_path / "de.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with bitextdb.init(home, model=str(static_model)) as db:
+        db.ingest(path, "de")
+        before = db.sources("de")
+        path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+        for dry_run in (True, False):
+            with pytest.raises(InputError, match=r"Line 1 of the file .* no longer valid UTF-8"):
+                db.ingest(path, "de", dry_run=dry_run)
+        path.write_bytes(("\r".join(lines) + "\r").encode("utf-8"))
+        with pytest.raises(InputError, match="CR alone"):
+            db.ingest(path, "de")
+        assert db.sources("de") == before and db.check().ok
+        # a line that was never readable is no line of the source: it may stay unreadable
+        path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe bad\n")
+        report = db.ingest(path, "de")["ingested"][0]
+        assert report["skipped"] == {"invalid_utf8": 1} and report["dropped"] == 0
