@@ -18,6 +18,7 @@ from .config import (
     Locations,
     Settings,
     check_lang,
+    embedded_db_url,
     mask_url,
     model_name,
     pair_name,
@@ -508,7 +509,8 @@ def open(
     """Open an initialised database. ``model`` only checks it is the database's model."""
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
     if loc.db.startswith("sqlite:///") and not Path(loc.db[len("sqlite:///") :]).exists():
-        raise NotInitializedError(f"No bitextdb database in {loc.home}; run `bitextdb init` first.")
+        where = loc.home if loc.db == embedded_db_url(loc.home) else loc.db[len("sqlite:///") :]
+        raise NotInitializedError(f"No bitextdb database in {where}; run `bitextdb init` first.")
     database = Database(loc.db)
     database.require_schema()
     settings = database.load_settings()

@@ -539,3 +539,9 @@ def test_db_upgrade_waits_for_the_home_as_a_writer(home: Path) -> None:
         busy = invoke("db", "upgrade")
         assert busy.exit_code == 4, busy.output
     assert "at revision" in ok("db", "upgrade").output
+
+
+def test_a_missing_sqlite_file_given_with_db_is_named(home: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "x.sqlite"
+    result = invoke("--db", f"sqlite:///{missing}", "stats")
+    assert_clean_error(result, f"No bitextdb database in {missing}", "bitextdb init")
