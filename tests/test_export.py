@@ -760,6 +760,8 @@ def test_cli_export(home: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["-q", "export", "--pair", "de-en", "--min-score", "-inf"])
     assert result.exit_code == 0, result.output
+    to_stdout = runner.invoke(cli, ["-q", "export", "--pair", "de-en", "--json"])
+    assert json.loads(to_stdout.stderr)["rows"] == len(to_stdout.stdout.splitlines()) > 0
     everything = ["-q", "export", "--pair", "de-en", "--min-score", "-inf", "--cursor", "all"]
     to_file = runner.invoke(cli, [*everything, "-o", str(tmp_path / "all.tsv"), "--json"])
     # strict JSON (no -Infinity), here and in the cursor's listing

@@ -91,12 +91,13 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
 
-def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
-    """Print ``data`` as JSON (``--json``) or as ``text`` renders it."""
+def emit(data: Any, as_json: bool, text: Callable[[Any], str], *, err: bool = False) -> None:
+    """Print ``data`` as JSON (``--json``) or as ``text`` renders it (on stderr with ``err``)."""
     if as_json:
-        click.echo(json.dumps(json_safe(data), indent=2, default=str, ensure_ascii=False))
+        dumped = json.dumps(json_safe(data), indent=2, default=str, ensure_ascii=False)
+        click.echo(dumped, err=err)
     else:
-        click.echo(text(data))
+        click.echo(text(data), err=err)
 
 
 def json_safe(data: Any) -> Any:

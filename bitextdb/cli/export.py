@@ -156,7 +156,7 @@ def export_cmd(
     first.
 
     The summary goes to stdout when the pairs go to a file, to stderr when they go to
-    stdout.
+    stdout (with --json as JSON there too).
     """
     try:
         with ctx.open() as db:
@@ -178,8 +178,11 @@ def export_cmd(
             )
     finally:
         ctx.bars.close()
-    if "-" in (output, withdrawn):
-        ctx.say(_export_text(summary))
+    if "-" in (output, withdrawn):  # stdout holds the pairs: the summary goes to stderr
+        if as_json:
+            emit(summary, as_json, _export_text, err=True)
+        else:
+            ctx.say(_export_text(summary))
     else:
         emit(summary, as_json, _export_text)
 
