@@ -216,6 +216,11 @@ class Ingestor:
         batches = _batches(lines, BATCH)
         head = next(batches, None)
         report = IngestReport(lang=lang, source=source)
+        if head is None and not whole:  # an empty stream or list: no source of nothing
+            report.read = stats.lines if stats is not None else 0
+            report.skipped = stats.skipped() if stats is not None else {}
+            report.seconds = time.perf_counter() - started
+            return report
         vectors = vectors or VectorSource(self.encoder)
         if head is not None:
             if vectors.rows is None:

@@ -568,6 +568,8 @@ def test_standard_input_is_a_source_of_its_own_each_time(home: Path, static_mode
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)["ingested"][0]
         assert (report["read"], report["new"], report["dropped"]) == (1, 2 if split else 1, 0)
+    for nothing in ("", "\n \n"):  # read, but no sentence: no source of nothing
+        assert runner.invoke(cli, args, input=nothing).exit_code == 0
     result = runner.invoke(cli, ["sources", "--json"])
     rows = json.loads(result.stdout)
     listed = [(s["occurrences"], s["split_sentences"], s["path"]) for s in rows]
