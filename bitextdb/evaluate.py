@@ -37,7 +37,7 @@ def read_gold(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     with open_binary(str(path)) as stream:
         for number, raw in enumerate(stream, 1):
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8").rstrip("\r\n").removeprefix("\ufeff")
             except UnicodeDecodeError as exc:
                 raise InputError(f"{path} line {number} is not valid UTF-8.") from exc
             if not line.strip():
@@ -95,13 +95,17 @@ def evaluate(
     ``gold`` is a TSV of (src, tgt) lines in the direction of ``pair`` ("en-de": English
     first). Each field is matched as an external id of that language (``--id-column`` at
     ingest; BUCC ids such as ``de-000001``), or else as sentence text (normalised). Lines
-    that match no sentence are counted in ``gold_unmatched``; ``gold_pairs`` (the recall
-    denominator) counts the distinct matched lines. ``candidates`` is the number of
-    candidate pairs, ``accepted`` the number walked.
+    that match no sentence on one side or both are counted in ``gold_unmatched`` (distinct
+    lines); ``gold_pairs`` (the
+    matched lines counted once) counts the distinct matched lines. Recall is over every
+    distinct gold line, matched or not, as ``bucc2018.py`` counts it: a gold sentence
+    that never got in (too long, skipped by ``--lid``, removed) is a pair missed.
+    ``candidates`` is the number of candidate pairs, ``accepted`` the number walked.
 
     ``best`` holds the threshold (the margin of the pair where the best F1 is reached),
     precision, recall and F1; ``table`` those at ``steps`` evenly spaced quantiles of the
-    accepted margins. ``plot`` writes a PNG with the margin histograms of all candidates
+    accepted margins. ``plot`` writes a PNG (or, named so, a PDF or SVG) with the margin
+    histograms of all candidates
     and of the gold pairs' candidates and the best threshold (needs the ``plot`` extra).
 
     ``max_length_ratio`` and ``skip_identical`` evaluate what an export with those filters
@@ -111,6 +115,7 @@ def evaluate(
     if steps < 1:
         raise InputError("--steps must be at least 1.")
     keep = PairFilter(max_length_ratio, skip_identical)
+    plot_format = None if plot is None else _plot_format(plot)
     spec = resolve_pair(db, pair)
     lines = read_gold(gold)
     plot_file = None if plot is None else output_file(plot, "--plot", db.locations)
@@ -126,12 +131,13 @@ def evaluate(
             filtered = before - len(acc[0])
 
     entries: dict[tuple[frozenset[int], frozenset[int]], int] = {}
-    unmatched = 0
+    missing: set[tuple[str, str]] = set()  # gold lines naming a sentence not stored
     for a, b in lines:
         if a in src_ids and b in tgt_ids:
             entries.setdefault((src_ids[a], tgt_ids[b]), len(entries))
         else:
-            unmatched += 1
+            missing.add((a, b))
+    unmatched = len(missing)
     entry_of: dict[tuple[int, int], int] = {}
     for (xs, ys), number in entries.items():
         for x in xs:
@@ -157,7 +163,8 @@ def evaluate(
     cum = np.cumsum(hit)
     # a threshold cannot split pairs of equal margin: only the last of each run counts
     ends = np.flatnonzero(np.append(margin[1:] != margin[:-1], True)) if len(margin) else cum
-    precision, recall, f1 = _scores(cum[ends], ends + 1, n_gold)
+    n_recall = n_gold + unmatched  # every gold pair: the unmatched are missed
+    precision, recall, f1 = _scores(cum[ends], ends + 1, n_recall)
     best: dict[str, Any] = {"threshold": None, "precision": 0.0, "recall": 0.0, "f1": 0.0}
     if len(ends) and f1.max() > 0:
         at = int(np.argmax(f1))  # the first (highest) threshold reaching it
@@ -174,7 +181,7 @@ def evaluate(
         thresholds = sorted({float(t) for t in quantiles}, reverse=True)
         counts = np.searchsorted(-margin, -np.array(thresholds), side="right")
         correct = np.where(counts > 0, cum[np.maximum(counts - 1, 0)], 0)
-        p, r, f = _scores(correct, counts, n_gold)
+        p, r, f = _scores(correct, counts, n_recall)
         table = [
             {
                 "threshold": t,
@@ -204,7 +211,7 @@ def evaluate(
         in_gold = np.array(
             [key in entry_of for key in zip(cand[0].tolist(), cand[1].tolist())], dtype=bool
         )
-        _plot(plot_file, spec, cand[2], cand[2][in_gold], best)
+        _plot(plot_file, str(plot_format), spec, cand[2], cand[2][in_gold], best)
         result["plot"] = str(plot)
     return result
 
@@ -226,8 +233,22 @@ def _oriented(
     return (tgt, src, margin) if spec.swap else (src, tgt, margin)
 
 
+#: what ``--plot`` writes, by the file's extension (PNG without one)
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+
+def _plot_format(path: str | os.PathLike[str]) -> str:
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if not suffix:
+        return "png"
+    if suffix not in PLOT_FORMATS:
+        raise InputError(f"--plot writes .png, .pdf or .svg, not .{suffix}.")
+    return suffix
+
+
 def _plot(
     file: OutputFile,
+    file_format: str,
     spec: PairSpec,
     margins: np.ndarray,
     gold_margins: np.ndarray,
@@ -262,7 +283,7 @@ def _plot(
     ax.legend()
     fig.tight_layout()
     try:
-        fig.savefig(file.temporary(), format="png")
+        fig.savefig(file.temporary(), format=file_format)
         file.install()
     finally:
         file.discard()
