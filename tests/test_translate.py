@@ -291,9 +291,12 @@ def test_cli_file_says_which_lines_it_skipped(corpus: Corpus, tmp_path: Path) ->
         (4, corpus.en[9]),
     ]
     assert f"skipped 2 lines of {path}: 1 empty, 1 invalid utf8" in result.stderr
-    path.write_bytes(b"\n" + b"x" * 2000 + b"\n")
+    path.write_bytes(b"\n \n")
     refused = run(corpus, "--file", str(path), "--from", "en", "--to", "de")
-    assert "holds no sentences (1 empty, 1 too long)" in refused.output
+    assert "holds no sentences (2 empty)" in refused.output
+    path.write_bytes(b"x\n" + b"long " * 500 + b"\n")  # what TEXT takes, a line takes
+    answered = ok(corpus, "--file", str(path), "--from", "en", "--to", "de", "--json")
+    assert [t["line"] for t in json.loads(answered.stdout)] == [1, 2]
 
 
 @pytest.mark.parametrize(

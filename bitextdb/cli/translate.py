@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..config import MAX_SENTENCE_CHARS
 from ..errors import InputError
 from ..readers import ReadStats, read_lines
 from . import Context, cli, emit, friendly, json_option, pass_ctx
@@ -26,6 +27,9 @@ def _text(results: list[dict[str, Any]]) -> str:
                 f"(margin {p['margin']:.3f})"
             )
     return "\n".join(out)
+
+
+QUERY_LIMITS = {"min_chars": 1, "max_chars": MAX_SENTENCE_CHARS}
 
 
 def _skips(stats: ReadStats) -> str:
@@ -58,7 +62,8 @@ def translate(
     if (text is None) == (path is None):
         raise InputError("Give either one TEXT or --file PATH.")
     stats = ReadStats()
-    lines = [] if path is None else list(read_lines(path, "txt", stats=stats))
+    # a query line of any length, as a TEXT argument may be (the model cuts what is long)
+    lines = [] if path is None else list(read_lines(path, "txt", **QUERY_LIMITS, stats=stats))
     queries = [text] if text is not None else [line.text for line in lines]
     if not queries:
         raise InputError(f"{path} holds no sentences ({_skips(stats)}).")
