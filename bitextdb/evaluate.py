@@ -115,10 +115,10 @@ def evaluate(
     if steps < 1:
         raise InputError("--steps must be at least 1.")
     keep = PairFilter(max_length_ratio, skip_identical)
-    plot_format = None if plot is None else _plot_format(plot)
     spec = resolve_pair(db, pair)
     lines = read_gold(gold)
     plot_file = None if plot is None else output_file(plot, "--plot", db.locations)
+    plot_format = None if plot is None else _plot_format(plot)
     with db.db.session() as s:
         src_ids = _resolve(s, spec.src_lang, [a for a, _ in lines])
         tgt_ids = _resolve(s, spec.tgt_lang, [b for _, b in lines])

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import tmx
 from .config import join_pair, pair_name, split_pair
-from .db import consistency, export_sql
+from .db import consistency, export_sql, graph
 from .db.tables import utcnow
 from .errors import BitextDBError, HistoryGoneError, InputError
 from .filters import PairFilter
@@ -883,8 +883,13 @@ def export_pairs(
             if withdrawn_sink is not None:
                 withdrawn_sink.abort()
             raise
-    with db.db.session() as s:  # left by a run stopped between its steps (see stats)
+    with db.db.session() as s:  # work a mine would do first (see stats)
         waiting = consistency.count_dirty(s, [(spec.src_lang, spec.tgt_lang)])
+        both = {spec.src_lang, spec.tgt_lang} <= set(export_sql.languages(s))
+        pending = both and sum(  # nothing is mined against a language with no sentences
+            graph.count_pending(s, a, b)
+            for a, b in ((spec.src_lang, spec.tgt_lang), (spec.tgt_lang, spec.src_lang))
+        )
     if cursor is not None:
         with db.db.session() as s:
             export_sql.save_cursor(s, cursor, spec.canonical, started_at, min_score, keep.as_dict())
@@ -906,6 +911,7 @@ def export_pairs(
         "withdrawn_rows": None if withdrawn is None else withdrawn_rows,
         "withdrawn_files": withdrawn_files,
         "candidates_waiting": waiting,
+        "sentences_pending": pending,
     }
 
 

@@ -731,6 +731,18 @@ def test_errors(home: Path, tmp_path: Path) -> None:
         db.close()
 
 
+def test_an_export_notes_sentences_not_mined_yet(home: Path, tmp_path: Path) -> None:
+    db = build(home)
+    try:
+        assert export_pairs(db, "de-en", output=str(tmp_path / "a.tsv"))["sentences_pending"] == 0
+        db.ingest_embeddings("en", ["one more", "and another"], random_unit(2, 8, 9), mine=False)
+        assert export_pairs(db, "de-en", output=str(tmp_path / "b.tsv"))["sentences_pending"] == 2
+    finally:
+        db.close()
+    result = CliRunner().invoke(cli, ["export", "--pair", "en-de", "-o", str(tmp_path / "c.tsv")])
+    assert "note: 2 sentences of the pair are not mined yet" in result.stdout
+
+
 def test_the_outputs_name_chooses_the_format(home: Path, tmp_path: Path) -> None:
     db = build(home)
     try:

@@ -67,6 +67,11 @@ def _export_text(summary: dict[str, Any]) -> str:
             "was stopped between its steps): their margins are those of before until "
             "`bitextdb mine`"
         )
+    if summary["sentences_pending"]:
+        text += (
+            f"\nnote: {summary['sentences_pending']} sentences of the pair are not mined yet "
+            "(ingested with --no-mine, or while the pair was left out): `bitextdb mine`"
+        )
     return text
 
 
