@@ -296,16 +296,29 @@ class Miner:
         want = min(self.m, len(base.ids))
         forward = TopK.empty(len(new_ids), self.m)
 
+        def members(hits: list[Hit]) -> list[float]:
+            return [h.score for h, member in zip(hits, base.contains(_ids(hits))) if member]
+
         def enough(hits: list[Hit], limit: int) -> bool:
             if len(hits) < limit:
                 return True
-            scores = [h.score for h, member in zip(hits, base.contains(_ids(hits))) if member]
+            scores = members(hits)
             # the store ranks by its own float32 scores: only a last hit clearly below the
             # m-th member's score says that no point left out could rank among the m
             return len(scores) >= want and hits[-1].score < scores[want - 1] - SCORE_SLACK
 
+        def tied(hits: list[Hit], limit: int) -> bool:
+            # enough members, but ties at the m-th go on past the limit (copies of one
+            # vector): widening could take every copy for every row; the scan settles it
+            return limit >= 4 * (self.m + 8) and len(members(hits)) >= want
+
         options = {"exact": exact, "has_field": field_name, "with_vectors": False}
-        for row, hits in self._search_until(other, new_vectors, self.m + 8, enough, options):
+        tied_rows: list[int] = []
+        searched = self._search_until(other, new_vectors, self.m + 8, enough, options, tied)
+        for row, hits in searched:
+            if hits is None:
+                tied_rows.append(row)
+                continue
             ids = _ids(hits)
             ids = ids[base.contains(ids)]
             if len(ids):
@@ -313,6 +326,11 @@ class Miner:
                 order = np.lexsort((ids, -cos))[: self.m]
                 forward.ids[row, : len(order)] = ids[order]
                 forward.cos[row, : len(order)] = cos[order]
+        if tied_rows:  # exact, and bounded by the scan's blocks, ties broken by id
+            rows = np.array(tied_rows, dtype=np.int64)
+            scanned = self._scan(other, base, new_ids[rows], new_vectors[rows])[0]
+            forward.ids[rows, : self.k] = scanned.ids[:, : self.k]
+            forward.cos[rows, : self.k] = scanned.cos[:, : self.k]
         # reverse: per band of k-th cosines, the base points a newcomer comes close enough to
         entries: dict[int, list[tuple[float, int]]] = {}
         bars = np.where(base.sizes < self.k, -np.inf, base.kth_cos)
@@ -334,6 +352,7 @@ class Miner:
                 other, new_vectors, 64, lambda hits, limit: len(hits) < limit, options
             )
             for row, hits in every:
+                assert hits is not None  # no row is given up on here
                 ids = _ids(hits)
                 ids = ids[base.contains(ids)]
                 if len(ids):
@@ -355,9 +374,11 @@ class Miner:
         limit: int,
         enough: Callable[[list[Hit], int], bool],
         options: dict[str, Any],
-    ) -> Iterator[tuple[int, list[Hit]]]:
+        give_up: Callable[[list[Hit], int], bool] | None = None,
+    ) -> Iterator[tuple[int, list[Hit] | None]]:
         """Search every row of ``vectors`` in ``lang``; rows whose answer is not ``enough``
-        are asked again with a four times larger limit. Yields (row, hits) once per row."""
+        are asked again with a four times larger limit, unless ``give_up`` says to stop
+        there. Yields (row, hits) once per row; hits None for a row given up on."""
         todo = np.arange(len(vectors))
         while len(todo):
             self.search_calls += 1
@@ -368,6 +389,8 @@ class Miner:
             for row, row_hits in zip(todo.tolist(), hits):
                 if enough(row_hits, limit):
                     yield row, row_hits
+                elif give_up is not None and give_up(row_hits, limit):
+                    yield row, None
                 else:
                     again.append(row)
             todo = np.array(again, dtype=np.int64)

@@ -377,3 +377,36 @@ def test_the_exact_query_path_ranks_cosines_closer_than_float32_tells_apart(
         assert_equals_reference(db, "xa", "xb")
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("exact_limit", [0, 1_000_000])  # HNSW, and the exact query path
+def test_copies_of_one_vector_do_not_widen_the_search_without_end(
+    tmp_path: Path, exact_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 copies tie at the m-th score for every newcomer: asking for more hits would end
+    only once every copy came back for every row. A row tied past one widening is settled
+    by the exact scan instead, ties going to the smaller id."""
+    db = open_fresh("edge", 2, tmp_path, "query", dim=4)
+    try:
+        db.configure(exact_limit=exact_limit)
+        copies = np.tile(np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32), (600, 1))
+        db.ingest_embeddings("xa", [f"copy {i}" for i in range(600)], copies)
+        near = np.array([[0.99, 0.141, 0.0, 0.0], [0.99, 0.0, 0.141, 0.0]], dtype=np.float32)
+        db.ingest_embeddings("xb", ["near one", "near two"], near)
+        limits: list[int] = []
+        real_search = db.index.search
+
+        def search(lang: str, queries: np.ndarray, limit: int, **options: object):  # type: ignore[no-untyped-def]
+            if options.get("band") is None:  # the forward search: the reverse asks by band
+                limits.append(limit)
+            return real_search(lang, queries, limit, **options)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(db.index, "search", search)
+        far = random_unit(20, 4, 3) * np.array([0.3, 1, 1, 1], dtype=np.float32)
+        db.ingest_embeddings("xb", [f"newcomer {i}" for i in range(20)], far)
+        monkeypatch.undo()
+        m = db.settings.k + max(4, db.settings.k)
+        assert limits and max(limits) <= 4 * (m + 8)
+        assert_equals_reference(db, "xa", "xb")
+    finally:
+        db.close()
