@@ -556,16 +556,19 @@ def open(
 EDGE_STORE_NOTE = "edge_store"
 
 
-def _claim_store(database: Database, index: VectorIndex) -> None:
+def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -> None:
     """Refuse a home whose Qdrant Edge store is not the one the SQL database belongs to:
     two homes given one ``--db`` (PostgreSQL, or another home's SQLite file) would each
-    hold half of the vectors. Both keep the store's name, given at first use."""
+    hold half of the vectors. Both keep the store's name, given at first use (unless
+    ``name`` is false: only the refusal, before ``init`` writes anything)."""
     if not isinstance(index, EdgeIndex):
         return  # a Qdrant server is shared by every worker that names it
     kept, here = database.note(EDGE_STORE_NOTE), index.store_id()
     if kept is not None and kept == here:
         return
     if kept is None:  # a database from before stores were named, or a new one
+        if not name:
+            return
         if here is None:
             here = uuid.uuid4().hex
             index.name_store(here)
@@ -603,7 +606,13 @@ def init(
     with _acquire(loc, wait, None):
         database = Database(loc.db)
         database.upgrade()
-        open_index(loc).close()  # an unreachable vector store fails before anything is saved
+        # an unreachable vector store, or one the database does not belong to, fails
+        # before anything is saved
+        index = open_index(loc)
+        try:
+            _claim_store(database, index, name=False)
+        finally:
+            index.close()
         current = database.load_settings()
         if current is None:
             settings = Settings.from_dict({key: v for key, v in options.items() if v is not None})

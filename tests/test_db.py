@@ -643,7 +643,11 @@ def test_two_homes_cannot_share_one_sql_database(db_url: str, tmp_path: Path) ->
         db.ingest_embeddings("en", ["one sentence"], np.ones((1, 4), dtype=np.float32))
         store_id = (db.locations.vectors_dir / "store-id").read_text().strip()
     with pytest.raises(ConfigError, match="belongs to the vectors of another home"):
-        bitextdb.init(second, db=db_url, model="synthetic", dim=4)
+        bitextdb.init(second, db=db_url, model="synthetic", dim=4, threshold=1.5, min_chars=9)
+    # refused before anything was written: the first home's settings, the second's file
+    with bitextdb.open(first, db=db_url) as db:
+        assert (db.settings.threshold, db.settings.min_chars) == (1.0, 2)
+    assert not (second / "bitextdb.json").exists()
     with pytest.raises(ConfigError, match="belongs to the vectors of another home"):
         bitextdb.open(second, db=db_url)
     assert not (second / "vectors" / "store-id").exists()
