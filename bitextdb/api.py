@@ -622,7 +622,8 @@ def init(
             # a hub name with --dim is taken at its word (a database of given vectors names
             # a model it never loads); a local folder is asked, so --dim cannot contradict it
             if dim and not Path(settings.model).is_dir():
-                settings.dim = int(dim)
+                settings.dim = dim
+                settings.validate()  # a dimension of the wrong kind, or below 1
             else:
                 # only the dimension is wanted: on the CPU, so no GPU memory stays cached in
                 # this process beside the copy an encoder process would load

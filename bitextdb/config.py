@@ -283,6 +283,11 @@ def resolved_path(path: str | Path) -> str:
         raise InputError(f"Cannot resolve {path}: {exc}.") from exc
 
 
+def _whole(value: object) -> bool:
+    """Whether ``value`` is a float that is a whole number (``32.0``)."""
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+
+
 @dataclass
 class Settings:
     """A database's fixed settings, chosen at ``init`` and kept in the ``settings`` table."""
@@ -416,6 +421,8 @@ class Settings:
                 if kind not in kinds:
                     continue
                 bool_as_number = kind is not bool and isinstance(value, bool)
+                if kind is int and _whole(value):  # 32.0: as JSON on PostgreSQL keeps it
+                    value = int(value)
                 if not isinstance(value, accepted) or bool_as_number:
                     raise ConfigError(f"{name} must be {label}, not {value!r}.")
                 setattr(self, name, kind(value))

@@ -185,3 +185,19 @@ def test_library_arguments_of_the_wrong_kind_are_input_errors(home: Path) -> Non
         # numpy's numbers are numbers, stored as Python's
         assert db.configure(exact_limit=np.int64(7)).exact_limit == 7
         assert type(db.settings.exact_limit) is int
+
+
+def test_whole_floats_are_whole_numbers_and_init_checks_its_dimension(
+    db_url: str, home: Path
+) -> None:
+    """A home made by a version that stored ``batch_size=32.0`` (kept so as JSON on
+    PostgreSQL) still opens; a dimension of the wrong kind is refused as other settings are."""
+    for dim, message in ((True, "not True"), (8.7, "8.7"), ("8", "'8'"), (-5, "positive")):
+        with pytest.raises(bitextdb.ConfigError, match=message):
+            bitextdb.init(home, db=db_url, model="given", dim=dim)  # type: ignore[arg-type]
+    bitextdb.init(home, db=db_url, model="given", dim=8).close()
+    with bitextdb.open(home, db=db_url) as db, db.db.session() as s:
+        s.execute(sa.text("UPDATE settings SET value = :v WHERE key = 'batch_size'"), {"v": "32.0"})
+    with bitextdb.open(home, db=db_url) as db:
+        assert db.settings.batch_size == 32 and type(db.settings.batch_size) is int
+        assert db.configure(batch_size=16.0).batch_size == 16
