@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import check_lang, resolved_path
-from .db import consistency, corpus, graph
+from .db import consistency, corpus
 from .db.export_sql import as_utc
 from .errors import BusyError, InputError
 from .lock import displacing_lock
@@ -67,12 +67,18 @@ def remove_missing(
         if row["missing"]:
             by_lang.setdefault(row["lang"], []).append(row["name"])
     return [
-        remove_sources(db, code, names, dry_run=dry_run) for code, names in sorted(by_lang.items())
+        remove_sources(db, code, names, dry_run=dry_run, exact=True)
+        for code, names in sorted(by_lang.items())
     ]
 
 
 def remove_sources(
-    db: BitextDB, lang: str, names: Sequence[str], *, dry_run: bool = False
+    db: BitextDB,
+    lang: str,
+    names: Sequence[str],
+    *,
+    dry_run: bool = False,
+    exact: bool = False,
 ) -> dict[str, Any]:
     """Forget the sources ``names`` of ``lang`` (a file's source is named by its absolute
     path unless ``--source`` named it; a relative path is resolved). ``dry_run`` only counts.
@@ -85,23 +91,28 @@ def remove_sources(
     lang = check_lang(lang)
     if not names:
         raise InputError("Name at least one source to remove; `bitextdb sources` lists them.")
-    spellings = {name: (name, resolved_path(name)) for name in names}
+    # ``exact``: names as stored (remove_missing's), not as typed, so none is resolved
+    spellings = {name: (name, name if exact else resolved_path(name)) for name in names}
     with db.db.session() as s:
         wanted = [spelling for both in spellings.values() for spelling in both]
         known = {row["name"]: row for row in corpus.list_sources(s, lang, wanted)}
         chosen: dict[int, dict[str, Any]] = {}
-        notes: list[str] = []
         for name, (literal, path) in spellings.items():
             row = known.get(literal) or known.get(path)
             if row is None:
-                waiting = consistency.count_dirty(s, [(lang, o) for o in graph.partners(s, lang)])
+                mined = [pair for pair in db.language_pairs() if lang in pair]
+                waiting = consistency.count_dirty(s, mined)
                 raise _unknown(name, lang, corpus.source_names(s, lang), waiting)
             chosen[row["id"]] = row
-            if literal != path and literal in known and path in known:
-                notes.append(
-                    f"{literal} named the source called so; the source of the file {path} "
-                    "stays (name it by that path to remove it)."
-                )
+        notes = [
+            f"{literal} named the source called so; the source of the file {path} stays "
+            "(name it by that path to remove it)."
+            for literal, path in spellings.values()
+            if literal != path
+            and literal in known
+            and path in known
+            and known[path]["id"] not in chosen  # named too, by its path
+        ]
         source_ids = sorted(chosen)
         gone = corpus.sentences_only_in(s, source_ids)
         kept = corpus.count_sentences_in(s, source_ids) - len(gone)

@@ -288,6 +288,10 @@ def test_a_file_source_is_found_by_its_relative_path(
             "stays (name it by that path to remove it)."
         ]
         assert [row["name"] for row in db.sources()] == [str(corpus_file.resolve())]
+        # both named: both go, and no note says one stays
+        db.ingest("other.txt", "xb", source="de.txt", embeddings=tmp_path / "vier.npy")
+        both = db.remove("xb", ["de.txt", str(corpus_file)], dry_run=True)
+        assert len(both["sources"]) == 2 and both["notes"] == []
     finally:
         db.close()
 
