@@ -272,11 +272,15 @@ class Ingestor:
             except InputError as exc:  # the file went bad partway (a damaged archive)
                 if not stored:
                     raise
+                again = (  # a stream's or --append's next read is a source of its own
+                    "ingest the file again once it is whole (the source then gains the rest), or "
+                    if whole
+                    else ""
+                )
                 raise InputError(
                     f"{exc} The {stored:,} {'sentences' if split_sentences else 'lines'} read "
                     f"before that are stored in the source "
-                    f"{source}{', and nothing it held was dropped' if sync else ''}: ingest "
-                    "the file again once it is whole (the source then gains the rest), or "
+                    f"{source}{', and nothing it held was dropped' if sync else ''}: {again}"
                     f"take them out with `bitextdb remove --lang {lang} --source {source}`."
                 ) from exc
             finally:

@@ -545,6 +545,12 @@ def test_a_file_damaged_partway_says_what_it_left_stored(
         damaged.write_bytes(gzip.compress(whole))  # whole again: the source gains the rest
         db.ingest(damaged, "en")
         assert db.sources("en")[0]["occurrences"] == len(lines) and db.check().ok
+        # read with --append, the next read is a source of its own: only removal is offered
+        damaged.write_bytes(gzip.compress(whole)[:-2000])
+        with pytest.raises(bitextdb.InputError) as caught:
+            db.ingest(damaged, "en", append=True)
+        assert "ingest the file again" not in str(caught.value)
+        assert re.search(r"stored in the source .*@.*: take them out", str(caught.value))
 
 
 def test_ingest_texts(home: Path, tiny_bert: Path) -> None:
