@@ -350,10 +350,13 @@ def resolved_format(
                 "convert it to TSV or JSON Lines, or give --format txt to read it as text, a "
                 "sentence a line."
             )
-        if fmt == "txt" and columns and not fields:
-            fmt = "tsv"
-        elif fmt == "txt" and fields and not columns:
-            fmt = "jsonl"
+        if columns and fields:
+            raise InputError(
+                f"{' and '.join(columns)} {'are' if len(columns) > 1 else 'is'} for TSV and "
+                f"{' and '.join(fields)} for JSON Lines: give those of the format {name} has."
+            )
+        if fmt == "txt" and suffix != ".txt":  # the name tells nothing: the options do
+            fmt = "tsv" if columns else "jsonl" if fields else fmt
     wrong = (columns if fmt != "tsv" else []) + (fields if fmt != "jsonl" else [])
     if wrong:
         given = {"tsv": "TSV", "jsonl": "JSON Lines"}
