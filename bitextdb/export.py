@@ -279,6 +279,12 @@ def output_format(output: str, fmt: str | None) -> str:
     if path.suffix.lower() in COMPRESSIONS:
         path = path.with_suffix("")
     named = FORMAT_SUFFIXES.get(path.suffix.lower())
+    unwritten = {".json": "JSON Lines (.jsonl)", ".csv": "TSV (.tsv)", ".tar": "no archive"}
+    if fmt is None and path.suffix.lower() in unwritten:
+        raise InputError(
+            f"{output} names a format export does not write; it writes "
+            f"{unwritten[path.suffix.lower()]}: rename it, or give --format."
+        )
     if fmt is None:
         return named or "tsv"
     if named is not None and named != fmt and fmt != "moses":

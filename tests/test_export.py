@@ -713,6 +713,11 @@ def test_errors(home: Path, tmp_path: Path) -> None:
             ({"pair": "en-de", "output": str(tmp_path / "p.tsv"), "fmt": "jsonl"}, "names a tsv"),
             ({"pair": "en-de", "output": str(tmp_path / "p.tmx.gz"), "fmt": "tsv"}, "names a tmx"),
             ({"pair": "en-de", "output": str(tmp_path / "p.jsonl.zst")}, "not .zst"),
+            (
+                {"pair": "en-de", "output": str(tmp_path / "p.json")},
+                r"writes JSON Lines \(.jsonl\)",
+            ),
+            ({"pair": "en-de", "output": str(tmp_path / "p.csv.gz")}, r"writes TSV \(.tsv\)"),
             ({"pair": "en-de", "output": str(tmp_path / "loop")}, "Cannot resolve .*loop"),
             (
                 {"pair": "en-de", "output": str(tmp_path / "p.jsonl"), "since": EPOCH}
