@@ -781,9 +781,18 @@ def export_pairs(
     started = time.perf_counter()
     keep = PairFilter(max_length_ratio, skip_identical)
     since = parse_since(since)
+    asked = fmt
     fmt = output_format(withdrawn if output == "-" and withdrawn else output, fmt)
     if withdrawn is not None:
-        output_format(withdrawn, fmt)  # the two files are of one format
+        try:
+            output_format(withdrawn, fmt)  # the two files are of one format
+        except InputError as exc:
+            if asked is not None:
+                raise
+            raise InputError(
+                f"{output} and {withdrawn} name two formats; an export writes both in one: "
+                "name them alike, or give --format."
+            ) from exc
     if fmt == "parquet":
         require_pyarrow()
     check_export_options(fmt, min_score, with_sources, with_ids)

@@ -95,7 +95,7 @@ class NotFoundError(InputError):
 class TranslateRequest(BaseModel):
     """``{"text": ...}`` or ``{"texts": [...]}``, with ``from``, ``to`` and ``top``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "yes" and 1 are no booleans
 
     text: str | None = Field(None, description="One sentence to translate.")
     texts: list[str] | None = Field(None, description="Several sentences, encoded in one batch.")
@@ -118,7 +118,7 @@ class TranslateRequest(BaseModel):
 class IngestRequest(BaseModel):
     """Sentences of one language; mined against the other languages unless ``mine`` is false."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "yes" and 1 are no booleans
 
     lang: str = Field(description="Language code of the sentences.")
     sentences: list[str] = Field(description="The sentences (normalised and deduplicated).")
@@ -142,7 +142,7 @@ class IngestRequest(BaseModel):
 class RemoveRequest(BaseModel):
     """Sources of one language to remove, as ``bitextdb remove`` does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "yes" and 1 are no booleans
 
     lang: str | None = Field(
         None, description="Language code of the sources (with missing: only its; optional)."
