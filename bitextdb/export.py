@@ -781,6 +781,9 @@ def export_pairs(
     started = time.perf_counter()
     keep = PairFilter(max_length_ratio, skip_identical)
     since = parse_since(since)
+    for path, flag in ((output, "--output"), (withdrawn, "--withdrawn")):
+        if path not in (None, "-"):  # the database's own files first, whatever their name
+            output_file(path, flag, db.locations)
     asked = fmt
     fmt = output_format(withdrawn if output == "-" and withdrawn else output, fmt)
     if withdrawn is not None:
