@@ -558,30 +558,48 @@ EDGE_STORE_NOTE = "edge_store"
 
 def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -> None:
     """Refuse a home whose Qdrant Edge store is not the one the SQL database belongs to:
-    two homes given one ``--db`` (PostgreSQL, or another home's SQLite file) would each
-    hold half of the vectors. Both keep the store's name, given at first use (unless
-    ``name`` is false: only the refusal, before ``init`` writes anything)."""
+    two homes given one ``--db`` (PostgreSQL, or another home's SQLite file), or a home
+    given a second database, would mix the vectors of two. Both keep the store's name,
+    given at first use (unless ``name`` is false: only the refusals, before ``init``
+    writes anything)."""
     if not isinstance(index, EdgeIndex):
         return  # a Qdrant server is shared by every worker that names it
     kept, here = database.note(EDGE_STORE_NOTE), index.store_id()
     if kept is not None and kept == here:
         return
-    if kept is None:  # a database from before stores were named, or a new one
-        if not name:
-            return
+    where = mask_url(database.url)
+    if kept is not None:
+        raise ConfigError(
+            f"The SQL database {where} was filled from the vectors of another home, not this "
+            f"one's ({index.root}). Give each home its own --db (or none: its own SQLite "
+            "file); to share one database between machines, use a Qdrant server (--qdrant) "
+            "from the start. If this is that home and its vectors folder was lost: `mkdir -p "
+            f"{index.root}`, write {kept} into {index.root / STORE_ID_FILE}, and `bitextdb "
+            "check --repair` encodes the sentences again."
+        )
+    # the database names no store yet: it is new, or older than the names
+    holds = {lang: index.count(lang) for lang in index.languages()}
+    if here is not None and any(holds.values()):
+        raise ConfigError(
+            f"This home's vectors ({index.root}) belong to another SQL database than {where}: "
+            "a home keeps the database it was made with. Give it that --db again, or make a "
+            "new home for this database."
+        )
+    with database.session() as s:
+        indexed = {lang: c["indexed"] for lang, c in corpus.language_counts(s).items()}
+    lacking = {lang: n for lang, n in indexed.items() if holds.get(lang, 0) < n}
+    if lacking:  # not the home it was filled from (or half of one that shared it)
+        said = ", ".join(f"{lang} {holds.get(lang, 0):,} of {n:,}" for lang, n in lacking.items())
+        raise ConfigError(
+            f"This home's Qdrant Edge store ({index.root}) lacks vectors the SQL database "
+            f"{where} has stored ({said}): it is not the home the database was filled from. "
+            "Open the database from that home, or give this home its own --db."
+        )
+    if name:
         if here is None:
             here = uuid.uuid4().hex
             index.name_store(here)
         database.keep_note(EDGE_STORE_NOTE, here)
-        return
-    raise ConfigError(
-        f"The SQL database {mask_url(database.url)} belongs to the vectors of another home: "
-        f"this home's ({index.root}) are not the ones it was filled with. Give each home its "
-        f"own --db (or none: its own SQLite file), or use Qdrant server with --qdrant to share "
-        f"one database between machines. If this is that home and its vectors folder was "
-        f"lost, write {kept} into {index.root / STORE_ID_FILE} and run `bitextdb check "
-        "--repair`, which encodes the sentences again."
-    )
 
 
 def init(

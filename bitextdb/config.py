@@ -423,6 +423,8 @@ class Settings:
                 bool_as_number = kind is not bool and isinstance(value, bool)
                 if kind is int and _whole(value):  # 32.0: as JSON on PostgreSQL keeps it
                     value = int(value)
+                if kind is bool and type(value) is int and value in (0, 1):  # stored so once
+                    value = bool(value)
                 if not isinstance(value, accepted) or bool_as_number:
                     raise ConfigError(f"{name} must be {label}, not {value!r}.")
                 setattr(self, name, kind(value))

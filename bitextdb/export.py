@@ -787,8 +787,9 @@ def export_pairs(
     asked = fmt
     fmt = output_format(withdrawn if output == "-" and withdrawn else output, fmt)
     if withdrawn is not None:
-        try:
-            output_format(withdrawn, fmt)  # the two files are of one format
+        output_format(withdrawn, asked)  # its name is checked as the output's (.json...)
+        try:  # and the two files are of one format
+            output_format(withdrawn, fmt)
         except InputError as exc:
             if asked is not None:
                 raise

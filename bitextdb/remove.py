@@ -53,8 +53,13 @@ def list_sources(db: BitextDB, lang: str | None = None) -> list[dict[str, Any]]:
 def file_missing(path: str | None) -> bool:
     """Whether a source's file is gone from where this process sees files: only for the
     absolute paths files are recorded by (not for texts, standard input, or the paths
-    given as typed before schema 0005, 2026-11-28)."""
-    return path is not None and Path(path).is_absolute() and not Path(path).exists()
+    given as typed before schema 0005, 2026-11-28), and not for pipes that earlier
+    versions recorded by their passing names (``/proc/123/fd/pipe:[456]``, ``/dev/fd/63``)."""
+    if path is None or not Path(path).is_absolute():
+        return False
+    if path.startswith(("/proc/", "/dev/fd/")):  # a stream, read once: never "missing"
+        return False
+    return not Path(path).exists()
 
 
 def remove_missing(

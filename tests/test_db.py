@@ -642,13 +642,13 @@ def test_two_homes_cannot_share_one_sql_database(db_url: str, tmp_path: Path) ->
     with bitextdb.init(first, db=db_url, model="synthetic", dim=4) as db:
         db.ingest_embeddings("en", ["one sentence"], np.ones((1, 4), dtype=np.float32))
         store_id = (db.locations.vectors_dir / "store-id").read_text().strip()
-    with pytest.raises(ConfigError, match="belongs to the vectors of another home"):
+    with pytest.raises(ConfigError, match="filled from the vectors of another home"):
         bitextdb.init(second, db=db_url, model="synthetic", dim=4, threshold=1.5, min_chars=9)
     # refused before anything was written: the first home's settings, the second's file
     with bitextdb.open(first, db=db_url) as db:
         assert (db.settings.threshold, db.settings.min_chars) == (1.0, 2)
     assert not (second / "bitextdb.json").exists()
-    with pytest.raises(ConfigError, match="belongs to the vectors of another home"):
+    with pytest.raises(ConfigError, match="filled from the vectors of another home"):
         bitextdb.open(second, db=db_url)
     assert not (second / "vectors" / "store-id").exists()
     bitextdb.open(first, db=db_url).close()  # the first is untouched
@@ -667,3 +667,32 @@ def test_a_database_and_store_from_before_names_are_named_at_open(tmp_path: Path
     with bitextdb.open(home) as db:
         kept = db.db.note("edge_store")
     assert kept and (home / "vectors" / "store-id").read_text().strip() == kept
+
+
+def test_a_home_keeps_the_database_it_was_made_with(tmp_path: Path) -> None:
+    """Given a second, empty database, a home would write that database's vectors over
+    the first one's (the same ids)."""
+    home = tmp_path / "home"
+    with bitextdb.init(home, model="synthetic", dim=4) as db:
+        db.ingest_embeddings("en", ["one sentence"], np.ones((1, 4), dtype=np.float32))
+    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    with pytest.raises(ConfigError, match="belong to another SQL database"):
+        bitextdb.init(home, db=other, model="synthetic", dim=4)
+    assert not json.loads((home / "bitextdb.json").read_text()).get("db")  # unchanged
+    bitextdb.open(home).close()
+
+
+def test_a_database_from_before_names_is_taken_only_by_the_home_it_was_filled_from(
+    tmp_path: Path,
+) -> None:
+    first = tmp_path / "first"
+    with bitextdb.init(first, model="synthetic", dim=4) as db:
+        db.ingest_embeddings("en", ["one", "two"], np.eye(2, 4, dtype=np.float32))
+    url = f"sqlite:///{first / 'bitextdb.sqlite'}"
+    (first / "vectors" / "store-id").unlink()  # as a version before names left them
+    with Database(url).engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM settings WHERE key = 'edge_store'"))
+    with pytest.raises(ConfigError, match=r"lacks vectors .* \(en 0 of 2\)"):
+        bitextdb.open(tmp_path / "empty", db=url)
+    with bitextdb.open(first) as db:  # the home that holds them takes it
+        assert db.db.note("edge_store") == (first / "vectors" / "store-id").read_text().strip()

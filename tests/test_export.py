@@ -718,6 +718,11 @@ def test_errors(home: Path, tmp_path: Path) -> None:
                 r"writes JSON Lines \(.jsonl\)",
             ),
             ({"pair": "en-de", "output": str(tmp_path / "p.csv.gz")}, r"writes TSV \(.tsv\)"),
+            (
+                {"pair": "en-de", "since": EPOCH, "withdrawn": str(tmp_path / "w.json")}
+                | {"output": str(tmp_path / "p.tsv")},
+                r"w.json names a format export does not write",
+            ),
             ({"pair": "en-de", "output": str(tmp_path / "loop")}, "Cannot resolve .*loop"),
             (
                 {"pair": "en-de", "output": str(tmp_path / "p.jsonl"), "since": EPOCH}

@@ -464,3 +464,13 @@ def test_a_removed_sentences_id_is_never_given_again(db_url: str, tmp_path: Path
 def _ids(db: bitextdb.BitextDB) -> dict[int, str]:
     with db.db.session() as s:
         return dict(s.execute(text("SELECT id, text FROM sentences")).tuples().all())
+
+
+def test_pipes_recorded_by_their_passing_names_are_never_missing(tmp_path: Path) -> None:
+    """Versions before pipes were streams recorded `<(...)` by the name it had then."""
+    from bitextdb.remove import file_missing
+
+    assert file_missing(str(tmp_path / "gone.txt"))
+    for name in ("/proc/25087/fd/pipe:[154025]", "/dev/fd/63"):
+        assert not file_missing(name)
+    assert not file_missing("relative.txt") and not file_missing(None)
