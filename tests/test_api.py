@@ -197,8 +197,9 @@ def test_whole_floats_are_whole_numbers_and_init_checks_its_dimension(
             bitextdb.init(home, db=db_url, model="given", dim=dim)  # type: ignore[arg-type]
     bitextdb.init(home, db=db_url, model="given", dim=8).close()
     with bitextdb.open(home, db=db_url) as db, db.db.session() as s:
-        s.execute(sa.text("UPDATE settings SET value = :v WHERE key = 'batch_size'"), {"v": "32.0"})
-        s.execute(sa.text("UPDATE settings SET value = :v WHERE key = 'encoder_process'"), {"v": "0"})
+        update = sa.text("UPDATE settings SET value = :v WHERE key = :k")
+        s.execute(update, {"k": "batch_size", "v": "32.0"})
+        s.execute(update, {"k": "encoder_process", "v": "0"})
     with bitextdb.open(home, db=db_url) as db:
         assert db.settings.batch_size == 32 and type(db.settings.batch_size) is int
         assert db.settings.encoder_process is False  # 0, as an older library stored it
