@@ -118,8 +118,10 @@ def assert_congruent(a: VectorIndex, b: VectorIndex) -> None:
     # bands and score thresholds
     low, high = ids[: N // 2], ids[N // 2 :]
     for index in (a, b):
+        assert index.bands("en", "band_de") == set() == index.bands("xx", "band_de")
         index.set_band("en", "band_de", 3, low)
         index.set_band("en", "band_de", 5, high)
+        assert index.bands("en", "band_de") == {3, 5}
     for band, members in ((3, set(low.tolist())), (5, set(high.tolist()))):
         ba = a.search("en", queries, 8, exact=True, band=("band_de", band))
         bb = b.search("en", queries, 8, exact=True, band=("band_de", band))

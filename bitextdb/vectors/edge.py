@@ -372,9 +372,7 @@ class EdgeIndex:
 
     def set_band(self, lang: str, field: str, band: int, ids: np.ndarray) -> None:
         shard = self._require(lang)
-        if (lang, field) not in self._indexed_fields:
-            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
-            self._indexed_fields.add((lang, field))
+        self._index_field(lang, field, shard)
         ids = as_ids(ids)
         for start in range(0, len(ids), 4096):
             chunk = [int(i) for i in ids[start : start + 4096]]
@@ -385,9 +383,17 @@ class EdgeIndex:
         shard = self._shard(lang)
         if shard is None:
             return set()
+        self._index_field(lang, field, shard)  # a facet needs it (no band written yet)
         # N_BANDS values at most: the limit only has to be above that
         facets = shard.facet(qe.FacetRequest(field, limit=1000, exact=True))
         return {int(hit.value) for hit in facets.hits}
+
+    def _index_field(self, lang: str, field: str, shard: qe.EdgeShard) -> None:
+        """Give the integer payload ``field`` its index (kept in the shard; asked once a
+        process)."""
+        if (lang, field) not in self._indexed_fields:
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
+            self._indexed_fields.add((lang, field))
 
     def build_index(self, lang: str) -> None:
         """Build the HNSW graph, or extend it once enough points wait outside it.
