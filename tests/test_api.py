@@ -170,7 +170,7 @@ def test_library_arguments_of_the_wrong_kind_are_input_errors(home: Path) -> Non
             "k": ("5", "a whole number"),
             "exact_limit": (2.5, "a whole number"),
             "bulk_ratio": ("x", "a number"),
-            "encoder_process": (1, "true or false"),
+            "encoder_process": (2, "true or false"),  # 0 and 1 are taken, as stored once
             "device": (0, "text"),
             "pairs": (5, "language pairs such as 'en-de'"),
         }
