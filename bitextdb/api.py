@@ -219,10 +219,12 @@ class BitextDB:
                 if not reports:
                     raise
                 # the files before it are stored: finish them, so the database is whole
-                self._finish(reports, mine, self._remove_displaced(reports))
+                finished = self._finish(reports, mine, self._remove_displaced(reports))
                 done = ", ".join(r.source for r in reports)
                 what = "ingested and mined" if mine else "ingested"
-                raise InputError(f"{exc} (the files before it were {what}: {done})") from exc
+                error = InputError(f"{exc} (the files before it were {what}: {done})")
+                error.partial = finished
+                raise error from exc
         return self._finish(reports, mine, self._remove_displaced(reports))
 
     def ingest_texts(

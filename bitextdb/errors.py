@@ -7,6 +7,9 @@ class BitextDBError(Exception):
     """Base class of every error bitextdb raises on purpose."""
 
     exit_code = 1
+    #: what the call finished before it failed (``ingest`` of several files: the report of
+    #: the files before the bad one), for ``--json`` to print; None when nothing was
+    partial: object = None
 
 
 class InputError(BitextDBError):

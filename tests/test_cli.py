@@ -131,6 +131,12 @@ def test_ingest_and_mine_in_one_go(initialised: Path, tmp_path: Path) -> None:
     result = as_json(ok("ingest", "--lang", "de", "--json", str(de)))
     assert [m["pair"] for m in result["mined"]] == ["de-en"]  # type: ignore[index]
     assert "mined de-en" in ok("ingest", "--lang", "de", str(de)).stdout
+    # a bad file after a good one: the error, and for scripts the good one's report
+    more = write_lines(tmp_path / "more.txt", ["ein ganz neuer satz"])
+    failed = invoke("ingest", "--lang", "de", "--json", str(more), str(tmp_path / "nope.txt"))
+    assert_clean_error(failed, "No such file", "more.txt")
+    done = json.loads(failed.stdout)["ingested"]
+    assert [(r["source"], r["new"]) for r in done] == [(str(more), 1)]
 
 
 def test_stdin_and_formats(initialised: Path, tmp_path: Path) -> None:

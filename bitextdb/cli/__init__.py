@@ -16,7 +16,7 @@ import click
 from .. import api
 from ..allocator import tune_allocator
 from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX
-from ..errors import BitextDBError
+from ..errors import BitextDBError, InputError
 from ..language_id import DEFAULT_LID_THRESHOLD
 from ..progress import ProgressBars
 
@@ -453,14 +453,20 @@ def ingest(
         encoder_process=encoder_process,
         index_process=index_process,
     ) as db:
-        result = db.ingest(
-            list(paths),
-            lang,
-            column=_column(column),
-            id_column=_column(id_column),
-            mine=not no_mine,
-            **options,
-        )
+        try:
+            result = db.ingest(
+                list(paths),
+                lang,
+                column=_column(column),
+                id_column=_column(id_column),
+                mine=not no_mine,
+                **options,
+            )
+        except InputError as exc:
+            if as_json and exc.partial is not None:  # what the files before the bad one did
+                ctx.bars.close()
+                emit(exc.partial, as_json, _ingest_text)
+            raise
     ctx.bars.close()
     emit(result, as_json, _ingest_text)
 
