@@ -36,6 +36,7 @@ from .lock import mine_lock
 from .margin import MARGINS, MarginFn, greedy_one_to_one
 from .outputs import OutputFile, output_file
 from .parquet import ParquetSink, require_pyarrow
+from .readers import uncompressed_suffix
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -260,6 +261,8 @@ FORMAT_SUFFIXES = {
 }
 #: compressions bitextdb does not write: refused rather than written plain under their name
 UNWRITTEN_COMPRESSIONS = (".zst", ".zstd", ".lz4", ".zip", ".7z", ".br", ".bz", ".lzma", ".z")
+#: names of formats an export does not write, and what it writes instead
+UNWRITTEN_FORMATS = {".json": "JSON Lines (.jsonl)", ".csv": "TSV (.tsv)", ".tar": "no archive"}
 
 
 def output_format(output: str, fmt: str | None) -> str:
@@ -270,20 +273,18 @@ def output_format(output: str, fmt: str | None) -> str:
         raise InputError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     if output == "-":
         return fmt or "tsv"
-    path = Path(output)
-    if path.suffix.lower() in UNWRITTEN_COMPRESSIONS:
+    outer = Path(output).suffix
+    if outer.lower() in UNWRITTEN_COMPRESSIONS:
         raise InputError(
-            f"bitextdb compresses with .gz, .bz2 or .xz, not {path.suffix}: name {output} "
+            f"bitextdb compresses with .gz, .bz2 or .xz, not {outer}: name {output} "
             "with one of those, or with none."
         )
-    if path.suffix.lower() in COMPRESSIONS:
-        path = path.with_suffix("")
-    named = FORMAT_SUFFIXES.get(path.suffix.lower())
-    unwritten = {".json": "JSON Lines (.jsonl)", ".csv": "TSV (.tsv)", ".tar": "no archive"}
-    if fmt is None and path.suffix.lower() in unwritten:
+    suffix = uncompressed_suffix(output)
+    named = FORMAT_SUFFIXES.get(suffix)
+    if fmt is None and suffix in UNWRITTEN_FORMATS:
         raise InputError(
             f"{output} names a format export does not write; it writes "
-            f"{unwritten[path.suffix.lower()]}: rename it, or give --format."
+            f"{UNWRITTEN_FORMATS[suffix]}: rename it, or give --format."
         )
     if fmt is None:
         return named or "tsv"

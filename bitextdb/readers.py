@@ -44,6 +44,7 @@ __all__ = [
     "read_lines",
     "read_texts",
     "text_hash",
+    "uncompressed_suffix",
 ]
 
 DEFAULT_MIN_CHARS = 2
@@ -343,7 +344,7 @@ def resolved_format(
     name = _display_name(source)
     if fmt == "auto":
         fmt = "txt" if isinstance(source, str) and source == _STDIN else detect_format(source)
-        suffix = _uncompressed_suffix(name)
+        suffix = uncompressed_suffix(name)
         if fmt == "txt" and suffix in (".csv", ".json"):
             raise InputError(
                 f"{name} is named as {suffix[1:].upper()}, which bitextdb does not read: "
@@ -368,8 +369,9 @@ def resolved_format(
     return fmt
 
 
-def _uncompressed_suffix(name: str) -> str:
-    """The file name's extension before any compression's, in lower case."""
+def uncompressed_suffix(name: str | Path) -> str:
+    """The file name's extension before any compression's (.gz, .bz2, .xz), in lower case:
+    what says the format of a file read or written."""
     lowered = Path(str(name)).name.lower()
     for suffix in _COMPRESSED_SUFFIXES:
         if lowered.endswith(suffix):
@@ -384,7 +386,7 @@ def detect_format(name: str) -> str:
     A trailing ``.gz``, ``.bz2`` or ``.xz`` is ignored; ``.tsv``/``.tab`` mean TSV,
     ``.jsonl``/``.ndjson`` mean JSON Lines and anything else (``"-"`` included) is text.
     """
-    suffix = _uncompressed_suffix(name)
+    suffix = uncompressed_suffix(name)
     if suffix in (".tsv", ".tab"):
         return "tsv"
     if suffix in (".jsonl", ".ndjson"):
