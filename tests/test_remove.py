@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -474,3 +475,25 @@ def test_pipes_recorded_by_their_passing_names_are_never_missing(tmp_path: Path)
     for name in ("/proc/25087/fd/pipe:[154025]", "/dev/fd/63"):
         assert not file_missing(name)
     assert not file_missing("relative.txt") and not file_missing(None)
+
+
+def test_the_hint_after_a_stopped_removal_counts_only_the_pairs_mined(tmp_path: Path) -> None:
+    """Candidates waiting in a pair `config --pairs` left out are no work `mine` does:
+    the hint must not point there (stats and check leave them out too)."""
+    db = open_fresh("edge", 3, tmp_path, "scan")
+    try:
+        _three_sources(db)
+        db.ingest_embeddings("xc", [f"c{i}" for i in range(6)], random_unit(6, 8, 4))
+        db.configure(pairs=["xa-xb"])
+        with db.db.session() as s:  # as a removal stopped after its commit leaves them
+            s.execute(text("UPDATE knn SET dirty = :t WHERE lang = 'xa'"), {"t": True})
+        waiting = r"\d+ candidates of xa wait"
+        with pytest.raises(InputError, match=waiting):
+            db.remove("xa", "nope")
+        db.mine()  # does the mined pair's work; xa-xc's waits, left out
+        with pytest.raises(InputError) as caught:
+            db.remove("xa", "nope")
+        assert not re.search(waiting, str(caught.value))
+        assert db.stats()["pairs"]["xa-xb"]["candidates_waiting"] == 0
+    finally:
+        db.close()
