@@ -248,6 +248,7 @@ def repair(db: BitextDB, sample: int = DEFAULT_SAMPLE) -> dict[str, int]:
             done["flags_cleared"] += len(fixes.forward) + len(fixes.backward)
             graph.mark_all_dirty(s, a, b)
             graph.mark_all_dirty(s, b, a)
+            graph.mark_selection_stale(s, a, b)  # its flags may be no walk's
         done["language_pairs_rederived"] += 1
     return done
 

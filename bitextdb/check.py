@@ -107,6 +107,7 @@ def check(
             for a, b in db.language_pairs():
                 graph.mark_all_dirty(s, a, b)
                 graph.mark_all_dirty(s, b, a)
+                graph.mark_selection_stale(s, a, b)
     # re-encodes what lacks a vector (resume), re-mines what is stale and recomputes dirty
     # candidates; bands of every mined point are rewritten from SQL
     reports = db.mine()

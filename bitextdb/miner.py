@@ -19,7 +19,6 @@ Two ways to search, each exact where the collection is searched exactly:
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,12 +32,18 @@ from .errors import BusyError
 from .knn import PAD_ID, BlockedKnn, TopK, exact_cosines, merge_topk
 from .lock import mine_lock
 from .margin import best_candidates, greedy_one_to_one
+from .selection import reselect
 from .vectors import Hit, VectorIndex, band_field, band_floor, band_of
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 Progress = Callable[[str, int, int], None]
+
+# Past these many pairs touched by one refresh, or decided again around them, a walk over
+# every pair is cheaper than following the changes (bitextdb.selection).
+RESELECT_TOUCHED = 20_000
+RESELECT_DECIDED = 100_000
 
 
 @dataclass
@@ -142,9 +147,8 @@ class Miner:
         """
         with self.db.session() as s:
             others = graph.partners(s, lang)
-        with contextlib.ExitStack() as locks:
-            for other in others:  # sorted: two removers take the locks in one order
-                locks.enter_context(self.db.advisory_lock(mine_lock(lang, other)))
+        # sorted: two removers take the locks in one order
+        with self.db.advisory_locks([mine_lock(lang, other) for other in others]):
             relisted = {other: self._relist(other, lang, ids) for other in others}
             with self.db.session() as s:
                 if graph.partners(s, lang) != others:  # a worker mined a new pair meanwhile
@@ -153,6 +157,9 @@ class Miner:
                         "nothing was removed. Run the command again."
                     )
                 for other, (holder_ids, lists, left) in relisted.items():
+                    # the removed sentences' pairs go without a trace the selection could
+                    # be followed from: a walk over every pair, even if this stops here
+                    graph.mark_selection_stale(s, lang, other)
                     # lower bars go in first: a band below the true one is only slower
                     self._set_bands(other, lang, holder_ids, lists)
                     if not left:  # as if `lang` had never been mined against `other`
@@ -422,7 +429,12 @@ class Miner:
 
     # -- candidates, pairs and the one-to-one selection ------------------------------------
     def _refresh(self, a: str, b: str, report: PairReport) -> None:
+        """Recompute the dirty candidates and bring the one-to-one selection up to date:
+        around the pairs that changed, or by a walk over every pair of (a, b) when many
+        changed or pairs went by other ways (a removal, a repair: the pair is marked)."""
         with self.db.session() as s:
+            full = graph.selection_stale(s, a, b)
+            touched: list[tuple[int, int]] = []
             for side, other in ((a, b), (b, a)):
                 dirty = graph.load_dirty(s, side, other, self.k)
                 report.candidates_recomputed += len(dirty.ids)
@@ -443,6 +455,7 @@ class Miner:
                     if old != PAD_ID and old != new
                 ]
                 graph.drop_candidate_flags(s, lost, forward=forward)
+                touched.extend(lost)
                 now = graph.utcnow()
                 upserts = []
                 for sid, bid, cos, mar, r_self, r_other in zip(
@@ -468,8 +481,12 @@ class Miner:
                         }
                     )
                 graph.upsert_pairs(s, upserts)
+                touched.extend((int(row["src_id"]), int(row["tgt_id"])) for row in upserts)
+            if not full and self._reselect(s, a, b, touched, report):
+                return
             graph.withdraw_orphans(s, a, b)
             graph.delete_orphan_pairs(s, a, b)
+            graph.clear_selection_stale(s, a, b)
             src, tgt, margin, accepted = graph.load_selection(s, a, b)
             selection = greedy_one_to_one(src, tgt, margin)
             flip = selection != accepted
@@ -477,6 +494,30 @@ class Miner:
             graph.set_accepted(s, src[flip], tgt[flip], selection[flip])
             report.pairs = len(src)
             report.accepted = int(selection.sum())
+
+    def _reselect(
+        self, s: Session, a: str, b: str, touched: list[tuple[int, int]], report: PairReport
+    ) -> bool:
+        """Bring the selection up to date around the pairs this refresh touched, when they
+        are few (``bitextdb.selection``); False when a walk over everything is cheaper."""
+        if len(touched) > RESELECT_TOUCHED:
+            return False
+        graph.drop_orphans_among(s, touched)
+        flips = reselect(
+            touched,
+            lambda srcs, tgts: graph.pairs_touching(s, a, b, srcs, tgts),
+            limit=RESELECT_DECIDED,
+        )
+        if flips is None:
+            return False
+        keys = list(flips)
+        src = np.array([key[0] for key in keys], dtype=np.int64)
+        tgt = np.array([key[1] for key in keys], dtype=np.int64)
+        now_accepted = np.array([flips[key] for key in keys], dtype=bool)
+        graph.withdraw_pairs(s, src[~now_accepted], tgt[~now_accepted])
+        graph.set_accepted(s, src, tgt, now_accepted)
+        report.pairs, report.accepted = graph.count_selection(s, a, b)
+        return True
 
 
 def _beats(

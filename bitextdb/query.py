@@ -72,7 +72,8 @@ def translate_many(
             raise InputError(f"Translate sentences given as strings, not {type(text).__name__}.")
         if not encodable(text):
             raise InputError("A sentence to translate is not valid Unicode (a lone surrogate).")
-    if db.index.count(tgt) == 0:
+    target_points = db.index.count(tgt)
+    if target_points == 0:
         with db.db.session() as s:
             indexed = tgt in graph.languages(s)
         if indexed:  # SQL says they have vectors: the store lost them
@@ -88,7 +89,7 @@ def translate_many(
         known = [lookup.sentence_by_hash(s, src, text_hash(q)) for q in queries]
     vectors = _query_vectors(db, src, queries, known)
     k = db.settings.k
-    exact = db.index.count(tgt) <= db.settings.exact_limit
+    exact = target_points <= db.settings.exact_limit
     limit = max(top, k) + k + 8
     hits = db.index.search(
         tgt, vectors, limit, exact=exact, ef=max(db.settings.hnsw_ef, limit), with_vectors=False

@@ -489,3 +489,29 @@ def test_an_unreadable_shard_configuration_is_one_clear_error(tmp_path: Path, co
     (tmp_path / "en" / "edge_config.json").write_text(content)
     with pytest.raises(ConfigError, match="Unreadable shard configuration"):
         EdgeIndex(tmp_path).dimension("en")
+
+
+def test_edge_count_is_the_number_of_live_points(tmp_path: Path) -> None:
+    """``count`` asks Qdrant Edge for its cheap count: it must equal the exact one after
+    overwrites, deletions, a built HNSW graph and a reopen."""
+    import qdrant_edge as qe
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((1000, 8)).astype(np.float32)
+    index = EdgeIndex(tmp_path / "vectors")
+    index.ensure("en", 8)
+    index.upsert("en", np.arange(1, 1001), vectors)
+    index.upsert("en", np.arange(1, 101), vectors[100:200])
+    index.delete("en", np.arange(1, 301))
+    index.build_index("en")
+    index.delete("en", np.arange(301, 401))
+    index.upsert("en", np.arange(2000, 2050), vectors[:50])
+
+    def exact(ix: EdgeIndex) -> int:
+        return int(ix._shard("en").count(qe.CountRequest(exact=True)))
+
+    assert index.count("en") == exact(index) == 650
+    index.close()
+    again = EdgeIndex(tmp_path / "vectors")
+    assert again.count("en") == exact(again) == 650
+    again.close()

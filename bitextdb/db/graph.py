@@ -29,13 +29,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..topk import PAD_ID, TopK
-from .tables import Knn, Neighbour, Pair, Sentence, WithdrawnPair, utcnow
+from .tables import Knn, Neighbour, Pair, Sentence, Setting, WithdrawnPair, utcnow
 
 KNN = Knn.__table__
 NB = Neighbour.__table__
 PAIRS = Pair.__table__
 SENT = Sentence.__table__
 WITHDRAWN = WithdrawnPair.__table__
+SETTINGS = Setting.__table__
 CHUNK = 4000
 
 
@@ -442,6 +443,67 @@ def delete_orphan_pairs(s: Session, src_lang: str, tgt_lang: str) -> None:
             not_(PAIRS.c.backward),
         )
     )
+
+
+def pairs_touching(
+    s: Session, src_lang: str, tgt_lang: str, srcs: list[int], tgts: list[int]
+) -> Iterator[tuple[int, int, float, bool]]:
+    """(src, tgt, margin, accepted) of the pairs with a source in ``srcs`` or a target in
+    ``tgts`` (a pair may come twice)."""
+    columns = (PAIRS.c.src_id, PAIRS.c.tgt_id, PAIRS.c.margin, PAIRS.c.accepted)
+    languages = (PAIRS.c.src_lang, PAIRS.c.tgt_lang)
+    for side, values in ((PAIRS.c.src_id, srcs), (PAIRS.c.tgt_id, tgts)):
+        for chunk in chunks(values):
+            # the languages are compared here, not in SQL: given them, SQLite's planner
+            # walks the languages' index, every pair of the two, instead of the ids'
+            for src, tgt, margin, accepted, src_lang_of, tgt_lang_of in s.execute(
+                select(*columns, *languages).where(side.in_(chunk))
+            ):
+                if src_lang_of == src_lang and tgt_lang_of == tgt_lang:
+                    yield src, tgt, margin, accepted
+
+
+def drop_orphans_among(s: Session, src_tgt: list[tuple[int, int]]) -> None:
+    """Withdraw (if accepted) and delete those of these pairs that lost both flags."""
+    if not src_tgt:
+        return
+    orphan = (
+        PAIRS.c.src_id == bindparam("b_src"),
+        PAIRS.c.tgt_id == bindparam("b_tgt"),
+        not_(PAIRS.c.forward),
+        not_(PAIRS.c.backward),
+    )
+    rows = [{"b_src": int(a), "b_tgt": int(b)} for a, b in src_tgt]
+    s.connection().execute(_withdrawal("displaced", *orphan), rows)
+    s.connection().execute(delete(PAIRS).where(*orphan), rows)
+
+
+def count_selection(s: Session, src_lang: str, tgt_lang: str) -> tuple[int, int]:
+    """How many pairs a language pair holds, and how many of them are accepted."""
+    total, accepted = s.execute(
+        select(
+            func.count(), func.coalesce(func.sum(case((PAIRS.c.accepted, 1), else_=0)), 0)
+        ).where(PAIRS.c.src_lang == src_lang, PAIRS.c.tgt_lang == tgt_lang)
+    ).one()
+    return int(total), int(accepted)
+
+
+def _stale_key(a: str, b: str) -> str:
+    return "selection_stale:" + ":".join(sorted((a, b)))
+
+
+def mark_selection_stale(s: Session, a: str, b: str) -> None:
+    """Note that the accepted flags of (a, b) may not follow from the pairs changed since
+    (pairs went by a removal or a repair): the next refresh walks every pair."""
+    s.merge(Setting(key=_stale_key(a, b), value=True))
+
+
+def selection_stale(s: Session, a: str, b: str) -> bool:
+    return s.get(Setting, _stale_key(a, b)) is not None
+
+
+def clear_selection_stale(s: Session, a: str, b: str) -> None:
+    s.execute(delete(SETTINGS).where(SETTINGS.c.key == _stale_key(a, b)))
 
 
 def load_selection(s: Session, src_lang: str, tgt_lang: str) -> tuple[np.ndarray, ...]:

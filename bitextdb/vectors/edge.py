@@ -206,7 +206,10 @@ class EdgeIndex:
 
     def count(self, lang: str) -> int:
         shard = self._shard(lang)
-        return 0 if shard is None else int(shard.count(qe.CountRequest(exact=True)))
+        # without a filter the "approximate" count adds up the segments' live points, which
+        # is the exact number (deletions and overwrites included); the exact count visits
+        # every point (10 ms at 80,000, more than the search of translate)
+        return 0 if shard is None else int(shard.count(qe.CountRequest(exact=False)))
 
     def _require(self, lang: str) -> qe.EdgeShard:
         shard = self._shard(lang)
