@@ -26,6 +26,7 @@ from .config import (
     parse_pair,
     resolve_locations,
     same_model,
+    sqlite_file,
     write_locations_file,
 )
 from .db import Database, consistency, corpus, export_sql, graph
@@ -301,7 +302,7 @@ class BitextDB:
         names = [pairs] if isinstance(pairs, str) else pairs or []
         if not isinstance(names, Sequence) or not all(isinstance(p, str) for p in names):
             raise InputError(f"Name language pairs as text such as 'de-en', not {pairs!r}.")
-        chosen = [parse_pair(p) for p in names]
+        chosen = list(dict.fromkeys(parse_pair(p) for p in names))  # en-de and de-en: once
         self._ingestor().resume(strict=False)
         self._remove_displaced()
         self._check_minable(chosen)
@@ -510,8 +511,9 @@ def open(
 ) -> BitextDB:
     """Open an initialised database. ``model`` only checks it is the database's model."""
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
-    if loc.db.startswith("sqlite:///") and not Path(loc.db[len("sqlite:///") :]).exists():
-        where = loc.home if loc.db == embedded_db_url(loc.home) else loc.db[len("sqlite:///") :]
+    database_file = sqlite_file(loc.db)
+    if database_file is not None and not database_file.exists():
+        where = loc.home if loc.db == embedded_db_url(loc.home) else database_file
         raise NotInitializedError(f"No bitextdb database in {where}; run `bitextdb init` first.")
     database = Database(loc.db)
     database.require_schema()
@@ -571,14 +573,7 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
         return
     where = mask_url(database.url)
     if kept is not None:
-        raise ConfigError(
-            f"The SQL database {where} was filled from the vectors of another home, not this "
-            f"one's ({index.root}). Give each home its own --db (or none: its own SQLite "
-            "file); to share one database between machines, use a Qdrant server (--qdrant) "
-            "from the start. If this is that home and its vectors folder was lost: `mkdir -p "
-            f"{index.root}`, write {kept} into {index.root / STORE_ID_FILE}, and `bitextdb "
-            "check --repair` encodes the sentences again."
-        )
+        raise _another_homes_database(where, index, kept)
     # the database names no store yet: it is new, or older than the names
     holds = {lang: index.count(lang) for lang in index.languages()}
     if here is not None and any(holds.values()):
@@ -601,7 +596,21 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
         if here is None:
             here = uuid.uuid4().hex
             index.name_store(here)
-        database.keep_note(EDGE_STORE_NOTE, here)
+        # written only where none is: of two homes opening the database at once, one wins
+        won = database.claim_note(EDGE_STORE_NOTE, here)
+        if won != here:
+            raise _another_homes_database(where, index, won)
+
+
+def _another_homes_database(where: str, index: EdgeIndex, kept: object) -> ConfigError:
+    return ConfigError(
+        f"The SQL database {where} was filled from the vectors of another home, not this "
+        f"one's ({index.root}). Give each home its own --db (or none: its own SQLite "
+        "file); to share one database between machines, use a Qdrant server (--qdrant) "
+        "from the start. If this is that home and its vectors folder was lost: `mkdir -p "
+        f"{index.root}`, write {kept} into {index.root / STORE_ID_FILE}, and `bitextdb "
+        "check --repair` encodes the sentences again."
+    )
 
 
 def init(

@@ -15,6 +15,7 @@ import os
 import re
 import types
 import typing
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -237,8 +238,27 @@ EMBEDDED_DB_FILE = "bitextdb.sqlite"
 
 
 def embedded_db_url(home: Path) -> str:
-    """The default SQL store: a SQLite file inside the home folder."""
-    return f"{_SQLITE}{home / EMBEDDED_DB_FILE}"
+    """The default SQL store: a SQLite file inside the home folder (its path escaped: a
+    folder named ``h%41`` or ``a?b`` would otherwise be read as ``hA``, or as ``a`` with a
+    query)."""
+    from sqlalchemy.engine import URL
+
+    url = URL.create("sqlite", database=str(home / EMBEDDED_DB_FILE))
+    return url.render_as_string(hide_password=False)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///`` URL names (None for another database or in memory)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url.startswith(_SQLITE):
+        return None
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None
+    return Path(database) if database and database != ":memory:" else None
 
 
 def read_locations_file(home: Path) -> dict[str, Any]:
@@ -273,6 +293,17 @@ def write_locations_file(loc: Locations) -> None:
 #: encoder runtimes: sentence-transformers on torch, or the model exported to ONNX and run by
 #: ONNX Runtime or OpenVINO (no openvino-int8: README.md, "CPU backends", says why)
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+
+
+def breaks_a_line(text: str) -> bool:
+    """Whether ``text`` holds a control character (a tab, a line break), a line or
+    paragraph separator, or a lone surrogate (invalid UTF-8 read with surrogateescape):
+    what a name printed in a line of output may not hold. Spaces of any kind and format
+    characters (the zero-width joiners of Persian and Indic spelling) are fine."""
+    return any(unicodedata.category(c) in _BREAKING for c in text)
+
+
+_BREAKING = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 def resolved_path(path: str | Path) -> str:

@@ -283,7 +283,11 @@ def _plot(
     ax.legend()
     fig.tight_layout()
     try:
-        fig.savefig(file.temporary(), format=file_format)
+        if file.descriptor is None:
+            fig.savefig(file.temporary(), format=file_format)
+        else:
+            with file.open_binary() as stream:
+                fig.savefig(stream, format=file_format)
         file.install()
     finally:
         file.discard()

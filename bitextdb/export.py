@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from . import tmx
-from .config import join_pair, pair_name, split_pair
+from .config import breaks_a_line, join_pair, pair_name, split_pair
 from .db import consistency, export_sql, graph
 from .db.tables import utcnow
 from .errors import BitextDBError, HistoryGoneError, InputError
@@ -341,13 +341,15 @@ class _Sink:
         try:
             for target in self._targets:
                 self._open_files.append(target.file)
-                self.streams.append(self._open(target.file.temporary(), target))
+                self.streams.append(self._open(target))
         except OSError as exc:
             self.abort()
             raise InputError(f"Cannot write {exc.filename}: {exc.strerror or exc}.") from exc
 
-    def _open(self, tmp: Path, target: _Target) -> IO[str]:
-        raw = self._stack.enter_context(open(tmp, "wb"))  # noqa: SIM115 - closed by the stack
+    def _open(self, target: _Target) -> IO[str]:
+        if target.file.descriptor is not None:
+            sys.stdout.flush()  # what this process printed there before goes first
+        raw = self._stack.enter_context(target.file.open_binary())
         binary: IO[bytes]
         if target.compression == "gzip":
             inner = target.path.name[: -len(target.path.suffix)]
@@ -376,12 +378,17 @@ class _Sink:
         for stream, part in zip(self.streams, parts):
             stream.write(part)
 
-    def commit(self) -> list[str]:
-        """Close the files and move them into place; the files written (``-``: stdout)."""
+    def finish(self) -> None:
+        """Write out and close the files (raising if they cannot be written whole)."""
         if not self._targets:
             (self._stdout_bytes or sys.stdout).flush()
-            return ["-"]
         self._stack.close()
+
+    def commit(self) -> list[str]:
+        """Close the files and move them into place; the files written (``-``: stdout)."""
+        self.finish()
+        if not self._targets:
+            return ["-"]
         for file in self._open_files:
             file.install()
         self._open_files = []
@@ -564,7 +571,7 @@ def iter_records(
     pair: str,
     *,
     min_score: float | None = None,
-    since: datetime | None = None,
+    since: datetime | str | None = None,
     with_sources: bool = False,
     with_ids: bool = False,
     batch: int = BATCH,
@@ -589,9 +596,10 @@ def iter_records(
     if batch < 1:
         raise InputError("The export batch size must be at least 1.")
     keep = PairFilter(max_length_ratio, skip_identical)
+    moment = parse_since(since)
     spec = resolve_pair(db, pair)
     min_score = _min_score(db, min_score)
-    return _iter_records(db, spec, float(min_score), since, with_sources, with_ids, batch, keep)
+    return _iter_records(db, spec, float(min_score), moment, with_sources, with_ids, batch, keep)
 
 
 def _iter_records(
@@ -622,7 +630,7 @@ def iter_withdrawn(
     db: BitextDB,
     pair: str,
     *,
-    since: datetime,
+    since: datetime | str,
     min_score: float | None = None,
     batch: int = BATCH,
 ) -> Iterator[dict[str, Any]]:
@@ -635,26 +643,40 @@ def iter_withdrawn(
     """
     if batch < 1:
         raise InputError("The export batch size must be at least 1.")
+    moment = parse_since(since)
+    if moment is None:
+        raise InputError("Say since when: the moment of the consumer's last export.")
     spec = resolve_pair(db, pair, withdrawn=True)
     min_score = _min_score(db, min_score)
-    _check_not_pruned(db, spec, since)
-    return _iter_withdrawn(db, spec, float(min_score), since, batch)
+    _check_not_pruned(db, spec, moment)
+    return _iter_withdrawn(db, spec, float(min_score), moment, batch)
 
 
 def parse_since(value: str | datetime | None) -> datetime | None:
-    """A ``since`` moment: a datetime as it is, or an ISO 8601 text (``2026-01-31``,
-    ``2026-01-31T12:00:00+01:00``, a trailing ``Z`` for UTC)."""
-    if value is None or isinstance(value, datetime):
-        return value
-    text = str(value).strip()
-    if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read 'Z'
-        text = text[:-1] + "+00:00"
+    """A ``since`` moment as an aware UTC datetime: a datetime (a naive one is UTC), or an
+    ISO 8601 text (``2026-01-31``, ``2026-01-31T12:00:00+01:00``, a trailing ``Z`` for
+    UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read 'Z'
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise InputError(
+                f"{value!r} is not an ISO timestamp such as 2026-01-31 or "
+                "2026-01-31T12:00:00+01:00."
+            ) from None
+    else:
+        raise InputError(f"Give since as a datetime or an ISO timestamp, not {value!r}.")
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(
-            f"{value!r} is not an ISO timestamp such as 2026-01-31 or 2026-01-31T12:00:00+01:00."
-        ) from None
+        return export_sql.as_utc(moment)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past the last datetime in UTC
+        raise InputError(f"{value!s} is outside the dates this can compare.") from None
 
 
 def check_export_options(
@@ -809,8 +831,11 @@ def export_pairs(
             "--since and --cursor follow the stored pairs (ratio margin, max retrieval); "
             "they cannot be combined with another margin or retrieval."
         )
-    if cursor is not None and not (0 < len(cursor) <= MAX_CURSOR_NAME and cursor.isprintable()):
-        raise InputError(f"A cursor name has 1 to {MAX_CURSOR_NAME} printable characters.")
+    if cursor is not None and (not 0 < len(cursor) <= MAX_CURSOR_NAME or breaks_a_line(cursor)):
+        raise InputError(
+            f"A cursor name has 1 to {MAX_CURSOR_NAME} characters, none of them a control "
+            "character (a tab, a line break)."
+        )
     if since is not None and cursor is not None:
         raise InputError(
             "--cursor starts where its last export ended; it cannot go with --since (a new "
@@ -894,10 +919,14 @@ def export_pairs(
                         part = [w for w in part if keep.keep(w[4], w[5])]
                         withdrawn_sink.write(_format_withdrawn(fmt, spec, part))
                         withdrawn_rows += len(part)
-            files = _close_document(sink, fmt, spec)
-            withdrawn_files = (
-                None if withdrawn_sink is None else _close_document(withdrawn_sink, fmt, spec)
-            )
+            # both files written whole before either is moved into place: a disk that
+            # fills while the second is flushed leaves the first as it was, not new pairs
+            # beside the old withdrawals
+            _close_document(sink, fmt, spec)
+            if withdrawn_sink is not None:
+                _close_document(withdrawn_sink, fmt, spec)
+            files = sink.commit()
+            withdrawn_files = None if withdrawn_sink is None else withdrawn_sink.commit()
         except BaseException:
             sink.abort()
             if withdrawn_sink is not None:
@@ -942,12 +971,13 @@ def _open_document(sink: _Sink | ParquetSink, fmt: str, spec: PairSpec) -> None:
         sink.write([head])
 
 
-def _close_document(sink: _Sink | ParquetSink, fmt: str, spec: PairSpec) -> list[str]:
-    """What a format writes after its last pair (TMX: the end of the body), then commit."""
+def _close_document(sink: _Sink | ParquetSink, fmt: str, spec: PairSpec) -> None:
+    """What a format writes after its last pair (TMX: the end of the body), then close
+    the file (not yet in place: :meth:`commit`)."""
     _, tail = document_ends(fmt, spec)
     if tail:
         sink.write([tail])
-    return sink.commit()
+    sink.finish()
 
 
 def _withdrawals(

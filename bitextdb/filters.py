@@ -10,6 +10,7 @@ exact as long as the cursor keeps its filter (see :func:`bitextdb.export.export_
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,6 +33,8 @@ class PairFilter:
         ratio = self.max_length_ratio
         if ratio is not None and not ratio >= 1:  # `not >=` also refuses NaN
             raise InputError(f"--max-length-ratio must be at least 1, not {ratio:g}.")
+        if ratio == math.inf:  # no limit; and JSON (a cursor's filters) has no infinity
+            object.__setattr__(self, "max_length_ratio", None)
 
     @property
     def active(self) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from .config import Settings, check_lang, resolved_path
+from .config import Settings, breaks_a_line, check_lang, resolved_path
 from .db import Database, corpus
 from .encoder import TextEncoder, normalize_rows
 from .encoder_process import wants_encoder_process
@@ -784,7 +784,7 @@ def _checked_source(name: str) -> str:
     """``name``, if a source may bear it (checked before anything is read or stored)."""
     if not name.strip():
         raise InputError("A source name cannot be empty; pass a name with --source, or none.")
-    if len(name) > 512 or not name.isprintable():
+    if len(name) > 512 or breaks_a_line(name):
         raise InputError(
             f"A source name has at most 512 characters, none of them a control character "
             f"(a tab, a line break) or invalid UTF-8, not {name[:80]!r}; pass --source NAME."

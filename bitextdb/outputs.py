@@ -4,27 +4,41 @@ A regular file is written whole under a temporary name beside it and renamed int
 so a reader never meets half a file and a failed export leaves the old one. What is not
 a regular file (``/dev/null``, a named pipe) is written straight: a rename would replace
 the device or the pipe with a file. A symbolic link is followed, so the link stays and
-its target gets the new content. The files of the database itself are refused.
+its target gets the new content. A name of one of this process' open descriptors
+(``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/self/fd/N``) is written through
+that descriptor: opened again by name, a file the shell opened with ``>>`` would be
+truncated, and followed to its target, a pipe has no name to open. The files of the
+database itself are refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from .config import LOCATIONS_FILE, Locations, resolved_path
+from .config import LOCATIONS_FILE, Locations, resolved_path, sqlite_file
 from .errors import InputError
 
 
 @dataclass(frozen=True)
 class OutputFile:
-    """A file to write: ``path`` (links followed) and whether it is written in place."""
+    """A file to write: ``path`` (links followed), whether it is written in place, and
+    the open descriptor to write through when it names one."""
 
     path: Path
     direct: bool = False
+    descriptor: int | None = None
+
+    def open_binary(self) -> IO[bytes]:
+        """The file to write, opened: the descriptor, the path itself, or the temporary."""
+        if self.descriptor is not None:
+            return os.fdopen(os.dup(self.descriptor), "wb")
+        return open(self.temporary(), "wb")
 
     def temporary(self) -> Path:
         """Where to write: a temporary name beside a regular file, else the path itself."""
@@ -48,6 +62,13 @@ def output_file(path: str | os.PathLike[str], flag: str, locations: Locations) -
     """Check ``path`` as a file to write for ``flag`` (a folder that exists, not a folder
     itself, not one of the database's files) and say how to write it."""
     given = Path(path).expanduser()
+    descriptor = _descriptor(given)
+    if descriptor is not None:
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            raise InputError(f"{given} names descriptor {descriptor}, which is not open.") from None
+        return OutputFile(given, direct=True, descriptor=descriptor)
     if not given.name or given.is_dir():
         raise InputError(f"{given} is a directory; give a file name to {flag}.")
     resolved = Path(resolved_path(given))
@@ -62,13 +83,27 @@ def output_file(path: str | os.PathLike[str], flag: str, locations: Locations) -
     return OutputFile(resolved, direct=not stat.S_ISREG(mode))
 
 
+_DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d+)")
+_STANDARD = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _descriptor(path: Path) -> int | None:
+    """The descriptor of this process that ``path`` names, if it names one."""
+    text = os.path.normpath(str(path))
+    if text in _STANDARD:
+        return _STANDARD[text]
+    match = _DESCRIPTOR.fullmatch(text)
+    return int(match.group(1)) if match else None
+
+
 def _holds_the_database(path: Path, locations: Locations) -> bool:
     """Whether writing ``path`` would overwrite a file that holds the database: the SQLite
     file (and its journals), the home's settings and lock, the embedded vectors."""
     home = locations.home.resolve()
     files = {home / LOCATIONS_FILE, locations.lock_path.resolve()}
-    if locations.db.startswith("sqlite:///"):
-        database = Path(locations.db[len("sqlite:///") :]).resolve()
+    database_file = sqlite_file(locations.db)
+    if database_file is not None:
+        database = database_file.resolve()
         files |= {database, *(database.with_name(database.name + x) for x in _JOURNALS)}
     return path in files or path.is_relative_to(locations.vectors_dir.resolve())
 

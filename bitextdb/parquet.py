@@ -66,10 +66,11 @@ class ParquetSink:
         self._pending: list[Any] = []
         self._pending_rows = 0
         self._stream: IO[bytes] | None = None
+        self._finished = False
         try:
             # what is not a regular file (a pipe) cannot seek: pyarrow then writes to a
             # Python stream, which it does not ask to
-            self._stream = open(file.path, "wb") if file.direct else None  # noqa: SIM115
+            self._stream = file.open_binary() if file.direct else None
             where = self._stream or str(file.temporary())
             self._writer = pq.ParquetWriter(where, self._schema, compression="zstd")
         except OSError as exc:
@@ -92,12 +93,19 @@ class ParquetSink:
             self._writer.write_table(pa.Table.from_batches(self._pending, schema=self._schema))
             self._pending, self._pending_rows = [], 0
 
-    def commit(self) -> list[str]:
-        """Write what is left, close the file and move it into place."""
+    def finish(self) -> None:
+        """Write what is left and close the file (raising if it cannot be written whole)."""
+        if self._finished:
+            return
         self._flush()
         self._writer.close()
         if self._stream is not None:
             self._stream.close()
+        self._finished = True
+
+    def commit(self) -> list[str]:
+        """Write what is left, close the file and move it into place."""
+        self.finish()
         assert self._file is not None
         self._file.install()
         self._file = None

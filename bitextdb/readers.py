@@ -549,6 +549,15 @@ def _looks_binary(head: bytes, at_eof: bool) -> bool:
     return bad * 10 > len(head) * 3
 
 
+def _control_bytes(head: bytes) -> bool:
+    """Whether ``head`` holds bytes no text file holds: NUL and the C0 controls other than
+    tab, line feed, vertical tab, form feed, carriage return and escape."""
+    return any(b < 0x20 and b not in _TEXT_CONTROLS for b in head)
+
+
+_TEXT_CONTROLS = frozenset(b"\t\n\v\f\r\x1b")
+
+
 def _records(stream: BinaryIO) -> Iterator[bytes | None]:
     """Yield each line without its line break (and trailing CR); None for an over-long one."""
     limit = MAX_RECORD_BYTES + 2  # room for the CR LF
@@ -674,7 +683,13 @@ def _read(
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16's byte-order marks
             raise InputError(f"{name} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16).")
         if _looks_binary(head, at_eof=len(head) < SNIFF_BYTES):
-            raise InputError(f"{name} looks like a binary file, not text.")
+            if _control_bytes(head):
+                raise InputError(f"{name} looks like a binary file, not text.")
+            raise InputError(
+                f"{name} is not UTF-8 text: most likely text in another encoding (Shift-JIS, "
+                "GB18030, Windows-1251, Latin-1...); convert it to UTF-8 first "
+                "(iconv -f ENCODING -t UTF-8)."
+            )
         if head.startswith(_UTF8_BOM):
             head = head[len(_UTF8_BOM) :]
         if head.count(b"\r") > 1 and b"\n" not in head:

@@ -38,7 +38,9 @@ def sentence_splitter(lang: str) -> Splitter:
             "Splitting into sentences needs the sentencex package: pip install sentencex."
         ) from exc
 
-    code = lang.lower().replace("_", "-")
+    # sentencex knows languages, not regions: given `es-MX` it falls back to English rules
+    # (`La Sra.` became a sentence), and the one regional chain it has, pt-BR, is pt's
+    code = lang.lower().replace("_", "-").split("-")[0]
 
     def split(text: str) -> list[str]:
         pieces: list[str] = []

@@ -65,6 +65,7 @@ from .export import (
     iter_records,
     iter_withdrawn,
     parse_directed_pair,
+    parse_since,
     render_records,
 )
 from .filters import PairFilter
@@ -361,6 +362,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
     ) -> StreamingResponse:
         spec = parse_directed_pair(pair)  # a malformed pair or filter is bad input (400) ...
         PairFilter(max_length_ratio, skip_identical)
+        parse_since(since)
         check_export_options(format, min_score, with_sources, with_ids)
         with lock:
             as_of = utcnow()
@@ -393,6 +395,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
     ) -> StreamingResponse:
         spec = parse_directed_pair(pair)
         check_export_options(format, min_score)
+        parse_since(since)
         with lock:
             as_of = utcnow()
             try:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 import bitextdb
 from bitextdb.config import Settings
+from bitextdb.errors import InputError
 from tests.test_miner import make_vectors
 
 PUBLIC = {
@@ -204,3 +205,36 @@ def test_whole_floats_are_whole_numbers_and_init_checks_its_dimension(
         assert db.settings.batch_size == 32 and type(db.settings.batch_size) is int
         assert db.settings.encoder_process is False  # 0, as an older library stored it
         assert db.configure(batch_size=16.0).batch_size == 16
+
+
+@pytest.mark.parametrize("name", ["h%41x", "a?b=1", "c#d"])
+def test_a_home_whose_name_reads_as_url_syntax_keeps_its_database_inside(
+    tmp_path: Path, name: str
+) -> None:
+    """The SQLite URL was built from the path unescaped: `h%41x` put the database in
+    `hAx`, `a?b=1` in a file `a` beside the home, and init then said there was none."""
+    home = tmp_path / name
+    db = bitextdb.init(home, model="synthetic", dim=4, k=1)
+    db.ingest_embeddings("en", ["one", "two"], np.eye(4, dtype=np.float32)[:2])
+    db.close()
+    assert (home / "bitextdb.sqlite").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    with bitextdb.open(home) as again:
+        assert again.stats()["languages"]["en"]["sentences"] == 2
+
+
+def test_source_names_may_hold_any_space_and_joiners_but_no_line_breaks(home: Path) -> None:
+    """`isprintable` refused a Persian file name (its zero-width non-joiner), an
+    ideographic or no-break space, an emoji family (its zero-width joiners)."""
+    db = bitextdb.init(home, model="synthetic", dim=4, k=1)
+    try:
+        names = ["می\u200cخواهم.txt", "日本語\u3000コーパス", "nbsp\u00a0x", "👨\u200d👩\u200d👧"]
+        for n, name in enumerate(names):
+            db.ingest_embeddings("en", [f"text {n}"], np.eye(4, dtype=np.float32)[n : n + 1],
+                                 source=name)  # fmt: skip
+        assert {s["name"] for s in db.sources("en")} == set(names)
+        for bad in ("a\tb", "a\u2028b", "a\nb", "a\udcffb"):
+            with pytest.raises(InputError, match="control character"):
+                db.ingest_embeddings("en", ["other"], np.ones((1, 4), np.float32), source=bad)
+    finally:
+        db.close()

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -669,6 +670,48 @@ def test_a_database_and_store_from_before_names_are_named_at_open(tmp_path: Path
     assert kept and (home / "vectors" / "store-id").read_text().strip() == kept
 
 
+def test_of_two_homes_claiming_an_unnamed_database_at_once_one_is_refused(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read, check, then write: two homes opening a database that names no store yet could
+    both pass the check (seen on PostgreSQL). The name is now written only where none is,
+    so the second to write learns of the first."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    bitextdb.init(first, db=db_url, model="synthetic", dim=4).close()
+    database = Database(db_url)
+    with database.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM settings WHERE key = 'edge_store'"))
+    database.dispose()
+    bitextdb.init(second, db=f"sqlite:///{tmp_path / 'own.sqlite'}", model="synthetic", dim=4)
+    (second / "bitextdb.json").unlink()
+    read = Database.note
+
+    def the_first_claims_meanwhile(self: Database, key: str):  # type: ignore[no-untyped-def]
+        found = read(self, key)
+        if key == "edge_store" and found is None and not claimed:
+            claimed.append(first)
+            bitextdb.open(first, db=db_url).close()  # names it, between read and write
+        return found
+
+    claimed: list[Path] = []
+    monkeypatch.setattr(Database, "note", the_first_claims_meanwhile)
+    with pytest.raises(ConfigError, match="filled from the vectors of another home"):
+        bitextdb.open(second, db=db_url)
+    assert claimed
+    monkeypatch.undo()
+    bitextdb.open(first, db=db_url).close()
+
+
+def test_claim_note_keeps_the_first_value(db_url: str, home: Path) -> None:
+    bitextdb.init(home, db=db_url, model="synthetic", dim=4).close()
+    database = Database(db_url)
+    try:
+        assert database.claim_note("claimed", "a") == "a"
+        assert database.claim_note("claimed", "b") == "a"
+    finally:
+        database.dispose()
+
+
 def test_a_home_keeps_the_database_it_was_made_with(tmp_path: Path) -> None:
     """Given a second, empty database, a home would write that database's vectors over
     the first one's (the same ids)."""
@@ -696,3 +739,58 @@ def test_a_database_from_before_names_is_taken_only_by_the_home_it_was_filled_fr
         bitextdb.open(tmp_path / "empty", db=url)
     with bitextdb.open(first) as db:  # the home that holds them takes it
         assert db.db.note("edge_store") == (first / "vectors" / "store-id").read_text().strip()
+
+
+def test_a_lock_whose_connection_was_killed_ends_quietly(postgres_url: str) -> None:
+    """A killed PostgreSQL connection took its advisory locks with it: releasing them
+    raised `unexpected OperationalError` (exit 1) over whatever had happened."""
+    import hashlib
+
+    name = f"test-lock-{uuid.uuid4().hex}"
+    key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 1
+    database = Database(postgres_url)
+    try:
+        with database.advisory_locks([name, name + "-2"]):
+            with database.engine.connect() as other:
+                killed = other.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                        "'advisory' AND classid::bigint = :high AND objid::bigint = :low"
+                    ),
+                    {"high": key >> 32, "low": key & 0xFFFFFFFF},
+                ).all()
+            assert len(killed) == 1 and killed[0][0]
+        with database.advisory_lock(name):  # free again, on a new connection
+            pass
+    finally:
+        database.dispose()
+
+
+def test_two_upgrades_of_a_new_postgresql_database_at_once_both_succeed(
+    postgres_url: str,
+) -> None:
+    """Both created alembic_version and the second failed with a raw IntegrityError."""
+    import threading
+
+    databases = [Database(postgres_url) for _ in range(3)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(databases))
+
+    def upgrade(database: Database) -> None:
+        start.wait()
+        try:
+            database.upgrade()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade, args=(d,)) for d in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        assert {d.current_revision() for d in databases} == {databases[0].head_revision()}
+    finally:
+        for database in databases:
+            database.dispose()

@@ -26,7 +26,8 @@ import bitextdb.export as export_module
 from bitextdb.cli import cli
 from bitextdb.db import Database
 from bitextdb.db import export_sql as export_sql_module
-from bitextdb.export import export_pairs, iter_records, select_pairs
+from bitextdb.errors import InputError
+from bitextdb.export import export_pairs, iter_records, iter_withdrawn, select_pairs
 from tests.reference import cosine_matrix, random_unit
 from tests.schema_helpers import database_at
 
@@ -851,6 +852,87 @@ def test_a_reader_that_stops_early_ends_the_export_quietly(home: Path) -> None:
     assert reader.wait(60) == 141 and errors == ""
 
 
+def test_a_reader_that_stops_inside_the_one_batch_leaves_the_cursor_where_it_was(
+    home: Path,
+) -> None:
+    """Every pair fits one batch, written in one call larger than a pipe holds: the pipe
+    took 64 KiB, the reader went, and Python reported the part as written without an
+    error, so the export exited 0 and saved its cursor past pairs never read."""
+    build(home, n=(900, 900)).close()
+    command = [sys.executable, "-c", "from bitextdb.cli import main; main()"]
+    command += ["-q", "--home", str(home), "export", "--pair", "de-en", "--min-score", "-inf"]
+    command += ["--format", "jsonl", "--with-sources", "--cursor", "nightly"]
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    time.sleep(0.5)  # the export has written what the pipe holds and waits on the rest
+    assert json.loads(reader.stdout.readline())["src_lang"] == "de"
+    reader.stdout.close()
+    errors = reader.stderr.read().decode()
+    assert reader.wait(60) == 141, errors
+    listed = CliRunner().invoke(cli, ["--home", str(home), "cursors", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []
+    whole = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "--home",
+            str(home),
+            "export",
+            "--pair",
+            "de-en",
+            "--min-score",
+            "-inf",
+            "--format",
+            "jsonl",
+            "--with-sources",
+            "--cursor",
+            "nightly",
+        ],
+    )
+    assert whole.exit_code == 0, whole.output
+    assert len(whole.stdout.splitlines()) > 400 and len(whole.stdout.encode()) > 70_000
+
+
+def test_output_to_dev_stdout_writes_through_the_open_descriptor(
+    home: Path, tmp_path: Path
+) -> None:
+    """`-o /dev/stdout >> log` appends (opened again by name, the file was truncated) and
+    `-o /dev/stdout | ...` writes into the pipe (followed, its target had no name)."""
+    build(home, n=(40, 40)).close()
+    command = f"{sys.executable} -c 'from bitextdb.cli import main; main()' -q --home {home}"
+    command += " export --pair de-en --min-score -inf --format tsv -o /dev/stdout"
+    log = tmp_path / "log.txt"
+    log.write_text("precious\n")
+    done = subprocess.run(f"{command} >> {log}", shell=True, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0] == "precious" and len(lines) > 20
+    assert lines[-1].startswith("exported ")  # the summary follows the pairs, as printed
+    assert all(line.count("\t") == 2 for line in lines[1:-1])
+    piped = subprocess.run(f"{command} | cat", shell=True, capture_output=True, text=True)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.splitlines() == lines[1:]
+
+
+def test_since_out_of_range_or_as_text(home: Path, tmp_path: Path) -> None:
+    """A moment past the last datetime once in UTC is bad input (exit 2), not a crash;
+    the library's iter_withdrawn takes the ISO text export_pairs takes."""
+    build(home).close()
+    out = str(tmp_path / "o.tsv")
+    for moment in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        result = CliRunner().invoke(
+            cli, ["-q", "--home", str(home), "export", "--pair", "de-en", "--since", moment,
+                  "--withdrawn", str(tmp_path / "w.tsv"), "-o", out]
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert "outside the dates" in result.output and "Traceback" not in result.output
+    with bitextdb.open(home) as db:
+        assert list(iter_withdrawn(db, "de-en", since="2026-01-01T00:00:00Z")) == []
+        with pytest.raises(InputError, match="outside the dates"):
+            iter_records(db, "de-en", since="9999-12-31T23:59:59-01:00")
+
+
 def test_tmx_escapes_markup_and_lists_withdrawals(home: Path, tmp_path: Path) -> None:
     db = bitextdb.init(home, model="synthetic", dim=4, k=1)
     try:
@@ -972,5 +1054,38 @@ def test_parquet_is_refused_where_it_cannot_go(
         monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if not installed
         with pytest.raises(bitextdb.InputError, match=r"pip install 'bitextdb\[parquet\]'"):
             export_pairs(db, "de-en", output=str(target), fmt="parquet")
+    finally:
+        db.close()
+
+
+def test_a_withdrawal_file_that_cannot_be_written_leaves_the_pairs_file_as_it_was(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pairs file was moved into place before the withdrawals were flushed: a disk that
+    filled then left new pairs beside the previous round's withdrawals."""
+    db = build(home, n=(30, 30))
+    (tmp_path / "out").mkdir()
+    try:
+        out, gone = tmp_path / "out" / "new.tsv", tmp_path / "out" / "drop.tsv"
+        export_pairs(db, "de-en", output=str(out), cursor="c", withdrawn=str(gone))
+        before = (out.read_bytes(), gone.read_bytes())
+        db.ingest_embeddings("en", [f"more {i}" for i in range(20)], random_unit(20, 8, 9))
+        closing = export_module._close_document
+        calls: list[object] = []
+
+        def full_disk(sink, fmt, spec):  # type: ignore[no-untyped-def]
+            calls.append(sink)
+            if len(calls) == 2:  # the withdrawals' file
+                raise OSError(28, "No space left on device")
+            closing(sink, fmt, spec)
+
+        monkeypatch.setattr(export_module, "_close_document", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            export_pairs(db, "de-en", output=str(out), cursor="c", withdrawn=str(gone))
+        assert (out.read_bytes(), gone.read_bytes()) == before
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["drop.tsv", "new.tsv"]
+        monkeypatch.setattr(export_module, "_close_document", closing)
+        again = export_pairs(db, "de-en", output=str(out), cursor="c", withdrawn=str(gone))
+        assert again["rows"] > 0 and out.read_bytes() != before[0]
     finally:
         db.close()

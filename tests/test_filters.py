@@ -157,3 +157,17 @@ def test_evaluate_what_a_filtered_export_writes(db: bitextdb.BitextDB, tmp_path:
     )
     assert result.exit_code == 0, result.output
     assert "(1 more filtered out)" in result.stdout
+
+
+def test_an_infinite_ratio_is_no_limit_and_a_cursor_keeps_it(
+    db: bitextdb.BitextDB, tmp_path: Path
+) -> None:
+    """PostgreSQL's JSON has no infinity: a cursor saved with `--max-length-ratio inf`
+    failed there after its file was written."""
+    assert PairFilter(max_length_ratio=math.inf) == PairFilter()
+    out = str(tmp_path / "p.tsv")
+    first = export_pairs(db, "en-de", output=out, cursor="c", min_score=-np.inf,
+                         max_length_ratio=math.inf)  # fmt: skip
+    assert first["rows"] == 4
+    again = export_pairs(db, "en-de", output=out, cursor="c", min_score=-np.inf)
+    assert again["rows"] == 0

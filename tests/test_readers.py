@@ -399,6 +399,22 @@ def test_png_is_binary(tmp_path: Path) -> None:
         next(read_lines(path))
 
 
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("shift_jis", "日本語の文です。\nもう一つの文。\n"),
+        ("gb18030", "这是一个句子。\n还有一个。\n"),
+        ("cp1251", "Привет, мир.\nЭто предложение.\n"),
+    ],
+)
+def test_text_in_a_legacy_encoding_is_named_so_not_binary(
+    tmp_path: Path, encoding: str, text: str
+) -> None:
+    path = write(tmp_path / "legacy.txt", (text * 20).encode(encoding))
+    with pytest.raises(InputError, match=r"is not UTF-8 text.*iconv -f ENCODING"):
+        next(read_lines(path))
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
 def test_utf16_is_named(tmp_path: Path, encoding: str) -> None:
     data = "ein Satz\nnoch einer\n".encode(encoding)

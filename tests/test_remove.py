@@ -497,3 +497,27 @@ def test_the_hint_after_a_stopped_removal_counts_only_the_pairs_mined(tmp_path: 
         assert db.stats()["pairs"]["xa-xb"]["candidates_waiting"] == 0
     finally:
         db.close()
+
+
+def test_a_language_with_sixteen_partners_is_removed_on_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A removal locks every language pair of its language: a connection a lock took
+    sixteen of SQLAlchemy's pool of fifteen, and the removal timed out."""
+    partners = [f"x{chr(ord('a') + i)}" for i in range(16)]
+    pairs = ",".join(f"en-{lang}" for lang in partners)
+    db = bitextdb.init(
+        tmp_path / "home", db=postgres_url, model="synthetic", dim=8, k=2, pairs=pairs
+    )
+    try:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(6)], random_unit(6, 8, 0), source="e")
+        for n, lang in enumerate(partners):
+            texts = [f"{lang} {i}" for i in range(6)]
+            db.ingest_embeddings(lang, texts, random_unit(6, 8, n + 1), mine=False)
+        db.mine()
+        assert len(db.language_pairs()) == 16
+        db.remove("en", "e")
+        assert db.check().ok
+        assert "en" not in db.stats()["languages"]
+    finally:
+        db.close()

@@ -83,6 +83,13 @@ def test_splitter_knows_abbreviations_line_breaks_and_languages() -> None:
         "A Dra. Silva chegou. ",
         "Ela saiu.",
     ]
+    # any region or script: sentencex would take English rules for es-MX ("La Sra." alone)
+    for code in ("es-MX", "es-419", "es_ES"):
+        assert sentence_splitter(code)("La Sra. García no vino. Ella es de aquí.") == [
+            "La Sra. García no vino. ",
+            "Ella es de aquí.",
+        ], code
+    assert sentence_splitter("ru-RU")("Это т. е. пример. Да.") == ["Это т. е. ", "пример. ", "Да."]
 
 
 # -- reading -----------------------------------------------------------------------------------

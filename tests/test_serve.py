@@ -263,6 +263,10 @@ def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> 
     assert len(records) >= 10 and {r["reason"] for r in records} == {"removed"}
     assert {r["src"] for r in records} <= set(it) and {r["src_lang"] for r in records} == {"it"}
     error_of(client.get("/withdrawn", params={"pair": "it-en"}), 422)  # no since
+    for path in ("/withdrawn", "/export"):  # past the last datetime once in UTC: refused
+        # (it used to fail inside the stream: 200 and an empty body)
+        late = {"pair": "it-en", "since": "9999-12-31T23:59:59-01:00"}
+        assert "outside the dates" in error_of(client.get(path, params=late), 400)
     assert "xx" in error_of(
         client.get("/withdrawn", params={"pair": "xx-en", "since": before}), 404
     )

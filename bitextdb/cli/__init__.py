@@ -19,6 +19,7 @@ from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX
 from ..errors import BitextDBError, InputError
 from ..language_id import DEFAULT_LID_THRESHOLD
 from ..progress import ProgressBars
+from .stdout import use_whole_writes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -583,6 +584,7 @@ from . import commands  # noqa: E402, F401
 
 def main() -> None:
     """Console entry point."""
+    use_whole_writes()
     cli(prog_name="bitextdb")
 
 

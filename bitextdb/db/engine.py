@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -137,19 +138,40 @@ class Database:
         once while never two of them the same pair. Elsewhere a no-op: an embedded home is
         already held by one process (``bitextdb.lock``).
         """
-        if self.dialect != "postgresql":
+        with self.advisory_locks([name], shared=shared):
+            yield
+
+    @contextlib.contextmanager
+    def advisory_locks(self, names: Sequence[str], *, shared: bool = False) -> Iterator[None]:
+        """Hold the locks ``names``, taken in the order given, all on one connection: a
+        removal locks every language pair of its language, and a connection a lock would
+        exhaust the pool (15) at fifteen partner languages."""
+        if self.dialect != "postgresql" or not names:
             yield
             return
-        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 1
         kind = "_shared" if shared else ""
+        keys = [
+            int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 1
+            for name in names
+        ]
         with self.engine.connect() as conn:
-            conn.execute(text(f"SELECT pg_advisory_lock{kind}(:key)"), {"key": key})
-            conn.commit()
+            taken: list[int] = []
             try:
+                for key in keys:
+                    try:
+                        conn.execute(text(f"SELECT pg_advisory_lock{kind}(:key)"), {"key": key})
+                        conn.commit()
+                    except OperationalError as exc:  # the connection went
+                        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                        raise StoreUnavailableError(f"The database failed: {reason}") from exc
+                    taken.append(key)
                 yield
             finally:
-                conn.execute(text(f"SELECT pg_advisory_unlock{kind}(:key)"), {"key": key})
-                conn.commit()
+                # a lost connection took its locks with it: nothing is left to release
+                with contextlib.suppress(OperationalError):
+                    for key in reversed(taken):
+                        conn.execute(text(f"SELECT pg_advisory_unlock{kind}(:key)"), {"key": key})
+                        conn.commit()
 
     # -- migrations ------------------------------------------------------------------
     def _alembic_config(self) -> Config:
@@ -173,16 +195,20 @@ class Database:
         next ``init`` starts it again. On SQLite that takes an engine of its own: Python's
         driver runs DDL outside transactions unless told to leave them to SQLite.
         """
-        self._refuse_newer(self.current_revision())
-        cfg = self._alembic_config()
-        engine = self._ddl_engine() if self.dialect == "sqlite" else self.engine
-        try:
-            with engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-        finally:
-            if engine is not self.engine:
-                engine.dispose()
+        self.ping()  # a database out of reach is said so before the lock below meets it
+        # two inits of one new PostgreSQL database at once both created alembic_version;
+        # the second now waits and finds the schema made
+        with self.advisory_lock("bitextdb-schema"):
+            self._refuse_newer(self.current_revision())
+            cfg = self._alembic_config()
+            engine = self._ddl_engine() if self.dialect == "sqlite" else self.engine
+            try:
+                with engine.begin() as conn:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+            finally:
+                if engine is not self.engine:
+                    engine.dispose()
 
     def _ddl_engine(self) -> Engine:
         """A SQLite engine whose transactions SQLite itself runs, DDL included."""
@@ -236,6 +262,18 @@ class Database:
     def keep_note(self, key: str, value: Any) -> None:
         with self.session() as s:
             s.merge(Setting(key=key, value=value))
+
+    def claim_note(self, key: str, value: Any) -> Any:
+        """Keep ``value`` under ``key`` unless a value is kept there already (another
+        process' at the same moment included); the value kept afterwards."""
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        with self.session() as s:
+            s.execute(
+                insert(Setting.__table__)
+                .values(key=key, value=value)
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+        return self.note(key)
 
     def dispose(self) -> None:
         self.engine.dispose()
