@@ -54,8 +54,19 @@ class CheckReport:
             or any(pair["problems"] for pair in self.deep or ())
         )
 
+    @property
+    def only_work_waiting(self) -> bool:
+        """Whether all that keeps it from ``ok`` is work ``mine`` does (an ingest with
+        ``--no-mine``, or one stopped: sentences to encode, mine or remove, candidates to
+        recompute), nothing a repair must mend."""
+        waiting = CheckReport(languages=self.languages, wrong_dimension=self.wrong_dimension,
+                              dangling_neighbours=self.dangling_neighbours,
+                              dangling_pairs=self.dangling_pairs, stray_rows=self.stray_rows,
+                              deep=self.deep)  # fmt: skip
+        return not self.ok and waiting.ok
+
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__) | {"ok": self.ok}
+        return dict(self.__dict__) | {"ok": self.ok, "only_work_waiting": self.only_work_waiting}
 
 
 def check(

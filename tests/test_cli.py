@@ -551,3 +551,28 @@ def test_a_missing_sqlite_file_given_with_db_is_named(home: Path, tmp_path: Path
     missing = tmp_path / "nowhere" / "x.sqlite"
     result = invoke("--db", f"sqlite:///{missing}", "stats")
     assert_clean_error(result, f"No bitextdb database in {missing}", "bitextdb init")
+
+
+def test_stats_says_what_waits_for_a_vector(home: Path) -> None:
+    """After an ingest stopped before its vectors were stored, stats showed nothing
+    waiting: `pending` counts only sentences with a vector."""
+    with bitextdb.init(home, model="synthetic", dim=4, k=1) as db:
+        db.ingest_embeddings("en", ["one", "two", "three"], np.eye(4, dtype=np.float32)[:3])
+    with sqlite3.connect(home / "bitextdb.sqlite") as conn:
+        conn.execute("UPDATE sentences SET indexed = 0 WHERE text <> 'one'")
+    result = CliRunner().invoke(cli, ["--home", str(home), "stats"])
+    assert result.exit_code == 0, result.output
+    assert "(2 without a vector yet)" in result.output
+    assert "(bitextdb mine does the work waiting)" in result.output
+
+
+def test_check_after_an_ingest_without_mining_points_to_mine(home: Path) -> None:
+    with bitextdb.init(home, model="synthetic", dim=4, k=1) as db:
+        db.ingest_embeddings("en", ["one", "two"], np.eye(4, dtype=np.float32)[:2])
+        db.ingest_embeddings("de", ["eins", "zwei"], np.eye(4, dtype=np.float32)[:2], mine=False)
+    result = CliRunner().invoke(cli, ["--home", str(home), "check"])
+    assert result.exit_code == 1, result.output
+    assert "mining has work waiting (run `bitextdb mine`)" in result.output
+    assert CliRunner().invoke(cli, ["--home", str(home), "-q", "mine"]).exit_code == 0
+    again = CliRunner().invoke(cli, ["--home", str(home), "check", "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["only_work_waiting"] is False

@@ -511,7 +511,11 @@ def _stats_text(s: dict[str, Any]) -> str:
         "languages:",
     ]
     for lang, c in sorted(s["languages"].items()):
-        out.append(f"  {lang:8} {c['sentences']:>10} sentences  {c['sources']:>5} sources")
+        unencoded = c["sentences"] - c["indexed"]  # an ingest stopped before their vectors
+        out.append(
+            f"  {lang:8} {c['sentences']:>10} sentences  {c['sources']:>5} sources"
+            + (f"  ({unencoded} without a vector yet)" if unencoded else "")
+        )
     if s["pairs"]:
         out.append("pairs:")
     for name, p in sorted(s["pairs"].items()):
@@ -523,8 +527,11 @@ def _stats_text(s: dict[str, Any]) -> str:
             f"{p['search']} search{', ' + str(pending) + ' to mine' if pending else ''}"
             f"{', ' + str(waiting) + ' candidates to recompute' if waiting else ''})"
         )
-    if any(sum(p["pending"].values()) or p["candidates_waiting"] for p in s["pairs"].values()):
-        out.append("  (bitextdb mine does the work waiting)")
+    waiting = any(c["sentences"] > c["indexed"] for c in s["languages"].values()) or any(
+        sum(p["pending"].values()) or p["candidates_waiting"] for p in s["pairs"].values()
+    )
+    if waiting:
+        out.append("(bitextdb mine does the work waiting)")
     exports = s["exports"]
     if exports["cursors"] or exports["withdrawn_records"]:
         out.append(

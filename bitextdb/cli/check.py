@@ -46,6 +46,8 @@ def _text(r: dict[str, Any]) -> str:
         lines.append("consistent")
     elif r["repaired"]:
         lines.append("NOT consistent after the repair: what is left is counted above")
+    elif r["only_work_waiting"]:
+        lines.append("NOT consistent: mining has work waiting (run `bitextdb mine`)")
     else:
         lines.append("NOT consistent (run `bitextdb check --repair`)")
     return "\n".join(lines)
