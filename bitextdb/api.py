@@ -424,13 +424,21 @@ class BitextDB:
                     x: graph.count_pending(session, x, y) if langs[y]["indexed"] else 0
                     for x, y in ((a, b), (b, a))
                 }
-                biggest = max(langs[a]["indexed"], langs[b]["indexed"])
+                # how each side's collection is searched when the other side's sentences
+                # are added (the miner decides per side, by the size of the one searched)
+                searched = {
+                    x: "hnsw"
+                    if langs[x]["indexed"] > s.exact_limit and s.mine_path != "scan"
+                    else "exact"
+                    for x in (a, b)
+                }
                 pairs[name] = counts | {
                     "threshold": s.threshold,
                     "pending": pending,
                     # left by a run stopped between its steps: `mine` finishes them
                     "candidates_waiting": consistency.count_dirty(session, [(a, b)]),
-                    "search": "exact" if biggest <= s.exact_limit else "hnsw",
+                    "search": searched[a] if searched[a] == searched[b] else "mixed",
+                    "searched": searched,
                 }
             exports = {
                 "cursors": len(export_sql.list_cursors(session)),

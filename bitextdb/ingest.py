@@ -63,6 +63,8 @@ class IngestReport:
     duplicates: int = 0
     new: int = 0
     encoded: int = 0
+    #: sentences an earlier, stopped run stored without a vector, encoded first
+    resumed: int = 0
     #: a file ingested again: lines whose sentence changed, lines no longer there (see
     #: :mod:`bitextdb.source_sync`), and the sentences that left with them because no
     #: other source holds them
@@ -98,6 +100,7 @@ class VectorSource:
     ) -> None:
         self._encoder_factory = encoder
         self._encoder: TextEncoder | None = None
+        self.load_seconds = 0.0  # loading the model, wherever the first need met it
         self.rows = rows
         self.first_position = first_position  # the position of ``rows[0]``
 
@@ -122,7 +125,9 @@ class VectorSource:
         if self._encoder is None:
             if self._encoder_factory is None:
                 raise InputError("No model is available to encode these sentences.")
+            started = time.perf_counter()
             self._encoder = self._encoder_factory()
+            self.load_seconds += time.perf_counter() - started
         return self._encoder
 
 
@@ -230,7 +235,7 @@ class Ingestor:
             batches = itertools.chain([head], batches)
         self.index.ensure(lang, self.settings.dim)
         if vectors.rows is None:  # given vectors: unindexed rows are refilled batch by batch
-            self.resume(lang, vectors)
+            report.resumed = self.resume(lang, vectors)
         with self.db.session() as s:
             src = corpus.source_id(s, lang, source, path, split_sentences=split_sentences)
             if read is not None:
@@ -263,6 +268,7 @@ class Ingestor:
             lambda job: (job[0], self._when_stored_mark(job[1], job[2], in_flight, waits)),
         ]
         busy = [0.0] * (len(stages) + 1)  # seconds each stage worked, waits included
+        loaded_before = vectors.load_seconds
         # full collections walk only what the ingest makes, not the libraries (bitextdb.heap)
         with loaded_objects_frozen():
             try:
@@ -286,7 +292,11 @@ class Ingestor:
             finally:
                 sink.close()
         read, store, encode, upsert, mark = busy
+        # the model is loaded before the first new sentence is stored: in the storing
+        # stage when that sentence comes in a later batch, where it is not storing
+        store -= vectors.load_seconds - loaded_before
         report.stage_seconds = {
+            "load_model": vectors.load_seconds,
             "read": read,
             "store": store,
             "encode": encode,

@@ -238,3 +238,21 @@ def test_source_names_may_hold_any_space_and_joiners_but_no_line_breaks(home: Pa
                 db.ingest_embeddings("en", ["other"], np.ones((1, 4), np.float32), source=bad)
     finally:
         db.close()
+
+
+def test_an_ingest_says_it_encoded_what_an_earlier_run_left(home: Path, tiny_bert: Path) -> None:
+    """The vectors an ingest stopped before storing were made by the next ingest, which
+    said `encoded 0`."""
+    from sqlalchemy import text
+
+    db = bitextdb.init(home, model=str(tiny_bert))
+    try:
+        db.ingest_texts("en", [f"sentence number {i}" for i in range(10)])
+        with db.db.session() as s:
+            s.execute(text("UPDATE sentences SET indexed = false WHERE id % 2 = 0"))
+        done = db.ingest_texts("en", ["one more sentence"], source="more")
+        (report,) = done["ingested"]
+        assert (report["resumed"], report["encoded"]) == (5, 1)
+        assert db.check().ok
+    finally:
+        db.close()

@@ -576,3 +576,15 @@ def test_check_after_an_ingest_without_mining_points_to_mine(home: Path) -> None
     assert CliRunner().invoke(cli, ["--home", str(home), "-q", "mine"]).exit_code == 0
     again = CliRunner().invoke(cli, ["--home", str(home), "check", "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout)["only_work_waiting"] is False
+
+
+def test_stats_says_how_each_side_is_searched(home: Path) -> None:
+    """The miner decides per side by the size of the collection it searches; stats named
+    one mode for the pair from the larger side."""
+    with bitextdb.init(home, model="synthetic", dim=4, k=1, exact_limit=3) as db:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(5)], np.ones((5, 4), np.float32))
+        db.ingest_embeddings("de", [f"de {i}" for i in range(2)], np.ones((2, 4), np.float32))
+        pair = db.stats()["pairs"]["de-en"]
+    assert pair["searched"] == {"de": "exact", "en": "hnsw"} and pair["search"] == "mixed"
+    result = CliRunner().invoke(cli, ["--home", str(home), "stats"])
+    assert "hnsw search of en" in result.output and "exact search of de" in result.output

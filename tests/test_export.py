@@ -7,6 +7,7 @@ import gzip
 import json
 import lzma
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -1089,3 +1090,31 @@ def test_a_withdrawal_file_that_cannot_be_written_leaves_the_pairs_file_as_it_wa
         assert again["rows"] > 0 and out.read_bytes() != before[0]
     finally:
         db.close()
+
+
+def test_sigterm_drops_the_temporary_files_and_exits_143(home: Path, tmp_path: Path) -> None:
+    """SIGTERM (`timeout`, `kill`) ended an export where it stood, leaving its temporary
+    files beside the outputs for good. Here the export has written its pairs and waits to
+    open the withdrawals' named pipe."""
+    db = build(home, n=(30, 30))
+    out = tmp_path / "out"
+    out.mkdir()
+    export_pairs(db, "de-en", output=str(out / "new.tsv"), cursor="c")
+    db.ingest_embeddings("en", [f"more {i}" for i in range(10)], random_unit(10, 8, 5))
+    db.close()
+    fifo = tmp_path / "drop.fifo"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-c", "from bitextdb.cli import main; main()", "-q"]
+    command += ["--home", str(home), "export", "--pair", "de-en", "--cursor", "c"]
+    command += ["-o", str(out / "new.tsv"), "--withdrawn", str(fifo), "--format", "tsv"]
+    exporter = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".tmp") for p in out.iterdir()):
+        assert exporter.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)  # on to the pipe's open, where it waits for a reader
+    exporter.send_signal(signal.SIGTERM)
+    _, errors = exporter.communicate(timeout=60)
+    assert exporter.returncode == 143, errors
+    assert b"Interrupted" in errors and b"Traceback" not in errors
+    assert [p.name for p in out.iterdir()] == ["new.tsv"]

@@ -318,6 +318,7 @@ def test_report_says_how_long_each_stage_worked(
         report = only(db.ingest(path, "en", mine=False))
     stages = report["stage_seconds"]
     assert set(stages) == {
+        "load_model",
         "read",
         "store",
         "encode",
@@ -330,6 +331,32 @@ def test_report_says_how_long_each_stage_worked(
     assert stages["encode"] >= 0.3  # in process, the encode stage does the work
     assert stages["encode"] == max(stages.values())
     assert sum(stages.values()) - stages["encode"] < report["seconds"]
+
+
+def test_loading_the_model_in_a_later_batch_is_not_counted_as_storing(
+    home: Path, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model is loaded before the first new sentence is stored; when that sentence
+    came in a later batch, the load was counted in the storing stage (seen as 7 s of
+    `store` for 10 changed lines)."""
+    import bitextdb.api
+    import bitextdb.ingest
+
+    with make_db(home, None, tiny_bert) as db:
+        db.ingest(write_lines(tmp_path / "a.txt", EN[:2]), "en", mine=False)
+    loading = bitextdb.api.BitextDB.encoder
+
+    def slow(self):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)
+        return loading.fget(self)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(bitextdb.api.BitextDB, "encoder", property(slow))
+    monkeypatch.setattr(bitextdb.ingest, "BATCH", 2)
+    with bitextdb.open(home) as db:  # a new handle: the model is not loaded yet
+        report = only(db.ingest(write_lines(tmp_path / "b.txt", EN[:4]), "en", mine=False))
+    assert (report["new"], report["encoded"]) == (2, 2)
+    stages = report["stage_seconds"]
+    assert stages["load_model"] >= 0.5 and stages["store"] < 0.5, stages
 
 
 def test_stored_vectors_are_the_models(home: Path, tiny_bert: Path, tmp_path: Path) -> None:

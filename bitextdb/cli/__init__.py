@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,9 +67,9 @@ def friendly(fn: F) -> F:
         except BitextDBError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             click.echo("Interrupted; what was committed is kept, rerun to resume.", err=True)
-            sys.exit(130)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
         except click.ClickException:
             raise
         except BrokenPipeError:  # the reader went (`... | head`): stop quietly, as cat does
@@ -330,10 +331,13 @@ def _ingest_text(result: dict[str, Any]) -> str:
             if r["changed"] or r["dropped"]
             else ""
         )
+        loading = r.get("stage_seconds", {}).get("load_model", 0.0)
         lines.append(
             f"{r['source']} [{r['lang']}]: read {r['read']}{split}, new {r['new']}, "
-            f"duplicates {r['duplicates']}, skipped {skipped}{synced}, encoded {r['encoded']} "
-            f"in {r['seconds']:.1f} s"
+            f"duplicates {r['duplicates']}, skipped {skipped}{synced}, encoded {r['encoded']}"
+            + (f" (and {r['resumed']} an earlier run left)" if r.get("resumed") else "")
+            + f" in {r['seconds']:.1f} s"
+            + (f" (loading the model {loading:.1f} s)" if loading >= 0.5 else "")
         )
     lines += [
         f"removed from {p['pair']}: {p['changed_lists']} lists searched again without the "
@@ -342,6 +346,12 @@ def _ingest_text(result: dict[str, Any]) -> str:
     ]
     lines += [_mine_line(m) for m in result.get("mined", [])]
     return "\n".join(lines)
+
+
+def _search_text(pair: dict[str, Any]) -> str:
+    if pair["search"] != "mixed":
+        return f"{pair['search']} search"
+    return ", ".join(f"{mode} search of {lang}" for lang, mode in pair["searched"].items())
 
 
 def _mine_line(m: dict[str, Any]) -> str:
@@ -524,7 +534,7 @@ def _stats_text(s: dict[str, Any]) -> str:
         out.append(
             f"  {name:10} {p['pairs']:>10} pairs >= {p['threshold']:g}  "
             f"({p['accepted']} accepted, {p['candidates']} candidates, "
-            f"{p['search']} search{', ' + str(pending) + ' to mine' if pending else ''}"
+            f"{_search_text(p)}{', ' + str(pending) + ' to mine' if pending else ''}"
             f"{', ' + str(waiting) + ' candidates to recompute' if waiting else ''})"
         )
     waiting = any(c["sentences"] > c["indexed"] for c in s["languages"].values()) or any(
@@ -589,9 +599,19 @@ def db_upgrade(ctx: Context) -> None:
 from . import commands  # noqa: E402, F401
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, systemd), met as Ctrl-C is: what is being written is
+    dropped (an export's temporary files), what was committed is kept; exit 143."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     """Console entry point."""
     use_whole_writes()
+    signal.signal(signal.SIGTERM, _terminate)  # `serve` puts uvicorn's own while it runs
     cli(prog_name="bitextdb")
 
 
