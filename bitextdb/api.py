@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import uuid
@@ -242,6 +243,8 @@ class BitextDB:
         """Ingest sentences given as strings (or, with ``split_sentences``, texts to split
         into sentences); they are normalised, deduplicated and added to ``source``;
         ``lid`` and ``lid_accept`` as for :meth:`ingest`."""
+        if not isinstance(texts, Iterable):
+            raise InputError(f"Give the texts as strings in a list, not {type(texts).__name__}.")
         report = self._ingestor().ingest_texts(
             lang,
             [texts] if isinstance(texts, str) else texts,
@@ -378,6 +381,8 @@ class BitextDB:
         """Compare SQL and the vector store; ``deep`` also derives every candidate, pair
         row and the selection again from the stored lists and searches ``sample`` lists
         of each side again exactly; ``repair`` fixes what disagrees."""
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise InputError(f"The sample is a whole number of lists, 0 or more, not {sample!r}.")
         return check(self, repair=repair, deep=deep, sample=sample)
 
     # -- settings and stats ----------------------------------------------------------------
@@ -386,7 +391,14 @@ class BitextDB:
         self._require_open()
         for key in changes:
             if key not in Settings.MUTABLE:
-                raise ConfigError(f"{key} is fixed when the database is created.")
+                known = key in {f.name for f in dataclasses.fields(Settings)}
+                raise ConfigError(
+                    f"{key} is fixed when the database is created."
+                    if known
+                    else f"There is no setting {key!r}; those that can change: "
+                    + ", ".join(Settings.MUTABLE)
+                    + "."
+                )
         data = self.settings.to_dict() | changes
         self.settings = Settings.from_dict(data).validate()
         self.db.save_settings(self.settings)

@@ -269,7 +269,18 @@ def read_locations_file(home: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc}); fix or delete it.") from exc
-    return data if isinstance(data, dict) else {}
+    # what init writes: an object of strings (`db`, `qdrant`, `qdrant_prefix`)
+    if not isinstance(data, dict) or not all(
+        v is None or isinstance(v, str) for k, v in data.items() if k in _REMEMBERED
+    ):
+        raise ConfigError(
+            f"{path} is not what `bitextdb init` writes (an object whose db, qdrant and "
+            "qdrant_prefix are strings); fix or delete it."
+        )
+    return data
+
+
+_REMEMBERED = ("db", "qdrant", "qdrant_prefix")
 
 
 def write_locations_file(loc: Locations) -> None:

@@ -47,9 +47,14 @@ def writer_lock(
         if not flock_within(
             fd, fcntl.LOCK_EX, wait, on_wait=(lambda: on_wait(message)) if on_wait else None
         ):
+            advice = (
+                f"it did not finish within the {wait:g} s waited: try again later, or wait "
+                "longer (--wait SECONDS)"
+                if wait > 0
+                else "wait for it to finish (or pass --wait SECONDS)"
+            )
             raise BusyError(
-                f"Another bitextdb process{_holder(fd)} is writing to {path.parent}; "
-                "wait for it to finish (or pass --wait SECONDS)."
+                f"Another bitextdb process{_holder(fd)} is writing to {path.parent}; {advice}."
             )
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

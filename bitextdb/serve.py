@@ -328,7 +328,9 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
 
     @app.post("/remove", summary="Remove sources and what only they brought; re-mine")
     def remove(body: RemoveRequest) -> Any:
-        if body.missing == bool(body.sources):
+        if body.missing and body.sources:
+            raise InputError("Give sources or missing: true, not both.")
+        if not body.missing and not body.sources:
             raise InputError("Name the sources to remove in sources, or give missing: true.")
         if body.lang is None and not body.missing:
             raise InputError("Removing sources by name needs their lang.")

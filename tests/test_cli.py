@@ -588,3 +588,62 @@ def test_stats_says_how_each_side_is_searched(home: Path) -> None:
     assert pair["searched"] == {"de": "exact", "en": "hnsw"} and pair["search"] == "mixed"
     result = CliRunner().invoke(cli, ["--home", str(home), "stats"])
     assert "hnsw search of en" in result.output and "exact search of de" in result.output
+
+
+def test_db_status_and_upgrade_leave_a_home_that_is_not_there_alone(tmp_path: Path) -> None:
+    """`db status` (read-only, says its help) made the folder and an empty SQLite file;
+    `db upgrade` then made a schema without settings, which every command refused."""
+    home = tmp_path / "none"
+    status = CliRunner().invoke(cli, ["--home", str(home), "db", "status", "--json"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["current"] is None
+    upgrade = CliRunner().invoke(cli, ["--home", str(home), "db", "upgrade"])
+    assert upgrade.exit_code == 2 and "run `bitextdb init`" in upgrade.output
+    assert not home.exists()
+
+
+def test_messages_say_what_was_given(home: Path) -> None:
+    with bitextdb.init(home, model="synthetic", dim=4, k=1) as db:
+        db.ingest_embeddings("en", ["one", "two"], np.eye(4, dtype=np.float32)[:2])
+        with pytest.raises(bitextdb.ConfigError, match="There is no setting 'foo'"):
+            db.configure(foo=1)
+        with pytest.raises(bitextdb.ConfigError, match="fixed when the database is created"):
+            db.configure(k=3)
+        with pytest.raises(bitextdb.InputError, match="0 or more"):
+            db.check(deep=True, sample=-1)
+        with pytest.raises(bitextdb.InputError, match="not NoneType"):
+            db.ingest_texts("en", None)  # type: ignore[arg-type]
+    both = ["--home", str(home), "remove", "--lang", "en", "--source", "x", "--missing"]
+    result = CliRunner().invoke(cli, both)
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_a_wait_that_ran_out_is_not_told_to_pass_wait(tmp_path: Path) -> None:
+    from bitextdb.errors import BusyError
+    from bitextdb.lock import writer_lock
+
+    path = tmp_path / "bitextdb.lock"
+    with writer_lock(path):
+        with (
+            pytest.raises(BusyError, match=r"within the 0.2 s waited"),
+            writer_lock(path, wait=0.2),
+        ):
+            pass
+        with pytest.raises(BusyError, match=r"or pass --wait SECONDS"), writer_lock(path):
+            pass
+
+
+def test_init_takes_pairs_all_as_config_does(home: Path) -> None:
+    base = ["--home", str(home), "-q", "init", "--model", "synthetic", "--dim", "4"]
+    assert CliRunner().invoke(cli, [*base, "--pairs", "en-de"]).exit_code == 0
+    result = CliRunner().invoke(cli, [*base, "--pairs", "all"])
+    assert result.exit_code == 0, result.output
+    with bitextdb.open(home) as db:
+        assert db.settings.pairs is None
+
+
+def test_check_sample_without_deep_is_refused(home: Path) -> None:
+    bitextdb.init(home, model="synthetic", dim=4).close()
+    result = CliRunner().invoke(cli, ["--home", str(home), "check", "--sample", "5"])
+    assert result.exit_code == 2 and "add --deep" in result.output
+    assert CliRunner().invoke(cli, ["--home", str(home), "check"]).exit_code == 0

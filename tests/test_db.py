@@ -794,3 +794,14 @@ def test_two_upgrades_of_a_new_postgresql_database_at_once_both_succeed(
     finally:
         for database in databases:
             database.dispose()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"db": 5}', '"text"'])
+def test_a_settings_file_of_another_shape_is_refused(tmp_path: Path, content: str) -> None:
+    """bitextdb.json holding a list or a number where init writes a URL was ignored, and
+    the home opened its own SQLite file as if the file named nothing."""
+    home = tmp_path / "home"
+    bitextdb.init(home, model="synthetic", dim=4).close()
+    (home / "bitextdb.json").write_text(content)
+    with pytest.raises(ConfigError, match="is not what `bitextdb init` writes"):
+        bitextdb.open(home)

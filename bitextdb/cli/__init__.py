@@ -16,8 +16,8 @@ import click
 
 from .. import api
 from ..allocator import tune_allocator
-from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX
-from ..errors import BitextDBError, InputError
+from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX, sqlite_file
+from ..errors import BitextDBError, InputError, NotInitializedError
 from ..language_id import DEFAULT_LID_THRESHOLD
 from ..progress import ProgressBars
 from .stdout import use_whole_writes
@@ -162,6 +162,8 @@ def json_safe(data: Any) -> Any:
 def cli(ctx: click.Context, **options: Any) -> None:
     """Mine parallel sentences incrementally: ingest corpora, mine pairs, export them."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if options["quiet"]:  # a retry of a Qdrant call is progress, not a result
+        logging.getLogger("bitextdb.vectors.server").setLevel(logging.ERROR)
     tune_allocator()
     ctx.obj = Context(options)
 
@@ -218,7 +220,9 @@ def model_options(fn: F) -> F:
 @click.option("--dim", type=int, help="Embedding dimension (read from the model when left out).")
 @click.option("-k", "--k", "k", type=int, help="Neighbours per sentence for the margin [4].")
 @click.option("--threshold", type=float, help="Margin threshold for exports and stats [1.0].")
-@click.option("--pairs", help="Language pairs to mine, e.g. en-de,en-fr [every pair].")
+@click.option(
+    "--pairs", help="Language pairs to mine, e.g. en-de,en-fr; 'all' for every pair [all]."
+)
 @click.option(
     "--exact-limit", type=int, help="Search exactly up to this many sentences a side [1000000]."
 )
@@ -243,8 +247,10 @@ def model_options(fn: F) -> F:
 @friendly
 def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None:
     """Create or upgrade the database and fix its settings (safe to repeat)."""
-    if pairs is not None:
-        options["pairs"] = [p for p in pairs.split(",") if p.strip()]
+    if pairs is not None:  # "all" as config takes it: every pair
+        options["pairs"] = (
+            "all" if pairs.strip() == "all" else [p for p in pairs.split(",") if p.strip()]
+        )
     stores = ctx.stores()
     del stores["on_wait"]  # api.init has no such argument: it would be taken for a setting
     db = api.init(ctx.home, **stores, **options)
@@ -567,14 +573,15 @@ def db_status(ctx: Context, as_json: bool) -> None:
     from ..db import Database
 
     loc = resolve_locations(ctx.home, ctx.db, ctx.qdrant, ctx.qdrant_prefix)
-    database = Database(loc.db)
-    data = {
-        "db": loc.describe()["db"],
-        "current": database.current_revision(),
-        "head": database.head_revision(),
-    }
+    database_file = sqlite_file(loc.db)
+    current = None
+    # a SQLite file that is not there is not made by asking (connecting makes it)
+    if database_file is None or database_file.exists():
+        database = Database(loc.db)
+        current = database.current_revision()
+        database.dispose()
+    data = {"db": loc.describe()["db"], "current": current, "head": Database.head_revision()}
     data["up_to_date"] = data["current"] == data["head"]
-    database.dispose()
     emit(data, as_json, lambda d: f"{d['db']}: revision {d['current']} (newest {d['head']})")
 
 
@@ -587,9 +594,18 @@ def db_upgrade(ctx: Context) -> None:
     from ..db import Database
 
     loc = resolve_locations(ctx.home, ctx.db, ctx.qdrant, ctx.qdrant_prefix)
+    missing = NotInitializedError(
+        f"No bitextdb database at {loc.describe()['db']}; run `bitextdb init`."
+    )
+    database_file = sqlite_file(loc.db)
+    if database_file is not None and not database_file.exists():
+        raise missing  # before the lock, whose file would be the first in the home
     # as a writer: a schema must not change under a running ingest or server
     with api._acquire(loc, ctx.wait, ctx.say):
         database = Database(loc.db)
+        if database.current_revision() is None:  # a schema without settings helps no one
+            database.dispose()
+            raise missing
         database.upgrade()
         click.echo(f"{loc.describe()['db']}: at revision {database.current_revision()}")
         database.dispose()

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..audit import DEFAULT_SAMPLE
+from ..errors import InputError
 from . import Context, cli, emit, friendly, json_option, pass_ctx
 
 
@@ -77,6 +78,9 @@ def _text(r: dict[str, Any]) -> str:
 @friendly
 def check(ctx: Context, repair: bool, deep: bool, sample: int, as_json: bool) -> None:
     """Compare SQL and the vector store; exit 0 only when they agree."""
+    source = click.get_current_context().get_parameter_source("sample")
+    if source is click.core.ParameterSource.COMMANDLINE and not deep:
+        raise InputError("--sample says how many lists --deep searches again; add --deep.")
     with ctx.open() as db:
         report = db.check(repair=repair, deep=deep, sample=sample).as_dict()
     ctx.bars.close()

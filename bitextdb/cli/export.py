@@ -89,8 +89,8 @@ def _export_text(summary: dict[str, Any]) -> str:
     "fmt",
     type=click.Choice(FORMATS),
     help="tsv (score, src, tgt), jsonl, moses (PREFIX.LANG, a file a language), tmx (TMX 1.4), "
-    "or parquet (to a file; extra parquet). [the output's extension: .jsonl, .tmx, .parquet; "
-    "else tsv]",
+    "or parquet (to a file; extra parquet). [the output's extension: .jsonl or .ndjson, "
+    ".tmx, .parquet; else tsv]",
 )
 @click.option(
     "--min-score",
@@ -226,7 +226,9 @@ def _evaluate_text(result: dict[str, Any]) -> str:
     type=click.Path(),
     help="TSV of gold pairs (src, tgt): external ids or sentence texts.",
 )
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write a margin histogram PNG.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), help="Write a margin histogram (.png, .pdf or .svg)."
+)
 @click.option("--steps", type=int, default=20, show_default=True, help="Thresholds in the table.")
 @filter_options
 @json_option

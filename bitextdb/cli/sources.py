@@ -74,7 +74,9 @@ def remove(
     """Remove sources and what only they brought (sentences, vectors, pairs); the lists
     that held those sentences are searched again, so the pairs are those of a batch run
     over what remains."""
-    if missing == bool(names):
+    if missing and names:
+        raise InputError("Give --source NAMES or --missing, not both.")
+    if not missing and not names:
         raise InputError("Name the sources to remove with --source, or give --missing.")
     if names and lang is None:
         raise InputError("--source needs the sources' --lang.")

@@ -174,7 +174,8 @@ class Database:
                         conn.commit()
 
     # -- migrations ------------------------------------------------------------------
-    def _alembic_config(self) -> Config:
+    @staticmethod
+    def _alembic_config() -> Config:
         cfg = Config()
         cfg.set_main_option("script_location", str(migrations_dir()))
         return cfg
@@ -185,8 +186,10 @@ class Database:
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
-    def head_revision(self) -> str:
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head() or ""
+    @staticmethod
+    def head_revision() -> str:
+        """The newest schema revision this bitextdb knows."""
+        return ScriptDirectory.from_config(Database._alembic_config()).get_current_head() or ""
 
     def upgrade(self) -> None:
         """Create or upgrade the schema to the newest revision (one transaction per step).
