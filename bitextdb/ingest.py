@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import collections
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -724,14 +725,21 @@ class Ingestor:
                 )
             first = corpus.reserve_positions(s, src, len(texts))
         shifted = (dataclasses.replace(line, position=line.position + first) for line in lines)
-        return self.ingest_lines(
-            lang,
-            shifted,
-            source=source,
-            stats=stats,
-            vectors=None if rows is None else VectorSource(rows=rows, first_position=first),
-            split_sentences=split_sentences,
-        )
+        try:
+            return self.ingest_lines(
+                lang,
+                shifted,
+                source=source,
+                stats=stats,
+                vectors=None if rows is None else VectorSource(rows=rows, first_position=first),
+                split_sentences=split_sentences,
+            )
+        except BaseException:
+            # nothing of these texts stored (a full disk, at once): the source claims no
+            # records for them, and is not left behind empty
+            with contextlib.suppress(Exception), self.db.session(writes=True) as s:
+                corpus.release_positions(s, src, first, len(texts))
+            raise
 
 
 def _source_sync(

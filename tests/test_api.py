@@ -256,3 +256,31 @@ def test_an_ingest_says_it_encoded_what_an_earlier_run_left(home: Path, tiny_ber
         assert db.check().ok
     finally:
         db.close()
+
+
+def test_texts_that_fail_to_store_leave_no_source_claiming_them(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST /ingest that met a full disk left a source of no sentence claiming 12,000
+    records."""
+    from bitextdb.errors import StoreUnavailableError
+    from bitextdb.ingest import Ingestor
+
+    db = bitextdb.init(home, model="synthetic", dim=4, k=1)
+    try:
+        db.ingest_embeddings("en", ["one", "two"], np.eye(4, dtype=np.float32)[:2], source="s")
+
+        def full(*args: object, **kwargs: object) -> None:
+            raise StoreUnavailableError("The database failed: database or disk is full")
+
+        monkeypatch.setattr(Ingestor, "_store_batch", full)
+        three = np.eye(4, dtype=np.float32)[:3]
+        for source in ("new", "s"):
+            with pytest.raises(StoreUnavailableError):
+                db.ingest_embeddings("en", ["a b", "c d", "e f"], three, source=source)
+        monkeypatch.undo()
+        assert {(s["name"], s["records"]) for s in db.sources("en")} == {("s", 2)}
+        db.ingest_embeddings("en", ["three"], np.eye(4, dtype=np.float32)[2:3], source="s")
+        assert {(s["name"], s["records"]) for s in db.sources("en")} == {("s", 3)}
+    finally:
+        db.close()

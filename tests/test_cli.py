@@ -647,3 +647,39 @@ def test_check_sample_without_deep_is_refused(home: Path) -> None:
     result = CliRunner().invoke(cli, ["--home", str(home), "check", "--sample", "5"])
     assert result.exit_code == 2 and "add --deep" in result.output
     assert CliRunner().invoke(cli, ["--home", str(home), "check"]).exit_code == 0
+
+
+def test_a_file_system_that_refuses_is_one_line_not_a_bug(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk or a read-only home came out as `unexpected OSError ... (set
+    BITEXTDB_DEBUG=1 for the traceback)`, as if it were a bug."""
+    import bitextdb.api
+
+    bitextdb.init(home, model="synthetic", dim=4).close()
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(30, "Read-only file system", str(home / "bitextdb.lock"))
+
+    monkeypatch.setattr(bitextdb.api, "writer_lock", read_only)
+    result = CliRunner().invoke(cli, ["--home", str(home), "stats"])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: Read-only file system: {home / 'bitextdb.lock'}."
+
+
+def test_a_database_lost_outside_a_session_is_exit_3(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy
+
+    import bitextdb.api
+
+    bitextdb.init(home, model="synthetic", dim=4).close()
+
+    def lost(self: object) -> dict:
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection lost\nmore"))
+
+    monkeypatch.setattr(bitextdb.api.BitextDB, "stats", lost)
+    result = CliRunner().invoke(cli, ["--home", str(home), "stats"])
+    assert result.exit_code == 3
+    assert result.output.strip() == "Error: The database failed: connection lost"

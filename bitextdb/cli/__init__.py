@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import sqlalchemy.exc
 
 from .. import api
 from ..allocator import tune_allocator
@@ -76,6 +77,19 @@ def friendly(fn: F) -> F:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(141)
+        except sqlalchemy.exc.OperationalError as exc:  # the database went (met outside a
+            # session, which says so itself: a lock's statement, say)
+            if os.environ.get(ENV_PREFIX + "DEBUG"):
+                raise
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            click.echo(f"Error: The database failed: {reason}", err=True)
+            sys.exit(3)
+        except OSError as exc:  # the machine refused (a full disk, a read-only folder)
+            if os.environ.get(ENV_PREFIX + "DEBUG"):
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"Error: {exc.strerror or exc}{where}.", err=True)
+            sys.exit(1)
         except Exception as exc:  # a bug: say so in one line, traceback only when asked
             if os.environ.get(ENV_PREFIX + "DEBUG"):
                 raise

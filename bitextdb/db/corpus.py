@@ -103,6 +103,21 @@ def reserve_positions(s: Session, sid: int, count: int) -> int:
     return int(ends) - count
 
 
+def release_positions(s: Session, sid: int, first: int, count: int) -> None:
+    """Give back the positions :func:`reserve_positions` claimed for texts of which none
+    was stored (an ingest that failed at once), and drop the source if that leaves it
+    empty; positions claimed after them by another call are left alone."""
+    used = select(OCC.c.position).where(OCC.c.source_id == sid, OCC.c.position >= first)
+    if s.execute(used.limit(1)).first() is not None:
+        return
+    s.execute(
+        update(SRC).where(SRC.c.id == sid, SRC.c.records == first + count).values(records=first)
+    )
+    records = s.execute(select(SRC.c.records).where(SRC.c.id == sid)).scalar_one_or_none()
+    if records == 0 and not holds_anything(s, sid):
+        s.execute(delete(SRC).where(SRC.c.id == sid))
+
+
 def source_path(s: Session, sid: int) -> str | None:
     """The file a source was last ingested from (None for texts and standard input)."""
     return s.execute(select(SRC.c.path).where(SRC.c.id == sid)).scalar_one()
