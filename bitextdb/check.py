@@ -118,7 +118,7 @@ def check(
             for a, b in db.language_pairs():
                 graph.mark_all_dirty(s, a, b)
                 graph.mark_all_dirty(s, b, a)
-                graph.mark_selection_stale(s, a, b)
+            graph.mark_every_selection_stale(s)  # pairs not mined now included
     # re-encodes what lacks a vector (resume), re-mines what is stale and recomputes dirty
     # candidates; bands of every mined point are rewritten from SQL
     reports = db.mine()

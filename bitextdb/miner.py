@@ -482,6 +482,7 @@ class Miner:
                     )
                 graph.upsert_pairs(s, upserts)
                 touched.extend((int(row["src_id"]), int(row["tgt_id"])) for row in upserts)
+            touched = list(dict.fromkeys(touched))  # a pair may lose both flags at once
             if not full and self._reselect(s, a, b, touched, report):
                 return
             graph.withdraw_orphans(s, a, b)

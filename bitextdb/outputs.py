@@ -14,6 +14,7 @@ database itself are refused.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import stat
@@ -65,9 +66,18 @@ def output_file(path: str | os.PathLike[str], flag: str, locations: Locations) -
     descriptor = _descriptor(given)
     if descriptor is not None:
         try:
-            os.fstat(descriptor)
+            mode = fcntl.fcntl(descriptor, fcntl.F_GETFL) & os.O_ACCMODE
         except OSError:
             raise InputError(f"{given} names descriptor {descriptor}, which is not open.") from None
+        if mode == os.O_RDONLY:
+            raise InputError(f"{given} names descriptor {descriptor}, open for reading only.")
+        # this process' own descriptors include the database's files (3: bitextdb.sqlite)
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{descriptor}")
+            if target.startswith("/") and _holds_the_database(Path(target), locations):
+                raise InputError(
+                    f"{given} is a file of the database itself; give {flag} another file."
+                )
         return OutputFile(given, direct=True, descriptor=descriptor)
     if not given.name or given.is_dir():
         raise InputError(f"{given} is a directory; give a file name to {flag}.")

@@ -1118,3 +1118,31 @@ def test_sigterm_drops_the_temporary_files_and_exits_143(home: Path, tmp_path: P
     assert exporter.returncode == 143, errors
     assert b"Interrupted" in errors and b"Traceback" not in errors
     assert [p.name for p in out.iterdir()] == ["new.tsv"]
+
+
+def test_a_descriptor_of_the_database_or_one_read_only_is_refused(
+    home: Path, tmp_path: Path
+) -> None:
+    """`-o /dev/fd/3` wrote the pairs over the SQLite file this process had open there;
+    `-o /dev/fd/0 < file` failed with an unexpected EBADF."""
+    db = build(home)
+    try:
+        db.stats()  # the SQLite file is open now
+        database = (home / "bitextdb.sqlite").resolve()
+        fds = [
+            int(fd.name)
+            for fd in Path("/proc/self/fd").iterdir()
+            if os.path.realpath(fd) == str(database)
+        ]
+        assert fds
+        before = database.read_bytes()
+        with pytest.raises(InputError, match="a file of the database itself"):
+            export_pairs(db, "de-en", output=f"/dev/fd/{fds[0]}")
+        assert database.read_bytes() == before
+        read_only = tmp_path / "in.txt"
+        read_only.write_text("keep\n")
+        with open(read_only) as stream, pytest.raises(InputError, match="reading only"):
+            export_pairs(db, "de-en", output=f"/dev/fd/{stream.fileno()}")
+        assert read_only.read_text() == "keep\n"
+    finally:
+        db.close()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import bitextdb
+from bitextdb.db import graph
 from bitextdb.margin import greedy_one_to_one
 from bitextdb.selection import Key, reselect
 
@@ -102,3 +105,66 @@ def test_reselect_gives_up_past_its_limit() -> None:
     assert flips is not None and len(flips) == 2 * n - 2
     stored.update(flips)
     assert stored == _walk(table)
+
+
+# -- in the miner ------------------------------------------------------------------------------
+
+
+def _flags_off_the_walk(db: bitextdb.BitextDB, a: str, b: str) -> int:
+    with db.db.session() as s:
+        src, tgt, margin, accepted = graph.load_selection(s, a, b)
+    return int((greedy_one_to_one(src, tgt, margin) != accepted).sum())
+
+
+def test_a_database_from_before_the_notes_is_walked_once(home: Path) -> None:
+    """Flags that are no walk's, left by a version that healed them at every mine (a
+    removal stopped before its refresh), must not be followed: a pair without the note
+    that its flags are a walk's is walked whole."""
+    from sqlalchemy import text
+
+    db = bitextdb.init(home, model="synthetic", dim=4, k=2)
+    try:
+        rng = np.random.default_rng(5)
+        vectors = rng.standard_normal((40, 4)).astype(np.float32)
+        db.ingest_embeddings("xa", [f"a {i}" for i in range(20)], vectors[:20])
+        db.ingest_embeddings("xb", [f"b {i}" for i in range(20)], vectors[20:])
+        with db.db.session() as s:
+            s.execute(text("UPDATE pairs SET accepted = NOT accepted"))
+            s.execute(text("DELETE FROM settings WHERE key LIKE 'selection_walked:%'"))
+        assert _flags_off_the_walk(db, "xa", "xb") > 0
+        db.mine()
+        assert _flags_off_the_walk(db, "xa", "xb") == 0
+        db.ingest_embeddings("xa", ["a new"], vectors[:1] + 0.01)  # followed from now on
+        assert _flags_off_the_walk(db, "xa", "xb") == 0
+    finally:
+        db.close()
+
+
+def test_a_pair_that_loses_both_flags_at_once_is_withdrawn_once(home: Path) -> None:
+    """Listed among the changed pairs once per side, its withdrawal was recorded twice."""
+    from sqlalchemy import text
+
+    rng = random.Random(27)
+    pool = np.random.default_rng(27).normal(size=(rng.choice([6, 20, 500]), 4))
+    pool = (pool / np.linalg.norm(pool, axis=1, keepdims=True)).astype(np.float32)
+    db = bitextdb.init(home, model="synthetic", dim=4, k=rng.randint(1, 3))
+    try:
+        count = 0
+        for step in range(3):
+            lang = rng.choice(["xa", "xb"])
+            n = rng.randint(1, 5) if step > 1 else 20
+            rows = pool[[rng.randrange(len(pool)) for _ in range(n)]]
+            db.ingest_embeddings(lang, [f"{lang} {count + i}" for i in range(n)], rows,
+                                 source=f"s{step}")  # fmt: skip
+            count += n
+        with db.db.session() as s:
+            grouped = "GROUP BY src_id, tgt_id, withdrawn_at"
+            records = s.execute(
+                text(
+                    f"SELECT src_id, tgt_id, withdrawn_at, count(*) FROM withdrawn_pairs {grouped}"
+                )
+            ).all()
+        assert records, "the case this test is about did not happen"
+        assert all(row[3] == 1 for row in records), records
+    finally:
+        db.close()

@@ -488,22 +488,37 @@ def count_selection(s: Session, src_lang: str, tgt_lang: str) -> tuple[int, int]
     return int(total), int(accepted)
 
 
-def _stale_key(a: str, b: str) -> str:
-    return "selection_stale:" + ":".join(sorted((a, b)))
+def _walked_key(a: str, b: str) -> str:
+    return "selection_walked:" + ":".join(sorted((a, b)))
 
 
+# The accepted flags of (a, b) are followed from the pairs each refresh changes only while a
+# note says they are a walk's: the walk over every pair writes it, and whatever changes pairs
+# without a trace to follow (a removal, a repair) deletes it. A pair with no note (a database
+# from before the notes, one a stopped removal left) is walked whole at its next refresh.
 def mark_selection_stale(s: Session, a: str, b: str) -> None:
-    """Note that the accepted flags of (a, b) may not follow from the pairs changed since
-    (pairs went by a removal or a repair): the next refresh walks every pair."""
-    s.merge(Setting(key=_stale_key(a, b), value=True))
+    """The next refresh of (a, b) walks every pair (its flags may be no walk's)."""
+    s.execute(delete(SETTINGS).where(SETTINGS.c.key == _walked_key(a, b)))
+
+
+def mark_every_selection_stale(s: Session) -> None:
+    """:func:`mark_selection_stale` for every language pair, mined or not."""
+    s.execute(delete(SETTINGS).where(SETTINGS.c.key.startswith("selection_walked:")))
 
 
 def selection_stale(s: Session, a: str, b: str) -> bool:
-    return s.get(Setting, _stale_key(a, b)) is not None
+    return s.get(Setting, _walked_key(a, b)) is None
 
 
 def clear_selection_stale(s: Session, a: str, b: str) -> None:
-    s.execute(delete(SETTINGS).where(SETTINGS.c.key == _stale_key(a, b)))
+    """Note that the flags of (a, b) are a walk's (written by that walk, under the pair's
+    mining lock; a conflict with a note already there changes nothing)."""
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    s.execute(
+        insert(SETTINGS)
+        .values(key=_walked_key(a, b), value=True)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
 
 
 def load_selection(s: Session, src_lang: str, tgt_lang: str) -> tuple[np.ndarray, ...]:
