@@ -5,7 +5,8 @@ sentences of B and vice versa. New sentences ΔA are added against B: their own 
 searched, and every mined y of B whose list a newcomer x enters (cos(x, y) beats y's k-th
 neighbour: a reverse-kNN search) gets its list merged. Then ΔB is added against A ∪ ΔA.
 A changed list changes that sentence's r, so the candidates of the sentences holding it are
-marked dirty; dirty candidates are recomputed and the greedy one-to-one walk is re-derived.
+marked dirty; dirty candidates are recomputed and the greedy one-to-one selection is brought
+up to date around the pairs that changed (``bitextdb.selection``).
 Each step is one SQL transaction; candidates are recomputed from the dirty marks, so a
 crash between steps is finished by the next run. See README "The miner".
 
@@ -431,7 +432,8 @@ class Miner:
     def _refresh(self, a: str, b: str, report: PairReport) -> None:
         """Recompute the dirty candidates and bring the one-to-one selection up to date:
         around the pairs that changed, or by a walk over every pair of (a, b) when many
-        changed or pairs went by other ways (a removal, a repair: the pair is marked)."""
+        changed or no note says the flags are a walk's (a removal or a repair deletes it:
+        their pairs went without a trace to follow)."""
         with self.db.session() as s:
             full = graph.selection_stale(s, a, b)
             touched: list[tuple[int, int]] = []
