@@ -37,33 +37,38 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        per_lang = any(
-            c["missing_vectors"] or c["orphan_vectors"] or c["without_source"]
-            for c in self.languages.values()
-        )
-        return not (
-            per_lang
-            or self.wrong_dimension
-            or self.unindexed
-            or self.dangling_neighbours
-            or self.dangling_pairs
-            or self.stray_rows
-            or self.dirty_candidates
-            or self.displaced_waiting
-            or any(self.unmined.values())
-            or any(pair["problems"] for pair in self.deep or ())
-        )
+        return not (self._faults or self._work_waiting)
 
     @property
     def only_work_waiting(self) -> bool:
         """Whether all that keeps it from ``ok`` is work ``mine`` does (an ingest with
         ``--no-mine``, or one stopped: sentences to encode, mine or remove, candidates to
         recompute), nothing a repair must mend."""
-        waiting = CheckReport(languages=self.languages, wrong_dimension=self.wrong_dimension,
-                              dangling_neighbours=self.dangling_neighbours,
-                              dangling_pairs=self.dangling_pairs, stray_rows=self.stray_rows,
-                              deep=self.deep)  # fmt: skip
-        return not self.ok and waiting.ok
+        return self._work_waiting and not self._faults
+
+    @property
+    def _faults(self) -> bool:
+        per_lang = any(
+            c["missing_vectors"] or c["orphan_vectors"] or c["without_source"]
+            for c in self.languages.values()
+        )
+        return bool(
+            per_lang
+            or self.wrong_dimension
+            or self.dangling_neighbours
+            or self.dangling_pairs
+            or self.stray_rows
+            or any(pair["problems"] for pair in self.deep or ())
+        )
+
+    @property
+    def _work_waiting(self) -> bool:
+        return bool(
+            self.unindexed
+            or self.dirty_candidates
+            or self.displaced_waiting
+            or any(self.unmined.values())
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__) | {"ok": self.ok, "only_work_waiting": self.only_work_waiting}

@@ -18,6 +18,7 @@ import sqlalchemy.exc
 from .. import api
 from ..allocator import tune_allocator
 from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX, sqlite_file
+from ..db.engine import failure_reason
 from ..errors import BitextDBError, InputError, NotInitializedError
 from ..language_id import DEFAULT_LID_THRESHOLD
 from ..progress import ProgressBars
@@ -77,30 +78,25 @@ def friendly(fn: F) -> F:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(141)
-        except sqlalchemy.exc.OperationalError as exc:  # the database went (met outside a
-            # session, which says so itself: a lock's statement, say)
+        except Exception as exc:  # traceback only when asked
             if os.environ.get(ENV_PREFIX + "DEBUG"):
                 raise
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            click.echo(f"Error: The database failed: {reason}", err=True)
-            sys.exit(3)
-        except OSError as exc:  # the machine refused (a full disk, a read-only folder)
-            if os.environ.get(ENV_PREFIX + "DEBUG"):
-                raise
-            where = f": {exc.filename}" if exc.filename else ""
-            click.echo(f"Error: {exc.strerror or exc}{where}.", err=True)
-            sys.exit(1)
-        except Exception as exc:  # a bug: say so in one line, traceback only when asked
-            if os.environ.get(ENV_PREFIX + "DEBUG"):
-                raise
-            click.echo(
-                f"Error: unexpected {type(exc).__name__}: {exc} "
-                f"(set {ENV_PREFIX}DEBUG=1 for the traceback)",
-                err=True,
-            )
-            sys.exit(1)
+            message, code = _said(exc)
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _said(exc: Exception) -> tuple[str, int]:
+    """One sentence and an exit status for a failure no bitextdb code put in words."""
+    if isinstance(exc, sqlalchemy.exc.OperationalError):  # the database went, met outside
+        return f"The database failed: {failure_reason(exc)}", 3  # a session (a lock's query)
+    if isinstance(exc, OSError):  # the machine refused (a full disk, a read-only folder)
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}.", 1
+    # a bug
+    return f"unexpected {type(exc).__name__}: {exc} (set {ENV_PREFIX}DEBUG=1 for the traceback)", 1
 
 
 def json_option(fn: F) -> F:

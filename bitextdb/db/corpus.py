@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import Integer, bindparam, delete, func, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
@@ -14,6 +14,7 @@ from ..readers import describe_reading
 from .bulk import db_value, execute_many, execute_many_returning, select_in
 from .graph import chunks, withdraw_sentences
 from .tables import DisplacedSentence, Occurrence, Sentence, Setting, Source, utcnow
+from .upsert import insert_for
 
 SENT = Sentence.__table__
 OCC = Occurrence.__table__
@@ -23,11 +24,6 @@ DISPLACED = DisplacedSentence.__table__
 #: the ``settings`` key of the highest sentence id a removal deleted: SQLite gives a new row
 #: the largest id so far plus one, which would hand a removed sentence's id to a new one
 ID_FLOOR = "sentence_id_floor"
-
-
-def _insert(s: Session, table):  # type: ignore[no-untyped-def]
-    dialect = s.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def source_id(
@@ -43,7 +39,7 @@ def source_id(
     found = s.execute(query).first()
     if found is None:
         s.execute(
-            _insert(s, SRC)
+            insert_for(s, SRC)
             .values(
                 lang=lang,
                 name=name,
@@ -163,7 +159,7 @@ def add_sentences(s: Session, lang: str, texts: dict[str, str]) -> dict[str, int
     # one order for every writer: concurrent inserts of the same sentences then queue on
     # the unique index instead of deadlocking (PostgreSQL)
     ordered = sorted(texts)
-    insert = _insert(s, SENT).on_conflict_do_nothing()
+    insert = insert_for(s, SENT).on_conflict_do_nothing()
     keys = ["lang", "text", "text_hash", "indexed", "created_at"]
     rows: list[tuple] = [(lang, texts[h], h, no, now) for h in ordered]
     dialect = s.get_bind().dialect
@@ -248,7 +244,7 @@ def add_occurrences(s: Session, rows: list[OccurrenceRow]) -> None:
     """Remember where sentences were met: ``(source id, position, part, sentence id, ext
     id)`` rows; a rewritten file's position takes its new sentence."""
     if rows:
-        stmt = _insert(s, OCC)
+        stmt = insert_for(s, OCC)
         execute_many(
             s,
             stmt.on_conflict_do_update(
@@ -308,7 +304,7 @@ def unheld_among(s: Session, ids: Sequence[int]) -> np.ndarray:
 def note_displaced(s: Session, ids: Sequence[int]) -> None:
     """Record sentences that lost a line of a changed file (see :func:`displaced`)."""
     if ids:
-        statement = _insert(s, DISPLACED).on_conflict_do_nothing()
+        statement = insert_for(s, DISPLACED).on_conflict_do_nothing()
         execute_many(s, statement, ["sentence_id"], [(int(i),) for i in sorted(ids)])
 
 

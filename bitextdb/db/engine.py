@@ -14,7 +14,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -29,6 +28,7 @@ from sqlalchemy.pool import NullPool
 from ..config import Settings, mask_url
 from ..errors import ConfigError, InputError, NotInitializedError, StoreUnavailableError
 from .tables import Setting
+from .upsert import insert_for
 
 
 def migrations_dir() -> Path:
@@ -51,6 +51,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_own_transactions(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # the driver issues no BEGIN or COMMIT itself
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The first line of what the database's driver said (SQLAlchemy's message adds the
+    statement and a link)."""
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
 
 
 class Database:
@@ -101,7 +107,7 @@ class Database:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            reason = failure_reason(exc)
             raise StoreUnavailableError(
                 f"Cannot reach the database at {mask_url(self.url)}: {reason}"
             ) from exc
@@ -119,11 +125,11 @@ class Database:
                 session.commit()
             except DataError as exc:  # a value the database refuses (PostgreSQL is strict)
                 session.rollback()
-                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                reason = failure_reason(exc)
                 raise InputError(f"The database refused a value: {reason}") from exc
             except OperationalError as exc:
                 session.rollback()
-                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                reason = failure_reason(exc)
                 raise StoreUnavailableError(f"The database failed: {reason}") from exc
             except BaseException:
                 session.rollback()
@@ -162,7 +168,7 @@ class Database:
                         conn.execute(text(f"SELECT pg_advisory_lock{kind}(:key)"), {"key": key})
                         conn.commit()
                     except OperationalError as exc:  # the connection went
-                        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                        reason = failure_reason(exc)
                         raise StoreUnavailableError(f"The database failed: {reason}") from exc
                     taken.append(key)
                 yield
@@ -269,10 +275,9 @@ class Database:
     def claim_note(self, key: str, value: Any) -> Any:
         """Keep ``value`` under ``key`` unless a value is kept there already (another
         process' at the same moment included); the value kept afterwards."""
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         with self.session() as s:
             s.execute(
-                insert(Setting.__table__)
+                insert_for(s, Setting.__table__)
                 .values(key=key, value=value)
                 .on_conflict_do_nothing(index_elements=["key"])
             )

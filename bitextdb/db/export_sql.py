@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 from sqlalchemy import and_, delete, func, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .tables import (
@@ -28,6 +27,7 @@ from .tables import (
     WithdrawnPair,
     utcnow,
 )
+from .upsert import insert_for
 
 KNN = Knn.__table__
 NB = Neighbour.__table__
@@ -538,10 +538,7 @@ def save_cursor(
         "filters": filters,
         "updated_at": utcnow(),
     }
-    dialect = s.get_bind().dialect.name
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CURSORS).values(
-        **values
-    )
+    stmt = insert_for(s, CURSORS).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=[CURSORS.c.name],
         set_={

@@ -25,11 +25,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..topk import PAD_ID, TopK
 from .tables import Knn, Neighbour, Pair, Sentence, Setting, WithdrawnPair, utcnow
+from .upsert import insert_for
 
 KNN = Knn.__table__
 NB = Neighbour.__table__
@@ -347,13 +347,7 @@ def upsert_pairs(s: Session, rows: list[dict[str, object]]) -> None:
     """Insert candidate pairs or refresh them, OR-ing the direction flags."""
     if not rows:
         return
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
-        stmt = postgresql.insert(PAIRS)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(PAIRS)
-    else:  # pragma: no cover - other databases are not supported yet
-        raise NotImplementedError(dialect)
+    stmt = insert_for(s, PAIRS)
     ex = stmt.excluded
     changed = or_(
         PAIRS.c.margin != ex.margin,
@@ -513,9 +507,8 @@ def selection_stale(s: Session, a: str, b: str) -> bool:
 def clear_selection_stale(s: Session, a: str, b: str) -> None:
     """Note that the flags of (a, b) are a walk's (written by that walk, under the pair's
     mining lock; a conflict with a note already there changes nothing)."""
-    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
     s.execute(
-        insert(SETTINGS)
+        insert_for(s, SETTINGS)
         .values(key=_walked_key(a, b), value=True)
         .on_conflict_do_nothing(index_elements=["key"])
     )
