@@ -184,7 +184,9 @@ class BitextDB:
         in another language than ``lang`` (or those of ``lid_accept``) with at least that
         probability is skipped."""
         lang = check_lang(lang)
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        paths = [paths] if isinstance(paths, (str, bytes, os.PathLike)) else list(paths)
+        if any(isinstance(path, bytes) for path in paths):
+            raise InputError("Give file paths as str or pathlib.Path, not bytes.")
         if not paths:
             raise InputError("Give at least one file to ingest.")
         if embeddings is not None and len(paths) != 1:

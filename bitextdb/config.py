@@ -321,8 +321,9 @@ def resolved_path(path: str | Path) -> str:
     """The absolute path of ``path``, links followed; a loop of links is an input error."""
     try:
         return str(Path(path).resolve())
-    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
-        raise InputError(f"Cannot resolve {path}: {exc}.") from exc
+    except (RuntimeError, OSError, ValueError) as exc:
+        # RuntimeError: a symlink loop (Python < 3.13); ValueError: a NUL in the path
+        raise InputError(f"Cannot resolve {path!r}: {exc}.") from exc
 
 
 def _whole(value: object) -> bool:

@@ -139,12 +139,14 @@ def _checked_rows(rows: np.ndarray, positions: Sequence[int]) -> np.ndarray:
         picked = np.asarray(rows[np.asarray(positions, dtype=np.int64)], dtype=np.float32)
     if not np.isfinite(picked).all():
         bad = positions[int(np.where(~np.isfinite(picked).all(axis=1))[0][0])]
-        raise InputError(f"The embedding of line {bad + 1} holds NaN or infinity.")
+        raise InputError(
+            f"Row {bad + 1} of the embeddings (record {bad + 1}) holds NaN or infinity."
+        )
     # scaled by its largest component first: the norm of 3e38s overflows to infinity
     peaks = np.abs(picked).max(axis=1, initial=0.0)
     if (peaks == 0).any():
         bad = positions[int(np.where(peaks == 0)[0][0])]
-        raise InputError(f"The embedding of line {bad + 1} is all zeros.")
+        raise InputError(f"Row {bad + 1} of the embeddings (record {bad + 1}) is all zeros.")
     return normalize_rows(picked / peaks[:, None])
 
 
@@ -588,8 +590,8 @@ class Ingestor:
         )
         if counted.lines != len(rows):
             raise InputError(
-                f"{embeddings} has {len(rows)} rows but {path} has {counted.lines} lines; "
-                "they must be line-aligned."
+                f"{embeddings} has {len(rows)} rows but {path} has {counted.lines} records "
+                "(lines, less a TSV's header); they must be line-aligned."
             )
         for start in range(0, len(used), CHECK_ROWS):
             _checked_rows(rows, used[start : start + CHECK_ROWS])
@@ -793,7 +795,7 @@ def is_stream(path: str) -> bool:
         return True
     try:
         mode = os.stat(path).st_mode
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return False  # the reader says what is wrong with it
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 

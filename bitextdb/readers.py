@@ -680,6 +680,8 @@ def _read(
     name = _display_name(source)
     with open_binary(source) as stream:
         head = _read_up_to(stream, SNIFF_BYTES)
+        if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):  # UTF-32's marks
+            raise InputError(f"{name} is UTF-32 text; convert it to UTF-8 (iconv -f UTF-32).")
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16's byte-order marks
             raise InputError(f"{name} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16).")
         if _looks_binary(head, at_eof=len(head) < SNIFF_BYTES):

@@ -59,7 +59,8 @@ def file_missing(path: str | None) -> bool:
         return False
     if path.startswith(("/proc/", "/dev/fd/")):  # a stream, read once: never "missing"
         return False
-    return not Path(path).exists()
+    found = Path(path)
+    return not found.exists() or found.is_dir()  # a directory now stands where the file was
 
 
 def remove_missing(

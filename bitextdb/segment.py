@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from bitextdb.errors import InputError
 
@@ -22,6 +23,9 @@ Splitter = Callable[[str], list[str]]
 
 # a line break always ends a sentence: titles and list items carry no final punctuation
 _LINE_BREAK = re.compile("\r\n|[\r\n\u2028\u2029\x85]")
+# white space outside ASCII (no-break, thin, ideographic spaces): sentencex 0.x slices a
+# line by bytes around a period and panics when one of these stands before it ("B\u00a0.")
+_WIDE_SPACE = re.compile(r"[^\S\x00-\x7f]")
 
 
 def sentence_splitter(lang: str) -> Splitter:
@@ -46,7 +50,32 @@ def sentence_splitter(lang: str) -> Splitter:
         pieces: list[str] = []
         for line in _LINE_BREAK.split(text):
             if line and not line.isspace():
-                pieces.extend(p for p in sentencex.segment(code, line) if p and not p.isspace())
+                pieces.extend(p for p in _segment(sentencex, code, line) if p and not p.isspace())
         return pieces
 
     return split
+
+
+def _segment(sentencex: Any, code: str, line: str) -> list[str]:
+    """sentencex's sentences of one line, cut from the line itself.
+
+    sentencex is given the line with its wide spaces made ASCII ones, one character for
+    one, and its pieces (which put the line together again) are cut at the same places
+    from the original, so the stored text keeps its spaces.  Should sentencex still panic,
+    the line stays one sentence rather than losing the file.
+    """
+    safe = _WIDE_SPACE.sub(" ", line)
+    try:
+        pieces = sentencex.segment(code, safe)
+    except BaseException as exc:  # a Rust panic is a BaseException (pyo3's PanicException)
+        if type(exc).__name__ != "PanicException":
+            raise
+        return [line]
+    if "".join(pieces) != safe:  # never seen: then the cut places cannot be trusted
+        return [line]
+    cut: list[str] = []
+    start = 0
+    for piece in pieces:
+        cut.append(line[start : start + len(piece)])
+        start += len(piece)
+    return cut

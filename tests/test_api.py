@@ -183,6 +183,14 @@ def test_library_arguments_of_the_wrong_kind_are_input_errors(home: Path) -> Non
             with pytest.raises(bitextdb.ConfigError, match=f"{key} must be .*{kind}"):
                 db.configure(**{key: value})
         assert db.settings.threshold == 1.0 and db.settings.pairs is None  # nothing stored
+        # a path with a NUL is no path; bytes were read as a list of byte values
+        with pytest.raises(
+            bitextdb.InputError, match=r"Cannot resolve 'a\\x00b\.txt': embedded null byte"
+        ):
+            db.ingest("a\x00b.txt", "en")
+        for paths in (b"/tmp/x.txt", [b"/tmp/x.txt"]):
+            with pytest.raises(bitextdb.InputError, match=r"as str or pathlib\.Path, not bytes"):
+                db.ingest(paths, "en")  # type: ignore[arg-type]
         # numpy's numbers are numbers, stored as Python's
         assert db.configure(exact_limit=np.int64(7)).exact_limit == 7
         assert type(db.settings.exact_limit) is int

@@ -496,7 +496,9 @@ def test_given_vector_files_are_checked_before_anything_is_stored(
         wide = rows(10).astype(np.float64)
         wide[8] = 1e300  # beyond float32
         np.save(tmp_path / "wide.npy", wide)
-        with pytest.raises(bitextdb.InputError, match="line 9 holds NaN or infinity"):
+        with pytest.raises(
+            bitextdb.InputError, match=r"Row 9 of the embeddings \(record 9\) holds NaN or infinity"
+        ):
             db.ingest(path, "en", embeddings=tmp_path / "wide.npy")
         np.save(tmp_path / "words.npy", np.array([["a"] * 8] * 10))
         (tmp_path / "empty.npy").write_bytes(b"")

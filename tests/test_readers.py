@@ -425,6 +425,18 @@ def test_utf16_is_named(tmp_path: Path, encoding: str) -> None:
         next(read_lines(path))
 
 
+@pytest.mark.parametrize("encoding", ["utf-32", "utf-32-be"])
+def test_utf32_is_named_not_taken_for_utf16(tmp_path: Path, encoding: str) -> None:
+    data = "ein Satz\nnoch einer\n".encode(encoding)
+    if encoding == "utf-32-be":
+        data = b"\x00\x00\xfe\xff" + data
+    path = write(tmp_path / "utf32.txt", data)
+    with pytest.raises(
+        InputError, match=r"is UTF-32 text; convert it to UTF-8 \(iconv -f UTF-32\)"
+    ):
+        next(read_lines(path))
+
+
 def test_random_bytes_are_binary(tmp_path: Path) -> None:
     import random
 

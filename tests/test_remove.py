@@ -475,6 +475,11 @@ def test_pipes_recorded_by_their_passing_names_are_never_missing(tmp_path: Path)
     for name in ("/proc/25087/fd/pipe:[154025]", "/dev/fd/63"):
         assert not file_missing(name)
     assert not file_missing("relative.txt") and not file_missing(None)
+    # a directory standing where the file was is no file: it cannot be read again
+    (tmp_path / "now_a_dir.txt").mkdir()
+    assert file_missing(str(tmp_path / "now_a_dir.txt"))
+    (tmp_path / "a_file.txt").write_text("a line\n")
+    assert not file_missing(str(tmp_path / "a_file.txt"))
 
 
 def test_the_hint_after_a_stopped_removal_counts_only_the_pairs_mined(tmp_path: Path) -> None:

@@ -92,6 +92,36 @@ def test_splitter_knows_abbreviations_line_breaks_and_languages() -> None:
     assert sentence_splitter("ru-RU")("Это т. е. пример. Да.") == ["Это т. е. ", "пример. ", "Да."]
 
 
+def test_a_wide_space_before_a_full_stop_is_split_and_kept() -> None:
+    # sentencex slices by bytes there and panicked on a no-break, thin or ideographic space
+    for space in ("\u00a0", "\u202f", "\u2009", "\u3000"):
+        for lang in ("fr", "en"):
+            # an initial (plan B .) ends no sentence, as with an ASCII space
+            line = f"Il a choisi le plan B{space}. Puis il est parti."
+            assert sentence_splitter(lang)(line) == [line], (lang, space)
+            line = f"Ils ont dit non{space}. Puis il est parti."
+            assert sentence_splitter(lang)(line) == [
+                f"Ils ont dit non{space}. ",
+                "Puis il est parti.",
+            ], (lang, space)
+
+
+def test_a_panic_in_sentencex_keeps_the_line_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sentencex
+
+    class PanicException(BaseException):  # what pyo3 raises for a Rust panic
+        pass
+
+    def panic(lang: str, text: str) -> list[str]:
+        raise PanicException("byte index is not a char boundary")
+
+    monkeypatch.setattr(sentencex, "segment", panic)
+    assert sentence_splitter("fr")("Une phrase. Une autre.\nLa suite.") == [
+        "Une phrase. Une autre.",
+        "La suite.",
+    ]
+
+
 # -- reading -----------------------------------------------------------------------------------
 def test_split_records_share_a_position_and_number_their_parts(tmp_path: Path) -> None:
     path = tmp_path / "docs.jsonl"
