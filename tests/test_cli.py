@@ -71,6 +71,18 @@ def initialised(home: Path, tiny_bert: Path, tmp_path: Path) -> Path:
     return en
 
 
+def test_only_the_documented_variables_are_read_from_the_environment(
+    initialised: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """click's automatic BITEXTDB_<COMMAND>_<OPTION> variables are off: one left set in a
+    shell silently changed what later commands did."""
+    monkeypatch.setenv("BITEXTDB_STATS_JSON", "1")
+    monkeypatch.setenv("BITEXTDB_CONFIG_THRESHOLD", "1.5")
+    assert not ok("stats").stdout.lstrip().startswith("{")
+    ok("config")
+    assert as_json(ok("stats", "--json"))["settings"]["threshold"] == 1.0  # type: ignore[index]
+
+
 # -- happy paths -------------------------------------------------------------------------------
 def test_version() -> None:
     result = ok("--version")

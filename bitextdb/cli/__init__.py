@@ -124,9 +124,9 @@ def json_safe(data: Any) -> Any:
     return data
 
 
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "BITEXTDB"}
-)
+# only the options below read the environment: a BITEXTDB_EXPORT_MIN_SCORE left set in a
+# shell would silently change what every later export writes
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     envvar="BITEXTDB_HOME",
@@ -151,7 +151,8 @@ def json_safe(data: Any) -> Any:
     "--qdrant-prefix",
     envvar="BITEXTDB_QDRANT_PREFIX",
     metavar="PREFIX",
-    help="Collection name prefix on a shared Qdrant server [default bitextdb_].",
+    help="Collection name prefix on a shared Qdrant server [env BITEXTDB_QDRANT_PREFIX; "
+    "default bitextdb_].",
 )
 @click.option(
     "--wait",
@@ -159,7 +160,7 @@ def json_safe(data: Any) -> Any:
     default=0.0,
     envvar="BITEXTDB_WAIT",
     show_default=True,
-    help="Seconds to wait for another writer on the same home.",
+    help="Seconds to wait for another writer on the same home [env BITEXTDB_WAIT].",
 )
 @click.option(
     "-q",
