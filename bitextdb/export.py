@@ -846,15 +846,18 @@ def export_pairs(
             "--withdrawn lists what changed since an earlier export: give --cursor or --since."
         )
     spec = resolve_pair(db, pair, withdrawn=withdrawn is not None)
-    # another margin's scale is not the threshold's: without --min-score, every pair
-    min_score = _min_score(db, min_score) if margin == "ratio" or min_score is not None else None
-    after = None
+    found = None
     if cursor is not None:
         with db.db.session() as s:
             found = export_sql.get_cursor(s, cursor)
-        if found is not None:
-            _check_cursor(cursor, found, spec, min_score, keep)
-            after = found.last_exported_at
+    if min_score is None and found is not None and found.min_score is not None:
+        min_score = found.min_score  # its own cut, whatever the threshold became since
+    # another margin's scale is not the threshold's: without --min-score, every pair
+    min_score = _min_score(db, min_score) if margin == "ratio" or min_score is not None else None
+    after = None
+    if cursor is not None and found is not None:
+        _check_cursor(cursor, found, spec, min_score, keep)
+        after = found.last_exported_at
     if withdrawn is not None:
         _check_not_pruned(db, spec, since)
     targets = _targets(db, output, fmt, spec)

@@ -176,6 +176,34 @@ def test_small_and_empty_sides(n_a: int, n_b: int, k: int) -> None:
     run_scenario(sc, "edge", "scan")
 
 
+@pytest.mark.parametrize("quantization", ["scalar", "binary"])
+def test_quantized_hnsw_lists_are_rescored_to_the_exact_ones(
+    tmp_path: Path, quantization: str
+) -> None:
+    """Small additions searched approximately (above a lowered exact limit) through
+    quantized vectors: every candidate the search visits (ef of them, more than these sides
+    hold) is rescored with the stored vectors, so the lists are exact. Rescoring only
+    twice k of the 1-bit candidates left margins off."""
+    bitextdb.init(
+        tmp_path / "home", model="synthetic", dim=64, k=4, quantization=quantization
+    ).close()
+    db = bitextdb.open(tmp_path / "home", mine_path="query")
+    db.configure(exact_limit=10)
+    rng = np.random.default_rng(0)
+    a = random_unit(240, 64, 5)
+    noisy = a[:120] + 0.6 * rng.standard_normal((120, 64)) / 8  # half are translations
+    b = np.concatenate([noisy, rng.standard_normal((120, 64))])
+    b = (b / np.linalg.norm(b, axis=1, keepdims=True)).astype(np.float32)
+    try:
+        for start in range(0, 240, 40):
+            for lang, vecs in (("xa", a), ("xb", b)):
+                texts = [f"{lang} {i}" for i in range(start, start + 40)]
+                db.ingest_embeddings(lang, texts, vecs[start : start + 40])
+        assert_equals_reference(db, "xa", "xb")
+    finally:
+        db.close()
+
+
 def test_ties_go_to_the_smaller_id() -> None:
     """Five identical vectors on one side: every list must pick the oldest ids."""
     sc = {

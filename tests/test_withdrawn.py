@@ -335,6 +335,10 @@ def test_errors(home: Path, tmp_path: Path) -> None:
         with pytest.raises(InputError, match=r"at least 1\.1, not 1\.2"):
             export_pairs(db, "en-de", output=out, cursor="nightly", min_score=1.2)
         assert not (tmp_path / "w.tsv").exists()
+        # without --min-score a cursor keeps its own cut, whatever the threshold became
+        db.configure(threshold=1.3)
+        export_pairs(db, "en-de", output=out, cursor="nightly", withdrawn=w)
+        assert [c["min_score"] for c in list_cursors(db)] == [1.1]
         # a cursor from before min_score was kept (NULL) takes whatever comes, then keeps it
         with db.db.engine.begin() as conn:
             conn.execute(text("UPDATE export_cursors SET min_score = NULL"))

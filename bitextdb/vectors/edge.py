@@ -17,7 +17,7 @@ import qdrant_edge as qe
 from ..config import check_lang
 from ..errors import ConfigError, ModelMismatchError, StoreUnavailableError
 from ..lock import flock_within
-from .base import Hit, as_ids, as_vectors, in_order
+from .base import Hit, as_ids, as_vectors, in_order, rescore_oversampling
 
 _CONFIG_FILE = "edge_config.json"
 #: the name of the store, which the SQL database it belongs to keeps too
@@ -344,7 +344,9 @@ class EdgeIndex:
             flt = qe.Filter(must_not=[qe.IsEmptyCondition(has_field)])
         quantized = None
         if self.quantization != "none" and not exact:  # quantized candidates, exact rescoring
-            quantized = qe.QuantizationSearchParams(rescore=True, oversampling=2.0)
+            quantized = qe.QuantizationSearchParams(
+                rescore=True, oversampling=rescore_oversampling(limit, ef)
+            )
         params = qe.SearchParams(hnsw_ef=ef, exact=exact, quantization=quantized)
         results: list[list[Hit]] = []
         for start in range(0, len(queries), 256):

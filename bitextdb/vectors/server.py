@@ -29,7 +29,7 @@ from tenacity import (
 
 from ..config import check_lang, mask_url
 from ..errors import ModelMismatchError, StoreUnavailableError
-from .base import Hit, as_ids, as_vectors, in_order
+from .base import Hit, as_ids, as_vectors, in_order, rescore_oversampling
 
 log = logging.getLogger(__name__)
 #: what qdrant-client raises when the other end is not a Qdrant server (HTML, 404, JSON of
@@ -254,7 +254,9 @@ class ServerIndex:
             flt = qm.Filter(must_not=[qm.IsEmptyCondition(is_empty=qm.PayloadField(key=has_field))])
         quantized = None
         if self.quantization != "none" and not exact:  # quantized candidates, exact rescoring
-            quantized = qm.QuantizationSearchParams(rescore=True, oversampling=2.0)
+            quantized = qm.QuantizationSearchParams(
+                rescore=True, oversampling=rescore_oversampling(limit, ef)
+            )
         params = qm.SearchParams(hnsw_ef=ef, exact=exact, quantization=quantized)
         results: list[list[Hit]] = []
         for start in range(0, len(queries), 128):
