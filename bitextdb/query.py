@@ -2,8 +2,11 @@
 
 The query's own neighbourhood r(q) is the mean cosine of its k nearest sentences in the
 target language (as for a mined sentence); each hit's r(y) is its stored value towards the
-query's language. For a stored sentence these are the margins mining gave; for a new one,
-ingesting it may change them, since it may enter its hits' own lists and raise their r(y).
+query's language (computed here, as mining will, for a hit not mined yet). For a stored
+sentence these are the margins mining gave; for a new one, ingesting it may change them,
+since it may enter its hits' own lists and raise their r(y). The ``top`` places are the
+best margins over every target sentence, not only over the nearest by cosine (see
+:func:`_ranked_pools`).
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ def translate_many(
     db: BitextDB, texts: list[str], src: str, tgt: str, *, top: int = 5
 ) -> list[Translation]:
     """Ranked translations in ``tgt`` for each sentence of ``texts`` (in ``src``)."""
-    from .knn import exact_cosines  # torch: imported by the commands that need it only
 
     src, tgt = check_lang(src), check_lang(tgt)
     if src == tgt:
@@ -87,59 +89,34 @@ def translate_many(
         raise InputError("Cannot translate an empty sentence.")
     with db.db.session() as s:
         known = [lookup.sentence_by_hash(s, src, text_hash(q)) for q in queries]
-    vectors = _query_vectors(db, src, queries, known)
-    k = db.settings.k
-    exact = target_points <= db.settings.exact_limit
-    limit = max(top, k) + k + 8
-    hits = db.index.search(
-        tgt, vectors, limit, exact=exact, ef=max(db.settings.hnsw_ef, limit), with_vectors=False
-    )
-    hit_ids = sorted({h.id for row in hits for h in row})
-    found, hit_vectors = db.index.retrieve(tgt, np.array(hit_ids, dtype=np.int64))
-    vector_of = dict(zip(found.tolist(), hit_vectors))
-    with db.db.session() as s:
-        r_of = lookup.r_values(s, hit_ids, src)
+        mined, lowest_r = lookup.r_summary(s, tgt, src)
         stored = {sid: lookup.pairs_of(s, sid) for sid in known if sid is not None}
-        paired_ids = {p[key] for ps in stored.values() for p in ps for key in ("src_id", "tgt_id")}
-        text_of = corpus.texts(s, sorted(set(hit_ids) | paired_ids))
-    out = []
-    for query, sid, vector, row in zip(queries, known, vectors, hits):
-        # a point without a sentence (left by a removal stopped before its vectors went)
-        # is no translation
-        ids = np.array([h.id for h in row if h.id in vector_of and h.id in text_of], np.int64)
-        cos = (
-            exact_cosines(vector[None], np.stack([vector_of[i] for i in ids.tolist()])[None])[0]
-            if len(ids)
-            else np.zeros(0)
+    vectors = _query_vectors(db, src, queries, known)
+    # an unmined target outside a pool could have any r(y): then no pool short of all is
+    # known to hold the best margins
+    floor = lowest_r if mined >= target_points else None
+    pools = _ranked_pools(db, vectors, src, tgt, top, target_points, floor)
+    paired_ids = {p[key] for ps in stored.values() for p in ps for key in ("src_id", "tgt_id")}
+    with db.db.session() as s:
+        text_of = corpus.texts(
+            s, sorted({h.id for pool in pools for h in pool.hits[:top]} | paired_ids)
         )
-        order = np.lexsort((ids, -cos))
-        ids, cos = ids[order], cos[order]
-        r_query = float(cos[:k].mean()) if len(cos) else 0.0
+    out = []
+    for query, sid, pool in zip(queries, known, pools):
         # the sentence's pairs with ``tgt`` (it may be paired in other languages too)
         langs = {src, tgt}
         pairs = [p for p in stored.get(sid, []) if {p["src_lang"], p["tgt_lang"]} == langs]
         paired = {(p["src_id"], p["tgt_id"]): p for p in pairs}
-        ranked = []
-        for hid, c in zip(ids.tolist(), cos.tolist()):
-            r_hit = r_of.get(hid)
-            margin = (
-                None
-                if r_hit is None
-                else float(ratio_margin(np.array(c), np.array(r_query), np.array(r_hit)))
-            )
-            key = (sid, hid) if src < tgt else (hid, sid)
-            pair = paired.get(key)
-            ranked.append(
-                Hit(
-                    hid,
-                    text_of[hid][1],
-                    c,
-                    margin,
-                    pair is not None,
-                    bool(pair and pair["accepted"]),
-                )
-            )
-        ranked.sort(key=lambda h: (h.margin is None, -(h.margin or h.cosine), h.id))
+        hits = []
+        for hit in pool.hits:
+            if hit.id not in text_of:  # a point left by a removal stopped before its vectors
+                continue
+            pair = paired.get((sid, hit.id) if src < tgt else (hit.id, sid))
+            hit.text = text_of[hit.id][1]
+            hit.mined, hit.accepted = pair is not None, bool(pair and pair["accepted"])
+            hits.append(hit)
+            if len(hits) == top:
+                break
         best = next((p for p in pairs if p["accepted"]), None)
         out.append(
             Translation(
@@ -147,12 +124,153 @@ def translate_many(
                 src,
                 tgt,
                 sid,
-                r_query,
-                ranked[:top],
+                pool.r_query,
+                hits,
                 None if best is None else _pair_view(best, text_of, src),
             )
         )
     return out
+
+
+#: The most target sentences one query's margins are computed for. A pool of the nearest by
+#: cosine grows (x4) until no sentence outside it can score above its ``top``-th margin.
+MAX_POOL = 4096
+
+
+@dataclass
+class _Pool:
+    """A query's nearest target sentences by cosine, ranked by margin."""
+
+    r_query: float
+    hits: list[Hit]
+
+
+def _ranked_pools(
+    db: BitextDB,
+    vectors: np.ndarray,
+    src: str,
+    tgt: str,
+    top: int,
+    target_points: int,
+    floor: float | None,
+) -> list[_Pool]:
+    """Each query's hits ranked by margin, best first, holding at least its ``top`` best.
+
+    A target outside a pool has a cosine at most the pool's lowest ``c`` and an r(y) at
+    least ``floor`` (the lowest stored r towards ``src``), so a margin at most
+    ``2c / (r(q) + floor)``: once the ``top``-th margin in the pool reaches that, no
+    sentence outside can displace the ``top`` best. Targets not mined yet get their r(y)
+    from a search of ``src`` here, as mining them would.
+    """
+    from .knn import exact_cosines  # torch: imported by the commands that need it only
+
+    k = db.settings.k
+    exact = target_points <= db.settings.exact_limit
+    r_of: dict[int, float | None] = {}
+    pools: list[_Pool | None] = [None] * len(vectors)
+    todo = list(range(len(vectors)))
+    limit = max(top, k) + k + 8
+    while todo:
+        rows = db.index.search(
+            tgt,
+            vectors[todo],
+            limit,
+            exact=exact,
+            ef=max(db.settings.hnsw_ef, limit),
+            with_vectors=False,
+        )
+        hit_ids = sorted({h.id for row in rows for h in row})
+        found, hit_vectors = db.index.retrieve(tgt, np.array(hit_ids, dtype=np.int64))
+        vector_of = dict(zip(found.tolist(), hit_vectors))
+        _learn_r(db, src, [i for i in vector_of if i not in r_of], vector_of, r_of)
+        whole = limit >= target_points or limit >= MAX_POOL
+        still = []
+        for at, row in zip(todo, rows):
+            ids = np.array([h.id for h in row if h.id in vector_of], np.int64)
+            cos = (
+                exact_cosines(vectors[at][None], np.stack([vector_of[i] for i in ids])[None])[0]
+                if len(ids)
+                else np.zeros(0)
+            )
+            order = np.lexsort((ids, -cos))
+            ids, cos = ids[order], cos[order]
+            r_query = float(cos[:k].mean()) if len(cos) else 0.0
+            hits = []
+            for hid, c in zip(ids.tolist(), cos.tolist()):
+                r_hit = r_of.get(hid)
+                margin = (
+                    None
+                    if r_hit is None
+                    else float(ratio_margin(np.array(c), np.array(r_query), np.array(r_hit)))
+                )
+                hits.append(Hit(hid, "", c, margin))
+            hits.sort(
+                key=lambda h: (
+                    h.margin is None,
+                    -(h.cosine if h.margin is None else h.margin),
+                    h.id,
+                )
+            )
+            if whole or len(row) < limit or _settled(hits, top, r_query, floor, cos):
+                pools[at] = _Pool(r_query, hits)
+            else:
+                still.append(at)
+        todo = still
+        limit = min(limit * 4, MAX_POOL)
+    return [pool for pool in pools if pool is not None]
+
+
+def _settled(
+    hits: list[Hit], top: int, r_query: float, floor: float | None, cos: np.ndarray
+) -> bool:
+    """Whether no target outside these hits can score above the ``top``-th margin."""
+    if floor is None or not len(cos) or len(hits) < top or hits[top - 1].margin is None:
+        return False
+    den = r_query + floor
+    if den <= 0:
+        return False
+    lowest = float(cos[-1])
+    bound = 2 * lowest / den if lowest > 0 else 0.0
+    return hits[top - 1].margin > bound
+
+
+def _learn_r(
+    db: BitextDB,
+    src: str,
+    ids: list[int],
+    vector_of: dict[int, np.ndarray],
+    r_of: dict[int, float | None],
+) -> None:
+    """Add the r(y) towards ``src`` of the target sentences ``ids`` to ``r_of``: the stored
+    one for the mined, and for the others the mean cosine of their k nearest ``src``
+    sentences, as mining them would store (None when ``src`` holds no vector)."""
+    from .knn import exact_cosines
+
+    with db.db.session() as s:
+        r_of.update(lookup.r_values(s, ids, src))
+    unmined = [i for i in ids if i not in r_of]
+    if not unmined:
+        return
+    k = db.settings.k
+    points = db.index.count(src)
+    rows = (
+        db.index.search(
+            src,
+            np.stack([vector_of[i] for i in unmined]),
+            k,
+            exact=points <= db.settings.exact_limit,
+            ef=max(db.settings.hnsw_ef, k),
+            with_vectors=True,
+        )
+        if points
+        else [[] for _ in unmined]
+    )
+    for hid, row in zip(unmined, rows):
+        if not row:
+            r_of[hid] = None
+            continue
+        near = np.stack([h.vector for h in row])[None]
+        r_of[hid] = float(np.sort(exact_cosines(vector_of[hid][None], near)[0])[::-1][:k].mean())
 
 
 def _query_vectors(

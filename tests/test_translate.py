@@ -221,6 +221,76 @@ def test_margins_agree_with_a_hand_computation(
             assert h.margin == pytest.approx(cos[row] / ((r_q + r_y) / 2), abs=1e-5)
 
 
+def test_every_place_of_the_ranking_is_the_margin_ranking_over_all_targets(
+    db: bitextdb.BitextDB, corpus: Corpus, static_model: Path
+) -> None:
+    """The pool of hits nearest by cosine grows until nothing outside it can outscore the
+    last place asked for: a sentence with a low cosine but a low r(y) was left out."""
+    k = db.settings.k
+    model = SentenceTransformer(str(static_model), device="cpu")
+    de_ids = ids_of(db, "de")
+    de_texts = list(de_ids)
+    de_vecs = model.encode(de_texts, normalize_embeddings=True).astype(np.float64)
+    with db.db.session() as s:
+        stored_r = {
+            int(i): float(r)
+            for i, r in s.execute(text("SELECT sentence_id, r FROM knn WHERE other_lang = 'en'"))
+        }
+    queries = [corpus.en[3], corpus.extra_en[5], "the old dog and the child"]
+    vecs = model.encode(queries, normalize_embeddings=True).astype(np.float64)
+    for top in (1, 5, 30, len(de_texts)):
+        for query, vec, t in zip(queries, vecs, db.translate_many(queries, "en", "de", top=top)):
+            cos = de_vecs @ vec
+            r_q = float(np.sort(cos)[::-1][:k].mean())
+            margins = np.array(
+                [c / ((r_q + stored_r[de_ids[x]]) / 2) for c, x in zip(cos, de_texts)]
+            )
+            expected = np.sort(margins)[::-1][:top]
+            assert len(t.hits) == min(top, len(de_texts))
+            assert [h.margin for h in t.hits] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_a_far_target_with_a_lonely_neighbourhood_is_not_left_out(tmp_path: Path) -> None:
+    """30 targets at cosine 0.71 crowded by source sentences, and one at 0.6 with none near
+    it: its margin is the best, though 30 hits come before it by cosine."""
+    rng = np.random.default_rng(1)
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+    e = np.eye(8)
+    crowd = unit(e[0] + e[1] + 0.05 * rng.standard_normal((30, 8)))
+    lonely = unit((0.6 * e[0] + 0.8 * e[2])[None])
+    sources = unit(e[1] + 0.05 * rng.standard_normal((30, 8)))
+    with bitextdb.init(tmp_path / "home", model="given", dim=8, k=4) as db:
+        db.ingest_embeddings(
+            "xa", ["query", *[f"s{i}" for i in range(30)]], unit(np.vstack([e[0], sources]))
+        )
+        db.ingest_embeddings(
+            "xb", [*[f"t{i}" for i in range(30)], "lonely"], np.vstack([crowd, lonely])
+        )
+        for top in (1, 3):
+            hits = db.translate("query", "xa", "xb", top=top).hits
+            assert hits[0].text == "lonely" and hits[0].cosine == pytest.approx(0.6, abs=1e-6)
+            assert len(hits) == top
+
+
+def test_a_target_not_mined_yet_is_ranked_by_the_margin_mining_would_give(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    home = tmp_path / "copy"
+    shutil.copytree(corpus.home, home)
+    english = corpus.extra_en[2]
+    with bitextdb.open(home) as db:
+        db.ingest_texts("en", [english], mine=False)  # an English target, not mined
+        before = db.translate(translate(english, "de"), "de", "en", top=3)
+        assert before.hits[0].text == english and before.hits[0].margin is not None
+        db.mine()
+        after = db.translate(translate(english, "de"), "de", "en", top=3)
+    assert after.hits[0].text == english
+    assert before.hits[0].margin == pytest.approx(after.hits[0].margin, abs=1e-6)
+
+
 # -- command line ------------------------------------------------------------------------------
 def run(corpus: Corpus, *args: str) -> Result:
     return CliRunner().invoke(cli, ["-q", "--home", str(corpus.home), "translate", *args])
