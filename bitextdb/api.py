@@ -43,6 +43,7 @@ from .vectors.edge import STORE_ID_FILE
 
 if TYPE_CHECKING:
     from .miner import Miner, PairReport
+    from .vectors.server import ServerIndex
 
 Progress = Callable[[str, int, int], None]
 
@@ -580,6 +581,8 @@ def open(
 
 #: the key under which the SQL database keeps the name of its Qdrant Edge store
 EDGE_STORE_NOTE = "edge_store"
+#: the key under which it keeps the name its Qdrant server collections carry
+SERVER_OWNER_NOTE = "qdrant_owner"
 
 
 def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -> None:
@@ -589,7 +592,14 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
     given at first use (unless ``name`` is false: only the refusals, before ``init``
     writes anything)."""
     if not isinstance(index, EdgeIndex):
-        return  # a Qdrant server is shared by every worker that names it
+        # a Qdrant server is shared by every worker of the database, and by other databases
+        # under other prefixes: its collections name the database they belong to
+        owner = database.note(SERVER_OWNER_NOTE)
+        if owner is None and name:
+            owner = database.claim_note(SERVER_OWNER_NOTE, uuid.uuid4().hex)
+        if owner is not None:
+            cast("ServerIndex", index).claim(str(owner))
+        return
     kept, here = database.note(EDGE_STORE_NOTE), index.store_id()
     if kept is not None and kept == here:
         return
@@ -656,11 +666,11 @@ def init(
     loc.home.mkdir(parents=True, exist_ok=True)
     with _acquire(loc, wait, None):
         database = Database(loc.db)
-        database.upgrade()
-        # an unreachable vector store, or one the database does not belong to, fails
-        # before anything is saved
+        # an unreachable vector store fails before the schema is written, and one the
+        # database does not belong to before the settings are
         index = open_index(loc)
         try:
+            database.upgrade()
             _claim_store(database, index, name=False)
         finally:
             index.close()

@@ -394,6 +394,9 @@ def test_unreachable_qdrant_fails_within_bounded_time(home: Path, tiny_bert: Pat
     assert time.monotonic() - started < 10
     assert_clean_error(result, "Cannot reach Qdrant", "127.0.0.1:1")
     assert result.exit_code == bitextdb.StoreUnavailableError.exit_code
+    # nothing written before the store answered: no schema in the home's database
+    status = invoke("db", "status", "--json")
+    assert json.loads(status.stdout)["current"] is None, status.output
 
 
 @pytest.mark.parametrize(

@@ -239,7 +239,7 @@ def test_every_place_of_the_ranking_is_the_margin_ranking_over_all_targets(
     queries = [corpus.en[3], corpus.extra_en[5], "the old dog and the child"]
     vecs = model.encode(queries, normalize_embeddings=True).astype(np.float64)
     for top in (1, 5, 30, len(de_texts)):
-        for query, vec, t in zip(queries, vecs, db.translate_many(queries, "en", "de", top=top)):
+        for vec, t in zip(vecs, db.translate_many(queries, "en", "de", top=top)):
             cos = de_vecs @ vec
             r_q = float(np.sort(cos)[::-1][:k].mean())
             margins = np.array(

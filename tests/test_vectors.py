@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import numpy as np
@@ -16,10 +17,11 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+import bitextdb
 from bitextdb.errors import ConfigError, ModelMismatchError, StoreUnavailableError
 from bitextdb.vectors import EdgeIndex, ServerIndex, VectorIndex
 from bitextdb.vectors import edge as edge_module
-from bitextdb.vectors.server import is_transient
+from bitextdb.vectors.server import OWNER_KEY, is_transient
 from tests.reference import random_unit
 
 # read at import: the autouse fixture clears BITEXTDB_* variables before each test
@@ -515,3 +517,54 @@ def test_edge_count_is_the_number_of_live_points(tmp_path: Path) -> None:
     again = EdgeIndex(tmp_path / "vectors")
     assert again.count("en") == exact(again) == 650
     again.close()
+
+
+# -- databases sharing one Qdrant --------------------------------------------------------------
+def _server_home(tmp_path: Path, name: str, prefix: str) -> bitextdb.BitextDB:
+    qdrant = f"local:{tmp_path / 'qdrant'}"
+    if not (tmp_path / name).exists():
+        bitextdb.init(
+            tmp_path / name, qdrant=qdrant, qdrant_prefix=prefix, model="synthetic", dim=DIM
+        ).close()
+    return bitextdb.open(tmp_path / name, qdrant=qdrant, qdrant_prefix=prefix)
+
+
+def test_a_prefix_that_begins_another_sees_only_its_own_collections(tmp_path: Path) -> None:
+    """`bt` and `btx` on one Qdrant: `btxen` is no `xen` of the first database, so its
+    check neither counts nor removes the second one's vectors."""
+    with _server_home(tmp_path, "second", "btx") as db:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(6)], unit(6, 1))
+    with _server_home(tmp_path, "first", "bt") as db:
+        db.ingest_embeddings("de", [f"de {i}" for i in range(4)], unit(4, 2))
+        report = db.check(repair=True)
+        assert report.ok and set(report.languages) == {"de"}
+    with _server_home(tmp_path, "second", "btx") as db:
+        assert db.index.count("en") == 6 and db.check().ok
+
+
+def test_a_second_database_under_the_same_prefix_is_refused(tmp_path: Path) -> None:
+    with _server_home(tmp_path, "first", "bitextdb_") as db:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(6)], unit(6, 1))
+    with _server_home(tmp_path, "second", "bitextdb_") as db:
+        with pytest.raises(bitextdb.ConfigError, match="belongs to another bitextdb database"):
+            db.ingest_embeddings("en", ["another"], unit(1, 3))
+        assert db.check(repair=True).languages == {}  # nothing of the first one's taken
+    with _server_home(tmp_path, "first", "bitextdb_") as db:
+        assert db.index.count("en") == 6 and db.check().ok
+
+
+def test_collections_made_before_owners_are_adopted(tmp_path: Path) -> None:
+    with _server_home(tmp_path, "home", "bitextdb_") as db:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(6)], unit(6, 1))
+        server = cast(ServerIndex, db.index)
+        server.client.update_collection("bitextdb_en", metadata={OWNER_KEY: None})
+        assert server.client.get_collection("bitextdb_en").config.metadata in (
+            None,
+            {},
+            {OWNER_KEY: None},
+        )
+    with _server_home(tmp_path, "home", "bitextdb_") as db:
+        assert db.index.count("en") == 6
+        server = cast(ServerIndex, db.index)
+        owner = server.client.get_collection("bitextdb_en").config.metadata[OWNER_KEY]
+        assert owner == server.owner is not None

@@ -417,7 +417,7 @@ def source_languages(s: Session) -> list[str]:
 
 
 def language_counts(s: Session) -> dict[str, dict[str, int]]:
-    """Per language: sentences, indexed sentences, sources."""
+    """Per language, in the languages' order: sentences, indexed sentences, sources."""
     out: dict[str, dict[str, int]] = {}
     for lang, total, indexed in s.execute(
         select(SENT.c.lang, func.count(), func.sum(SENT.c.indexed.cast(Integer))).group_by(
@@ -427,7 +427,7 @@ def language_counts(s: Session) -> dict[str, dict[str, int]]:
         out[lang] = {"sentences": int(total), "indexed": int(indexed or 0), "sources": 0}
     for lang, n in s.execute(select(SRC.c.lang, func.count()).group_by(SRC.c.lang)):
         out.setdefault(lang, {"sentences": 0, "indexed": 0, "sources": 0})["sources"] = int(n)
-    return out
+    return dict(sorted(out.items()))  # GROUP BY gives PostgreSQL's hash order
 
 
 def list_sources(

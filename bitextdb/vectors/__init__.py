@@ -29,8 +29,15 @@ def open_index(loc: Locations, settings: Settings | None = None) -> VectorIndex:
     from .server import ServerIndex  # qdrant-client: imported only for a server
 
     if loc.qdrant.startswith("local:"):
-        # qdrant-client's pure-Python local mode: a stand-in for a server in tests
+        # qdrant-client's pure-Python local mode: a stand-in for a server in tests, which
+        # warns at every call that it keeps no payload index and searches exactly
+        import warnings
+
         from qdrant_client import QdrantClient
+
+        warnings.filterwarnings(
+            "ignore", message="(Payload indexes have no effect|Local mode)", category=UserWarning
+        )
 
         client = QdrantClient(path=loc.qdrant[len("local:") :])
         return ServerIndex(loc.qdrant, client=client, prefix=loc.qdrant_prefix, **options)

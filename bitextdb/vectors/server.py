@@ -28,10 +28,13 @@ from tenacity import (
 )
 
 from ..config import check_lang, mask_url
-from ..errors import ModelMismatchError, StoreUnavailableError
+from ..errors import ConfigError, ModelMismatchError, StoreUnavailableError
 from .base import Hit, as_ids, as_vectors, in_order, rescore_oversampling
 
 log = logging.getLogger(__name__)
+
+#: the collection metadata key naming the database a collection belongs to
+OWNER_KEY = "bitextdb_database"
 #: what qdrant-client raises when the other end is not a Qdrant server (HTML, 404, JSON of
 #: another shape); anything else from a call is a bug and propagates as it is
 NOT_QDRANT = (
@@ -92,6 +95,8 @@ class ServerIndex:
             key = api_key if api_key is not None else os.environ.get("BITEXTDB_QDRANT_API_KEY")
             client = QdrantClient(url=url, api_key=key, timeout=timeout, check_compatibility=False)
         self.client = client
+        #: the database these collections belong to (see :meth:`claim`); None: not known yet
+        self.owner: str | None = None
         self._dims: dict[str, int] = {}
         self._indexed_fields: set[tuple[str, str]] = set()
 
@@ -122,6 +127,34 @@ class ServerIndex:
     def _name(self, lang: str) -> str:
         return f"{self.prefix}{check_lang(lang).replace('-', '_')}"
 
+    # -- ownership -------------------------------------------------------------------
+    def claim(self, owner: str) -> None:
+        """Work for the database named ``owner``: collections it makes say so in their
+        metadata (Qdrant >= 1.16), and another database's collection under this prefix
+        (a prefix that begins another's, or the same one given twice) is never read,
+        written or taken for an orphan."""
+        self.owner = owner
+        self._dims.clear()
+
+    def _owner_of(self, info: Any) -> str | None:
+        metadata = getattr(info.config, "metadata", None) or {}
+        owner = metadata.get(OWNER_KEY)
+        return None if owner is None else str(owner)
+
+    def _check_owner(self, name: str, info: Any) -> None:
+        """Refuse another database's collection; adopt one made before owners were kept."""
+        if self.owner is None:
+            return
+        owner = self._owner_of(info)
+        if owner is None:
+            self._call(self.client.update_collection, name, metadata={OWNER_KEY: self.owner})
+        elif owner != self.owner:
+            raise ConfigError(
+                f"The Qdrant collection {name} belongs to another bitextdb database: give "
+                f"this one a --qdrant-prefix of its own (it has {self.prefix!r}; the prefix "
+                "is kept by init in bitextdb.json)."
+            )
+
     # -- collections -----------------------------------------------------------------
     def ensure(self, lang: str, dim: int) -> None:
         existing = self.dimension(lang)
@@ -134,6 +167,7 @@ class ServerIndex:
         self._call(
             self.client.create_collection,
             self._name(lang),
+            metadata=None if self.owner is None else {OWNER_KEY: self.owner},
             vectors_config=qm.VectorParams(
                 size=dim,
                 distance=qm.Distance.COSINE,
@@ -163,6 +197,7 @@ class ServerIndex:
         if not self._call(self.client.collection_exists, name):
             return None
         info = self._call(self.client.get_collection, name)
+        self._check_owner(name, info)
         vectors = info.config.params.vectors
         size = vectors.size if isinstance(vectors, qm.VectorParams) else None
         if size is None:
@@ -171,10 +206,23 @@ class ServerIndex:
         return self._dims[lang]
 
     def languages(self) -> list[str]:
-        names = [c.name for c in self._call(self.client.get_collections).collections]
-        return sorted(
-            n[len(self.prefix) :].replace("_", "-") for n in names if n.startswith(self.prefix)
-        )
+        """The languages of this database's collections: those under the prefix that name
+        a language and belong to no other database."""
+        found = []
+        for c in self._call(self.client.get_collections).collections:
+            if not c.name.startswith(self.prefix):
+                continue
+            lang = c.name[len(self.prefix) :].replace("_", "-")
+            try:
+                check_lang(lang)
+            except ConfigError:  # another prefix's (bitextdb_test_en under bitextdb_)
+                continue
+            if self.owner is not None:
+                owner = self._owner_of(self._call(self.client.get_collection, c.name))
+                if owner is not None and owner != self.owner:
+                    continue
+            found.append(lang)
+        return sorted(found)
 
     def count(self, lang: str) -> int:
         if self.dimension(lang) is None:
