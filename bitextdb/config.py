@@ -76,12 +76,21 @@ def device_list(device: str | None) -> list[str]:
     return [f"cuda:{i}" for i in range(count)]
 
 
+#: the longest language code kept (the SQL columns are this wide)
+MAX_LANG = 16
+
+
 def check_lang(lang: str) -> str:
     """Validate a language code (ISO 639-1/3 with optional script, region or variant
     subtags) and return it as BCP 47 spells it: ``EN`` is ``en``, ``pt_br`` is ``pt-BR``,
     ``zh-hant`` is ``zh-Hant``. Every code is stored so spelled: two spellings of one
     language are one language (and one vector collection, on any file system)."""
-    if not isinstance(lang, str) or len(lang) > 16 or not LANG_RE.fullmatch(lang):
+    if isinstance(lang, str) and len(lang) > MAX_LANG and LANG_RE.fullmatch(lang):
+        raise ConfigError(
+            f"The language code {lang!r} is longer than the {MAX_LANG} characters bitextdb "
+            "keeps; use a shorter one (its language and script, such as 'hy-Latn')."
+        )
+    if not isinstance(lang, str) or not LANG_RE.fullmatch(lang):
         raise ConfigError(
             f"{lang!r} is not a language code; use an ISO 639 code such as 'en', 'de' or 'zh-Hant'."
         )

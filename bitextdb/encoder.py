@@ -6,7 +6,9 @@ import contextlib
 import logging
 import os
 import queue
+import socket
 import threading
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -481,8 +483,11 @@ def load_model(  # type: ignore[no-untyped-def]
         from transformers.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - a dependency
         raise ModelLoadError("sentence-transformers is not installed; reinstall bitextdb.") from exc
+    from huggingface_hub.utils import logging as hub_logging
+
     hf_logging.disable_progress_bar()  # our own bars only
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()  # its retries are said once, in our error
     if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
         # a path, not a hub name: no point asking the hub (it retries for a minute offline)
         raise ModelLoadError(
@@ -490,6 +495,9 @@ def load_model(  # type: ignore[no-untyped-def]
             "model folder with --model PATH (if a database's model folder moved, "
             "`bitextdb config --model NEW_PATH` points the database at it)."
         )
+    # a hub name with no hub in reach: its cache only, at once (the hub's client retries
+    # every file for a minute and a half first)
+    offline = not Path(model).expanduser().is_dir() and not hub_reachable()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -498,6 +506,7 @@ def load_model(  # type: ignore[no-untyped-def]
                 device=None if device in (None, "auto") else device,
                 revision=revision,
                 trust_remote_code=trust_remote_code,
+                local_files_only=offline,
             )
     except Exception as exc:
         log.debug("model load failed", exc_info=True)
@@ -506,11 +515,32 @@ def load_model(  # type: ignore[no-untyped-def]
             raise ModelLoadError(
                 f"Could not load the model in {model} on device {device or 'auto'}: {reason}"
             ) from exc
+        why = (
+            "the model hub cannot be reached from here" if offline else "it could not be downloaded"
+        )
         raise ModelLoadError(
-            f"Could not load the model {model!r} (no such local folder, and it could not be "
-            "downloaded from here); pass a local sentence-transformers model folder with "
-            "--model PATH."
+            f"Could not load the model {model!r} (no such local folder, and {why}); pass a "
+            "local sentence-transformers model folder with --model PATH."
         ) from exc
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub (``HF_ENDPOINT``, huggingface.co by default) answers a TCP
+    connection. True when offline mode is asked for (the cache is read then anyway) or a
+    proxy is set (only the proxy knows)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    proxies = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+    if any(os.environ.get(name) for name in proxies):
+        return True
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def model_fingerprint(model: str) -> list[tuple[str, int, int]]:

@@ -92,24 +92,22 @@ def parse_directed_pair(text: str) -> PairSpec:
         raise InputError(str(exc)) from exc
 
 
-def resolve_pair(db: BitextDB, pair: str, *, withdrawn: bool = False) -> PairSpec:
+def resolve_pair(db: BitextDB, pair: str) -> PairSpec:
     """Parse ``pair`` and check that the database holds both languages and mines the pair.
 
-    With ``withdrawn``, a pair that lost a language (its sources were removed) is accepted
-    too while it has withdrawn pairs to report, or had some that ``cursors prune`` deleted
-    (a cursor past them is then told of nothing more; an earlier ``since``, that they went).
+    A pair that lost a language (its sources were removed) is accepted too while it has
+    withdrawn pairs to report, or had some that ``cursors prune`` deleted: it exports no
+    pair, and ``withdrawn`` says which went (a cursor past them is then told of nothing
+    more; an earlier ``since``, that they went), so a script exporting every pair it ever
+    had, or an HTTP copy kept in sync, goes on.
     """
     spec = parse_directed_pair(pair)
     with db.db.session() as s:
         langs = export_sql.languages(s)
         lost = not {spec.src_lang, spec.tgt_lang} <= set(langs)
-        if (
-            withdrawn
-            and lost
-            and (
-                export_sql.has_withdrawn(s, *spec.stored)
-                or export_sql.pruned_before(s, *spec.stored) is not None
-            )
+        if lost and (
+            export_sql.has_withdrawn(s, *spec.stored)
+            or export_sql.pruned_before(s, *spec.stored) is not None
         ):
             return spec
     for lang in (spec.src_lang, spec.tgt_lang):
@@ -646,7 +644,7 @@ def iter_withdrawn(
     moment = parse_since(since)
     if moment is None:
         raise InputError("Say since when: the moment of the consumer's last export.")
-    spec = resolve_pair(db, pair, withdrawn=True)
+    spec = resolve_pair(db, pair)
     min_score = _min_score(db, min_score)
     _check_not_pruned(db, spec, moment)
     return _iter_withdrawn(db, spec, float(min_score), moment, batch)
@@ -845,7 +843,7 @@ def export_pairs(
         raise InputError(
             "--withdrawn lists what changed since an earlier export: give --cursor or --since."
         )
-    spec = resolve_pair(db, pair, withdrawn=withdrawn is not None)
+    spec = resolve_pair(db, pair)
     found = None
     if cursor is not None:
         with db.db.session() as s:

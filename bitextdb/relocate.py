@@ -13,6 +13,7 @@ report says so (``checked`` 0).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from .config import model_name, same_model
 from .db import corpus
 from .encoder import Encoder
-from .errors import ModelMismatchError
+from .errors import ConfigError, ModelMismatchError
 
 if TYPE_CHECKING:
     from .api import BitextDB
@@ -36,13 +37,19 @@ SAME_COSINE = 0.995
 def relocate_model(db: BitextDB, model: str) -> dict[str, Any]:
     """Make ``model`` (a folder) the database's model if it gives the stored vectors
     back; returns ``{"model", "previous", "checked", "lowest_cosine"}``. Raises
-    :class:`ModelMismatchError` when it does not (or makes vectors of another size)."""
+    :class:`ModelMismatchError` when it does not (or makes vectors of another size), and
+    :class:`ConfigError` for a name that is no folder (a hub name is not loaded)."""
     new = model_name(model)
     previous = db.settings.model
     report: dict[str, Any] = {"model": new, "previous": previous, "checked": 0}
     report["lowest_cosine"] = None
     if same_model(new, previous):
         return report
+    if not Path(model).expanduser().is_dir():
+        raise ConfigError(
+            f"config --model takes the folder the database's model moved to; {model} is no "
+            "folder here (a model of another name is another model, and a database keeps one)."
+        )
     s = db.settings
     encoder = Encoder(  # a few sentences: the CPU does, whatever devices ingests use
         new,

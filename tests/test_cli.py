@@ -438,6 +438,9 @@ def test_a_moved_model_folder_is_taken_back_only_if_it_gives_the_stored_vectors(
     other = build_static_crosslingual(tmp_path / "other", seed=1)  # same size, other vectors
     line = assert_clean_error(invoke("config", "--model", str(other)), "not this database's")
     assert "cosine" in line
+    # a hub name (or a mistyped folder) is not loaded: the hub was asked, for a minute
+    for name in ("sentence-transformers/LaBSE", "m2-typo"):
+        assert_clean_error(invoke("config", "--model", name), "is no folder here")
     assert as_json(ok("config", "--json"))["model"] == str(first)  # unchanged
     report = as_json(ok("config", "--json", "--model", str(moved)))
     assert report["model"] == str(moved) and report["model_check"]["checked"] == 1

@@ -355,8 +355,13 @@ def test_check_lang_spells_codes_as_bcp47_does(lang: str, spelled: str) -> None:
 
 @pytest.mark.parametrize("lang", ["EN DE", "", "en de", "e", "english", "en/../x", "1a", "es\n"])
 def test_check_lang_rejects(lang: str) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="is not a language code"):
         check_lang(lang)
+
+
+def test_a_code_too_long_to_keep_is_said_so() -> None:
+    with pytest.raises(ConfigError, match="longer than the 16 characters"):
+        check_lang("hy-Latn-IT-arevela")
 
 
 def test_two_spellings_of_a_language_are_one_language(home: Path, db_url: str) -> None:

@@ -199,3 +199,38 @@ def test_static_example_sentence(static: SentenceTransformer) -> None:
     assert cos[0, 1] > 0.99
     assert cos[0, 2] > 0.99
     assert cos[0, 3] < 0.8
+
+
+def test_a_hub_name_without_a_hub_in_reach_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Offline, the hub's client retried every file for a minute and a half (with each
+    warning printed twice) before the one clear sentence; now the cache alone is asked."""
+    import socket
+    import time
+
+    import bitextdb
+    from bitextdb.encoder import hub_reachable, load_model
+
+    for name in (
+        "HF_HUB_OFFLINE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as listening:  # a hub that answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        assert hub_reachable()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")  # nothing listens there
+    assert not hub_reachable()
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    started = time.monotonic()
+    with pytest.raises(bitextdb.ModelLoadError, match="the model hub cannot be reached"):
+        load_model("someone/no-such-model", device="cpu", revision=None, trust_remote_code=False)
+    assert time.monotonic() - started < 20

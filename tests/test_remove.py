@@ -317,7 +317,7 @@ def test_cli_lists_and_removes_sources(tmp_path: Path) -> None:
     ]
     assert "a2" in run("sources").output
     dry = run("remove", "--lang", "xa", "--source", "a2", "--dry-run")
-    assert dry.exit_code == 0 and "would remove 1 source(s), 10 lines, 5 sentences" in dry.output
+    assert dry.exit_code == 0 and "would remove 1 source, 10 lines, 5 sentences" in dry.output
     bad = run("remove", "--lang", "xa", "--source", "nope")
     assert bad.exit_code == 2 and bad.output.startswith("Error: No source 'nope' in xa")
     done = run("remove", "--lang", "xa", "--source", "a2", "--json")

@@ -377,7 +377,7 @@ def test_cli_removes_the_sources_of_deleted_files(home: Path, tmp_path: Path) ->
     assert [r["sentences_removed"] for r in json.loads(result.stdout)] == [2]
     result = runner.invoke(cli, ["-q", "remove", "--missing"])
     assert result.exit_code == 0
-    assert "xa: removed 1 source(s), 2 lines, 2 sentences" in result.output
+    assert "xa: removed 1 source, 2 lines, 2 sentences" in result.output
     assert runner.invoke(cli, ["sources"]).output.strip() == "no sources"
     for bad in (["remove"], ["remove", "--missing", "--source", "x"], ["remove", "--source", "x"]):
         result = runner.invoke(cli, bad)

@@ -194,8 +194,12 @@ def test_displaced_removed_and_accepted_again(db_url: str, home: Path, tmp_path:
         summary = sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)
         assert summary["rows"] == 0 and summary["withdrawn_rows"] == 2 and mirror == {}
         assert sync(db, mirror, tmp_path, pair="en-de", min_score=-np.inf)["withdrawn_rows"] == 0
-        with pytest.raises(InputError, match="no sentences in 'de'"):
-            export_pairs(db, "en-de", output=str(tmp_path / "x.tsv"))
+        # a whole export of it is empty (a script exporting every pair goes on), and the
+        # records stream of the HTTP API answers as the CLI does
+        assert export_pairs(db, "en-de", output=str(tmp_path / "x.tsv"))["rows"] == 0
+        assert list(iter_records(db, "en-de", since=datetime.now(timezone.utc))) == []
+        with pytest.raises(InputError, match="no sentences in 'fr'"):  # never held
+            export_pairs(db, "en-fr", output=str(tmp_path / "x.tsv"))
     finally:
         db.close()
 

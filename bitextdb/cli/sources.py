@@ -33,12 +33,16 @@ def sources(ctx: Context, lang: str | None, as_json: bool) -> None:
     emit(rows, as_json, _sources_text)
 
 
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _remove_text(r: dict[str, Any]) -> str:
     what = "would remove" if r["dry_run"] else "removed"
     kept = r["sentences_kept"]
     out = [
-        f"{r['lang']}: {what} {len(r['sources'])} source(s), {r['occurrences']} lines, "
-        f"{r['sentences_removed']} sentences"
+        f"{r['lang']}: {what} {_counted(len(r['sources']), 'source')}, "
+        f"{_counted(r['occurrences'], 'line')}, {_counted(r['sentences_removed'], 'sentence')}"
         + (f" ({kept} more stay: other sources hold them too)" if kept else "")
     ]
     out += [
