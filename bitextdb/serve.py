@@ -32,6 +32,7 @@ one lock; endpoints are plain functions that FastAPI runs in its thread pool.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import itertools
@@ -217,7 +218,10 @@ class CatchAllMiddleware:
     Starlette's own 500 handler answers and then re-raises, which makes the server drop
     the connection; this one answers and keeps it. An error after the response started
     (in a stream) cannot change the status any more: it is re-raised, and the server
-    cuts the stream short.
+    cuts the stream short. A request still running when the server's grace period at
+    shutdown ends is cancelled (a ``CancelledError``, no ``Exception``): it is answered
+    with a JSON 503, its committed work kept, instead of uvicorn's plain-text 500 and a
+    traceback in the log.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -237,6 +241,12 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, watch)
+        except asyncio.CancelledError:
+            log.warning("stopped %s %s at shutdown", scope["method"], scope["path"])
+            if started:
+                raise
+            message = "The server stopped before this request ended; what it committed is kept."
+            await _error(503, message)(scope, receive, send)
         except Exception as exc:
             log.error("unexpected error on %s %s", scope["method"], scope["path"], exc_info=exc)
             if started:

@@ -626,3 +626,28 @@ def test_the_home_is_released_only_when_the_work_of_requests_ends(home: Path) ->
     assert events[0].startswith("Waiting for the work of a request")
     assert events[1:] == ["request done", "closed"]
     bitextdb.open(home).close()  # released
+
+
+def test_a_request_cancelled_at_shutdown_is_answered_in_json() -> None:
+    """uvicorn cancels what still runs when its grace period ends: a CancelledError, which
+    got past the catch-all and was answered in plain text, with a traceback in the log."""
+    import asyncio
+
+    from bitextdb.serve import CatchAllMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise asyncio.CancelledError
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/ingest", "headers": []}
+    asyncio.run(CatchAllMiddleware(app)(scope, receive, send))
+    assert sent[0]["status"] == 503
+    assert (b"content-type", b"application/json") in sent[0]["headers"]
+    assert "server stopped" in json.loads(sent[1]["body"])["error"]
