@@ -193,6 +193,11 @@ def numpy_knn(x: np.ndarray, y: np.ndarray, k: int, block: int = 4096):  # type:
 
 def numpy_mine(a: np.ndarray, b: np.ndarray, k: int) -> set[tuple[int, int]]:
     """The reference batch algorithm on row indices: greedy one-to-one (a_row, b_row)."""
+    return set(numpy_mine_scored(a, b, k))
+
+
+def numpy_mine_scored(a: np.ndarray, b: np.ndarray, k: int) -> dict[tuple[int, int], float]:
+    """:func:`numpy_mine` with each accepted pair's margin."""
     fwd_idx, fwd_sim = numpy_knn(a, b, k)
     bwd_idx, bwd_sim = numpy_knn(b, a, k)
     r_a = fwd_sim.mean(axis=1).astype(np.float64)
@@ -209,7 +214,7 @@ def numpy_mine(a: np.ndarray, b: np.ndarray, k: int) -> set[tuple[int, int]]:
     keep = greedy_one_to_one(
         pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), pairs[:, 2]
     )
-    return {(int(s), int(t)) for s, t in pairs[keep, :2]}
+    return {(int(s), int(t)): float(m) for s, t, m in pairs[keep]}
 
 
 class Stopwatch:

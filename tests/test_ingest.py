@@ -443,7 +443,7 @@ def test_given_zero_or_nonfinite_row_stores_nothing(bad: float, home: Path, tmp_
     given[1] = bad
     np.save(tmp_path / "en.npy", given)
     with byo_db(home) as db:
-        with pytest.raises(bitextdb.InputError, match="line 2"):
+        with pytest.raises(bitextdb.InputError, match=r"Row 2 of the embeddings \(record 2\)"):
             db.ingest(path, "en", embeddings=tmp_path / "en.npy")
         assert counts(db, "en") == (0, 0, 0)
         # a corrected file then goes in whole, and mining needs no model
