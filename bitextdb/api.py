@@ -594,11 +594,19 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
     if not isinstance(index, EdgeIndex):
         # a Qdrant server is shared by every worker of the database, and by other databases
         # under other prefixes: its collections name the database they belong to
+        server = cast("ServerIndex", index)
         owner = database.note(SERVER_OWNER_NOTE)
         if owner is None and name:
             owner = database.claim_note(SERVER_OWNER_NOTE, uuid.uuid4().hex)
         if owner is not None:
-            cast("ServerIndex", index).claim(str(owner))
+            server.claim(str(owner))
+        lacking = "" if name else _lacking(database, server)  # init again, perhaps elsewhere
+        if lacking:
+            raise ConfigError(
+                f"The Qdrant collections under {server.prefix!r} at {mask_url(server.url)} "
+                f"lack vectors this database has stored ({lacking}): give the --qdrant and "
+                "--qdrant-prefix it was made with."
+            )
         return
     kept, here = database.note(EDGE_STORE_NOTE), index.store_id()
     if kept is not None and kept == here:
@@ -614,11 +622,8 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
             "a home keeps the database it was made with. Give it that --db again, or make a "
             "new home for this database."
         )
-    with database.session() as s:
-        indexed = {lang: c["indexed"] for lang, c in corpus.language_counts(s).items()}
-    lacking = {lang: n for lang, n in indexed.items() if holds.get(lang, 0) < n}
-    if lacking:  # not the home it was filled from (or half of one that shared it)
-        said = ", ".join(f"{lang} {holds.get(lang, 0):,} of {n:,}" for lang, n in lacking.items())
+    said = _lacking(database, index, holds)
+    if said:  # not the home it was filled from (or half of one that shared it)
         raise ConfigError(
             f"This home's Qdrant Edge store ({index.root}) lacks vectors the SQL database "
             f"{where} has stored ({said}): it is not the home the database was filled from. "
@@ -632,6 +637,17 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
         won = database.claim_note(EDGE_STORE_NOTE, here)
         if won != here:
             raise _another_homes_database(where, index, won)
+
+
+def _lacking(database: Database, index: VectorIndex, holds: dict[str, int] | None = None) -> str:
+    """The languages whose stored sentences ``index`` holds fewer vectors of than SQL says
+    it should (``holds``: its counts, when known), as ``en 0 of 1,200``; empty if none."""
+    if holds is None:
+        holds = {lang: index.count(lang) for lang in index.languages()}
+    with database.session() as s:
+        indexed = {lang: c["indexed"] for lang, c in corpus.language_counts(s).items()}
+    lacking = {lang: n for lang, n in indexed.items() if holds.get(lang, 0) < n}
+    return ", ".join(f"{lang} {holds.get(lang, 0):,} of {n:,}" for lang, n in lacking.items())
 
 
 def _another_homes_database(where: str, index: EdgeIndex, kept: object) -> ConfigError:

@@ -568,3 +568,18 @@ def test_collections_made_before_owners_are_adopted(tmp_path: Path) -> None:
         server = cast(ServerIndex, db.index)
         owner = server.client.get_collection("bitextdb_en").config.metadata[OWNER_KEY]
         assert owner == server.owner is not None
+
+
+def test_init_again_with_another_prefix_is_refused_while_the_vectors_are_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """init took a new --qdrant-prefix on a database with vectors, and every later
+    command found its vectors missing."""
+    with _server_home(tmp_path, "home", "first_") as db:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(3)], unit(3, 1))
+    qdrant = f"local:{tmp_path / 'qdrant'}"
+    with pytest.raises(bitextdb.ConfigError, match=r"lack vectors .*\(en 0 of 3\)"):
+        bitextdb.init(tmp_path / "home", qdrant=qdrant, qdrant_prefix="other_")
+    with bitextdb.open(tmp_path / "home") as db:  # the home still names its own
+        assert cast(ServerIndex, db.index).prefix == "first_"
+        assert db.index.count("en") == 3 and db.check().ok
