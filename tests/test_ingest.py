@@ -490,7 +490,7 @@ def test_given_vector_files_are_checked_before_anything_is_stored(
             given = rows(10)
             given[8] = bad_row
             np.save(tmp_path / "bad.npy", given)
-            with pytest.raises(bitextdb.InputError, match="line 9 "):
+            with pytest.raises(bitextdb.InputError, match=r"Row 9 of the embeddings \(record 9\)"):
                 db.ingest(path, "en", embeddings=tmp_path / "bad.npy")
             assert counts(db, "en") == (0, 0, 0) and db.sources("en") == []
         wide = rows(10).astype(np.float64)
