@@ -89,12 +89,9 @@ def translate_many(
         raise InputError("Cannot translate an empty sentence.")
     with db.db.session() as s:
         known = [lookup.sentence_by_hash(s, src, text_hash(q)) for q in queries]
-        mined, lowest_r = lookup.r_summary(s, tgt, src)
+        floor = graph.r_floor(s, tgt, src)
         stored = {sid: lookup.pairs_of(s, sid) for sid in known if sid is not None}
     vectors = _query_vectors(db, src, queries, known)
-    # an unmined target outside a pool could have any r(y): then no pool short of all is
-    # known to hold the best margins
-    floor = lowest_r if mined >= target_points else None
     pools = _ranked_pools(db, vectors, src, tgt, top, target_points, floor)
     paired_ids = {p[key] for ps in stored.values() for p in ps for key in ("src_id", "tgt_id")}
     with db.db.session() as s:
@@ -157,10 +154,11 @@ def _ranked_pools(
     """Each query's hits ranked by margin, best first, holding at least its ``top`` best.
 
     A target outside a pool has a cosine at most the pool's lowest ``c`` and an r(y) at
-    least ``floor`` (the lowest stored r towards ``src``), so a margin at most
-    ``2c / (r(q) + floor)``: once the ``top``-th margin in the pool reaches that, no
-    sentence outside can displace the ``top`` best. Targets not mined yet get their r(y)
-    from a search of ``src`` here, as mining them would.
+    least ``floor`` (no stored r towards ``src`` is lower: :func:`graph.r_floor`), so a
+    margin at most ``2c / (r(q) + floor)``: once the ``top``-th margin in the pool reaches
+    that, no mined sentence outside can displace the ``top`` best. Targets not mined yet
+    get their r(y) from a search of ``src`` here, as mining them would (one outside the
+    pool, with an r below every stored one, can be missed until it is mined).
     """
     from .knn import exact_cosines  # torch: imported by the commands that need it only
 

@@ -275,6 +275,29 @@ def test_a_far_target_with_a_lonely_neighbourhood_is_not_left_out(tmp_path: Path
             assert len(hits) == top
 
 
+def test_the_r_floor_is_a_lower_bound_of_every_stored_r(corpus: Corpus, tmp_path: Path) -> None:
+    """translate reads one kept number instead of scanning every list for the lowest r."""
+    from bitextdb.db import graph
+
+    home = tmp_path / "copy"
+    shutil.copytree(corpus.home, home)
+
+    def lowest(db: bitextdb.BitextDB) -> tuple[float | None, float]:
+        with db.db.session() as s:
+            sql = "SELECT min(r) FROM knn WHERE lang = 'de' AND other_lang = 'en' AND size > 0"
+            return graph.r_floor(s, "de", "en"), float(s.execute(text(sql)).scalar_one())
+
+    with bitextdb.open(home) as db:
+        kept, actual = lowest(db)
+        assert kept == pytest.approx(actual)
+        db.ingest_texts("en", corpus.extra_en)  # German lists gain members: r rises
+        kept, actual = lowest(db)
+        assert kept is not None and kept <= actual + 1e-12
+        with db.db.session() as s:  # a database older than the note: scanned
+            s.execute(text("DELETE FROM settings WHERE key LIKE 'r_floor:%'"))
+        assert lowest(db)[0] == pytest.approx(actual)
+
+
 def test_a_target_not_mined_yet_is_ranked_by_the_margin_mining_would_give(
     corpus: Corpus, tmp_path: Path
 ) -> None:

@@ -209,6 +209,41 @@ def write_lists(
             )
         )
         s.connection().execute(stmt, knn_rows)
+    if (sizes > 0).any():  # an empty list (nothing on the other side yet) ranks nothing
+        _lower_r_floor(s, lang, other, float(r[sizes > 0].min()))
+
+
+def _floor_key(lang: str, other: str) -> str:
+    return f"r_floor:{lang}:{other}"
+
+
+def r_floor(s: Session, lang: str, other: str) -> float | None:
+    """A lower bound of every stored r of ``lang`` towards ``other`` (None: no list yet):
+    the lowest r any list was ever written with, kept beside the settings so ``translate``
+    reads one row; r only rises as lists gain members, and a list rewritten lower lowers
+    it. Empty lists (the other side had nothing yet) do not count. A database whose lists
+    predate the note is scanned once, by its first write."""
+    kept = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == _floor_key(lang, other)))
+    value = kept.scalar()
+    if value is not None:
+        return float(value)  # type: ignore[arg-type]
+    lowest = s.execute(
+        select(func.min(KNN.c.r)).where(
+            KNN.c.lang == lang, KNN.c.other_lang == other, KNN.c.size > 0
+        )
+    ).scalar()
+    return None if lowest is None else float(lowest)
+
+
+def _lower_r_floor(s: Session, lang: str, other: str, written: float) -> None:
+    """Keep :func:`r_floor` at most ``written`` (under the pair's mining lock)."""
+    floor = r_floor(s, lang, other)  # the lists just written included
+    value = written if floor is None else min(floor, written)
+    s.execute(
+        insert_for(s, SETTINGS)
+        .values(key=_floor_key(lang, other), value=value)
+        .on_conflict_do_update(index_elements=["key"], set_={"value": value})
+    )
 
 
 def holders(s: Session, lang: str, other: str, neighbour_ids: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from .graph import chunks
@@ -33,14 +33,6 @@ def r_values(s: Session, ids: Sequence[int], other: str) -> dict[int, float]:
         ):
             out[int(sid)] = float(r)
     return out
-
-
-def r_summary(s: Session, lang: str, other: str) -> tuple[int, float | None]:
-    """How many ``lang`` sentences are mined towards ``other``, and their lowest r."""
-    count, lowest = s.execute(
-        select(func.count(), func.min(KNN.c.r)).where(KNN.c.lang == lang, KNN.c.other_lang == other)
-    ).one()
-    return int(count), None if lowest is None else float(lowest)
 
 
 def pairs_of(s: Session, sentence_id: int) -> list[dict[str, object]]:
