@@ -63,7 +63,6 @@ def translate_many(
     db: BitextDB, texts: list[str], src: str, tgt: str, *, top: int = 5
 ) -> list[Translation]:
     """Ranked translations in ``tgt`` for each sentence of ``texts`` (in ``src``)."""
-
     src, tgt = check_lang(src), check_lang(tgt)
     if src == tgt:
         raise InputError("Translate between two different languages.")
@@ -95,9 +94,10 @@ def translate_many(
     pools = _ranked_pools(db, vectors, src, tgt, top, target_points, floor)
     paired_ids = {p[key] for ps in stored.values() for p in ps for key in ("src_id", "tgt_id")}
     with db.db.session() as s:
-        text_of = corpus.texts(
-            s, sorted({h.id for pool in pools for h in pool.hits[:top]} | paired_ids)
-        )
+        # beyond ``top``: a point without a sentence (left by a removal stopped before its
+        # vectors went) is passed over, and the next one takes its place
+        shown = {h.id for pool in pools for h in pool.hits[: top + SPARE_HITS]}
+        text_of = corpus.texts(s, sorted(shown | paired_ids))
     out = []
     for query, sid, pool in zip(queries, known, pools):
         # the sentence's pairs with ``tgt`` (it may be paired in other languages too)
@@ -106,7 +106,7 @@ def translate_many(
         paired = {(p["src_id"], p["tgt_id"]): p for p in pairs}
         hits = []
         for hit in pool.hits:
-            if hit.id not in text_of:  # a point left by a removal stopped before its vectors
+            if hit.id not in text_of:  # a point without a sentence is no translation
                 continue
             pair = paired.get((sid, hit.id) if src < tgt else (hit.id, sid))
             hit.text = text_of[hit.id][1]
@@ -129,6 +129,8 @@ def translate_many(
     return out
 
 
+#: Hits whose texts are read beyond ``top``, to stand in for points without a sentence.
+SPARE_HITS = 16
 #: The most target sentences one query's margins are computed for. A pool of the nearest by
 #: cosine grows (x4) until no sentence outside it can score above its ``top``-th margin.
 MAX_POOL = 4096
