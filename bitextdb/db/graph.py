@@ -237,7 +237,11 @@ def r_floor(s: Session, lang: str, other: str) -> float | None:
 
 def _lower_r_floor(s: Session, lang: str, other: str, written: float) -> None:
     """Keep :func:`r_floor` at most ``written`` (under the pair's mining lock)."""
-    floor = r_floor(s, lang, other)  # the lists just written included
+    kept = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == _floor_key(lang, other)))
+    value = kept.scalar()
+    if value is not None and float(value) <= written:  # type: ignore[arg-type]
+        return  # the usual case: lists gain members, r rises
+    floor = r_floor(s, lang, other)  # no note yet: the lists just written included
     value = written if floor is None else min(floor, written)
     s.execute(
         insert_for(s, SETTINGS)
