@@ -223,10 +223,9 @@ def r_floor(s: Session, lang: str, other: str) -> float | None:
     reads one row; r only rises as lists gain members, and a list rewritten lower lowers
     it. Empty lists (the other side had nothing yet) do not count. A database whose lists
     predate the note is scanned once, by its first write."""
-    kept = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == _floor_key(lang, other)))
-    value = kept.scalar()
-    if value is not None:
-        return float(value)  # type: ignore[arg-type]
+    kept = _kept_floor(s, lang, other)
+    if kept is not None:
+        return kept
     lowest = s.execute(
         select(func.min(KNN.c.r)).where(
             KNN.c.lang == lang, KNN.c.other_lang == other, KNN.c.size > 0
@@ -235,13 +234,20 @@ def r_floor(s: Session, lang: str, other: str) -> float | None:
     return None if lowest is None else float(lowest)
 
 
+def _kept_floor(s: Session, lang: str, other: str) -> float | None:
+    value = s.execute(
+        select(SETTINGS.c.value).where(SETTINGS.c.key == _floor_key(lang, other))
+    ).scalar()
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
 def _lower_r_floor(s: Session, lang: str, other: str, written: float) -> None:
     """Keep :func:`r_floor` at most ``written`` (under the pair's mining lock)."""
-    kept = s.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == _floor_key(lang, other)))
-    value = kept.scalar()
-    if value is not None and float(value) <= written:  # type: ignore[arg-type]
+    kept = _kept_floor(s, lang, other)
+    if kept is not None and kept <= written:
         return  # the usual case: lists gain members, r rises
-    floor = r_floor(s, lang, other)  # no note yet: the lists just written included
+    # no note yet: the lowest of the lists just written and those before them
+    floor = kept if kept is not None else r_floor(s, lang, other)
     value = written if floor is None else min(floor, written)
     s.execute(
         insert_for(s, SETTINGS)
