@@ -6,7 +6,8 @@ uvicorn.
 
 Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
 
-* ``GET /health`` -> ``{"status": "ok"}`` (never needs the API key, never waits for the db);
+* ``GET /health`` (or ``HEAD``) -> ``{"status": "ok"}`` (never needs the API key, never
+  waits for the db);
 * ``GET /stats`` -> ``BitextDB.stats()``;
 * ``POST /translate`` ``{"text": str} | {"texts": [str]}, "from", "to", "top"=5`` ->
   ``{"results": [Translation.as_dict(), ...]}``;
@@ -302,6 +303,8 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         return response
 
     # -- endpoints ---------------------------------------------------------------------------
+    # HEAD too, as load balancers and uptime checkers often probe with it
+    @app.head("/health", include_in_schema=False)
     @app.get("/health", summary="Liveness check (no API key needed)")
     def health() -> dict[str, str]:
         return {"status": "ok"}

@@ -150,6 +150,8 @@ def error_of(response: httpx.Response, status: int | tuple[int, ...]) -> str:
 # -- the small database ------------------------------------------------------------------------
 def test_health_and_stats(client: httpx.Client, small: Served) -> None:
     assert client.get("/health").json() == {"status": "ok"}
+    head = client.head("/health")
+    assert head.status_code == 200 and head.content == b""
     stats = client.get("/stats").json()
     assert stats["languages"]["en"]["sentences"] == 40
     assert stats["languages"]["de"]["sentences"] == 60
@@ -498,6 +500,7 @@ def test_iter_records_is_the_jsonl_export_read_a_batch_at_a_time(
 def test_api_key(big: Served) -> None:
     with big.server.client() as anonymous:
         assert anonymous.get("/health").json() == {"status": "ok"}  # always open
+        assert anonymous.head("/health").status_code == 200
         for method, path in [("GET", "/stats"), ("GET", "/export?pair=en-de"), ("GET", "/docs")]:
             error_of(anonymous.request(method, path), 401)
         assert error_of(
