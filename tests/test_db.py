@@ -752,8 +752,11 @@ def test_a_lock_whose_connection_was_killed_ends_quietly(postgres_url: str) -> N
     import hashlib
 
     name = f"test-lock-{uuid.uuid4().hex}"
-    key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 1
     database = Database(postgres_url)
+    with database.engine.connect() as conn:
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+    scoped = f"{schema}\x1f{name}".encode()
+    key = int.from_bytes(hashlib.blake2b(scoped, digest_size=8).digest(), "big") >> 1
     try:
         with database.advisory_locks([name, name + "-2"]):
             with database.engine.connect() as other:
@@ -769,6 +772,41 @@ def test_a_lock_whose_connection_was_killed_ends_quietly(postgres_url: str) -> N
             pass
     finally:
         database.dispose()
+
+
+def test_advisory_locks_of_two_schemas_do_not_meet(postgres_url: str, postgres_base: str) -> None:
+    """Advisory locks span the whole PostgreSQL database: two bitextdb databases in two
+    schemas of it waited on each other's locks of the same name (every miner of en-de)."""
+    import threading
+
+    from tests.crash_helpers import pg_schema
+
+    name = "bitextdb-mine-de-en"
+    holder, same = Database(postgres_url), Database(postgres_url)
+    with pg_schema(postgres_base) as other_url:
+        other = Database(other_url)
+        entered = {"same": threading.Event(), "other": threading.Event()}
+
+        def take(database: Database, which: str) -> None:
+            with database.advisory_lock(name):
+                entered[which].set()
+
+        try:
+            with holder.advisory_lock(name):
+                threads = {
+                    which: threading.Thread(target=take, args=(database, which), daemon=True)
+                    for which, database in (("same", same), ("other", other))
+                }
+                for thread in threads.values():
+                    thread.start()
+                assert entered["other"].wait(30)  # another schema: not held up
+                assert not entered["same"].wait(0.5)  # the same schema: waits
+            assert entered["same"].wait(30)  # and goes on once the lock is released
+            for thread in threads.values():
+                thread.join(30)
+        finally:
+            for database in (holder, same, other):
+                database.dispose()
 
 
 def test_two_upgrades_of_a_new_postgresql_database_at_once_both_succeed(

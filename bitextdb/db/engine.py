@@ -72,6 +72,7 @@ class Database:
         self._write_lock = (
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        self._lock_scope: str | None = None  # PostgreSQL: the schema the tables live in
 
     @property
     def dialect(self) -> str:
@@ -156,13 +157,10 @@ class Database:
             yield
             return
         kind = "_shared" if shared else ""
-        keys = [
-            int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") >> 1
-            for name in names
-        ]
         with self.engine.connect() as conn:
             taken: list[int] = []
             try:
+                keys = [self._advisory_key(conn, name) for name in names]
                 for key in keys:
                     try:
                         conn.execute(text(f"SELECT pg_advisory_lock{kind}(:key)"), {"key": key})
@@ -178,6 +176,19 @@ class Database:
                     for key in reversed(taken):
                         conn.execute(text(f"SELECT pg_advisory_unlock{kind}(:key)"), {"key": key})
                         conn.commit()
+
+    def _advisory_key(self, conn: Any, name: str) -> int:
+        """The 63-bit key of the lock ``name`` in this database's schema: advisory locks
+        span a whole PostgreSQL database, and two bitextdb databases in two schemas of it
+        must not wait on each other's locks."""
+        if self._lock_scope is None:
+            try:
+                self._lock_scope = str(conn.execute(text("SELECT current_schema()")).scalar())
+            except OperationalError as exc:  # the connection went
+                reason = failure_reason(exc)
+                raise StoreUnavailableError(f"The database failed: {reason}") from exc
+        scoped = f"{self._lock_scope}\x1f{name}".encode()
+        return int.from_bytes(hashlib.blake2b(scoped, digest_size=8).digest(), "big") >> 1
 
     # -- migrations ------------------------------------------------------------------
     @staticmethod
