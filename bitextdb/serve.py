@@ -23,8 +23,9 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
   summary of ``BitextDB.ingest_texts``.
 
 Errors are ``{"error": "one sentence"}`` (validation errors add ``"detail"``): bad input 400,
-unknown language or pair 404, busy 409, invalid request 422, unavailable store 503, anything
-unexpected 500 (logged here, no traceback in the response). With an API key every request
+unknown language or pair 404, busy 409, invalid request 422 (a query parameter given twice
+included), unavailable store 503, anything unexpected 500 (logged here, no traceback in the
+response). With an API key every request
 but ``/health`` needs ``X-API-Key: KEY`` or ``Authorization: Bearer KEY`` (else 401).
 
 Qdrant Edge and the SQL session factory are shared, so every call on the ``BitextDB`` holds
@@ -39,9 +40,11 @@ import hmac
 import itertools
 import logging
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -211,6 +214,28 @@ class APIKeyMiddleware:
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
+
+
+class RepeatedQueryMiddleware:
+    """Refuse a query string that names one parameter twice (``?pair=en-de&pair=en-fr``)
+    with a 422: the framework would take the last one and answer for it silently."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            query = scope["query_string"].decode("latin-1")
+            names = Counter(name for name, _ in parse_qsl(query, keep_blank_values=True))
+            repeated = sorted(name for name, count in names.items() if count > 1)
+            if repeated:
+                listed = ", ".join(repeated)
+                response = _error(
+                    422, f"The query gives {listed} more than once; give each parameter once."
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class CatchAllMiddleware:
@@ -422,6 +447,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         return _stream(records, lock, as_of, format, spec)
 
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(RepeatedQueryMiddleware)
     if api_key:  # added last: the outermost
         app.add_middleware(APIKeyMiddleware, api_key=api_key)
     return app

@@ -160,6 +160,18 @@ def test_health_and_stats(client: httpx.Client, small: Served) -> None:
     assert stats == json.loads(json.dumps(small.db.stats(), default=str))
 
 
+def test_a_query_parameter_given_twice_is_refused(client: httpx.Client, small: Served) -> None:
+    """FastAPI answers for the last of two ``pair=`` without a word: an export of en-es
+    where en-de was asked for first."""
+    for query in ("pair=en-de&pair=en-es", "pair=en-de&min_score=1&min_score=2"):
+        message = error_of(client.get(f"/export?{query}"), 422)
+        assert "more than once" in message
+    assert "pair, since" in error_of(
+        client.get("/withdrawn?since=1&pair=de-en&pair=de-en&since=2"), 422
+    )
+    assert client.get("/export?pair=en-de&min_score=1").status_code == 200
+
+
 def test_translate_one_and_many(client: httpx.Client, small: Served) -> None:
     en, de = small.data["en"], small.data["de"]
     body = client.post("/translate", json={"text": en[2], "from": "en", "to": "de", "top": 3})
