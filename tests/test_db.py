@@ -809,6 +809,27 @@ def test_advisory_locks_of_two_schemas_do_not_meet(postgres_url: str, postgres_b
                 database.dispose()
 
 
+def test_a_search_path_naming_no_schema_is_one_clear_sentence(
+    postgres_base: str, home: Path
+) -> None:
+    """CREATE TABLE failed with psycopg's InvalidSchemaName as an 'unexpected' error."""
+    missing = f"t_missing_{uuid.uuid4().hex[:8]}"
+    base = postgres_base.split("?options=")[0]
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{missing}"
+    with pytest.raises(ConfigError, match=rf"search_path \({missing}\) names none that exists"):
+        bitextdb.init(home, db=url, model="synthetic", dim=4)
+    engine = sa.create_engine(base)
+    try:
+        with engine.connect() as conn:
+            made = conn.execute(
+                sa.text("SELECT count(*) FROM pg_namespace WHERE nspname = :name"),
+                {"name": missing},
+            ).scalar()
+        assert made == 0
+    finally:
+        engine.dispose()
+
+
 def test_two_upgrades_of_a_new_postgresql_database_at_once_both_succeed(
     postgres_url: str,
 ) -> None:

@@ -72,7 +72,7 @@ class Database:
         self._write_lock = (
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
-        self._lock_scope: str | None = None  # PostgreSQL: the schema the tables live in
+        self._schema: tuple[str | None] | None = None  # PostgreSQL: (current_schema(),)
 
     @property
     def dialect(self) -> str:
@@ -181,14 +181,32 @@ class Database:
         """The 63-bit key of the lock ``name`` in this database's schema: advisory locks
         span a whole PostgreSQL database, and two bitextdb databases in two schemas of it
         must not wait on each other's locks."""
-        if self._lock_scope is None:
+        scoped = f"{self._current_schema(conn)}\x1f{name}".encode()
+        return int.from_bytes(hashlib.blake2b(scoped, digest_size=8).digest(), "big") >> 1
+
+    def _current_schema(self, conn: Any) -> str | None:
+        """PostgreSQL's ``current_schema()``, where the tables are made: the first schema
+        of the connection's ``search_path`` that exists (None: none does)."""
+        if self._schema is None:
             try:
-                self._lock_scope = str(conn.execute(text("SELECT current_schema()")).scalar())
+                self._schema = (conn.execute(text("SELECT current_schema()")).scalar(),)
             except OperationalError as exc:  # the connection went
                 reason = failure_reason(exc)
                 raise StoreUnavailableError(f"The database failed: {reason}") from exc
-        scoped = f"{self._lock_scope}\x1f{name}".encode()
-        return int.from_bytes(hashlib.blake2b(scoped, digest_size=8).digest(), "big") >> 1
+        return self._schema[0]
+
+    def _require_schema_to_create_in(self) -> None:
+        """A ``search_path`` that names no existing schema left CREATE TABLE failing with
+        a raw driver error; say which schema to make."""
+        with self.engine.connect() as conn:
+            if self._current_schema(conn) is not None:
+                return
+            search_path = conn.execute(text("SHOW search_path")).scalar()
+        raise ConfigError(
+            f"The PostgreSQL database at {mask_url(self.url)} has no schema to make bitextdb's "
+            f"tables in: its search_path ({search_path}) names none that exists; create the "
+            "schema first (CREATE SCHEMA name) or name one that exists."
+        )
 
     # -- migrations ------------------------------------------------------------------
     @staticmethod
@@ -218,6 +236,8 @@ class Database:
         self.ping()  # a database out of reach is said so before the lock below meets it
         # two inits of one new PostgreSQL database at once both created alembic_version;
         # the second now waits and finds the schema made
+        if self.dialect == "postgresql":
+            self._require_schema_to_create_in()
         with self.advisory_lock("bitextdb-schema"):
             self._refuse_newer(self.current_revision())
             cfg = self._alembic_config()
