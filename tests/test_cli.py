@@ -102,7 +102,7 @@ def test_init_ingest_mine_stats_config(home: Path, tiny_bert: Path, tmp_path: Pa
     assert (r["lang"], r["read"], r["new"], r["duplicates"]) == ("en", 4, 3, 1)
     assert "mined" not in report  # type: ignore[operator]
     text = ok("ingest", "--lang", "de", "--no-mine", str(de)).stdout
-    assert "new 3" in text and "[de]" in text
+    assert "new 3" in text and "[de]" in text and "encoded 3 in" in text
 
     mined = as_json(ok("mine", "--json"))
     assert isinstance(mined, list) and len(mined) == 1

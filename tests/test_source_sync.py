@@ -269,6 +269,7 @@ def test_cli_reports_what_a_changed_file_changed(home: Path, tmp_path: Path) -> 
     result = runner.invoke(cli, ["-q", *ingest_a0])
     assert result.exit_code == 0, result.output
     assert "changed 1, dropped 1, sentences removed 2" in result.output
+    assert "stored with the given vectors 1 in" in result.output  # nothing was encoded
     assert "removed from xa-xb:" in result.output
     write(tmp_path, "a0", [0], vectors)
     result = runner.invoke(cli, ["-q", *ingest_a0, "--json", "--no-mine"])

@@ -334,7 +334,9 @@ def config_cmd(
 
 
 # -- ingest / mine ---------------------------------------------------------------------------
-def _ingest_text(result: dict[str, Any]) -> str:
+def _ingest_text(result: dict[str, Any], *, vectors_given: bool = False) -> str:
+    """The ingest summary; ``vectors_given``: the vectors came from ``--embeddings``."""
+    stored = "stored with the given vectors" if vectors_given else "encoded"
     lines = []
     if result.get("dry_run"):
         lines.append("dry run: what the ingest would do; nothing was changed")
@@ -351,7 +353,7 @@ def _ingest_text(result: dict[str, Any]) -> str:
         loading = r.get("stage_seconds", {}).get("load_model", 0.0)
         lines.append(
             f"{r['source']} [{r['lang']}]: read {r['read']}{split}, new {r['new']}, "
-            f"duplicates {r['duplicates']}, skipped {skipped}{synced}, encoded {r['encoded']}"
+            f"duplicates {r['duplicates']}, skipped {skipped}{synced}, {stored} {r['encoded']}"
             + (f" (and {r['resumed']} an earlier run left)" if r.get("resumed") else "")
             + f" in {r['seconds']:.1f} s"
             + (f" (loading the model {loading:.1f} s)" if loading >= 0.5 else "")
@@ -470,6 +472,7 @@ def ingest(
     **options: Any,
 ) -> None:
     """Read corpus files (txt, tsv, jsonl, optionally .gz/.bz2/.xz; - for stdin) and mine."""
+    text = functools.partial(_ingest_text, vectors_given=bool(options.get("embeddings")))
     if lid or lid_threshold is not None or lid_accept:
         options["lid"] = DEFAULT_LID_THRESHOLD if lid_threshold is None else lid_threshold
         options["lid_accept"] = [c.strip() for c in (lid_accept or "").split(",") if c.strip()]
@@ -493,10 +496,10 @@ def ingest(
         except InputError as exc:
             if as_json and exc.partial is not None:  # what the files before the bad one did
                 ctx.bars.close()
-                emit(exc.partial, as_json, _ingest_text)
+                emit(exc.partial, as_json, text)
             raise
     ctx.bars.close()
-    emit(result, as_json, _ingest_text)
+    emit(result, as_json, text)
 
 
 def _column(value: str | None) -> str | int | None:
