@@ -18,6 +18,7 @@ from .check import CheckReport, check
 from .config import (
     Locations,
     Settings,
+    check_device,
     check_lang,
     embedded_db_url,
     mask_url,
@@ -185,6 +186,8 @@ class BitextDB:
         in another language than ``lang`` (or those of ``lid_accept``) with at least that
         probability is skipped."""
         lang = check_lang(lang)
+        if paths is None:
+            raise InputError("Give at least one file to ingest.")
         paths = [paths] if isinstance(paths, (str, bytes, os.PathLike)) else list(paths)
         if any(isinstance(path, bytes) for path in paths):
             raise InputError("Give file paths as str or pathlib.Path, not bytes.")
@@ -246,8 +249,11 @@ class BitextDB:
         """Ingest sentences given as strings (or, with ``split_sentences``, texts to split
         into sentences); they are normalised, deduplicated and added to ``source``;
         ``lid`` and ``lid_accept`` as for :meth:`ingest`."""
-        if not isinstance(texts, Iterable):
-            raise InputError(f"Give the texts as strings in a list, not {type(texts).__name__}.")
+        if isinstance(texts, bytes) or not isinstance(texts, Iterable):
+            raise InputError(
+                f"Give the texts as strings in a list, not {type(texts).__name__}"
+                + (" (decode them first)." if isinstance(texts, bytes) else ".")
+            )
         report = self._ingestor().ingest_texts(
             lang,
             [texts] if isinstance(texts, str) else texts,
@@ -268,7 +274,11 @@ class BitextDB:
         mine: bool = True,
     ) -> dict[str, Any]:
         """Ingest sentences with vectors made elsewhere (row i belongs to ``texts[i]``)."""
-        vectors = np.asarray(vectors, dtype=np.float32)
+        if isinstance(texts, str):  # one sentence, as everywhere a list is expected
+            texts = [texts]
+        if texts is None or isinstance(texts, bytes) or not isinstance(texts, Sequence):
+            raise InputError(f"Give the texts as a list of strings, not {type(texts).__name__}.")
+        vectors = _float_rows(vectors)
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise InputError(
                 f"Expected {len(texts)} vectors (one per sentence), got an array of shape "
@@ -343,8 +353,7 @@ class BitextDB:
     ) -> dict[str, Any]:
         """Forget sources of ``lang`` and what only they brought, as if never ingested; see
         :func:`bitextdb.remove.remove_sources`."""
-        names = [sources] if isinstance(sources, str) else list(sources)
-        return remove_sources(self, lang, names, dry_run=dry_run)
+        return remove_sources(self, lang, _names(sources, "sources"), dry_run=dry_run)
 
     def remove_missing(
         self, lang: str | None = None, *, dry_run: bool = False
@@ -362,6 +371,8 @@ class BitextDB:
         self, texts: str | Sequence[str], src: str, tgt: str, *, top: int = 5
     ) -> list[Translation]:
         """Ranked translations of several sentences, encoded in one batch."""
+        if texts is None or isinstance(texts, bytes) or not isinstance(texts, Iterable):
+            raise InputError(f"Give the sentences as strings, not {type(texts).__name__}.")
         queries = [texts] if isinstance(texts, str) else list(texts)
         return translate_many(self, queries, src, tgt, top=top)
 
@@ -369,6 +380,7 @@ class BitextDB:
         """Write the pairs of ``pair`` (``"en-de"``); see ``bitextdb.export.export_pairs``."""
         from .export import export_pairs
 
+        _refuse_unknown(options, export_pairs, "export")
         return export_pairs(self, pair, **options)
 
     def evaluate(self, pair: str, gold: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
@@ -402,6 +414,7 @@ class BitextDB:
                     + ", ".join(Settings.MUTABLE)
                     + "."
                 )
+        check_device(changes.get("device"))
         data = self.settings.to_dict() | changes
         self.settings = Settings.from_dict(data).validate()
         self.db.save_settings(self.settings)
@@ -486,6 +499,44 @@ class BitextDB:
         }
 
 
+def _names(value: Any, what: str) -> list[str]:
+    """One name or several (``str`` or ``os.PathLike`` each) as a list of ``str``."""
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    if items is None or isinstance(items, bytes) or not isinstance(items, Iterable):
+        raise InputError(f"Give the {what} as text (or paths), not {type(value).__name__}.")
+    items = list(items)
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise InputError(f"Give the {what} as text (or paths), not {type(item).__name__}.")
+    return [os.fspath(item) for item in items]
+
+
+def _float_rows(vectors: Any) -> np.ndarray:
+    """``vectors`` as float32 rows, or one clear sentence on what they are instead."""
+    array = np.asarray(vectors)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise InputError(
+            f"Give the vectors as an array of real numbers (float32), not of {array.dtype}."
+        )
+    return array.astype(np.float32, copy=False)
+
+
+def _refuse_unknown(options: dict[str, Any], function: Callable[..., Any], what: str) -> None:
+    """An option ``function`` does not take is one clear sentence, not a ``TypeError``."""
+    import inspect
+
+    known = [
+        name
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(
+            f"{what} takes no option {', '.join(unknown)}; its options: {', '.join(known)}."
+        )
+
+
 def _acquire(loc: Locations, wait: float, on_wait: Callable[[str], None] | None):  # type: ignore[no-untyped-def]
     stack = contextlib.ExitStack()
     # Qdrant Edge shards belong to one process, and SQLite has one writer; with a Qdrant
@@ -564,6 +615,7 @@ def open(
             raise ConfigError(f"Unknown option {key}.")
         if value is not None:
             setattr(settings, key, value)
+    check_device(run_options.get("device"))
     settings.validate()
     lock = _acquire(loc, wait, on_wait)
     try:
@@ -678,7 +730,10 @@ def init(
     unknown = sorted(set(options) - set(Settings.__dataclass_fields__))
     if unknown:
         raise ConfigError(f"Unknown setting(s): {', '.join(unknown)}.")
+    check_device(options.get("device"))
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
+    if loc.home.exists() and not loc.home.is_dir():
+        raise ConfigError(f"{loc.home} is a file, not a folder: give a folder for the home.")
     loc.home.mkdir(parents=True, exist_ok=True)
     with _acquire(loc, wait, None):
         database = Database(loc.db)

@@ -44,7 +44,11 @@ def default_home() -> Path:
 
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     """The home folder from the flag, else ``BITEXTDB_HOME``, else the default."""
+    if home is not None and not isinstance(home, (str, os.PathLike)):
+        raise ConfigError(f"Name the home folder as text or a path, not {type(home).__name__}.")
     chosen = home if home is not None else env("HOME")
+    if isinstance(os.fspath(chosen or ""), bytes):
+        raise ConfigError("Name the home folder as text or a pathlib.Path, not bytes.")
     return Path(resolved_path(Path(chosen).expanduser())) if chosen else default_home()
 
 
@@ -58,6 +62,24 @@ def model_name(model: str) -> str:
 def same_model(a: str, b: str) -> bool:
     """Whether two model names (as given or as recorded) name the same model."""
     return a == b or model_name(a) == model_name(b)
+
+
+#: a device torch can name: its kind, and an index
+DEVICE_RE = re.compile(r"(cpu|cuda|mps|xpu|npu|hpu|xla|mtia)(:\d+)?")
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` if it names devices torch knows (``cpu``, ``cuda``, ``cuda:1``, a list of
+    them, or ``all``), so that a typo is said when it is set, not at every encode after."""
+    if not isinstance(device, str):  # None, or a kind the settings' own check refuses
+        return device
+    for name in (d.strip() for d in device.split(",") if d.strip()):
+        if name != "all" and not DEVICE_RE.fullmatch(name):
+            raise ConfigError(
+                f"--device {device!r}: {name!r} is not a device; give cpu, cuda, cuda:N "
+                "(several with commas), mps, or all."
+            )
+    return device
 
 
 def device_list(device: str | None) -> list[str]:
@@ -116,6 +138,8 @@ def split_pair(text: str) -> tuple[str, str]:
     """The two codes of ``en-de``, ``zh-Hant:en`` or ``en-pt-BR``, in the order given and
     spelled as :func:`check_lang` spells them. With ``-`` between codes that have subtags
     of their own, the second code starts at the piece that can only start a language."""
+    if not isinstance(text, str):
+        raise ConfigError(f"Name a language pair as text such as 'en-de', not {text!r}.")
     if ":" in text:
         parts = text.split(":")
     else:

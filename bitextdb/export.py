@@ -16,6 +16,7 @@ import io
 import json
 import lzma
 import math
+import os
 import sys
 import time
 from collections.abc import Generator, Iterator
@@ -610,7 +611,7 @@ def _iter_records(
     batch: int,
     keep: PairFilter,
 ) -> Iterator[dict[str, Any]]:
-    with db.db.session() as s:
+    with db.db.snapshot() as s:
         batches = export_sql.stream_accepted(
             s, *spec.stored, swap=spec.swap, min_score=min_score, since=since, batch=batch
         )
@@ -726,7 +727,7 @@ def _check_not_pruned(db: BitextDB, spec: PairSpec, since: datetime | None) -> N
 def _iter_withdrawn(
     db: BitextDB, spec: PairSpec, min_score: float, since: datetime, batch: int
 ) -> Iterator[dict[str, Any]]:
-    with db.db.session() as s:
+    with db.db.snapshot() as s:
         parts = export_sql.stream_withdrawn(
             s, *spec.stored, swap=spec.swap, min_score=min_score, since=since, batch=batch
         )
@@ -802,6 +803,9 @@ def export_pairs(
     started = time.perf_counter()
     keep = PairFilter(max_length_ratio, skip_identical)
     since = parse_since(since)
+    for path, flag in ((output, "--output"), (withdrawn, "--withdrawn")):
+        if not isinstance(path, (str, os.PathLike)) and (path is not None or flag == "--output"):
+            raise InputError(f"{flag} names a file (or '-' for standard output), not {path!r}.")
     for path, flag in ((output, "--output"), (withdrawn, "--withdrawn")):
         if path not in (None, "-"):  # the database's own files first, whatever their name
             output_file(path, flag, db.locations)
@@ -882,7 +886,7 @@ def export_pairs(
         try:
             # the streams close before their session: a reader gone (`| head`) must not
             # leave a cursor to be closed at exit, after its connection
-            with db.db.session() as s, contextlib.ExitStack() as streams:
+            with db.db.snapshot() as s, contextlib.ExitStack() as streams:
                 if selection is None:
                     total = 0
                     batches: Iterator[list[Row]] = export_sql.stream_accepted(

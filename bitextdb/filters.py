@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from numbers import Real
 from typing import Any
 
 from .errors import InputError
@@ -31,6 +32,8 @@ class PairFilter:
 
     def __post_init__(self) -> None:
         ratio = self.max_length_ratio
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, Real)):
+            raise InputError(f"--max-length-ratio must be a number, not {ratio!r}.")
         if ratio is not None and not ratio >= 1:  # `not >=` also refuses NaN
             raise InputError(f"--max-length-ratio must be at least 1, not {ratio:g}.")
         if ratio == math.inf:  # no limit; and JSON (a cursor's filters) has no infinity

@@ -713,6 +713,8 @@ class Ingestor:
         if rows is not None and split_sentences:
             raise InputError("Given vectors belong to whole texts: they cannot be split.")
         _checked_source(source)
+        if not texts:  # no source, and no language, made for nothing
+            return IngestReport(lang=lang, source=source)
         stats = ReadStats()
         lines = read_texts(
             texts, **self.sentence_rules(lang, split_sentences, lid, lid_accept), stats=stats
@@ -802,6 +804,8 @@ def is_stream(path: str) -> bool:
 
 def _checked_source(name: str) -> str:
     """``name``, if a source may bear it (checked before anything is read or stored)."""
+    if not isinstance(name, str):
+        raise InputError(f"A source name is text, not {type(name).__name__}.")
     if not name.strip():
         raise InputError("A source name cannot be empty; pass a name with --source, or none.")
     if len(name) > 512 or breaks_a_line(name):

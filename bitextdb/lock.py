@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from numbers import Real
 from pathlib import Path
 
 from .config import pair_name
-from .errors import BusyError
+from .errors import BusyError, ConfigError
 
 
 def mine_lock(a: str, b: str) -> str:
@@ -35,12 +37,38 @@ def displacing_lock(lang: str) -> str:
     return f"bitextdb-displacing-{lang}"
 
 
+#: the writer locks this process holds: a second open of one home here would wait on
+#: itself (``flock`` locks belong to the open file, not to the process)
+_held: set[str] = set()
+_held_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def writer_lock(
     path: Path, *, wait: float = 0.0, on_wait: Callable[[str], None] | None = None
 ) -> Iterator[None]:
     """Hold an exclusive lock on ``path``; wait up to ``wait`` seconds, then fail clearly."""
+    if isinstance(wait, bool) or not isinstance(wait, Real) or not wait >= 0:
+        raise ConfigError(f"wait is a number of seconds, 0 or more, not {wait!r}.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(path)
+    with _held_guard:
+        if key in _held:
+            raise BusyError(
+                f"This process has {path.parent} open already (a BitextDB not closed yet); "
+                "use that one, or close it before opening the home again."
+            )
+        _held.add(key)
+    try:
+        with _flocked(path, wait, on_wait):
+            yield
+    finally:
+        with _held_guard:
+            _held.discard(key)
+
+
+@contextlib.contextmanager
+def _flocked(path: Path, wait: float, on_wait: Callable[[str], None] | None) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         message = f"Waiting for another bitextdb writer on {path.parent} ..."

@@ -12,11 +12,12 @@ best margins over every target sentence, not only over the nearest by cosine (se
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import check_lang
+from .config import MAX_SENTENCE_CHARS, check_lang
 from .db import corpus, graph, lookup
 from .errors import InputError
 from .margin import ratio_margin
@@ -66,8 +67,9 @@ def translate_many(
     src, tgt = check_lang(src), check_lang(tgt)
     if src == tgt:
         raise InputError("Translate between two different languages.")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+    if isinstance(top, bool) or not isinstance(top, Integral) or top < 1:
         raise InputError(f"--top must be a whole number, at least 1, not {top!r}.")
+    top = int(top)  # numpy's integers too
     for text in texts:
         if not isinstance(text, str):
             raise InputError(f"Translate sentences given as strings, not {type(text).__name__}.")
@@ -86,6 +88,12 @@ def translate_many(
     queries = [normalize(t) for t in texts]
     if any(not q for q in queries):
         raise InputError("Cannot translate an empty sentence.")
+    for number, query in enumerate(queries, 1):
+        if len(query) > MAX_SENTENCE_CHARS:  # tokenizing megabytes held serve's requests up
+            raise InputError(
+                f"Sentence {number} to translate has {len(query):,} characters, more than "
+                f"the {MAX_SENTENCE_CHARS:,} a sentence may have: give one sentence."
+            )
     with db.db.session() as s:
         known = [lookup.sentence_by_hash(s, src, text_hash(q)) for q in queries]
         floor = graph.r_floor(s, tgt, src)

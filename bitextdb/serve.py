@@ -224,7 +224,11 @@ class RepeatedQueryMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("query_string"):
+        if (
+            scope["type"] == "http"
+            and scope.get("query_string")
+            and scope["path"] not in OPEN_PATHS
+        ):
             query = scope["query_string"].decode("latin-1")
             names = Counter(name for name, _ in parse_qsl(query, keep_blank_values=True))
             repeated = sorted(name for name, count in names.items() if count > 1)

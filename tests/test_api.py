@@ -3,6 +3,7 @@ where lists are expected, and arguments checked before anything is stored."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ PUBLIC = {
     "BusyError",
     "ClosedError",
     "ConfigError",
+    "HistoryGoneError",
     "InputError",
     "ModelLoadError",
     "ModelMismatchError",
@@ -126,6 +128,8 @@ def test_init_refuses_k_zero_and_keeps_the_threshold_a_float(home: Path) -> None
         (lambda db: db.translate("en \ud800 1", "en", "de"), "lone surrogate"),
         (lambda db: db.translate_many([None], "en", "de"), "not NoneType"),
         (lambda db: db.translate("en 1", "en", "de", top="3"), "whole number"),
+        # a text of megabytes held the tokenizer (and every other request of serve) up
+        (lambda db: db.translate("word " * 250_000, "en", "de"), "1,249,999 characters, more"),
     ],
 )
 def test_translate_refuses_what_is_not_a_sentence_with_an_input_error(
@@ -194,6 +198,61 @@ def test_library_arguments_of_the_wrong_kind_are_input_errors(home: Path) -> Non
         # numpy's numbers are numbers, stored as Python's
         assert db.configure(exact_limit=np.int64(7)).exact_limit == 7
         assert type(db.settings.exact_limit) is int
+
+
+def test_values_of_the_wrong_kind_are_one_clear_sentence_and_change_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    """Each of these escaped as a TypeError, AttributeError or ValueError (one as raw SQL:
+    ``remove`` given a ``pathlib.Path``, which ``ingest`` takes)."""
+    eye = np.eye(4, dtype=np.float32)
+    en = tmp_path / "en.txt"
+    en.write_text("one\ntwo\n")
+    with bitextdb.init(home, model="synthetic", dim=4, k=1) as db:
+        db.ingest(en, "en", embeddings=_npy(tmp_path / "en.npy", eye[:2]))
+        db.ingest_embeddings("de", ["eins", "zwei"], eye[:2])
+        before = (db.stats()["languages"], db.sources("en"), db.sources("de"))
+        wrong: list[tuple[Callable[[], object], type[Exception], str]] = [
+            (lambda: db.remove("en", None), InputError, "not NoneType"),
+            (lambda: db.remove("en", b"en.txt"), InputError, "not bytes"),
+            (lambda: db.remove("en", [en, 5]), InputError, "not int"),
+            (lambda: db.ingest_texts("en", ["three"], source=None), InputError, "not NoneType"),
+            (lambda: db.ingest_texts("en", b"three"), InputError, "decode them first"),
+            (lambda: db.ingest(None, "en"), InputError, "at least one file"),
+            (lambda: db.translate_many(None, "en", "de"), InputError, "not NoneType"),
+            (lambda: db.ingest_embeddings("fr", None, eye[:1]), InputError, "not NoneType"),
+            (lambda: db.ingest_embeddings("fr", ["x"], [["a"] * 4]), InputError, "real numbers"),
+            (lambda: db.ingest_embeddings("fr", ["x"], eye[:1] * 1j), InputError, "real numbers"),
+            (lambda: db.export(None), InputError, "as text"),
+            (lambda: db.export("en-de", output=None), InputError, "--output names a file"),
+            (lambda: db.export("en-de", max_length_ratio="2"), InputError, "must be a number"),
+            (lambda: db.export("en-de", foo=1), InputError, "takes no option foo"),
+            (lambda: db.configure(device="bogus"), bitextdb.ConfigError, "'bogus' is not a"),
+            (lambda: bitextdb.open(b"/tmp/h"), bitextdb.ConfigError, "not bytes"),
+            (lambda: bitextdb.open(5), bitextdb.ConfigError, "not int"),
+            (lambda: bitextdb.init(en, model="synthetic", dim=4), bitextdb.ConfigError, "a file"),
+        ]
+        for call, kind, message in wrong:
+            with pytest.raises(kind, match=message):
+                call()
+        assert (db.stats()["languages"], db.sources("en"), db.sources("de")) == before
+        assert db.settings.device is None
+
+        # what is right: a path names the source it made; one string is one item; numpy's
+        # whole numbers are whole numbers; a call with no texts makes no language
+        assert db.translate("one", "en", "de", top=np.int64(1)).hits
+        db.ingest_embeddings("fr", "un", eye[:1])
+        assert [s["name"] for s in db.sources("fr")] == ["embeddings"]
+        db.ingest_texts("xx", [])
+        db.ingest_embeddings("yy", [], np.zeros((0, 4), np.float32))
+        assert set(db.stats()["languages"]) == {"de", "en", "fr"}
+        assert db.remove("en", en)["sentences_removed"] == 2
+        assert db.configure(device="cuda:0,cuda:1").device == "cuda:0,cuda:1"
+
+
+def _npy(path: Path, rows: np.ndarray) -> str:
+    np.save(path, rows)
+    return str(path)
 
 
 def test_whole_floats_are_whole_numbers_and_init_checks_its_dimension(

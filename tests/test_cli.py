@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -419,7 +420,7 @@ def test_a_model_folder_that_fails_to_load_says_why(initialised: Path) -> None:
     """Every failure said "no such local folder", the folder being there (--device cuda
     on a machine without one, a device torch does not know)."""
     result = invoke("ingest", "--lang", "de", "--device", "tpu", str(initialised))
-    line = assert_clean_error(result, "on device tpu", "device type")
+    line = assert_clean_error(result, "--device 'tpu'", "not a device")
     assert "no such local folder" not in line
 
 
@@ -641,7 +642,10 @@ def test_a_wait_that_ran_out_is_not_told_to_pass_wait(tmp_path: Path) -> None:
     from bitextdb.lock import writer_lock
 
     path = tmp_path / "bitextdb.lock"
-    with writer_lock(path):
+    path.write_text("")
+    other = os.open(path, os.O_RDWR)  # as another process holds it: a lock of its own
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
         with (
             pytest.raises(BusyError, match=r"within the 0.2 s waited"),
             writer_lock(path, wait=0.2),
@@ -649,6 +653,24 @@ def test_a_wait_that_ran_out_is_not_told_to_pass_wait(tmp_path: Path) -> None:
             pass
         with pytest.raises(BusyError, match=r"or pass --wait SECONDS"), writer_lock(path):
             pass
+    finally:
+        os.close(other)
+
+
+def test_a_home_open_in_this_process_is_said_so_at_once(home: Path) -> None:
+    """The second open waited out its `wait` on this process's own lock, then blamed
+    'another bitextdb process' with this process's pid."""
+    bitextdb.init(home, model="synthetic", dim=4).close()
+    with bitextdb.open(home) as first:
+        started = time.monotonic()
+        with pytest.raises(bitextdb.BusyError, match=r"This process has .* open already"):
+            bitextdb.open(home, wait=5)
+        assert time.monotonic() - started < 4
+        assert first.stats()["languages"] == {}  # the first is untouched
+    bitextdb.open(home).close()  # and, once closed, the home opens again
+    for wait in (-1, "x", True, float("nan")):
+        with pytest.raises(bitextdb.ConfigError, match="number of seconds"):
+            bitextdb.open(home, wait=wait)
 
 
 def test_init_takes_pairs_all_as_config_does(home: Path) -> None:

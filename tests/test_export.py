@@ -934,6 +934,30 @@ def test_since_out_of_range_or_as_text(home: Path, tmp_path: Path) -> None:
             iter_records(db, "de-en", since="9999-12-31T23:59:59-01:00")
 
 
+def test_a_stream_read_while_a_removal_commits_stays_whole(db_url: str, home: Path) -> None:
+    """The pairs came from one statement but their texts from one statement a batch, each
+    seeing the latest commit: `POST /remove` during `GET /export` took texts the stream's
+    pairs still named, and the stream broke off with a KeyError."""
+    db = build(home, db_url, n=(40, 40))
+    try:
+        since = "2000-01-01T00:00:00Z"
+        whole = list(iter_records(db, "en-de", min_score=INF, batch=4))
+        assert len(whole) > 8
+        records = iter_records(db, "en-de", min_score=INF, batch=4)
+        withdrawn = iter_withdrawn(db, "en-de", since=since, min_score=INF, batch=4)
+        first = next(records)
+        assert next(withdrawn, None) is None  # a snapshot taken before the removal
+        assert db.remove("en", "embeddings")["sentences_removed"] == 40
+        assert [first, *records] == whole  # as of the stream's start, whole
+        assert list(iter_records(db, "en-de", min_score=INF)) == []
+        gone = list(iter_withdrawn(db, "en-de", since=since, min_score=INF))
+        assert {(r["src_id"], r["tgt_id"]) for r in gone} >= {
+            (r["src_id"], r["tgt_id"]) for r in whole
+        }
+    finally:
+        db.close()
+
+
 def test_tmx_escapes_markup_and_lists_withdrawals(home: Path, tmp_path: Path) -> None:
     db = bitextdb.init(home, model="synthetic", dim=4, k=1)
     try:

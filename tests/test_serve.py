@@ -170,6 +170,7 @@ def test_a_query_parameter_given_twice_is_refused(client: httpx.Client, small: S
         client.get("/withdrawn?since=1&pair=de-en&pair=de-en&since=2"), 422
     )
     assert client.get("/export?pair=en-de&min_score=1").status_code == 200
+    assert client.get("/health?probe=1&probe=2").status_code == 200  # never refused
 
 
 def test_translate_one_and_many(client: httpx.Client, small: Served) -> None:

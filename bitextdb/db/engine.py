@@ -137,6 +137,20 @@ class Database:
                 raise
 
     @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A session for reading only, whose every read sees the database as its first read
+        did: a stream read batch by batch (an export) stays whole and consistent while
+        other connections commit meanwhile (a removal mid-export took texts that the
+        stream's pairs still named). PostgreSQL: REPEATABLE READ; SQLite: one read
+        transaction (WAL lets writers commit beside it)."""
+        with self.session() as s:
+            if self.dialect == "postgresql":
+                s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            elif self.dialect == "sqlite":  # the driver begins no transaction for reads
+                s.connection().exec_driver_sql("BEGIN")
+            yield s
+
+    @contextlib.contextmanager
     def advisory_lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
         """Hold a database-wide lock named ``name`` (PostgreSQL advisory lock), exclusive
         or, with ``shared``, shared with other shared holders.
