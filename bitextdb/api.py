@@ -667,14 +667,8 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
     if kept is not None:
         raise _another_homes_database(where, index, kept)
     # the database names no store yet: it is new, or older than the names
-    holds = {lang: index.count(lang) for lang in index.languages()}
-    if here is not None and any(holds.values()):
-        raise ConfigError(
-            f"This home's vectors ({index.root}) belong to another SQL database than {where}: "
-            "a home keeps the database it was made with. Give it that --db again, or make a "
-            "new home for this database."
-        )
-    said = _lacking(database, index, holds)
+    _refuse_a_filled_store(index, where)
+    said = _lacking(database, index)
     if said:  # not the home it was filled from (or half of one that shared it)
         raise ConfigError(
             f"This home's Qdrant Edge store ({index.root}) lacks vectors the SQL database "
@@ -691,6 +685,17 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
             raise _another_homes_database(where, index, won)
 
 
+def _refuse_a_filled_store(index: EdgeIndex, where: str) -> None:
+    """A home whose named store holds vectors belongs to the database it was made with: a
+    database that names no store (a new one) is not it."""
+    if index.store_id() is not None and any(index.count(lang) for lang in index.languages()):
+        raise ConfigError(
+            f"This home's vectors ({index.root}) belong to another SQL database than {where}: "
+            "a home keeps the database it was made with. Give it that --db again, or make a "
+            "new home for this database."
+        )
+
+
 def _lacking(database: Database, index: VectorIndex, holds: dict[str, int] | None = None) -> str:
     """The languages whose stored sentences ``index`` holds fewer vectors of than SQL says
     it should (``holds``: its counts, when known), as ``en 0 of 1,200``; empty if none."""
@@ -703,13 +708,20 @@ def _lacking(database: Database, index: VectorIndex, holds: dict[str, int] | Non
 
 
 def _another_homes_database(where: str, index: EdgeIndex, kept: object) -> ConfigError:
+    # the way back fits only a home whose store has no name of its own (its folder lost);
+    # told to one with a store, it would tie that store to the other home's database
+    lost = (
+        f" If this is that home and its vectors folder was lost: `mkdir -p {index.root}`, "
+        f"write {kept} into {index.root / STORE_ID_FILE}, and `bitextdb check --repair` "
+        "encodes the sentences again."
+        if index.store_id() is None
+        else ""
+    )
     return ConfigError(
         f"The SQL database {where} was filled from the vectors of another home, not this "
         f"one's ({index.root}). Give each home its own --db (or none: its own SQLite "
         "file); to share one database between machines, use a Qdrant server (--qdrant) "
-        "from the start. If this is that home and its vectors folder was lost: `mkdir -p "
-        f"{index.root}`, write {kept} into {index.root / STORE_ID_FILE}, and `bitextdb "
-        "check --repair` encodes the sentences again."
+        f"from the start.{lost}"
     )
 
 
@@ -741,6 +753,9 @@ def init(
         # database does not belong to before the settings are
         index = open_index(loc)
         try:
+            if isinstance(index, EdgeIndex) and database.current_revision() is None:
+                # refused before the new database gains a schema
+                _refuse_a_filled_store(index, mask_url(database.url))
             database.upgrade()
             _claim_store(database, index, name=False)
         finally:

@@ -728,6 +728,17 @@ def test_a_home_keeps_the_database_it_was_made_with(tmp_path: Path) -> None:
         bitextdb.init(home, db=other, model="synthetic", dim=4)
     assert not json.loads((home / "bitextdb.json").read_text()).get("db")  # unchanged
     bitextdb.open(home).close()
+    # refused before the other database gained a schema (it had eleven tables after)
+    with sqlite3.connect(tmp_path / "other.sqlite") as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    # the way back for a lost vectors folder is not offered to a home that has its own
+    second = tmp_path / "second"
+    with bitextdb.init(second, model="synthetic", dim=4) as db:
+        db.ingest_embeddings("en", ["another sentence"], np.ones((1, 4), dtype=np.float32))
+    theirs = f"sqlite:///{home / 'bitextdb.sqlite'}"
+    with pytest.raises(ConfigError, match="filled from the vectors of another home") as refused:
+        bitextdb.open(second, db=theirs)
+    assert "was lost" not in str(refused.value)
 
 
 def test_a_database_from_before_names_is_taken_only_by_the_home_it_was_filled_from(
@@ -827,6 +838,47 @@ def test_a_search_path_naming_no_schema_is_one_clear_sentence(
             ).scalar()
         assert made == 0
     finally:
+        engine.dispose()
+
+
+def test_a_search_path_that_finds_tables_in_a_later_schema_is_refused(
+    postgres_url: str, postgres_base: str, tmp_path: Path
+) -> None:
+    """``search_path=empty,theirs`` read the other database's tables (db status said
+    0007) while ``init`` would make new ones in the first schema, and never did."""
+    from tests.crash_helpers import pg_schema
+
+    bitextdb.init(tmp_path / "theirs", db=postgres_url, model="synthetic", dim=4).close()
+    theirs = postgres_url.rsplit("%3D", 1)[1]
+    with pg_schema(postgres_base) as empty_url:
+        both = f"{empty_url},{theirs}"
+        for attempt in (
+            lambda: Database(both).current_revision(),
+            lambda: bitextdb.init(tmp_path / "mine", db=both, model="synthetic", dim=4),
+        ):
+            with pytest.raises(
+                ConfigError, match=f"finds bitextdb's tables in the schema {theirs}"
+            ):
+                attempt()
+
+
+def test_a_schema_named_with_capitals_is_told_to_be_quoted(
+    postgres_base: str, tmp_path: Path
+) -> None:
+    name = f"T_Upper_{uuid.uuid4().hex[:6]}"
+    base = postgres_base.split("?options=")[0]
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    try:
+        unquoted = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{name}"
+        with pytest.raises(ConfigError, match="a name with capitals goes in quotes"):
+            bitextdb.init(tmp_path / "h", db=unquoted, model="synthetic", dim=4)
+        quoted = unquoted.replace(f"%3D{name}", f"%3D%22{name}%22")
+        bitextdb.init(tmp_path / "h", db=quoted, model="synthetic", dim=4).close()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
         engine.dispose()
 
 

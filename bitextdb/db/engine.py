@@ -216,10 +216,16 @@ class Database:
             if self._current_schema(conn) is not None:
                 return
             search_path = conn.execute(text("SHOW search_path")).scalar()
+        folded = (
+            " (PostgreSQL reads a name without double quotes in lower case: a name with "
+            "capitals goes in quotes, %22Name%22 in the URL)"
+            if any(c.isupper() for c in str(search_path))
+            else ""
+        )
         raise ConfigError(
             f"The PostgreSQL database at {mask_url(self.url)} has no schema to make bitextdb's "
-            f"tables in: its search_path ({search_path}) names none that exists; create the "
-            "schema first (CREATE SCHEMA name) or name one that exists."
+            f"tables in: its search_path ({search_path}) names none that exists{folded}; "
+            "create the schema first (CREATE SCHEMA name) or name one that exists."
         )
 
     # -- migrations ------------------------------------------------------------------
@@ -233,7 +239,28 @@ class Database:
         """The schema revision the database is at (None: never initialised)."""
         self.ping()
         with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                self._refuse_tables_elsewhere(conn)
             return MigrationContext.configure(conn).get_current_revision()
+
+    def _refuse_tables_elsewhere(self, conn: Any) -> None:
+        """A ``search_path`` of several schemas (``team_b,public``) found another database's
+        tables in a later schema while new ones would be made in the first: every command
+        read that database, and ``init`` never made its own."""
+        found = conn.execute(
+            text(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = to_regclass('alembic_version')"
+            )
+        ).scalar()
+        current = self._current_schema(conn)
+        if found is not None and found != current:
+            search_path = conn.execute(text("SHOW search_path")).scalar()
+            raise ConfigError(
+                f"The PostgreSQL search_path ({search_path}) of {mask_url(self.url)} finds "
+                f"bitextdb's tables in the schema {found} but would make new ones in "
+                f"{current}: name one schema in the URL's search_path."
+            )
 
     @staticmethod
     def head_revision() -> str:
