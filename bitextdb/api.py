@@ -36,6 +36,7 @@ from .encoder import Encoder, TextEncoder
 from .encoder_process import EncoderProcess, wants_encoder_process
 from .errors import ClosedError, ConfigError, InputError, ModelMismatchError, NotInitializedError
 from .ingest import Ingestor, IngestReport
+from .interrupts import committed
 from .lock import writer_lock
 from .query import Translation, translate_many
 from .remove import list_sources, remove_displaced, remove_missing, remove_sources
@@ -111,6 +112,8 @@ class BitextDB:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:  # the block's work is done: closing is no place to stop
+            committed()
         self.close()
 
     # -- the parts -------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from .db import consistency, export_sql, graph
 from .db.tables import utcnow
 from .errors import BitextDBError, HistoryGoneError, InputError
 from .filters import PairFilter
+from .interrupts import committed
 from .lock import mine_lock
 from .margin import MARGINS, MarginFn, greedy_one_to_one
 from .outputs import OutputFile, output_file
@@ -930,6 +931,9 @@ def export_pairs(
             _close_document(sink, fmt, spec)
             if withdrawn_sink is not None:
                 _close_document(withdrawn_sink, fmt, spec)
+            # the files go into place and the cursor moves: a stop from here on would
+            # leave a rerun to write an empty change set over this one
+            committed()
             files = sink.commit()
             withdrawn_files = None if withdrawn_sink is None else withdrawn_sink.commit()
         except BaseException:

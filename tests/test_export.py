@@ -25,6 +25,7 @@ from sqlalchemy import inspect, text
 import bitextdb
 import bitextdb.export as export_module
 from bitextdb.cli import cli
+from bitextdb.cursors import list_cursors
 from bitextdb.db import Database
 from bitextdb.db import export_sql as export_sql_module
 from bitextdb.errors import InputError
@@ -836,6 +837,64 @@ def test_migration_adds_export_cursors(db_url: str, home: Path) -> None:
     result = CliRunner().invoke(cli, ["-q", "--db", db_url, "db", "status", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["up_to_date"] is True
+
+
+INTERRUPTED_AT = """
+import os, signal, sys
+from bitextdb.cli import main
+from bitextdb.db import export_sql
+where, signum = sys.argv.pop(1), getattr(signal, sys.argv.pop(1))
+real = getattr(export_sql, where)
+def interrupted(*args, **kwargs):
+    os.kill(os.getpid(), signum)  # the signal lands just as this step starts
+    return real(*args, **kwargs)
+setattr(export_sql, where, interrupted)
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_stop_after_the_files_are_in_place_finishes_the_cursor_export(
+    home: Path, tmp_path: Path, signum: str
+) -> None:
+    """Ctrl-C as the cursor moved (its files already in place) exited 130 with 'rerun to
+    resume', and the rerun wrote an empty change set over the one the copy had not read."""
+    build(home, n=(60, 60)).close()
+    out = tmp_path / "new.jsonl"
+    export = ["-q", "--home", str(home), "export", "--pair", "de-en", "--min-score", "-inf"]
+    export += ["--cursor", "copy", "-o", str(out)]
+
+    def run(where: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", INTERRUPTED_AT, where, signum, *export]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    stopped = run("texts")  # before: a stop, nothing written, the cursor where it was
+    assert stopped.returncode == (130 if signum == "SIGINT" else 143), stopped.stderr
+    assert "rerun to resume" in stopped.stderr and not out.exists()
+    finished = run("save_cursor")  # after the files went into place: finished
+    assert finished.returncode == 0, finished.stderr
+    assert "after the work was committed: finishing it" in finished.stderr
+    assert "Traceback" not in finished.stderr and "exported" in finished.stdout
+    with bitextdb.open(home) as db:
+        assert len(out.read_text().splitlines()) == len(
+            list(iter_records(db, "de-en", min_score=INF))
+        )
+        assert [c["name"] for c in list_cursors(db)] == ["copy"]
+
+
+def test_a_stop_while_the_command_line_loads_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from bitextdb import console
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt  # Ctrl-C while the command line's modules load
+
+    monkeypatch.setitem(sys.modules, "bitextdb.cli", Loading("bitextdb.cli"))
+    with pytest.raises(SystemExit) as stopped:
+        console.main()
+    assert stopped.value.code == 130
 
 
 def test_a_reader_that_stops_early_ends_the_export_quietly(home: Path) -> None:

@@ -20,6 +20,7 @@ from ..allocator import tune_allocator
 from ..config import BACKENDS, DEFAULT_MODEL, ENV_PREFIX, sqlite_file
 from ..db.engine import failure_reason
 from ..errors import BitextDBError, InputError, NotInitializedError
+from ..interrupts import finish_once_committed
 from ..language_id import DEFAULT_LID_THRESHOLD
 from ..progress import ProgressBars
 from .stdout import use_whole_writes
@@ -642,6 +643,7 @@ def main() -> None:
     """Console entry point."""
     use_whole_writes()
     signal.signal(signal.SIGTERM, _terminate)  # `serve` puts uvicorn's own while it runs
+    finish_once_committed()
     cli(prog_name="bitextdb")
 
 
