@@ -837,6 +837,10 @@ def test_migration_adds_export_cursors(db_url: str, home: Path) -> None:
     result = CliRunner().invoke(cli, ["-q", "--db", db_url, "db", "status", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["up_to_date"] is True
+    result = CliRunner().invoke(cli, ["-q", "--db", db_url, "db", "upgrade", "--json"])
+    assert result.exit_code == 0, result.output
+    upgraded = json.loads(result.stdout)
+    assert upgraded["before"] == upgraded["current"] == Database.head_revision()
 
 
 INTERRUPTED_AT = """

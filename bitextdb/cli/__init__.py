@@ -601,9 +601,10 @@ def db_status(ctx: Context, as_json: bool) -> None:
 
 
 @db_group.command("upgrade")
+@json_option
 @pass_ctx
 @friendly
-def db_upgrade(ctx: Context) -> None:
+def db_upgrade(ctx: Context, as_json: bool) -> None:
     """Upgrade the schema to the newest revision."""
     from ..config import resolve_locations
     from ..db import Database
@@ -618,12 +619,15 @@ def db_upgrade(ctx: Context) -> None:
     # as a writer: a schema must not change under a running ingest or server
     with api._acquire(loc, ctx.wait, ctx.say):
         database = Database(loc.db)
-        if database.current_revision() is None:  # a schema without settings helps no one
+        before = database.current_revision()
+        if before is None:  # a schema without settings helps no one
             database.dispose()
             raise missing
         database.upgrade()
-        click.echo(f"{loc.describe()['db']}: at revision {database.current_revision()}")
+        data = {"db": loc.describe()["db"], "before": before, "current": None}
+        data["current"] = database.current_revision()
         database.dispose()
+    emit(data, as_json, lambda d: f"{d['db']}: at revision {d['current']}")
 
 
 # Command groups that live in their own modules register themselves on `cli` here.
