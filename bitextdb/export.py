@@ -338,13 +338,16 @@ class _Sink:
             sys.stdout.flush()
             self._stdout_bytes = getattr(sys.stdout, "buffer", None)
             return
-        try:
-            for target in self._targets:
+        for target in self._targets:
+            try:
                 self._open_files.append(target.file)
                 self.streams.append(self._open(target))
-        except OSError as exc:
-            self.abort()
-            raise InputError(f"Cannot write {exc.filename}: {exc.strerror or exc}.") from exc
+            except OSError as exc:
+                self.abort()
+                # the name given, not the temporary file beside it that failed to open
+                raise InputError(
+                    f"Cannot write {target.file.path}: {exc.strerror or exc}."
+                ) from exc
 
     def _open(self, target: _Target) -> IO[str]:
         if target.file.descriptor is not None:
