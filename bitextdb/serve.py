@@ -318,10 +318,18 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         return _error(status_of(exc), str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = _validation_detail(exc.errors())
         if any(e["type"] == "json_invalid" for e in detail):
             return _error(400, "The request body is not valid JSON.", detail=detail)
+        kind = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in kind.lower():
+            # FastAPI reads such a body as text and says only that it is not an object
+            return _error(
+                422,
+                f"Send the body as JSON with Content-Type: application/json, not {kind or 'none'}.",
+                detail=detail,
+            )
         return _error(422, "The request does not match the API; see detail.", detail=detail)
 
     @app.exception_handler(StarletteHTTPException)

@@ -173,6 +173,13 @@ def test_a_query_parameter_given_twice_is_refused(client: httpx.Client, small: S
     assert client.get("/health?probe=1&probe=2").status_code == 200  # never refused
 
 
+def test_a_json_body_sent_as_text_is_told_its_content_type(client: httpx.Client) -> None:
+    """It got 'Input should be a valid dictionary', which says nothing of the header."""
+    body = '{"text": "the house", "from": "en", "to": "de"}'
+    plain = client.post("/translate", content=body, headers={"content-type": "text/plain"})
+    assert "Content-Type: application/json, not text/plain" in error_of(plain, 422)
+
+
 def test_translate_one_and_many(client: httpx.Client, small: Served) -> None:
     en, de = small.data["en"], small.data["de"]
     body = client.post("/translate", json={"text": en[2], "from": "en", "to": "de", "top": 3})
