@@ -70,7 +70,10 @@ DEVICE_RE = re.compile(r"(cpu|cuda|mps|xpu|npu|hpu|xla|mtia)(:\d+)?")
 
 def check_device(device: str | None) -> str | None:
     """``device`` if it names devices torch knows (``cpu``, ``cuda``, ``cuda:1``, a list of
-    them, or ``all``), so that a typo is said when it is set, not at every encode after."""
+    them, or ``all``), so that a typo is said when it is set, not at every encode after.
+    Checked where a device is given (init, config, a run's option), not by
+    :meth:`Settings.validate`: a value stored before must not stop a database that only
+    exports."""
     if not isinstance(device, str):  # None, or a kind the settings' own check refuses
         return device
     for name in (d.strip() for d in device.split(",") if d.strip()):
