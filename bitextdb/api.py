@@ -252,14 +252,9 @@ class BitextDB:
         """Ingest sentences given as strings (or, with ``split_sentences``, texts to split
         into sentences); they are normalised, deduplicated and added to ``source``;
         ``lid`` and ``lid_accept`` as for :meth:`ingest`."""
-        if isinstance(texts, bytes) or not isinstance(texts, Iterable):
-            raise InputError(
-                f"Give the texts as strings in a list, not {type(texts).__name__}"
-                + (" (decode them first)." if isinstance(texts, bytes) else ".")
-            )
         report = self._ingestor().ingest_texts(
             lang,
-            [texts] if isinstance(texts, str) else texts,
+            _one_or_many(texts, "texts"),
             source=source,
             split_sentences=split_sentences,
             lid=lid,
@@ -277,10 +272,7 @@ class BitextDB:
         mine: bool = True,
     ) -> dict[str, Any]:
         """Ingest sentences with vectors made elsewhere (row i belongs to ``texts[i]``)."""
-        if isinstance(texts, str):  # one sentence, as everywhere a list is expected
-            texts = [texts]
-        if texts is None or isinstance(texts, bytes) or not isinstance(texts, Sequence):
-            raise InputError(f"Give the texts as a list of strings, not {type(texts).__name__}.")
+        texts = _one_or_many(texts, "texts")
         vectors = _float_rows(vectors)
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise InputError(
@@ -374,10 +366,7 @@ class BitextDB:
         self, texts: str | Sequence[str], src: str, tgt: str, *, top: int = 5
     ) -> list[Translation]:
         """Ranked translations of several sentences, encoded in one batch."""
-        if texts is None or isinstance(texts, bytes) or not isinstance(texts, Iterable):
-            raise InputError(f"Give the sentences as strings, not {type(texts).__name__}.")
-        queries = [texts] if isinstance(texts, str) else list(texts)
-        return translate_many(self, queries, src, tgt, top=top)
+        return translate_many(self, _one_or_many(texts, "sentences"), src, tgt, top=top)
 
     def export(self, pair: str, **options: Any) -> dict[str, Any]:
         """Write the pairs of ``pair`` (``"en-de"``); see ``bitextdb.export.export_pairs``."""
@@ -502,12 +491,21 @@ class BitextDB:
         }
 
 
+def _one_or_many(value: Any, what: str, single: tuple[type, ...] = (str,)) -> list[Any]:
+    """``value`` as a list: one item (of the kinds ``single``) is a list of one, as a single
+    string where a list is expected is everywhere; None, bytes or a non-iterable is one
+    clear sentence."""
+    if isinstance(value, single):
+        return [value]
+    if value is None or isinstance(value, bytes) or not isinstance(value, Iterable):
+        hint = " (decode them first)" if isinstance(value, bytes) else ""
+        raise InputError(f"Give the {what} as text in a list, not {type(value).__name__}{hint}.")
+    return list(value)
+
+
 def _names(value: Any, what: str) -> list[str]:
     """One name or several (``str`` or ``os.PathLike`` each) as a list of ``str``."""
-    items = [value] if isinstance(value, (str, os.PathLike)) else value
-    if items is None or isinstance(items, bytes) or not isinstance(items, Iterable):
-        raise InputError(f"Give the {what} as text (or paths), not {type(value).__name__}.")
-    items = list(items)
+    items = _one_or_many(value, what, single=(str, os.PathLike))
     for item in items:
         if not isinstance(item, (str, os.PathLike)):
             raise InputError(f"Give the {what} as text (or paths), not {type(item).__name__}.")
@@ -670,8 +668,8 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
     if kept is not None:
         raise _another_homes_database(where, index, kept)
     # the database names no store yet: it is new, or older than the names
-    _refuse_a_filled_store(index, where)
-    said = _lacking(database, index)
+    holds = _refuse_a_filled_store(index, where)
+    said = _lacking(database, index, holds)
     if said:  # not the home it was filled from (or half of one that shared it)
         raise ConfigError(
             f"This home's Qdrant Edge store ({index.root}) lacks vectors the SQL database "
@@ -688,15 +686,17 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
             raise _another_homes_database(where, index, won)
 
 
-def _refuse_a_filled_store(index: EdgeIndex, where: str) -> None:
+def _refuse_a_filled_store(index: EdgeIndex, where: str) -> dict[str, int]:
     """A home whose named store holds vectors belongs to the database it was made with: a
-    database that names no store (a new one) is not it."""
-    if index.store_id() is not None and any(index.count(lang) for lang in index.languages()):
+    database that names no store (a new one) is not it. Returns the store's counts."""
+    holds = {lang: index.count(lang) for lang in index.languages()}
+    if index.store_id() is not None and any(holds.values()):
         raise ConfigError(
             f"This home's vectors ({index.root}) belong to another SQL database than {where}: "
             "a home keeps the database it was made with. Give it that --db again, or make a "
             "new home for this database."
         )
+    return holds
 
 
 def _lacking(database: Database, index: VectorIndex, holds: dict[str, int] | None = None) -> str:
