@@ -31,7 +31,7 @@ from .config import (
     sqlite_file,
     write_locations_file,
 )
-from .db import Database, consistency, corpus, export_sql, graph
+from .db import Database, consistency, corpus, export_sql, graph, never_initialised
 from .encoder import Encoder, TextEncoder
 from .encoder_process import EncoderProcess, wants_encoder_process
 from .errors import ClosedError, ConfigError, InputError, ModelMismatchError, NotInitializedError
@@ -728,6 +728,38 @@ def _another_homes_database(where: str, index: EdgeIndex, kept: object) -> Confi
     )
 
 
+def _new_settings(
+    model: str | None, dim: int | None, k: int | None, options: dict[str, Any]
+) -> Settings:
+    """The settings of a new database: the options given over the defaults, and the
+    dimension its model makes (the model is loaded on the CPU to ask)."""
+    settings = Settings.from_dict({key: v for key, v in options.items() if v is not None})
+    settings.model = model_name(model) if model else settings.model
+    settings.k = settings.k if k is None else k
+    settings.validate()
+    # a hub name with --dim is taken at its word (a database of given vectors names a model
+    # it never loads); a local folder is asked, so --dim cannot contradict it
+    if dim and not Path(settings.model).is_dir():
+        settings.dim = dim
+        settings.validate()  # a dimension of the wrong kind, or below 1
+        return settings
+    # only the dimension is wanted: on the CPU, so no GPU memory stays cached in this
+    # process beside the copy an encoder process would load
+    encoder = Encoder(
+        settings.model,
+        device="cpu",
+        revision=settings.revision,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    if dim and encoder.dim != dim:
+        raise ModelMismatchError(
+            f"The model in {settings.model} makes {encoder.dim}-dimensional vectors, not "
+            f"{dim}: leave --dim out, or give {encoder.dim}."
+        )
+    settings.dim = encoder.dim
+    return settings
+
+
 def init(
     home: str | os.PathLike[str] | None = None,
     *,
@@ -749,6 +781,9 @@ def init(
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
     if loc.home.exists() and not loc.home.is_dir():
         raise ConfigError(f"{loc.home} is a file, not a folder: give a folder for the home.")
+    # a new database's settings (its model loaded) are made before anything is written, so
+    # a model that cannot be loaded leaves no half-made home or schema behind
+    prepared = _new_settings(model, dim, k, options) if never_initialised(loc.db) else None
     loc.home.mkdir(parents=True, exist_ok=True)
     with _acquire(loc, wait, None):
         database = Database(loc.db)
@@ -765,30 +800,7 @@ def init(
             index.close()
         current = database.load_settings()
         if current is None:
-            settings = Settings.from_dict({key: v for key, v in options.items() if v is not None})
-            settings.model = model_name(model) if model else settings.model
-            settings.k = settings.k if k is None else k
-            settings.validate()
-            # a hub name with --dim is taken at its word (a database of given vectors names
-            # a model it never loads); a local folder is asked, so --dim cannot contradict it
-            if dim and not Path(settings.model).is_dir():
-                settings.dim = dim
-                settings.validate()  # a dimension of the wrong kind, or below 1
-            else:
-                # only the dimension is wanted: on the CPU, so no GPU memory stays cached in
-                # this process beside the copy an encoder process would load
-                encoder = Encoder(
-                    settings.model,
-                    device="cpu",
-                    revision=settings.revision,
-                    trust_remote_code=settings.trust_remote_code,
-                )
-                if dim and encoder.dim != dim:
-                    raise ModelMismatchError(
-                        f"The model in {settings.model} makes {encoder.dim}-dimensional "
-                        f"vectors, not {dim}: leave --dim out, or give {encoder.dim}."
-                    )
-                settings.dim = encoder.dim
+            settings = prepared or _new_settings(model, dim, k, options)
         else:
             settings = current
             if model is not None and same_model(model, settings.model):

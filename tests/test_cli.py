@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 
 import bitextdb
 from bitextdb.cli import cli
+from bitextdb.db import never_initialised
 from tests.models import build_static_crosslingual
 
 EN = ["the cat sleeps", "a dog runs in the street", "my friend reads a book"]
@@ -410,10 +411,21 @@ def test_command_before_init(args: list[str], home: Path) -> None:
 def test_model_that_cannot_be_loaded(home: Path) -> None:
     result = invoke("init", "--model", "/nonexistent/model")
     assert_clean_error(result, "/nonexistent/model", "--model PATH")
+    assert not home.exists()  # the model is asked before anything is written
     # nothing half-made that later commands would take for a database
     not_made = invoke("stats")
     assert_clean_error(not_made, "bitextdb init")
     assert not_made.exit_code == 2  # run before the command it needs: a usage error
+
+
+def test_a_failed_first_init_writes_no_schema(db_url: str, home: Path, tiny_bert: Path) -> None:
+    """A model that cannot be loaded left an empty schema (a bitextdb.sqlite, or tables in
+    PostgreSQL) that every later command took for a database without settings."""
+    result = invoke("--db", db_url, "init", "--model", "/nonexistent/model")
+    assert_clean_error(result, "/nonexistent/model")
+    assert never_initialised(db_url)
+    ok("--db", db_url, "init", "--model", str(tiny_bert))
+    assert not never_initialised(db_url)
 
 
 def test_a_model_folder_that_fails_to_load_says_why(initialised: Path) -> None:
@@ -538,6 +550,7 @@ def test_commands_that_neither_encode_nor_mine_do_not_import_torch(tmp_path: Pat
 import sys
 from click.testing import CliRunner
 from bitextdb.cli import cli
+from bitextdb.db import never_initialised
 
 for home, *args in {commands!r}:
     result = CliRunner().invoke(cli, ["-q", "--home", home, *args])

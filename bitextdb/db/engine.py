@@ -59,6 +59,23 @@ def failure_reason(exc: BaseException) -> str:
     return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
 
 
+def never_initialised(url: str) -> bool:
+    """Whether the SQL database at ``url`` has never been initialised, found without
+    writing anything: a SQLite file that is not there yet is not created."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None  # Database says what is wrong with it
+    on_disk = parsed is not None and parsed.database not in (None, "", ":memory:")
+    if on_disk and parsed is not None and parsed.get_backend_name() == "sqlite":
+        return not Path(str(parsed.database)).exists()
+    database = Database(url)
+    try:
+        return database.current_revision() is None
+    finally:
+        database.dispose()
+
+
 class Database:
     """One SQL database: ``Database(url).session()`` yields a transactional session."""
 
