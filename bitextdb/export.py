@@ -436,7 +436,7 @@ def render_records(fmt: str, records: list[dict[str, Any]]) -> str:
     """Records of :func:`iter_records` or :func:`iter_withdrawn` as the text of ``fmt``
     (one of :data:`STREAM_FORMATS`), as the file export writes them: jsonl lines, tsv
     lines (margin, src, tgt: LASER's layout), or TMX units with the margin and the cosine
-    (a withdrawal's with ``x-reason`` and ``x-withdrawn-at``) as props; see
+    (a withdrawal's adding ``x-reason`` and ``x-withdrawn-at``) as props; see
     :func:`document_ends` for what goes around them."""
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -444,10 +444,9 @@ def render_records(fmt: str, records: list[dict[str, Any]]) -> str:
         return "".join(f"{r['margin']:.6f}\t{r['src']}\t{r['tgt']}\n" for r in records)
     units = []
     for r in records:
+        props = [("x-cosine", f"{r['cosine']:.6f}")]
         if "reason" in r:
-            props = [("x-reason", r["reason"]), ("x-withdrawn-at", r["withdrawn_at"])]
-        else:
-            props = [("x-cosine", f"{r['cosine']:.6f}")]
+            props += [("x-reason", r["reason"]), ("x-withdrawn-at", r["withdrawn_at"])]
         units.append(
             tmx.unit(
                 r["src_lang"],

@@ -55,8 +55,10 @@ MAX_ID_CHARS = 256  # external ids (TSV id column, JSONL id field)
 FORMATS = ("auto", "txt", "tsv", "jsonl")
 
 #: A record (line) with more bytes than this, not counting its line break, is counted as
-#: too long and skipped without being read into memory.
-MAX_RECORD_BYTES = 1 << 20
+#: too long and skipped without being read into memory. It leaves room for the longest
+#: sentence a database may keep (1,000,000 characters) in any script: UTF-8 takes up to
+#: four bytes a character.
+MAX_RECORD_BYTES = 4 << 20
 
 #: How much of the (decompressed) start of a file is inspected to tell text from binary.
 SNIFF_BYTES = 8192
@@ -800,7 +802,7 @@ def _jsonl_rows(
     stats: ReadStats,
     name: str,
 ) -> Iterator[_Row]:
-    objects = found = 0
+    objects = found = not_objects = 0
     for position, line in _decoded(records, stats):
         if not line.strip():
             stats.empty += 1
@@ -809,9 +811,11 @@ def _jsonl_rows(
             obj = json.loads(line)
         except (ValueError, RecursionError):
             stats.malformed += 1
+            not_objects += 1
             continue
         if not isinstance(obj, dict):
             stats.malformed += 1
+            not_objects += 1
             continue
         objects += 1
         text = _lookup(obj, field, field_path)
@@ -834,6 +838,11 @@ def _jsonl_rows(
             stats.invalid_utf8 += 1
             continue
         yield position, text, ext_id, 0
+    if not objects and not_objects:  # plain text, an HTML page... read as JSON Lines
+        raise InputError(
+            f"No line of {name} is a JSON object: it is not JSON Lines (give --format txt "
+            "for plain text). Nothing was changed."
+        )
     if objects and not found:  # a field no record has: a mistake, not a bad record
         wanted = f"a string field {field!r}"
         if id_field is not None:

@@ -1056,6 +1056,9 @@ def test_tmx_escapes_markup_and_lists_withdrawals(home: Path, tmp_path: Path) ->
         assert {u["x-reason"] for u in dropped} == {"removed"}
         assert {u["en"] for u in dropped} == set(units)
         assert all(as_utc(u["x-withdrawn-at"]) for u in dropped)
+        # the withdrawn pair's margin and cosine, as the pair export gave them
+        assert all(float(u["x-cosine"]) == pytest.approx(1.0) for u in dropped)
+        assert all(float(u["x-margin"]) > 0 for u in dropped)
     finally:
         db.close()
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bitextdb import readers
+from bitextdb.config import MAX_SENTENCE_CHARS
 from bitextdb.errors import InputError
 from bitextdb.readers import (
     DEFAULT_MAX_CHARS,
@@ -247,7 +248,7 @@ def test_very_long_line_is_skipped_with_bounded_memory(tmp_path: Path) -> None:
     assert lines == [Line(0, "before"), Line(2, "after")]
     assert stats["too_long"] == 1
     assert stats["lines"] == 3
-    assert peak < 3 * MAX_RECORD_BYTES  # the 4 MiB line was never held whole
+    assert peak < 3 * MAX_RECORD_BYTES  # the line of four times the limit was never held whole
 
 
 def test_long_line_at_end_without_newline(tmp_path: Path) -> None:
@@ -615,6 +616,35 @@ def test_jsonl_malformed_lines_are_counted(tmp_path: Path) -> None:
         "wrong_language": 0,
         "sentences": 0,
     }
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["plain text, not JSON\nanother line\n", "<html><body>gone</body></html>\n", '"a"\n[1]\n'],
+    ids=["text", "html", "not-objects"],
+)
+def test_jsonl_without_one_object_is_refused(tmp_path: Path, content: str) -> None:
+    """Such a file was read as lines all malformed: its source, read again, lost every
+    sentence it had brought, with exit 0."""
+    path = write(tmp_path / "a.jsonl", content)
+    with pytest.raises(InputError, match=r"No line of .* is a JSON object"):
+        read_all(path)
+    # blank lines alone are an empty file, not a wrong one
+    assert read_all(write(tmp_path / "b.jsonl", "\n  \n"))[0] == []
+
+
+def test_the_longest_sentence_fits_a_record_in_any_script(tmp_path: Path) -> None:
+    """The record limit was 1 MiB, so a line of 600,000 'é' (1.2 MB) was skipped as too
+    long below a max_chars of 1,000,000."""
+    assert 4 * MAX_SENTENCE_CHARS <= MAX_RECORD_BYTES
+    longest = "\U0001f600" * MAX_SENTENCE_CHARS  # four bytes each
+    path = write(tmp_path / "a.txt", "é" * 600_000 + "\n" + longest + "\n" + longest + "x\n")
+    lines, stats = read_all(path, max_chars=MAX_SENTENCE_CHARS)
+    assert [(line.position, len(line.text)) for line in lines] == [
+        (0, 600_000),
+        (1, MAX_SENTENCE_CHARS),
+    ]
+    assert stats["too_long"] == 1
 
 
 def test_jsonl_bad_id_is_malformed(tmp_path: Path) -> None:

@@ -621,3 +621,20 @@ def test_a_file_whose_encoding_or_line_ends_changed_loses_no_line(
         path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe bad\n")
         report = db.ingest(path, "de")["ingested"][0]
         assert report["skipped"] == {"invalid_utf8": 1} and report["dropped"] == 0
+
+
+def test_a_jsonl_file_that_became_another_kind_of_file_loses_no_sentence(
+    home: Path, static_model: Path, tmp_path: Path
+) -> None:
+    """A JSON Lines file overwritten by a page of HTML (a failed download) read as lines
+    all malformed: its source dropped every sentence it held, with exit 0."""
+    path = tmp_path / "de.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["die katze", "ein hund"]))
+    with bitextdb.init(home, model=str(static_model)) as db:
+        db.ingest(path, "de")
+        before = db.sources("de")
+        path.write_text("<html><body>502 Bad Gateway</body></html>\n")
+        for dry_run in (True, False):
+            with pytest.raises(InputError, match="is not JSON Lines"):
+                db.ingest(path, "de", dry_run=dry_run)
+        assert db.sources("de") == before and db.check().ok
