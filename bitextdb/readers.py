@@ -551,6 +551,20 @@ def _looks_binary(head: bytes, at_eof: bool) -> bool:
     return bad * 10 > len(head) * 3
 
 
+def _utf16_without_mark(head: bytes) -> str | None:
+    """``UTF-16LE`` or ``UTF-16BE`` when ``head`` reads as such text with no byte-order mark
+    (a NUL in most of the high bytes of its characters, as Latin script gives), else None."""
+    pairs = len(head) // 2
+    if pairs < 4:
+        return None
+    even, odd = head[0 : 2 * pairs : 2].count(0), head[1 : 2 * pairs : 2].count(0)
+    if odd > 0.6 * pairs and even < 0.1 * pairs:
+        return "UTF-16LE"
+    if even > 0.6 * pairs and odd < 0.1 * pairs:
+        return "UTF-16BE"
+    return None
+
+
 def _control_bytes(head: bytes) -> bool:
     """Whether ``head`` holds bytes no text file holds: NUL and the C0 controls other than
     tab, line feed, vertical tab, form feed, carriage return and escape."""
@@ -687,6 +701,12 @@ def _read(
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16's byte-order marks
             raise InputError(f"{name} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16).")
         if _looks_binary(head, at_eof=len(head) < SNIFF_BYTES):
+            order = _utf16_without_mark(head)
+            if order:
+                raise InputError(
+                    f"{name} looks like UTF-16 text without a byte-order mark; convert it to "
+                    f"UTF-8 (iconv -f {order})."
+                )
             if _control_bytes(head):
                 raise InputError(f"{name} looks like a binary file, not text.")
             raise InputError(

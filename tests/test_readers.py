@@ -428,6 +428,15 @@ def test_utf16_and_utf32_are_named(tmp_path: Path, encoding: str) -> None:
         next(read_lines(path))
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_mark_is_named(tmp_path: Path, encoding: str) -> None:
+    """Without a byte-order mark such a file was called binary."""
+    path = write(tmp_path / "wide.txt", "ein Satz\nnoch einer, schön\n".encode(encoding) * 20)
+    name = encoding.replace("-", "").upper().replace("UTF16", "UTF-16")
+    with pytest.raises(InputError, match=rf"UTF-16 text without a byte-order mark.*-f {name}\)"):
+        next(read_lines(path))
+
+
 def test_random_bytes_are_binary(tmp_path: Path) -> None:
     import random
 
