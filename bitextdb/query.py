@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import MAX_SENTENCE_CHARS, check_lang
+from .config import MAX_SENTENCE_CHARS, check_lang, pairs_to_mine
 from .db import corpus, graph, lookup
 from .errors import InputError
 from .margin import ratio_margin
@@ -94,12 +94,15 @@ def translate_many(
                 f"Sentence {number} to translate has {len(query):,} characters, more than "
                 f"the {MAX_SENTENCE_CHARS:,} a sentence may have: give one sentence."
             )
+    # a pair `config --pairs` leaves out is not mined: what mining stored for it (r values,
+    # pairs) is as old as the last mining before, so nothing of it is taken
+    mined = bool(pairs_to_mine(sorted((src, tgt)), db.settings.pairs))
     with db.db.session() as s:
         known = [lookup.sentence_by_hash(s, src, text_hash(q)) for q in queries]
-        floor = graph.r_floor(s, tgt, src)
-        stored = {sid: lookup.pairs_of(s, sid) for sid in known if sid is not None}
+        floor = graph.r_floor(s, tgt, src) if mined else None
+        stored = {sid: lookup.pairs_of(s, sid) for sid in known if sid is not None and mined}
     vectors = _query_vectors(db, src, queries, known)
-    pools = _ranked_pools(db, vectors, src, tgt, top, target_points, floor)
+    pools = _ranked_pools(db, vectors, src, tgt, top, target_points, floor, stored_r=mined)
     paired_ids = {p[key] for ps in stored.values() for p in ps for key in ("src_id", "tgt_id")}
     with db.db.session() as s:
         # beyond ``top``: a point without a sentence (left by a removal stopped before its
@@ -160,6 +163,8 @@ def _ranked_pools(
     top: int,
     target_points: int,
     floor: float | None,
+    *,
+    stored_r: bool = True,
 ) -> list[_Pool]:
     """Each query's hits ranked by margin, best first, holding at least its ``top`` best.
 
@@ -168,7 +173,9 @@ def _ranked_pools(
     margin at most ``2c / (r(q) + floor)``: once the ``top``-th margin in the pool reaches
     that, no mined sentence outside can displace the ``top`` best. Targets not mined yet
     get their r(y) from a search of ``src`` here, as mining them would (one outside the
-    pool, with an r below every stored one, can be missed until it is mined).
+    pool, with an r below every stored one, can be missed until it is mined). Without
+    ``stored_r`` (a pair not mined) every r(y) is found so and, with no ``floor``, a pool
+    grows to :data:`MAX_POOL`.
     """
     from .knn import exact_cosines  # torch: imported by the commands that need it only
 
@@ -190,7 +197,7 @@ def _ranked_pools(
         hit_ids = sorted({h.id for row in rows for h in row})
         found, hit_vectors = db.index.retrieve(tgt, np.array(hit_ids, dtype=np.int64))
         vector_of = dict(zip(found.tolist(), hit_vectors))
-        _learn_r(db, src, [i for i in vector_of if i not in r_of], vector_of, r_of)
+        _learn_r(db, src, [i for i in vector_of if i not in r_of], vector_of, r_of, stored_r)
         whole = limit >= target_points or limit >= MAX_POOL
         still = []
         for at, row in zip(todo, rows):
@@ -248,14 +255,17 @@ def _learn_r(
     ids: list[int],
     vector_of: dict[int, np.ndarray],
     r_of: dict[int, float | None],
+    stored: bool = True,
 ) -> None:
     """Add the r(y) towards ``src`` of the target sentences ``ids`` to ``r_of``: the stored
-    one for the mined, and for the others the mean cosine of their k nearest ``src``
-    sentences, as mining them would store (None when ``src`` holds no vector)."""
+    one for the mined (unless not ``stored``), and for the others the mean cosine of their k
+    nearest ``src`` sentences, as mining them would store (None when ``src`` holds no
+    vector)."""
     from .knn import exact_cosines
 
-    with db.db.session() as s:
-        r_of.update(lookup.r_values(s, ids, src))
+    if stored:
+        with db.db.session() as s:
+            r_of.update(lookup.r_values(s, ids, src))
     unmined = [i for i in ids if i not in r_of]
     if not unmined:
         return

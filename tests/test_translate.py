@@ -314,6 +314,33 @@ def test_a_target_not_mined_yet_is_ranked_by_the_margin_mining_would_give(
     assert before.hits[0].margin == pytest.approx(after.hits[0].margin, abs=1e-6)
 
 
+def test_a_pair_left_out_of_mining_is_ranked_by_the_margins_of_now(
+    corpus: Corpus, static_model: Path, tmp_path: Path
+) -> None:
+    """Once `config --pairs` left de-en out, translate ranked with the r values and showed
+    the pairs of the last mining before, which later ingests had made old."""
+    home = tmp_path / "copy"
+    shutil.copytree(corpus.home, home)
+    model = SentenceTransformer(str(static_model), device="cpu")
+    with bitextdb.open(home) as db:
+        k = db.settings.k
+        db.configure(pairs=["en-fr"])
+        db.ingest_texts("en", corpus.extra_en)  # the German sentences' r towards en rise
+        de_texts = list(ids_of(db, "de"))
+        en_texts = list(ids_of(db, "en"))
+        de_vecs = model.encode(de_texts, normalize_embeddings=True).astype(np.float64)
+        en_vecs = model.encode(en_texts, normalize_embeddings=True).astype(np.float64)
+        r_de = np.sort(de_vecs @ en_vecs.T, axis=1)[:, ::-1][:, :k].mean(axis=1)
+        queries = [corpus.en[3], corpus.extra_en[5]]
+        for query, t in zip(queries, db.translate_many(queries, "en", "de", top=5)):
+            cos = de_vecs @ model.encode([query], normalize_embeddings=True)[0]
+            r_q = float(np.sort(cos)[::-1][:k].mean())
+            expected = np.sort(cos / ((r_q + r_de) / 2))[::-1][:5]
+            assert [h.margin for h in t.hits] == pytest.approx(expected.tolist(), abs=1e-5)
+            # what mining stored for the pair is not shown as if it held now
+            assert not any(h.mined or h.accepted for h in t.hits) and t.stored_pair is None
+
+
 # -- command line ------------------------------------------------------------------------------
 def run(corpus: Corpus, *args: str) -> Result:
     return CliRunner().invoke(cli, ["-q", "--home", str(corpus.home), "translate", *args])
