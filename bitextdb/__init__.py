@@ -15,6 +15,7 @@ from .errors import (
     ModelMismatchError,
     NotInitializedError,
     StoreUnavailableError,
+    UnknownSourceError,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "NotInitializedError",
     "Settings",
     "StoreUnavailableError",
+    "UnknownSourceError",
     "__version__",
     "init",
     "open",

@@ -39,6 +39,7 @@ from .ingest import Ingestor, IngestReport
 from .interrupts import committed
 from .lock import writer_lock
 from .query import Translation, translate_many
+from .readers import encodable
 from .remove import list_sources, remove_displaced, remove_missing, remove_sources
 from .vectors import EdgeIndex, VectorIndex, open_index
 from .vectors.edge import STORE_ID_FILE
@@ -506,10 +507,18 @@ def _one_or_many(value: Any, what: str, single: tuple[type, ...] = (str,)) -> li
 def _names(value: Any, what: str) -> list[str]:
     """One name or several (``str`` or ``os.PathLike`` each) as a list of ``str``."""
     items = _one_or_many(value, what, single=(str, os.PathLike))
+    names = []
     for item in items:
-        if not isinstance(item, (str, os.PathLike)):
-            raise InputError(f"Give the {what} as text (or paths), not {type(item).__name__}.")
-    return [os.fspath(item) for item in items]
+        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else item
+        if not isinstance(name, str):
+            raise InputError(f"Give the {what} as text (or paths), not {type(name).__name__}.")
+        if not encodable(name):  # a lone surrogate: the database cannot be asked for it
+            raise InputError(
+                f"{name!r} among the {what} is not valid Unicode (a file name that is not "
+                "UTF-8?); no source can be named so."
+            )
+        names.append(name)
+    return names
 
 
 def _float_rows(vectors: Any) -> np.ndarray:

@@ -22,6 +22,10 @@ class HistoryGoneError(InputError):
     """The changes asked for go back further than the records kept of them."""
 
 
+class UnknownSourceError(InputError):
+    """A source named for removal that its language does not have."""
+
+
 class ConfigError(BitextDBError):
     """Settings that contradict each other or the database."""
 

@@ -18,7 +18,7 @@ import numpy as np
 from .config import check_lang, resolved_path
 from .db import consistency, corpus
 from .db.export_sql import as_utc
-from .errors import BusyError, InputError
+from .errors import BusyError, InputError, UnknownSourceError
 from .lock import displacing_lock
 
 log = logging.getLogger(__name__)
@@ -199,11 +199,11 @@ def _pair_reports(pairs: list[Any]) -> list[dict[str, Any]]:
     return [{key: getattr(pair, key) for key in PAIR_FIELDS} for pair in pairs]
 
 
-def _unknown(name: str, lang: str, names: list[str], waiting: int = 0) -> InputError:
+def _unknown(name: str, lang: str, names: list[str], waiting: int = 0) -> UnknownSourceError:
     """The error for a source ``lang`` does not have, naming a few it has, and the work a
     removal stopped after its commit left (``waiting`` candidates to recompute)."""
     listed = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
-    return InputError(
+    return UnknownSourceError(
         f"No source {name!r} in {lang}"
         + (f" (its sources: {listed})." if names else ": it has no sources.")
         + " `bitextdb sources` lists them."

@@ -61,6 +61,7 @@ from .errors import (
     HistoryGoneError,
     InputError,
     StoreUnavailableError,
+    UnknownSourceError,
 )
 from .export import (
     STREAM_FORMATS,
@@ -391,7 +392,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
                 return db.remove_missing(body.lang, dry_run=body.dry_run)
             try:
                 return db.remove(str(body.lang), body.sources, dry_run=body.dry_run)
-            except InputError as exc:  # the language is fine, so: a source it lacks
+            except UnknownSourceError as exc:
                 raise NotFoundError(str(exc)) from exc
 
     @app.get(

@@ -29,6 +29,7 @@ PUBLIC = {
     "NotInitializedError",
     "Settings",
     "StoreUnavailableError",
+    "UnknownSourceError",
     "__version__",
     "init",
     "open",
@@ -216,6 +217,8 @@ def test_values_of_the_wrong_kind_are_one_clear_sentence_and_change_nothing(
             (lambda: db.remove("en", None), InputError, "not NoneType"),
             (lambda: db.remove("en", b"en.txt"), InputError, "not bytes"),
             (lambda: db.remove("en", [en, 5]), InputError, "not int"),
+            # a file name that is not UTF-8, as Python hands it over: raw UnicodeEncodeError
+            (lambda: db.remove("en", ["s\udc80ur"]), InputError, "not valid Unicode"),
             (lambda: db.ingest_texts("en", ["three"], source=None), InputError, "not NoneType"),
             (lambda: db.ingest_texts("en", b"three"), InputError, "decode them first"),
             (lambda: db.ingest(None, "en"), InputError, "at least one file"),

@@ -268,6 +268,10 @@ def test_sources_are_listed_and_removed(client: httpx.Client, small: Served) -> 
     both = {"lang": "it", "sources": ["wrong"], "missing": True}
     assert "not both" in error_of(client.post("/remove", json=both), 400)
     error_of(client.post("/remove", json={"lang": "??", "sources": ["wrong"]}), 400)
+    lone = '{"lang": "it", "sources": ["s\\udc80ur"]}'  # a lone surrogate: it was a 500
+    json_body = {"Content-Type": "application/json"}
+    sent = client.post("/remove", content=lone, headers=json_body)
+    assert "not valid Unicode" in error_of(sent, 400)
 
     done = client.post("/remove", json={"lang": "it", "sources": ["wrong"]})
     assert done.status_code == 200, done.text
