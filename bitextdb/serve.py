@@ -24,9 +24,9 @@ Endpoints (JSON unless said otherwise; OpenAPI docs at ``/docs``):
 
 Errors are ``{"error": "one sentence"}`` (validation errors add ``"detail"``): bad input 400,
 unknown language or pair 404, busy 409, invalid request 422 (a query parameter given twice
-included), unavailable store 503, anything unexpected 500 (logged here, no traceback in the
-response). With an API key every request
-but ``/health`` needs ``X-API-Key: KEY`` or ``Authorization: Bearer KEY`` (else 401).
+or one the endpoint does not take included), unavailable store 503, anything unexpected 500
+(logged here, no traceback in the response). With an API key every request but ``/health``
+needs ``X-API-Key: KEY`` or ``Authorization: Bearer KEY`` (else 401).
 
 Qdrant Edge and the SQL session factory are shared, so every call on the ``BitextDB`` holds
 one lock; endpoints are plain functions that FastAPI runs in its thread pool.
@@ -46,7 +46,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -243,6 +243,28 @@ class RepeatedQueryMiddleware:
         await self.app(scope, receive, send)
 
 
+def refuse_unknown_query(request: Request) -> None:
+    """Refuse, with a 422, a query parameter the endpoint does not take (``min-score`` for
+    ``min_score``, ``cursor`` on ``/export``): the framework would leave it out and answer
+    another question than the one asked, as a whole export for a filtered one."""
+    if request.url.path in OPEN_PATHS or not request.query_params:
+        return
+    # the API's own description (built once, then cached) names what each endpoint takes
+    paths = request.app.openapi().get("paths", {})
+    operation = paths.get(request.url.path, {}).get(request.method.lower())
+    if operation is None:
+        return
+    parameters = operation.get("parameters", [])
+    known = sorted(p["name"] for p in parameters if p.get("in") == "query")
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        takes = f"it takes {', '.join(known)}" if known else "it takes none"
+        raise StarletteHTTPException(
+            422,
+            f"{request.url.path} has no query parameter {', '.join(unknown)}; {takes}.",
+        )
+
+
 class CatchAllMiddleware:
     """Answer an unexpected exception with a JSON 500 (no traceback) and log it here.
 
@@ -309,6 +331,7 @@ def create_app(db: BitextDB, *, api_key: str | None) -> FastAPI:
         description=__doc__,
         version=_version(),
         lifespan=lifespan,
+        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.db = db
     app.state.lock = lock

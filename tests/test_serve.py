@@ -173,6 +173,26 @@ def test_a_query_parameter_given_twice_is_refused(client: httpx.Client, small: S
     assert client.get("/health?probe=1&probe=2").status_code == 200  # never refused
 
 
+def test_a_query_parameter_the_endpoint_does_not_take_is_refused(
+    client: httpx.Client, small: Served
+) -> None:
+    """A misspelt filter (``min-score``) or one the endpoint lacks (``cursor``) was left
+    out: a whole export came back, 200, for a filtered one."""
+    for query, unknown in (
+        ("pair=en-de&min-score=99", "min-score"),
+        ("pair=en-de&cursor=x", "cursor"),
+        ("pair=en-de&max-length-ratio=1&x=1", "max-length-ratio, x"),
+    ):
+        message = error_of(client.get(f"/export?{query}"), 422)
+        assert f"no query parameter {unknown};" in message and "min_score" in message
+    assert "lang" in error_of(client.get("/sources?language=en"), 422)
+    assert "takes none" in error_of(client.get("/stats?verbose=1"), 422)
+    body = {"text": "the house", "from": "en", "to": "de"}
+    error_of(client.post("/translate?top=3", json=body), 422)
+    assert client.get("/export?pair=en-de&min_score=99").text == ""
+    assert client.get("/health?probe=1").status_code == 200  # never refused
+
+
 def test_a_json_body_sent_as_text_is_told_its_content_type(client: httpx.Client) -> None:
     """It got 'Input should be a valid dictionary', which says nothing of the header."""
     body = '{"text": "the house", "from": "en", "to": "de"}'
