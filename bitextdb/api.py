@@ -380,6 +380,7 @@ class BitextDB:
         """Precision, recall and F1 against gold pairs; see :func:`bitextdb.evaluate.evaluate`."""
         from .evaluate import evaluate
 
+        _refuse_unknown(options, evaluate, "evaluate")
         return evaluate(self, pair, gold, **options)
 
     # -- consistency -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,8 +113,9 @@ def evaluate(
     writes (:class:`bitextdb.filters.PairFilter`): the accepted pairs they drop are left
     out of the walk and counted in ``filtered``.
     """
-    if steps < 1:
-        raise InputError("--steps must be at least 1.")
+    if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
+        raise InputError(f"--steps must be a whole number, at least 1, not {steps!r}.")
+    steps = int(steps)
     keep = PairFilter(max_length_ratio, skip_identical)
     spec = resolve_pair(db, pair)
     lines = read_gold(gold)

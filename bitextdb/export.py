@@ -836,6 +836,8 @@ def export_pairs(
             "--since and --cursor follow the stored pairs (ratio margin, max retrieval); "
             "they cannot be combined with another margin or retrieval."
         )
+    if cursor is not None and not isinstance(cursor, str):
+        raise InputError(f"Give the cursor's name as text, not {type(cursor).__name__}.")
     if cursor is not None and (not 0 < len(cursor) <= MAX_CURSOR_NAME or breaks_a_line(cursor)):
         raise InputError(
             f"A cursor name has 1 to {MAX_CURSOR_NAME} characters, none of them a control "

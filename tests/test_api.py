@@ -209,6 +209,8 @@ def test_values_of_the_wrong_kind_are_one_clear_sentence_and_change_nothing(
     eye = np.eye(4, dtype=np.float32)
     en = tmp_path / "en.txt"
     en.write_text("one\ntwo\n")
+    gold, out = tmp_path / "gold.tsv", tmp_path / "out.tsv"
+    gold.write_text("one\teins\ntwo\tzwei\n")
     with bitextdb.init(home, model="synthetic", dim=4, k=1) as db:
         db.ingest(en, "en", embeddings=_npy(tmp_path / "en.npy", eye[:2]))
         db.ingest_embeddings("de", ["eins", "zwei"], eye[:2])
@@ -230,6 +232,11 @@ def test_values_of_the_wrong_kind_are_one_clear_sentence_and_change_nothing(
             (lambda: db.export("en-de", output=None), InputError, "--output names a file"),
             (lambda: db.export("en-de", max_length_ratio="2"), InputError, "must be a number"),
             (lambda: db.export("en-de", foo=1), InputError, "takes no option foo"),
+            (lambda: db.export("en-de", output=str(out), cursor=5), InputError, "not int"),
+            (lambda: db.evaluate("en-de", gold, bogus=1), InputError, "no option bogus"),
+            (lambda: db.evaluate("en-de", gold, steps="3"), InputError, "not '3'"),
+            (lambda: db.evaluate("en-de", gold, steps=2.5), InputError, "not 2.5"),
+            (lambda: db.evaluate("en-de", gold, steps=None), InputError, "not None"),
             (lambda: db.configure(device="bogus"), bitextdb.ConfigError, "'bogus' is not a"),
             (lambda: bitextdb.open(b"/tmp/h"), bitextdb.ConfigError, "not bytes"),
             (lambda: bitextdb.open(5), bitextdb.ConfigError, "not int"),
@@ -249,6 +256,8 @@ def test_values_of_the_wrong_kind_are_one_clear_sentence_and_change_nothing(
         db.ingest_texts("xx", [])
         db.ingest_embeddings("yy", [], np.zeros((0, 4), np.float32))
         assert set(db.stats()["languages"]) == {"de", "en", "fr"}
+        assert db.evaluate("en-de", gold, steps=np.int64(2))["best"]["f1"] == 1.0
+        assert not out.exists()
         assert db.remove("en", en)["sentences_removed"] == 2
         assert db.configure(device="cuda:0,cuda:1").device == "cuda:0,cuda:1"
 

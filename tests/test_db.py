@@ -29,7 +29,7 @@ from bitextdb.config import (
     resolve_locations,
     write_locations_file,
 )
-from bitextdb.db import Database, corpus
+from bitextdb.db import Database, corpus, never_initialised
 from bitextdb.db.engine import migrations_dir
 from bitextdb.errors import ConfigError, NotInitializedError, StoreUnavailableError
 from tests.schema_helpers import database_at, model_differences
@@ -43,6 +43,19 @@ def table_names(db: Database) -> set[str]:
 
 
 # -- migrations ------------------------------------------------------------------------------
+def test_asking_a_database_not_made_for_its_revision_writes_nothing(tmp_path: Path) -> None:
+    """``db status``'s library form made the folder and an empty SQLite file."""
+    where = tmp_path / "not-yet" / "bitextdb.sqlite"
+    db = Database(f"sqlite:///{where}")
+    try:
+        assert db.current_revision() is None and never_initialised(f"sqlite:///{where}")
+        assert not where.parent.exists()
+        db.upgrade()  # the first connection makes both
+        assert db.current_revision() == db.head_revision()
+    finally:
+        db.dispose()
+
+
 def test_upgrade_blank_database_to_head(db_url: str) -> None:
     db = Database(db_url)
     try:

@@ -62,13 +62,6 @@ def failure_reason(exc: BaseException) -> str:
 def never_initialised(url: str) -> bool:
     """Whether the SQL database at ``url`` has never been initialised, found without
     writing anything: a SQLite file that is not there yet is not created."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        parsed = None  # Database says what is wrong with it
-    on_disk = parsed is not None and parsed.database not in (None, "", ":memory:")
-    if on_disk and parsed is not None and parsed.get_backend_name() == "sqlite":
-        return not Path(str(parsed.database)).exists()
     database = Database(url)
     try:
         return database.current_revision() is None
@@ -82,6 +75,13 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = self._create_engine(url)
+        # a SQLite file is made by ``upgrade`` only: asking a database that is not there for
+        # its revision (``db status``) writes nothing
+        name = self.engine.url.database
+        on_disk = self.engine.dialect.name == "sqlite" and name not in (None, "", ":memory:")
+        self._file = Path(str(name)) if on_disk else None
+        if self._file is not None:
+            event.listen(self.engine, "do_connect", self._make_folder)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time; threads that both write (ingest's stages) wait
         # on this lock, woken at once, instead of in SQLite's busy handler, which sleeps in
@@ -90,6 +90,11 @@ class Database:
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._schema: tuple[str | None] | None = None  # PostgreSQL: (current_schema(),)
+
+    def _make_folder(self, *_args: Any) -> None:
+        """Before SQLite makes its file on the first connection: the folder it goes in."""
+        assert self._file is not None
+        self._file.parent.mkdir(parents=True, exist_ok=True)
 
     @property
     def dialect(self) -> str:
@@ -102,10 +107,7 @@ class Database:
         except ArgumentError as exc:
             raise ConfigError(f"{mask_url(url)!r} is not a database URL.") from exc
         kwargs: dict[str, Any] = {"future": True}
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        elif parsed.get_backend_name() == "postgresql":
+        if parsed.get_backend_name() == "postgresql":
             kwargs["connect_args"] = {"connect_timeout": 5}
             kwargs["pool_pre_ping"] = True
         try:
@@ -254,6 +256,8 @@ class Database:
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at (None: never initialised)."""
+        if self._file is not None and not self._file.exists():
+            return None
         self.ping()
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
