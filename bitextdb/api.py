@@ -16,6 +16,7 @@ import numpy as np
 from .audit import DEFAULT_SAMPLE
 from .check import CheckReport, check
 from .config import (
+    EMBEDDED_DB_FILE,
     Locations,
     Settings,
     check_device,
@@ -596,6 +597,7 @@ def open(
 ) -> BitextDB:
     """Open an initialised database. ``model`` only checks it is the database's model."""
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
+    _refuse_another_homes_file(loc)
     database_file = sqlite_file(loc.db)
     if database_file is not None and not database_file.exists():
         where = loc.home if loc.db == embedded_db_url(loc.home) else database_file
@@ -696,6 +698,23 @@ def _claim_store(database: Database, index: VectorIndex, *, name: bool = True) -
             raise _another_homes_database(where, index, won)
 
 
+def _refuse_another_homes_file(loc: Locations) -> None:
+    """Refuse, before anything changes, a SQLite file that is another home's own database
+    (its folder holds a vectors store): its sentences' vectors are in that home. The store
+    names cannot tell them apart where one home is a copy of the other."""
+    file = sqlite_file(loc.db)
+    if loc.qdrant or file is None or file.name != EMBEDDED_DB_FILE:
+        return  # with a Qdrant server no vectors live in a home
+    other = file.resolve().parent
+    if other == loc.home.resolve() or not Locations(other, loc.db).vectors_dir.is_dir():
+        return
+    raise ConfigError(
+        f"{file} is the database of the home {other}, whose vectors are in that home, not in "
+        f"{loc.home}: open {other} itself, or give this home its own --db (or none: its own "
+        "SQLite file)."
+    )
+
+
 def _refuse_a_filled_store(index: EdgeIndex, where: str) -> dict[str, int]:
     """A home whose named store holds vectors belongs to the database it was made with: a
     database that names no store (a new one) is not it. Returns the store's counts."""
@@ -791,6 +810,7 @@ def init(
     loc = resolve_locations(home, db, qdrant, qdrant_prefix)
     if loc.home.exists() and not loc.home.is_dir():
         raise ConfigError(f"{loc.home} is a file, not a folder: give a folder for the home.")
+    _refuse_another_homes_file(loc)
     # a new database's settings (its model loaded) are made before anything is written, so
     # a model that cannot be loaded leaves no half-made home or schema behind
     prepared = _new_settings(model, dim, k, options) if never_initialised(loc.db) else None

@@ -749,9 +749,26 @@ def test_a_home_keeps_the_database_it_was_made_with(tmp_path: Path) -> None:
     with bitextdb.init(second, model="synthetic", dim=4) as db:
         db.ingest_embeddings("en", ["another sentence"], np.ones((1, 4), dtype=np.float32))
     theirs = f"sqlite:///{home / 'bitextdb.sqlite'}"
-    with pytest.raises(ConfigError, match="filled from the vectors of another home") as refused:
+    with pytest.raises(ConfigError, match="is the database of the home") as refused:
         bitextdb.open(second, db=theirs)
     assert "was lost" not in str(refused.value)
+
+
+def test_a_copied_home_is_refused_the_original_homes_database(tmp_path: Path) -> None:
+    """A copy (cp -a) keeps its original's store name, so each home took the other's
+    SQLite file through --db, and both ended up with vectors the other's SQL lacked."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    with bitextdb.init(original, model="synthetic", dim=4) as db:
+        db.ingest_embeddings("en", ["one sentence"], np.ones((1, 4), dtype=np.float32))
+    shutil.copytree(original, copy)
+    for home, other in ((original, copy), (copy, original)):
+        theirs = f"sqlite:///{other / 'bitextdb.sqlite'}"
+        for call in (bitextdb.open, bitextdb.init):
+            with pytest.raises(ConfigError, match=f"is the database of the home {other}"):
+                call(home, db=theirs)
+    for home in (original, copy):  # each still opens its own, untouched
+        with bitextdb.open(home) as db:
+            assert db.check().ok and db.stats()["languages"]["en"]["sentences"] == 1
 
 
 def test_a_database_from_before_names_is_taken_only_by_the_home_it_was_filled_from(
@@ -760,13 +777,15 @@ def test_a_database_from_before_names_is_taken_only_by_the_home_it_was_filled_fr
     first = tmp_path / "first"
     with bitextdb.init(first, model="synthetic", dim=4) as db:
         db.ingest_embeddings("en", ["one", "two"], np.eye(2, 4, dtype=np.float32))
-    url = f"sqlite:///{first / 'bitextdb.sqlite'}"
+    # a file of its own, not one in a home (that is refused to every other home at once)
+    (first / "bitextdb.sqlite").rename(tmp_path / "shared.sqlite")
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
     (first / "vectors" / "store-id").unlink()  # as a version before names left them
     with Database(url).engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM settings WHERE key = 'edge_store'"))
     with pytest.raises(ConfigError, match=r"lacks vectors .* \(en 0 of 2\)"):
         bitextdb.open(tmp_path / "empty", db=url)
-    with bitextdb.open(first) as db:  # the home that holds them takes it
+    with bitextdb.open(first, db=url) as db:  # the home that holds them takes it
         assert db.db.note("edge_store") == (first / "vectors" / "store-id").read_text().strip()
 
 
