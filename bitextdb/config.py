@@ -16,6 +16,7 @@ import re
 import types
 import typing
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,28 @@ def device_list(device: str | None) -> list[str]:
     if not count:
         raise ConfigError("--device all found no CUDA device; use --device cpu or leave it out.")
     return [f"cuda:{i}" for i in range(count)]
+
+
+def require_devices(names: Sequence[str]) -> None:
+    """Refuse, in one sentence, a device this machine does not have (``cuda:1`` with one GPU,
+    ``cuda`` or ``mps`` with none): torch's own error comes late, from deep in a worker."""
+    import torch  # only here: most commands never ask
+
+    for name in names:
+        kind, _, index = name.partition(":")
+        if kind == "cuda":
+            count = torch.cuda.device_count()
+            if int(index or 0) < count:
+                continue
+            has = f"only {count} CUDA device{'s' if count > 1 else ''}" if count else "no GPU"
+        elif kind == "mps" and not torch.backends.mps.is_available():
+            has = "no Apple GPU (mps)"
+        else:
+            continue
+        raise ConfigError(
+            f"--device {name}: this machine has {has}; give --device cpu (`bitextdb config "
+            "--device cpu` stores it)."
+        )
 
 
 #: the longest language code kept (the SQL columns are this wide)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .config import BACKENDS, device_list
+from .config import BACKENDS, device_list, require_devices
 from .errors import ConfigError, ModelLoadError, ModelMismatchError
 from .model_forward import BatchForward
 from .onnx_backend import OnnxModel
@@ -158,6 +158,7 @@ class Encoder:
         self.attention_backends: tuple[str, ...] | None = ENCODE_ATTENTION
         self._expand_mask = True
         devices = device_list(device)
+        require_devices(devices)  # before anything is stored: a pool starts at first use
         self.devices = devices if len(devices) > 1 else []
         single = None if self.devices else (devices[0] if devices else None)
         self.model = load_model(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import device_list
+from .config import device_list, require_devices
 from .topk import PAD_ID, TopK
 
 _DOT_ROWS = 65_536  # rows re-scored at once (bounds the float64 temporaries)
@@ -93,6 +93,7 @@ def pick_device(device: str | None = None) -> torch.device:
     the encoding; the kNN runs on one), else CUDA where there is one."""
     names = [name for name in device_list(device) if name != "auto"]
     if names:
+        require_devices(names[:1])
         return torch.device(names[0])
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

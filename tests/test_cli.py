@@ -436,6 +436,26 @@ def test_a_model_folder_that_fails_to_load_says_why(initialised: Path) -> None:
     assert "no such local folder" not in line
 
 
+def test_gpus_the_machine_lacks_are_refused_before_a_sentence_is_stored(
+    initialised: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list of GPUs started its pool at the first encode, after the sentences were
+    stored: worker tracebacks, exit 1, and sentences left without a vector."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    before = json.loads(ok("stats", "--json").stdout)["languages"]
+    result = invoke("ingest", "--lang", "fr", "--device", "cuda:0,cuda:1", str(initialised))
+    assert_clean_error(result, "--device cuda:0: this machine has no GPU", "--device cpu")
+    assert result.exit_code == 2
+    assert json.loads(ok("stats", "--json").stdout)["languages"] == before
+    ok("config", "--device", "cuda:0,cuda:1")  # stored for another machine: said when used
+    assert_clean_error(invoke("ingest", "--lang", "fr", str(initialised)), "has no GPU")
+    stored = json.loads(ok("config", "--device", "cpu", "--batch-size", "8", "--json").stdout)
+    assert (stored["device"], stored["batch_size"]) == ("cpu", 8)
+    ok("ingest", "--lang", "fr", str(initialised))
+
+
 def test_a_moved_model_folder_is_taken_back_only_if_it_gives_the_stored_vectors(
     home: Path, static_model: Path, tmp_path: Path
 ) -> None:

@@ -300,6 +300,15 @@ def test_device_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         device_list("all")
     with pytest.raises(ConfigError, match="stands alone"):
         device_list("all,cpu")
+    # a device the machine lacks is said so, in one sentence, before anything runs on it
+    with pytest.raises(ConfigError, match="--device cuda: this machine has no GPU"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="cuda:1: this machine has only 1 CUDA device;"):
+        pick_device("cuda:1,cuda:0")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no Apple GPU"):
+        pick_device("mps")
 
 
 def test_the_child_freezes_what_it_loaded_before_it_works(

@@ -287,6 +287,8 @@ def init(ctx: Context, as_json: bool, pairs: str | None, **options: Any) -> None
 @click.option("--exact-limit", type=int, help="Search exactly up to this many sentences a side.")
 @click.option("--hnsw-ef", type=int, help="HNSW search candidates.")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Encoder runtime.")
+@click.option("--device", help="Encoder device(s), as for init.")
+@click.option("--batch-size", type=int, help="Sentences per encoder batch.")
 @encoder_process_option
 @index_process_option
 @click.option("--min-chars", type=int, help="Skip shorter sentences.")
