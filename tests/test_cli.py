@@ -112,6 +112,9 @@ def test_init_ingest_mine_stats_config(home: Path, tiny_bert: Path, tmp_path: Pa
     assert mined[0]["new"] == {"de": 3, "en": 3}
     assert 1 <= mined[0]["pairs"] <= 6
     assert as_json(ok("mine", "--json"))[0]["new"] == {"de": 0, "en": 0}  # type: ignore[index]
+    # several pairs with commas, as config --pairs takes them (it named 'de-en,en' a code)
+    assert [m["pair"] for m in as_json(ok("mine", "--pair", "en-de, de-en", "--json"))] == ["de-en"]
+    assert_clean_error(invoke("mine", "--pair", "de-en,"), "pair")
 
     s = stats()
     assert {"languages", "pairs", "model", "stores"} <= set(s)

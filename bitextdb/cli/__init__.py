@@ -511,14 +511,20 @@ def _column(value: str | None) -> str | int | None:
 
 
 @cli.command()
-@click.option("--pair", "pairs", multiple=True, help="Only this pair, e.g. en-de (repeatable).")
+@click.option(
+    "--pair",
+    "pairs",
+    multiple=True,
+    help="Only this pair, e.g. en-de (repeatable, or several with commas as for config).",
+)
 @json_option
 @pass_ctx
 @friendly
 def mine(ctx: Context, pairs: tuple[str, ...], as_json: bool) -> None:
     """Bring neighbours, candidates and pairs up to date for everything not yet mined."""
+    chosen = [pair.strip() for value in pairs for pair in value.split(",")]
     with ctx.open() as db:
-        reports = [r.as_dict() for r in db.mine(list(pairs) or None)]
+        reports = [r.as_dict() for r in db.mine(chosen or None)]
     ctx.bars.close()
     emit(reports, as_json, lambda rs: "\n".join(_mine_line(m) for m in rs) or "nothing to mine")
 
