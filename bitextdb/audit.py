@@ -158,8 +158,12 @@ def audit_pair(
     want_margin = np.array([np.nan if w is None else w[1] for w in wants], dtype=np.float64)
     extra_fwd, extra_bwd = rows.forward & ~want_fwd, rows.backward & ~want_bwd
     report.pairs_extra = int((extra_fwd | extra_bwd).sum())
-    fixes.forward = [keys[i] for i in np.flatnonzero(extra_fwd)]
-    fixes.backward = [keys[i] for i in np.flatnonzero(extra_bwd)]
+    # a list mined again is mined as new, so nothing after knows the candidate its old one
+    # flagged: that flag goes with it (mining sets it again if the candidate stays)
+    remined_fwd = rows.forward & np.isin(rows.src, fixes.lists[(a, b)])
+    remined_bwd = rows.backward & np.isin(rows.tgt, fixes.lists[(b, a)])
+    fixes.forward = [keys[i] for i in np.flatnonzero(extra_fwd | remined_fwd)]
+    fixes.backward = [keys[i] for i in np.flatnonzero(extra_bwd | remined_bwd)]
     flag_missing = (want_fwd & ~rows.forward) | (want_bwd & ~rows.backward)
     report.pairs_missing = int(flag_missing.sum()) + len(expected.keys() - set(keys))
     same = _close(rows.cosine, want_cos) & _close(rows.margin, want_margin)
