@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -11,6 +11,8 @@ from . import audit
 from .config import pair_name
 from .db import consistency, corpus, graph
 from .remove import remove_displaced
+from .vectors import EdgeIndex
+from .vectors.edge import DAMAGE_SAMPLE
 
 if TYPE_CHECKING:
     from .api import BitextDB
@@ -21,6 +23,10 @@ class CheckReport:
     """Counts of every kind of disagreement; ``ok`` when all are zero."""
 
     languages: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: languages whose Qdrant Edge shard cannot be opened or read, or gives back other
+    #: vectors than were written, with what was found (``--repair`` sets it aside and
+    #: encodes its sentences again)
+    damaged: dict[str, str] = field(default_factory=dict)
     wrong_dimension: list[str] = field(default_factory=list)
     unindexed: int = 0
     dangling_neighbours: int = 0
@@ -54,6 +60,7 @@ class CheckReport:
         )
         return bool(
             per_lang
+            or self.damaged
             or self.wrong_dimension
             or self.dangling_neighbours
             or self.dangling_pairs
@@ -86,6 +93,10 @@ def check(
     if not repair or report.ok:
         return report
     repaired: dict[str, int] = {}
+    for lang in report.damaged:  # made again from its copy; what that lacks, below
+        _, restored = cast("EdgeIndex", db.index).set_aside(lang, db.settings.dim)
+        repaired["shards_set_aside"] = repaired.get("shards_set_aside", 0) + 1
+        repaired["vectors_copied_back"] = repaired.get("vectors_copied_back", 0) + restored
     if report.displaced_waiting:  # removed before any is attributed as held by no source
         repaired["displaced_removed"] = len(remove_displaced(db)[0])
     for lang, counts in report.languages.items():
@@ -153,8 +164,17 @@ def _inspect(db: BitextDB, deep_sample: int | None = None) -> CheckReport:
         for lang in sql_langs:
             wanted = consistency.all_ids(s, lang)
             indexed = consistency.indexed_ids(s, lang)
-            stored = _stored_ids(db, lang)
-            dim = db.index.dimension(lang)
+            damage = (
+                db.index.damage(lang, None if deep_sample is not None else DAMAGE_SAMPLE)
+                if isinstance(db.index, EdgeIndex)
+                else None
+            )
+            if damage is not None:  # nothing read from it counts: all is encoded again
+                report.damaged[lang] = damage
+                stored = np.zeros(0, dtype=np.int64)
+            else:
+                stored = _stored_ids(db, lang)
+            dim = None if damage is not None else db.index.dimension(lang)
             if dim is not None and dim != db.settings.dim:
                 report.wrong_dimension.append(lang)
             report.languages[lang] = {
@@ -175,7 +195,8 @@ def _inspect(db: BitextDB, deep_sample: int | None = None) -> CheckReport:
             n = graph.count_pending(s, a, b) + graph.count_pending(s, b, a)
         report.unmined[pair_name(a, b)] = n
     if deep_sample is not None:
-        report.deep = [pair.as_dict() for pair in audit.audit(db, deep_sample)]
+        damaged = frozenset(report.damaged)
+        report.deep = [pair.as_dict() for pair in audit.audit(db, deep_sample, damaged)]
     return report
 
 

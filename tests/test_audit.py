@@ -312,9 +312,7 @@ def test_codes_that_a_collation_sorts_otherwise_are_no_stray_rows(
         admin.dispose()
 
 
-def test_lists_mined_from_other_vectors_are_repaired_in_one_pass(
-    home: Path, db_url: str
-) -> None:
+def test_lists_mined_from_other_vectors_are_repaired_in_one_pass(home: Path, db_url: str) -> None:
     """Lists, candidates and flags that agree with each other but not with the vectors
     (mined from vectors since replaced: a store damaged, then restored): a list mined again
     is mined as new, so the flag its old candidate had set was left, and one repair gave

@@ -20,6 +20,8 @@ def _text(r: dict[str, Any]) -> str:
             f"{c['missing_vectors']} missing, {c['orphan_vectors']} orphans, "
             f"{c['without_source']} held by no source"
         )
+    for lang, why in sorted(r["damaged"].items()):
+        lines.append(f"{lang}: the vector store is damaged: {why}")
     lines.append(f"wrong dimension: {', '.join(r['wrong_dimension']) or 'none'}")
     lines.append(f"sentences without a vector yet: {r['unindexed']}")
     lines.append(f"neighbour entries pointing at missing sentences: {r['dangling_neighbours']}")

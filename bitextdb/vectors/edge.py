@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,21 @@ STORE_ID_FILE = "store-id"
 
 
 PLAIN_LIMIT = 5_000  # points searched outside the HNSW graph before it is extended
+DAMAGE_SAMPLE = 256  # points of each shard `check` reads back (`check --deep`: every one)
+DAMAGE_HINT = (
+    "If its files were damaged, `bitextdb check` says so and `bitextdb check --repair` sets "
+    "the shard aside and encodes its sentences again"
+)
 MIRROR_RETRIEVE = 1_024  # retrieves of at least this many ids read the mirror
 WRITER_LOCK = ".writer.lock"  # held by a writer process while it has the shards
+
+
+class ShardFailure(StoreUnavailableError):
+    """A shard the binding failed to read; ``reason`` is what the binding said."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class EdgeIndex:
@@ -106,8 +121,9 @@ class EdgeIndex:
                 self._wait_for_writer()
                 shard = qe.EdgeShard.load(str(self._dir(lang)))
             except Exception as exc:  # the binding raises plain exceptions
-                raise StoreUnavailableError(
-                    f"Cannot open the vector shard at {self._dir(lang)}: {exc}"
+                raise ShardFailure(
+                    f"Cannot open the vector shard at {self._dir(lang)}: {exc}. {DAMAGE_HINT}",
+                    f"it cannot be opened: {exc}",
                 ) from exc
             self._shards[lang] = shard
         return shard
@@ -209,7 +225,10 @@ class EdgeIndex:
         # without a filter the "approximate" count adds up the segments' live points, which
         # is the exact number (deletions and overwrites included); the exact count visits
         # every point (10 ms at 80,000, more than the search of translate)
-        return 0 if shard is None else int(shard.count(qe.CountRequest(exact=False)))
+        if shard is None:
+            return 0
+        with self._reading(lang):
+            return int(shard.count(qe.CountRequest(exact=False)))
 
     def _require(self, lang: str) -> qe.EdgeShard:
         shard = self._shard(lang)
@@ -257,12 +276,93 @@ class EdgeIndex:
         wanted = as_ids(ids)
         if len(wanted) >= MIRROR_RETRIEVE:
             return self._retrieve_from_mirror(lang, shard, wanted)
+        return self._retrieve_from_shard(lang, shard, wanted)
+
+    def _retrieve_from_shard(
+        self, lang: str, shard: qe.EdgeShard, wanted: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         found: dict[int, list[float]] = {}
-        for start in range(0, len(wanted), 4096):
-            chunk = [int(i) for i in wanted[start : start + 4096]]
-            for rec in shard.retrieve(chunk, with_payload=False, with_vector=True):
-                found[int(rec.id)] = rec.vector  # type: ignore[assignment]
+        with self._reading(lang):
+            for start in range(0, len(wanted), 4096):
+                chunk = [int(i) for i in wanted[start : start + 4096]]
+                for rec in shard.retrieve(chunk, with_payload=False, with_vector=True):
+                    found[int(rec.id)] = rec.vector  # type: ignore[assignment]
         return in_order(wanted, found, lambda: self.dimension(lang))
+
+    @contextlib.contextmanager
+    def _reading(self, lang: str) -> Iterator[None]:
+        """Turn a failure of the binding (a plain exception) into one sentence that names
+        the shard and what to do; a damaged file (cut short, overwritten) fails so."""
+        try:
+            yield
+        except Exception as exc:
+            raise ShardFailure(
+                f"The vector shard at {self._dir(lang)} failed: {exc}. {DAMAGE_HINT}", str(exc)
+            ) from exc
+
+    def damage(self, lang: str, sample: int | None = DAMAGE_SAMPLE) -> str | None:
+        """Why ``lang``'s shard cannot be trusted, or None: it cannot be opened or read, or
+        the vectors of ``sample`` points (spread evenly; every point where None) read back
+        from it differ from the copy written beside them (the mirror)."""
+        if not (self._dir(lang) / _CONFIG_FILE).is_file():
+            return None
+        try:
+            shard = self._require(lang)
+            ids, vectors = self._current_mirror(lang, shard)
+            if not len(ids):
+                return None
+            rows = np.arange(len(ids))
+            if sample is not None and sample < len(ids):
+                rows = np.unique(np.linspace(0, len(ids) - 1, max(sample, 1)).round())
+                rows = rows.astype(np.int64)
+            found, read = self._retrieve_from_shard(lang, shard, ids[rows])
+        except ShardFailure as exc:
+            return exc.reason
+        except (StoreUnavailableError, ConfigError) as exc:
+            return str(exc)
+        if len(found) < len(rows):
+            return f"{len(rows) - len(found)} of {len(rows)} points read are not in the shard"
+        tolerance = 1e-3 if self.vector_dtype == "float16" else 1e-6
+        written = np.asarray(vectors[rows], dtype=np.float32)
+        with np.errstate(all="ignore"):  # damaged bytes may read as NaN or infinity
+            differ = int((~(np.abs(read - written) <= tolerance).all(axis=1)).sum())
+        if differ:
+            return (
+                f"{differ} of {len(rows)} vectors read back from the shard differ from the "
+                "copy written beside them"
+            )
+        return None
+
+    def set_aside(self, lang: str, dim: int) -> tuple[Path, int]:
+        """Close ``lang``'s shard, move its folder out of the store (to
+        ``damaged-vectors/<lang>-<time>`` beside it) and make the shard again from the copy
+        written beside the old one (the mirror), taking only its unit vectors (a damaged row
+        is not one): returns where the old one went and how many vectors came back."""
+        shard = self._shards.pop(lang, None)
+        if shard is not None:
+            with contextlib.suppress(Exception):  # a damaged shard may fail to flush
+                shard.close()
+        aside = self.root.parent / "damaged-vectors" / f"{lang}-{time.strftime('%Y%m%dT%H%M%S')}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        self._dir(lang).rename(aside)
+        self._indexed_fields = {known for known in self._indexed_fields if known[0] != lang}
+        self._dims.pop(lang, None)
+        self.ensure(lang, dim)
+        dtype = np.float16 if self.vector_dtype == "float16" else np.float32
+        tolerance = 1e-2 if dtype is np.float16 else 1e-4
+        try:
+            ids, vectors = Mirror(aside, dtype, dim).load()
+        except (OSError, ValueError):
+            return aside, 0
+        restored = 0
+        for start in range(0, len(ids), 65_536):
+            chunk = np.asarray(vectors[start : start + 65_536], dtype=np.float32)
+            with np.errstate(all="ignore"):  # damaged bytes may read as NaN or infinity
+                unit = np.abs(np.linalg.norm(chunk, axis=1) - 1) <= tolerance
+            if unit.any():
+                self.upsert(lang, ids[start : start + 65_536][unit], chunk[unit])
+                restored += int(unit.sum())
+        return aside, restored
 
     def _retrieve_from_mirror(
         self, lang: str, shard: qe.EdgeShard, wanted: np.ndarray
@@ -306,9 +406,12 @@ class EdgeIndex:
         parts_ids, parts_vectors = [], []
         offset = None
         while True:
-            records, offset = shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=8192, with_payload=False, with_vector=True)
-            )
+            with self._reading(lang):
+                records, offset = shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset, limit=8192, with_payload=False, with_vector=True
+                    )
+                )
             if records:
                 parts_ids.append(np.array([int(r.id) for r in records], dtype=np.int64))
                 parts_vectors.append(np.array([r.vector for r in records], dtype=np.float32))
@@ -362,7 +465,9 @@ class EdgeIndex:
                 )
                 for q in queries[start : start + 256]
             ]
-            for scored in shard.query_batch(qe.QueryBatchRequest(requests)):
+            with self._reading(lang):
+                batch = shard.query_batch(qe.QueryBatchRequest(requests))
+            for scored in batch:
                 results.append(
                     [
                         Hit(

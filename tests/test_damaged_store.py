@@ -1,0 +1,97 @@
+"""A Qdrant Edge shard whose files were damaged (cut short, overwritten, a configuration
+that no longer parses): ``check`` names it, ``check --repair`` sets it aside and makes it
+again, from the copy written beside it (the mirror) and, where that is damaged too, by
+encoding the sentences again. Before, ``check`` read only the mirror and said
+"consistent", and every command that read the shard failed with the binding's words."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import bitextdb
+from bitextdb.cli import cli
+from bitextdb.errors import StoreUnavailableError
+from tests.models import random_sentences, translate
+from tests.test_miner import assert_equals_reference, make_vectors
+
+
+def _chunk(home: Path, lang: str) -> Path:
+    (found,) = (home / "vectors" / lang).glob("segments/*/vector_storage/vectors/chunk_0.mmap")
+    return found
+
+
+def _overwrite(path: Path, size: int) -> None:
+    with path.open("r+b") as f:
+        f.write(np.random.default_rng(0).bytes(size))
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "chunk_cut_short": lambda home: os.truncate(_chunk(home, "de"), 0),
+    "chunk_overwritten": lambda home: _overwrite(_chunk(home, "de"), 4 * 8 * 20),
+    "config_garbled": lambda home: (home / "vectors" / "de" / "edge_config.json").write_text("{"),
+}
+
+
+def _given_home(home: Path) -> list[tuple[str, str]]:
+    """An en/de home of given vectors (no model to encode again with); its pairs."""
+    with bitextdb.init(home, model="given", dim=8, k=3) as db:
+        db.ingest_embeddings("en", [f"en {i}" for i in range(30)], make_vectors(30, 8, 1, 7))
+        de = make_vectors(30, 8, 1, 0) + 0.05 * make_vectors(30, 8, 2, 0)
+        db.ingest_embeddings("de", [f"de {i}" for i in range(30)], de)
+        return _pairs(db)
+
+
+def _pairs(db: bitextdb.BitextDB) -> list[tuple[str, str]]:
+    path = db.locations.home / "pairs.tsv"
+    db.export("de-en", output=str(path), fmt="tsv")
+    rows = [line.split("\t") for line in path.read_text("utf-8").splitlines()]
+    return sorted((src, tgt) for _, src, tgt in rows)
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_shard_is_named_and_made_again_from_its_copy(home: Path, damage: str) -> None:
+    before = _given_home(home)
+    DAMAGE[damage](home)
+    with bitextdb.open(home) as db:
+        report = db.check()
+        assert not report.ok and not report.only_work_waiting
+        assert set(report.damaged) == {"de"}
+        if damage != "chunk_overwritten":  # that one reads back, as other vectors
+            with pytest.raises(StoreUnavailableError, match=r"check --repair"):
+                db.translate("en 1", "en", "de")  # the binding's own words, and what to do
+    result = CliRunner().invoke(cli, ["-q", "--home", str(home), "check"])
+    assert result.exit_code == 1 and "de: the vector store is damaged:" in result.stdout
+    with bitextdb.open(home) as db:
+        repaired = db.check(repair=True, deep=True)
+        assert repaired.ok, repaired.as_dict()
+        assert repaired.repaired["shards_set_aside"] == 1
+        assert repaired.repaired["vectors_copied_back"] == 30
+        assert_equals_reference(db, "de", "en")
+        assert _pairs(db) == before
+    (aside,) = (home / "damaged-vectors").iterdir()  # kept, out of the store's way
+    assert aside.name.startswith("de-") and "de" in bitextdb.open(home).index.languages()
+
+
+def test_a_damaged_copy_beside_the_shard_is_encoded_again(home: Path, static_model: Path) -> None:
+    """Rows of the mirror overwritten: the shard reads back other vectors than its copy,
+    and which is right cannot be told, so the rows that are no unit vector are encoded
+    again from their sentences."""
+    english = random_sentences(40, seed=2)
+    with bitextdb.init(home, model=str(static_model)) as db:
+        db.ingest_texts("en", english)
+        db.ingest_texts("de", [translate(s, "de") for s in english[:30]])
+        before = _pairs(db)
+    _overwrite(home / "vectors" / "de" / "mirror.vec", 4 * 64 * 10)
+    with bitextdb.open(home) as db:
+        assert "differ from the copy" in db.check().damaged["de"]
+        repaired = db.check(repair=True, deep=True)
+        assert repaired.ok, repaired.as_dict()
+        assert repaired.repaired["vectors_restored"] > 0
+        assert_equals_reference(db, "de", "en")
+        assert _pairs(db) == before
