@@ -124,9 +124,11 @@ def check(
     if stray:
         repaired["stray_rows_deleted"] = stray
     with db.db.session() as s:
-        forgotten = consistency.forget_dangling(s)
+        forgotten, unrecorded = consistency.forget_dangling(s)
     if forgotten:
         repaired["lists_forgotten"] = forgotten
+    if unrecorded:
+        repaired["accepted_pairs_dropped_unrecorded"] = unrecorded
     if stray or forgotten:
         # a list mined again may change its mean cosine, on which the candidates of every
         # sentence holding it depend: all of them are recomputed after the re-mining

@@ -45,6 +45,12 @@ def _text(r: dict[str, Any]) -> str:
         )
     if r["repaired"]:
         lines.append("repaired: " + ", ".join(f"{k} {v}" for k, v in r["repaired"].items()))
+    if r["repaired"].get("accepted_pairs_dropped_unrecorded"):
+        lines.append(
+            "accepted pairs of sentences that were gone were dropped with no withdrawal "
+            "record (their texts were gone too): a copy kept by `export --cursor` still holds "
+            "them, so export such a copy whole again"
+        )
     if r["ok"]:
         lines.append("consistent")
     elif r["repaired"]:

@@ -143,8 +143,10 @@ def count_dirty(s: Session, pairs: Sequence[tuple[str, str]]) -> int:
     return int(s.execute(query).scalar_one())
 
 
-def forget_dangling(s: Session) -> int:
-    """Drop the kNN rows of sentences whose list points at a missing sentence (re-mined later)."""
+def forget_dangling(s: Session) -> tuple[int, int]:
+    """Drop the kNN rows of sentences whose list points at a missing sentence (re-mined
+    later) and the pair rows of missing sentences: the lists dropped, and the accepted pairs
+    among those rows (no withdrawal can be recorded for them: a text is gone)."""
     holders = select(NB.c.sentence_id).where(not_(exists().where(SENT.c.id == NB.c.neighbour_id)))
     ids = list(s.execute(holders.distinct()).scalars())
     for chunk in chunks(ids):
@@ -153,8 +155,9 @@ def forget_dangling(s: Session) -> int:
     missing = not_(exists().where(SENT.c.id == PAIRS.c.src_id)) | not_(
         exists().where(SENT.c.id == PAIRS.c.tgt_id)
     )
+    accepted = s.execute(delete(PAIRS).where(missing & PAIRS.c.accepted)).rowcount
     s.execute(delete(PAIRS).where(missing))
-    return len(ids)
+    return len(ids), int(accepted or 0)
 
 
 # -- what mining derived, for ``check --deep`` -------------------------------------------------
