@@ -145,6 +145,8 @@ SPARE_HITS = 16
 #: The most target sentences one query's margins are computed for. A pool of the nearest by
 #: cosine grows (x4) until no sentence outside it can score above its ``top``-th margin.
 MAX_POOL = 4096
+#: ... or this many a place asked for (``top``), when that is more.
+POOL_PER_PLACE = 4
 
 
 @dataclass
@@ -175,7 +177,7 @@ def _ranked_pools(
     get their r(y) from a search of ``src`` here, as mining them would (one outside the
     pool, with an r below every stored one, can be missed until it is mined). Without
     ``stored_r`` (a pair not mined) every r(y) is found so and, with no ``floor``, a pool
-    grows to :data:`MAX_POOL`.
+    grows to its cap (:data:`MAX_POOL`, or more for a large ``top``).
     """
     from .knn import exact_cosines  # torch: imported by the commands that need it only
 
@@ -184,7 +186,10 @@ def _ranked_pools(
     r_of: dict[int, float | None] = {}
     pools: list[_Pool | None] = [None] * len(vectors)
     todo = list(range(len(vectors)))
-    limit = max(top, k) + k + 8
+    # a pool stops growing here, settled or not: room enough for the N best to settle
+    # (a cap of MAX_POOL alone cut a --top of 4,000 short of its best margins)
+    cap = max(MAX_POOL, POOL_PER_PLACE * top)
+    limit = min(max(top, k) + k + 8, cap)
     while todo:
         rows = db.index.search(
             tgt,
@@ -198,7 +203,7 @@ def _ranked_pools(
         found, hit_vectors = db.index.retrieve(tgt, np.array(hit_ids, dtype=np.int64))
         vector_of = dict(zip(found.tolist(), hit_vectors))
         _learn_r(db, src, [i for i in vector_of if i not in r_of], vector_of, r_of, stored_r)
-        whole = limit >= target_points or limit >= MAX_POOL
+        whole = limit >= target_points or limit >= cap
         still = []
         for at, row in zip(todo, rows):
             ids = np.array([h.id for h in row if h.id in vector_of], np.int64)
@@ -231,7 +236,7 @@ def _ranked_pools(
             else:
                 still.append(at)
         todo = still
-        limit = min(limit * 4, MAX_POOL)
+        limit = min(limit * 4, cap)
     return [pool for pool in pools if pool is not None]
 
 

@@ -250,6 +250,28 @@ def test_every_place_of_the_ranking_is_the_margin_ranking_over_all_targets(
             assert [h.margin for h in t.hits] == pytest.approx(expected.tolist(), abs=1e-6)
 
 
+def test_a_top_beyond_the_pool_of_4096_is_still_the_best_of_all(tmp_path: Path) -> None:
+    """The pool stopped at 4,096 targets, settled or not: a --top of 4,000 over 20,000
+    targets missed 79 of the best 4,000 margins. It now grows to four times the top."""
+    from tests.test_miner import make_vectors
+
+    top, k, n = 4000, 4, 20_000
+    with bitextdb.init(tmp_path / "home", model="given", dim=8, k=k) as db:
+        sources = make_vectors(40, 8, 1, 0)
+        db.ingest_embeddings("xa", [f"a{i}" for i in range(40)], sources)
+        targets = make_vectors(n, 8, 2, 0)
+        db.ingest_embeddings("xb", [f"b{i}" for i in range(n)], targets)
+        with db.db.session() as s:
+            r_of = dict(s.execute(text("SELECT sentence_id, r FROM knn WHERE lang = 'xb'")).all())
+            ids = dict(s.execute(text("SELECT text, id FROM sentences WHERE lang = 'xb'")).all())
+        r = np.array([r_of[ids[f"b{i}"]] for i in range(n)], dtype=np.float64)
+        cos = targets.astype(np.float64) @ sources[0].astype(np.float64)  # a0, stored
+        r_q = float(np.sort(cos)[::-1][:k].mean())
+        expected = np.sort(cos / ((r_q + r) / 2))[::-1][:top]
+        hits = db.translate("a0", "xa", "xb", top=top).hits
+        assert [h.margin for h in hits] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
 def test_a_far_target_with_a_lonely_neighbourhood_is_not_left_out(tmp_path: Path) -> None:
     """30 targets at cosine 0.71 crowded by source sentences, and one at 0.6 with none near
     it: its margin is the best, though 30 hits come before it by cosine."""
