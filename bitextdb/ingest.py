@@ -247,7 +247,7 @@ class Ingestor:
             if sync is not None and stats is not None:
                 sync.unreadable = stats.unreadable
         done = stored = 0
-        sink = _Upserts(self.index, self._wants_index_process())
+        sink = _Upserts(self.index, self._wants_index_process(encodes=vectors.rows is None))
         # ids handed to the later stages and not yet marked indexed: a later batch that
         # meets one of these sentences again must not schedule it a second time
         in_flight: set[int] = set()
@@ -434,14 +434,16 @@ class Ingestor:
         if in_flight is not None:  # after the commit: see _store_batch
             in_flight.difference_update(ids)
 
-    def _wants_index_process(self) -> bool:
+    def _wants_index_process(self, *, encodes: bool = True) -> bool:
         """Whether Qdrant Edge's upserts go to a child process: as set, else with the
-        encoder's (where the storage work is what holds a GPU ingest back)."""
+        encoder's (where the storage work is what holds a GPU ingest back); not for given
+        vectors (no model to keep busy: the child's start would only add to the ingest,
+        and asking whether there is a GPU imports torch)."""
         if not isinstance(self.index, EdgeIndex):
             return False  # a server's client already waits on the network, not in Python
         if self.settings.index_process is not None:
             return self.settings.index_process
-        return wants_encoder_process(self.settings)
+        return encodes and wants_encoder_process(self.settings)
 
     def _upsert_vectors(
         self, lang: str, ids: list[int], vectors: np.ndarray, sink: _Upserts

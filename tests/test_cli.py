@@ -548,8 +548,9 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 def test_commands_that_neither_encode_nor_mine_do_not_import_torch(tmp_path: Path) -> None:
     """torch takes seconds to import: --help, init (of a database of given vectors), stats,
-    check, export, sources, cursors and ``remove --dry-run`` start without it; ingest, mine and
-    translate import it when run (and remove, which mines, when it removes)."""
+    check, export, sources, cursors, ``remove --dry-run`` and an ingest of given vectors
+    with ``--no-mine`` start without it; ingest, mine and translate import it when run (and
+    remove, which mines, when it removes)."""
     home, fresh = tmp_path / "home", tmp_path / "fresh"
     rng = np.random.default_rng(3)
     with bitextdb.init(home, model="laser-like", dim=8) as db:  # this process may use torch
@@ -558,6 +559,9 @@ def test_commands_that_neither_encode_nor_mine_do_not_import_torch(tmp_path: Pat
                 lang, [f"{lang} {i}" for i in range(5)], rng.normal(size=(5, 8)), mine=False
             )
         db.mine()
+    more = write_lines(tmp_path / "more.txt", ["en 5", "en 6"])
+    npy = tmp_path / "more.npy"
+    np.save(npy, rng.normal(size=(2, 8)).astype(np.float32))
     commands = [
         [str(fresh), "init", "--model", "laser-like", "--dim", "8"],
         [str(home), "--help"],
@@ -568,12 +572,14 @@ def test_commands_that_neither_encode_nor_mine_do_not_import_torch(tmp_path: Pat
         [str(home), "remove", "--lang", "de", "--source", "embeddings", "--dry-run"],
         [str(home), "cursors", "list"],
         [str(home), "cursors", "prune", "--dry-run"],
+        # given vectors, not mined: no model, and no GPU to ask after (it was asked whether
+        # the upserts should go to a child process, as for an encoding ingest)
+        [str(home), "ingest", "--lang", "en", "--embeddings", str(npy), "--no-mine", str(more)],
     ]
     script = f"""
 import sys
 from click.testing import CliRunner
 from bitextdb.cli import cli
-from bitextdb.db import never_initialised
 
 for home, *args in {commands!r}:
     result = CliRunner().invoke(cli, ["-q", "--home", home, *args])
