@@ -288,7 +288,12 @@ def output_format(output: str, fmt: str | None) -> str:
         )
     if fmt is None:
         return named or "tsv"
-    if named is not None and named != fmt and fmt != "moses":
+    if named is not None and fmt == "moses":  # two files: PREFIX.en and PREFIX.de
+        raise InputError(
+            f"Moses output is two files named PREFIX.LANG; {output} names a {named} file: "
+            "give a prefix without a format's extension."
+        )
+    if named is not None and named != fmt:
         raise InputError(
             f"{output} names a {named} file, but the format asked for is {fmt}: change "
             "one of them (without --format the name chooses)."

@@ -715,6 +715,8 @@ def test_errors(home: Path, tmp_path: Path) -> None:
             ({"pair": "en-de", "with_ids": True, "fmt": "tmx"}, "tmx has no place"),
             ({"pair": "en-de", "output": str(tmp_path / "p.tsv"), "fmt": "jsonl"}, "names a tsv"),
             ({"pair": "en-de", "output": str(tmp_path / "p.tmx.gz"), "fmt": "tsv"}, "names a tmx"),
+            # a prefix (p.jsonl.de, p.jsonl.en were written)
+            ({"pair": "en-de", "output": str(tmp_path / "p.jsonl"), "fmt": "moses"}, "a prefix"),
             ({"pair": "en-de", "output": str(tmp_path / "p.jsonl.zst")}, "not .zst"),
             (
                 {"pair": "en-de", "output": str(tmp_path / "p.json")},

@@ -334,7 +334,8 @@ def test_errors(home: Path, tmp_path: Path) -> None:
         with pytest.raises(InputError, match="other files"):
             export_pairs(db, "en-de", since=moment, withdrawn="-")  # both to stdout
         with pytest.raises(InputError, match="--withdrawn PREFIX"):
-            export_pairs(db, "en-de", fmt="moses", output=out, since=moment, withdrawn="-")
+            prefix = str(tmp_path / "p")
+            export_pairs(db, "en-de", fmt="moses", output=prefix, since=moment, withdrawn="-")
         export_pairs(db, "en-de", output=out, cursor="nightly", min_score=1.1)
         with pytest.raises(InputError, match=r"at least 1\.1, not 1\.2"):
             export_pairs(db, "en-de", output=out, cursor="nightly", min_score=1.2)
