@@ -235,7 +235,8 @@ class BitextDB:
                 finished = self._finish(reports, mine, self._remove_displaced(reports))
                 done = ", ".join(r.source for r in reports)
                 what = "ingested and mined" if mine else "ingested"
-                error = InputError(f"{exc} (the files before it were {what}: {done})")
+                said = str(exc).removesuffix(".")
+                error = InputError(f"{said} (the files before it were {what}: {done}).")
                 error.partial = finished
                 raise error from exc
         return self._finish(reports, mine, self._remove_displaced(reports))

@@ -814,6 +814,10 @@ def export_pairs(
     for path, flag in ((output, "--output"), (withdrawn, "--withdrawn")):
         if not isinstance(path, (str, os.PathLike)) and (path is not None or flag == "--output"):
             raise InputError(f"{flag} names a file (or '-' for standard output), not {path!r}.")
+    if withdrawn is not None and since is None and cursor is None:  # before its name's checks
+        raise InputError(
+            "--withdrawn lists what changed since an earlier export: give --cursor or --since."
+        )
     for path, flag in ((output, "--output"), (withdrawn, "--withdrawn")):
         if path not in (None, "-"):  # the database's own files first, whatever their name
             output_file(path, flag, db.locations)
@@ -852,10 +856,6 @@ def export_pairs(
         raise InputError(
             "--cursor starts where its last export ended; it cannot go with --since (a new "
             "cursor's first export is whole)."
-        )
-    if withdrawn is not None and since is None and cursor is None:
-        raise InputError(
-            "--withdrawn lists what changed since an earlier export: give --cursor or --since."
         )
     spec = resolve_pair(db, pair)
     found = None

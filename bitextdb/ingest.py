@@ -813,7 +813,8 @@ def _checked_source(name: str) -> str:
     if len(name) > 512 or breaks_a_line(name):
         raise InputError(
             f"A source name has at most 512 characters, none of them a control character "
-            f"(a tab, a line break) or invalid UTF-8, not {name[:80]!r}; pass --source NAME."
+            f"(a tab, a line break) or invalid UTF-8, not {name[:80]!r}; give another (a "
+            "file's source is named after its path unless --source NAME names it)."
         )
     return name
 

@@ -317,7 +317,7 @@ def config_cmd(
 
     def text(d: dict[str, Any]) -> str:
         lines = [
-            f"{key}: {'every pair' if key == 'pairs' and value is None else value}"
+            f"{key}: {_setting_text(key, value)}"
             for key, value in d.items()
             if key not in ("extra", "model_check")
         ]
@@ -334,6 +334,15 @@ def config_cmd(
         return "\n".join(lines)
 
     emit(shown, as_json, text)
+
+
+def _setting_text(key: str, value: Any) -> str:
+    """A setting as the text output shows it: lists joined, None as what it stands for."""
+    if value is None:
+        return "every pair" if key == "pairs" else "(default)"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value)
+    return str(value)
 
 
 # -- ingest / mine ---------------------------------------------------------------------------
@@ -546,7 +555,7 @@ def _stats_text(s: dict[str, Any]) -> str:
         f"sql      {s['stores']['db']}",
         f"vectors  {s['stores']['vectors']} ({s['stores']['vector_backend']})",
         f"model    {s['model']['name']} (dim {s['model']['dim']}), k={s['settings']['k']}",
-        f"pairs    {s['pairs_mined']}",
+        f"pairs    {_setting_text('pairs', s['pairs_mined'])}",
         "languages:",
     ]
     for lang, c in sorted(s["languages"].items()):
