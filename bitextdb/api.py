@@ -743,18 +743,20 @@ def _lacking(database: Database, index: VectorIndex, holds: dict[str, int] | Non
 def _another_homes_database(where: str, index: EdgeIndex, kept: object) -> ConfigError:
     # the way back fits only a home whose store has no name of its own (its folder lost);
     # told to one with a store, it would tie that store to the other home's database
-    lost = (
-        f" If this is that home and its vectors folder was lost: `mkdir -p {index.root}`, "
-        f"write {kept} into {index.root / STORE_ID_FILE}, and `bitextdb check --repair` "
-        "encodes the sentences again."
-        if index.store_id() is None
-        else ""
-    )
+    if index.store_id() is None:  # this home's own, whose name (or whole folder) was lost?
+        return ConfigError(
+            f"The SQL database {where} belongs to the vector store named {kept}, and this "
+            f"home's ({index.root}) has no name: it is another home's database, or this "
+            f"home's store lost its {STORE_ID_FILE} file or its whole folder. If it is this "
+            f"home's: `mkdir -p {index.root}`, write {kept} into "
+            f"{index.root / STORE_ID_FILE}, and `bitextdb check --repair` (which encodes "
+            "again whatever vectors are gone). Else give each home its own --db."
+        )
     return ConfigError(
         f"The SQL database {where} was filled from the vectors of another home, not this "
         f"one's ({index.root}). Give each home its own --db (or none: its own SQLite "
         "file); to share one database between machines, use a Qdrant server (--qdrant) "
-        f"from the start.{lost}"
+        "from the start."
     )
 
 

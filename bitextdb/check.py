@@ -93,10 +93,14 @@ def check(
     if not repair or report.ok:
         return report
     repaired: dict[str, int] = {}
-    for lang in report.damaged:  # made again from its copy; what that lacks, below
-        _, restored = cast("EdgeIndex", db.index).set_aside(lang, db.settings.dim)
+    for lang in report.damaged:  # made again from what it and its copy hold; the rest below
+        with db.db.session() as s:
+            wanted = consistency.all_ids(s, lang)
+        _, restored, doubted = cast("EdgeIndex", db.index).set_aside(lang, db.settings.dim, wanted)
         repaired["shards_set_aside"] = repaired.get("shards_set_aside", 0) + 1
         repaired["vectors_copied_back"] = repaired.get("vectors_copied_back", 0) + restored
+        if doubted:
+            repaired["vectors_in_doubt"] = repaired.get("vectors_in_doubt", 0) + doubted
     if report.displaced_waiting:  # removed before any is attributed as held by no source
         repaired["displaced_removed"] = len(remove_displaced(db)[0])
     for lang, counts in report.languages.items():

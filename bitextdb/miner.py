@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import Settings, pair_name, pairs_to_mine
-from .db import Database, graph
-from .errors import BusyError
+from .db import Database, consistency, graph
+from .errors import BusyError, StoreUnavailableError
 from .knn import PAD_ID, BlockedKnn, TopK, exact_cosines, merge_topk
 from .lock import mine_lock
 from .margin import best_candidates, greedy_one_to_one
@@ -115,6 +115,7 @@ class Miner:
 
     def _mine_pair(self, a: str, b: str) -> PairReport:
         started = time.perf_counter()
+        self._require_whole_store(a, b)
         report = PairReport(pair_name(a, b))
         for side, other in ((a, b), (b, a)):
             # the path is chosen for the whole addition: groups only bound the memory, and a
@@ -131,6 +132,23 @@ class Miner:
         self._refresh(a, b, report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _require_whole_store(self, *langs: str) -> None:
+        """Refuse to mine against a vector store that holds fewer vectors than SQL says it
+        confirmed (no crash leaves it so: vectors are marked stored once they are, and
+        removed after their sentences): it was damaged or changed by hand, and the lists
+        mined from it would be stored wrong."""
+        for lang in langs:
+            with self.db.session() as s:
+                confirmed = consistency.count_indexed(s, lang)
+            held = self.index.count(lang)
+            if held < confirmed:
+                raise StoreUnavailableError(
+                    f"The {lang} vector store holds {held:,} of the {confirmed:,} vectors the "
+                    "SQL database says it stored: it was damaged or changed by hand, and "
+                    "nothing is mined from it. `bitextdb check` says what is wrong, and "
+                    "`bitextdb check --repair` mends it."
+                )
 
     # -- taking sentences out ------------------------------------------------------------
     def forget(

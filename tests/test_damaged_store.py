@@ -78,20 +78,60 @@ def test_a_damaged_shard_is_named_and_made_again_from_its_copy(home: Path, damag
     assert aside.name.startswith("de-") and "de" in bitextdb.open(home).index.languages()
 
 
-def test_a_damaged_copy_beside_the_shard_is_encoded_again(home: Path, static_model: Path) -> None:
-    """Rows of the mirror overwritten: the shard reads back other vectors than its copy,
-    and which is right cannot be told, so the rows that are no unit vector are encoded
+def _swap_rows(path: Path, width: int, a: int, b: int) -> None:
+    data = bytearray(path.read_bytes())
+    row_a, row_b = data[a * width : (a + 1) * width], data[b * width : (b + 1) * width]
+    data[a * width : (a + 1) * width], data[b * width : (b + 1) * width] = row_b, row_a
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_copy_beside_the_shard_is_not_trusted_over_the_shard(
+    home: Path, static_model: Path
+) -> None:
+    """Rows of the mirror overwritten: the shard, whole, gave them back (a check had
+    rebuilt the copy from a damaged shard, and a repair trusted a damaged copy). Two rows
+    swapped: both unit vectors, so which is right cannot be told, and they are encoded
     again from their sentences."""
     english = random_sentences(40, seed=2)
     with bitextdb.init(home, model=str(static_model)) as db:
         db.ingest_texts("en", english)
         db.ingest_texts("de", [translate(s, "de") for s in english[:30]])
         before = _pairs(db)
-    _overwrite(home / "vectors" / "de" / "mirror.vec", 4 * 64 * 10)
+    mirror = home / "vectors" / "de" / "mirror.vec"
+    _overwrite(mirror, 4 * 64 * 10)
     with bitextdb.open(home) as db:
         assert "differ from the copy" in db.check().damaged["de"]
         repaired = db.check(repair=True, deep=True)
         assert repaired.ok, repaired.as_dict()
-        assert repaired.repaired["vectors_restored"] > 0
+        assert repaired.repaired["vectors_copied_back"] == 30  # the shard's, all of them
+        assert "vectors_restored" not in repaired.repaired  # nothing to encode again
+        assert _pairs(db) == before
+    _swap_rows(home / "vectors" / "de" / "mirror.vec", 4 * 64, 0, 1)
+    with bitextdb.open(home) as db:
+        assert db.check().damaged["de"]
+        repaired = db.check(repair=True, deep=True)
+        assert repaired.ok, repaired.as_dict()
+        assert repaired.repaired["vectors_in_doubt"] == 2
+        assert repaired.repaired["vectors_restored"] == 2  # encoded again
         assert_equals_reference(db, "de", "en")
+        assert _pairs(db) == before
+
+
+def test_a_check_leaves_the_copy_of_a_shard_that_lost_points_alone(home: Path) -> None:
+    """A shard that lost most of its points (its id mapping cut short): a plain check
+    rebuilt the copy from it, and the copy's vectors were gone before any repair."""
+    before = _given_home(home)
+    mirror = home / "vectors" / "de" / "mirror.vec"
+    size = mirror.stat().st_size
+    (mapping,) = (home / "vectors" / "de").glob("segments/*/mutable_id_tracker.mappings")
+    os.truncate(mapping, 100)
+    with bitextdb.open(home) as db:
+        # mined against it, the lists would be stored wrong (an ingest did so, exit 0)
+        with pytest.raises(StoreUnavailableError, match=r"de vector store holds \d+ of the 30"):
+            db.mine()
+        assert db.check().damaged.get("de"), "the lost points are seen"
+        assert mirror.stat().st_size == size
+        repaired = db.check(repair=True, deep=True)
+        assert repaired.ok, repaired.as_dict()
+        assert repaired.repaired["vectors_copied_back"] == 30
         assert _pairs(db) == before

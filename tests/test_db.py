@@ -661,13 +661,13 @@ def test_two_homes_cannot_share_one_sql_database(db_url: str, tmp_path: Path) ->
     with bitextdb.init(first, db=db_url, model="synthetic", dim=4) as db:
         db.ingest_embeddings("en", ["one sentence"], np.ones((1, 4), dtype=np.float32))
         store_id = (db.locations.vectors_dir / "store-id").read_text().strip()
-    with pytest.raises(ConfigError, match="filled from the vectors of another home"):
+    with pytest.raises(ConfigError, match="another home"):
         bitextdb.init(second, db=db_url, model="synthetic", dim=4, threshold=1.5, min_chars=9)
     # refused before anything was written: the first home's settings, the second's file
     with bitextdb.open(first, db=db_url) as db:
         assert (db.settings.threshold, db.settings.min_chars) == (1.0, 2)
     assert not (second / "bitextdb.json").exists()
-    with pytest.raises(ConfigError, match="filled from the vectors of another home"):
+    with pytest.raises(ConfigError, match="another home"):
         bitextdb.open(second, db=db_url)
     assert not (second / "vectors" / "store-id").exists()
     bitextdb.open(first, db=db_url).close()  # the first is untouched
@@ -713,7 +713,7 @@ def test_of_two_homes_claiming_an_unnamed_database_at_once_one_is_refused(
 
     claimed: list[Path] = []
     monkeypatch.setattr(Database, "note", the_first_claims_meanwhile)
-    with pytest.raises(ConfigError, match="filled from the vectors of another home"):
+    with pytest.raises(ConfigError, match="another home"):
         bitextdb.open(second, db=db_url)
     assert claimed
     monkeypatch.undo()

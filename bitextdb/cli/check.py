@@ -15,6 +15,9 @@ from . import Context, cli, emit, friendly, json_option, pass_ctx
 def _text(r: dict[str, Any]) -> str:
     lines = []
     for lang, c in sorted(r["languages"].items()):
+        if lang in r["damaged"]:
+            lines.append(f"{lang}: {c['sentences']} sentences; its vector store is damaged")
+            continue
         lines.append(
             f"{lang}: {c['sentences']} sentences, {c['vectors']} vectors, "
             f"{c['missing_vectors']} missing, {c['orphan_vectors']} orphans, "

@@ -46,6 +46,12 @@ def unheld_ids(s: Session, lang: str) -> np.ndarray:
     return np.fromiter(rows, dtype=np.int64)
 
 
+def count_indexed(s: Session, lang: str) -> int:
+    """Sentences of ``lang`` whose vectors the vector store confirmed it holds."""
+    query = select(func.count()).select_from(SENT).where(SENT.c.lang == lang, SENT.c.indexed)
+    return int(s.execute(query).scalar_one())
+
+
 def count_unindexed(s: Session) -> int:
     return int(
         s.execute(select(func.count()).select_from(SENT).where(not_(SENT.c.indexed))).scalar_one()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -302,28 +303,26 @@ class EdgeIndex:
 
     def damage(self, lang: str, sample: int | None = DAMAGE_SAMPLE) -> str | None:
         """Why ``lang``'s shard cannot be trusted, or None: it cannot be opened or read, or
-        the vectors of ``sample`` points (spread evenly; every point where None) read back
-        from it differ from the copy written beside them (the mirror)."""
+        ``sample`` points (spread evenly; every point where None) of the copy written beside
+        it (the mirror) are missing from it or read back otherwise. Reads only: the copy is
+        not made again from the shard here, as a scan would."""
         if not (self._dir(lang) / _CONFIG_FILE).is_file():
             return None
         try:
             shard = self._require(lang)
-            ids, vectors = self._current_mirror(lang, shard)
-            if not len(ids):
-                return None
+            ids, vectors = self._mirror(lang).load()
             rows = np.arange(len(ids))
             if sample is not None and sample < len(ids):
                 rows = np.unique(np.linspace(0, len(ids) - 1, max(sample, 1)).round())
                 rows = rows.astype(np.int64)
             found, read = self._retrieve_from_shard(lang, shard, ids[rows])
-        except ShardFailure as exc:
-            return exc.reason
-        except (StoreUnavailableError, ConfigError) as exc:
-            return str(exc)
+            written = np.asarray(vectors[rows], dtype=np.float32)
+        except Exception as exc:  # damaged files may fail any way: that is what is asked
+            said = exc.reason if isinstance(exc, ShardFailure) else str(exc)
+            return said.strip().splitlines()[0] if said.strip() else type(exc).__name__
         if len(found) < len(rows):
             return f"{len(rows) - len(found)} of {len(rows)} points read are not in the shard"
         tolerance = 1e-3 if self.vector_dtype == "float16" else 1e-6
-        written = np.asarray(vectors[rows], dtype=np.float32)
         with np.errstate(all="ignore"):  # damaged bytes may read as NaN or infinity
             differ = int((~(np.abs(read - written) <= tolerance).all(axis=1)).sum())
         if differ:
@@ -333,36 +332,61 @@ class EdgeIndex:
             )
         return None
 
-    def set_aside(self, lang: str, dim: int) -> tuple[Path, int]:
-        """Close ``lang``'s shard, move its folder out of the store (to
-        ``damaged-vectors/<lang>-<time>`` beside it) and make the shard again from the copy
-        written beside the old one (the mirror), taking only its unit vectors (a damaged row
-        is not one): returns where the old one went and how many vectors came back."""
+    def set_aside(self, lang: str, dim: int, wanted: np.ndarray) -> tuple[Path, int, int]:
+        """Move ``lang``'s shard out of the store (to ``damaged-vectors/<lang>-<time>``
+        beside it) and make it again with the vectors of ``wanted`` ids that the old shard
+        and its copy (the mirror) agree on, or that only one of them holds whole (a unit
+        vector: a damaged row is none). Returns where the old one went, how many vectors
+        came back, and how many the two held otherwise (which is right cannot be told)."""
+        tolerance = 1e-2 if self.vector_dtype == "float16" else 1e-4
+        try:
+            held = _unit_rows(*self._read_all(lang), wanted, tolerance)
+        except Exception:  # unreadable: its copy alone
+            held = _unit_rows(np.zeros(0, np.int64), np.zeros((0, dim), np.float32), wanted, 1)
         shard = self._shards.pop(lang, None)
         if shard is not None:
             with contextlib.suppress(Exception):  # a damaged shard may fail to flush
                 shard.close()
         aside = self.root.parent / "damaged-vectors" / f"{lang}-{time.strftime('%Y%m%dT%H%M%S')}"
         aside.parent.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(2):  # twice in one second
+            if not aside.exists():
+                break
+            aside = aside.with_name(f"{aside.name.split('.')[0]}.{n}")
         self._dir(lang).rename(aside)
         self._indexed_fields = {known for known in self._indexed_fields if known[0] != lang}
         self._dims.pop(lang, None)
         self.ensure(lang, dim)
         dtype = np.float16 if self.vector_dtype == "float16" else np.float32
-        tolerance = 1e-2 if dtype is np.float16 else 1e-4
         try:
-            ids, vectors = Mirror(aside, dtype, dim).load()
+            copy = _unit_rows(*Mirror(aside, dtype, dim).load(), wanted, tolerance)
         except (OSError, ValueError):
-            return aside, 0
-        restored = 0
+            copy = _unit_rows(np.zeros(0, np.int64), np.zeros((0, dim), np.float32), wanted, 1)
+        ids, vectors, doubted = _agreed(held, copy, tolerance)
         for start in range(0, len(ids), 65_536):
-            chunk = np.asarray(vectors[start : start + 65_536], dtype=np.float32)
-            with np.errstate(all="ignore"):  # damaged bytes may read as NaN or infinity
-                unit = np.abs(np.linalg.norm(chunk, axis=1) - 1) <= tolerance
-            if unit.any():
-                self.upsert(lang, ids[start : start + 65_536][unit], chunk[unit])
-                restored += int(unit.sum())
-        return aside, restored
+            self.upsert(lang, ids[start : start + 65_536], vectors[start : start + 65_536])
+        return aside, len(ids), doubted
+
+    def _read_all(self, lang: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every point the shard gives, read from the shard itself (not its copy)."""
+        shard = self._require(lang)
+        parts_ids, parts_vectors, offset = [], [], None
+        while True:
+            with self._reading(lang):
+                records, offset = shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset, limit=8192, with_payload=False, with_vector=True
+                    )
+                )
+            if records:
+                parts_ids.append(np.array([int(r.id) for r in records], dtype=np.int64))
+                parts_vectors.append(np.array([r.vector for r in records], dtype=np.float32))
+            if offset is None:
+                break
+        dim = self.dimension(lang) or 0
+        if not parts_ids:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, dim), np.float32)
+        return np.concatenate(parts_ids), np.concatenate(parts_vectors)
 
     def _retrieve_from_mirror(
         self, lang: str, shard: qe.EdgeShard, wanted: np.ndarray
@@ -403,24 +427,7 @@ class EdgeIndex:
     def _rebuild_mirror(
         self, lang: str, shard: qe.EdgeShard, mirror: Mirror
     ) -> tuple[np.ndarray, np.ndarray]:
-        parts_ids, parts_vectors = [], []
-        offset = None
-        while True:
-            with self._reading(lang):
-                records, offset = shard.scroll(
-                    qe.ScrollRequest(
-                        offset=offset, limit=8192, with_payload=False, with_vector=True
-                    )
-                )
-            if records:
-                parts_ids.append(np.array([int(r.id) for r in records], dtype=np.int64))
-                parts_vectors.append(np.array([r.vector for r in records], dtype=np.float32))
-            if offset is None:
-                break
-        dim = self.dimension(lang) or 0
-        ids = np.concatenate(parts_ids) if parts_ids else np.zeros(0, dtype=np.int64)
-        vectors = np.concatenate(parts_vectors) if parts_vectors else np.zeros((0, dim), np.float32)
-        mirror.replace(ids, vectors)
+        mirror.replace(*self._read_all(lang))
         return mirror.load()
 
     def search(
@@ -536,6 +543,33 @@ class EdgeIndex:
             finally:
                 shard.close()
         self._shards.clear()
+
+
+def _unit_rows(
+    ids: np.ndarray, vectors: np.ndarray, wanted: np.ndarray, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``wanted`` ids that are unit vectors, sorted by id (read as float32)."""
+    keep = np.flatnonzero(np.isin(ids, wanted))
+    rows = np.asarray(vectors[keep], dtype=np.float32)
+    with np.errstate(all="ignore"):  # damaged bytes may read as NaN or infinity
+        unit = np.abs(np.linalg.norm(rows, axis=1) - 1) <= tolerance
+    ids, rows = ids[keep][unit], rows[unit]
+    order = np.argsort(ids, kind="stable")
+    return ids[order], rows[order]
+
+
+def _agreed(
+    held: tuple[np.ndarray, np.ndarray], copy: tuple[np.ndarray, np.ndarray], tolerance: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rows two sorted readings agree on or only one has; and how many they differ on."""
+    (a_ids, a_rows), (b_ids, b_rows) = held, copy
+    both, in_a, in_b = np.intersect1d(a_ids, b_ids, assume_unique=True, return_indices=True)
+    same = (np.abs(a_rows[in_a] - b_rows[in_b]) <= tolerance).all(axis=1)
+    only_a = np.setdiff1d(np.arange(len(a_ids)), in_a)
+    only_b = np.setdiff1d(np.arange(len(b_ids)), in_b)
+    ids = np.concatenate([both[same], a_ids[only_a], b_ids[only_b]])
+    rows = np.concatenate([a_rows[in_a][same], a_rows[only_a], b_rows[only_b]])
+    return ids, rows, int((~same).sum())
 
 
 class Mirror:
