@@ -23,9 +23,9 @@ class CheckReport:
     """Counts of every kind of disagreement; ``ok`` when all are zero."""
 
     languages: dict[str, dict[str, int]] = field(default_factory=dict)
-    #: languages whose Qdrant Edge shard cannot be opened or read, or gives back other
-    #: vectors than were written, with what was found (``--repair`` sets it aside and
-    #: encodes its sentences again)
+    #: languages whose Qdrant Edge shard cannot be opened or read, or lacks or gives back
+    #: otherwise the vectors of the copy written beside it, with what was found
+    #: (``--repair`` sets it aside and makes it again)
     damaged: dict[str, str] = field(default_factory=dict)
     wrong_dimension: list[str] = field(default_factory=list)
     unindexed: int = 0

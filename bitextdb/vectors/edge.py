@@ -31,7 +31,7 @@ PLAIN_LIMIT = 5_000  # points searched outside the HNSW graph before it is exten
 DAMAGE_SAMPLE = 256  # points of each shard `check` reads back (`check --deep`: every one)
 DAMAGE_HINT = (
     "If its files were damaged, `bitextdb check` says so and `bitextdb check --repair` sets "
-    "the shard aside and encodes its sentences again"
+    "the shard aside and makes it again"
 )
 MIRROR_RETRIEVE = 1_024  # retrieves of at least this many ids read the mirror
 WRITER_LOCK = ".writer.lock"  # held by a writer process while it has the shards
