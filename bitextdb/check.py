@@ -175,7 +175,7 @@ def _inspect(db: BitextDB, deep_sample: int | None = None) -> CheckReport:
                 if isinstance(db.index, EdgeIndex)
                 else None
             )
-            if damage is not None:  # nothing read from it counts: all is encoded again
+            if damage is not None:  # none of its points counts as stored: see the repair
                 report.damaged[lang] = damage
                 stored = np.zeros(0, dtype=np.int64)
             else:
