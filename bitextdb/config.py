@@ -77,6 +77,11 @@ def check_device(device: str | None) -> str | None:
     exports."""
     if not isinstance(device, str):  # None, or a kind the settings' own check refuses
         return device
+    if not device.replace(",", "").strip():
+        raise ConfigError(
+            f"--device {device!r} names no device; give cpu, cuda, cuda:N (several with "
+            "commas), mps, or all."
+        )
     for name in (d.strip() for d in device.split(",") if d.strip()):
         if name != "all" and not DEVICE_RE.fullmatch(name):
             raise ConfigError(
@@ -119,8 +124,8 @@ def require_devices(names: Sequence[str]) -> None:
         else:
             continue
         raise ConfigError(
-            f"--device {name}: this machine has {has}; give --device cpu (`bitextdb config "
-            "--device cpu` stores it)."
+            f"--device {name}: this machine has {has}; `bitextdb config --device cpu` stores "
+            "another (ingest also takes --device cpu for one run)."
         )
 
 

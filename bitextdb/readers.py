@@ -551,17 +551,22 @@ def _looks_binary(head: bytes, at_eof: bool) -> bool:
     return bad * 10 > len(head) * 3
 
 
-def _utf16_without_mark(head: bytes) -> str | None:
-    """``UTF-16LE`` or ``UTF-16BE`` when ``head`` reads as such text with no byte-order mark
-    (a NUL in most of the high bytes of its characters, as Latin script gives), else None."""
-    pairs = len(head) // 2
-    if pairs < 4:
+def _utf16_without_mark(head: bytes, at_eof: bool) -> str | None:
+    """``UTF-16LE`` or ``UTF-16BE`` when ``head`` reads as such text with no byte-order mark:
+    it decodes in that order (no lone surrogate, as bytes of another kind would give) to
+    printable characters and white space, with line feeds (unless it is the whole file)."""
+    whole = head[: len(head) // 2 * 2]
+    if not whole:
         return None
-    even, odd = head[0 : 2 * pairs : 2].count(0), head[1 : 2 * pairs : 2].count(0)
-    if odd > 0.6 * pairs and even < 0.1 * pairs:
-        return "UTF-16LE"
-    if even > 0.6 * pairs and odd < 0.1 * pairs:
-        return "UTF-16BE"
+    for order in ("UTF-16LE", "UTF-16BE"):
+        decoder = codecs.getincrementaldecoder(order.lower())("strict")
+        try:  # a pair of surrogates cut at the end of the head is no fault
+            text = decoder.decode(whole, final=at_eof)
+        except UnicodeDecodeError:
+            continue
+        readable = sum(ch.isprintable() or ch in "\n\r\t" for ch in text)
+        if text and readable >= 0.97 * len(text) and ("\n" in text or at_eof):
+            return order
     return None
 
 
@@ -701,7 +706,7 @@ def _read(
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16's byte-order marks
             raise InputError(f"{name} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16).")
         if _looks_binary(head, at_eof=len(head) < SNIFF_BYTES):
-            order = _utf16_without_mark(head)
+            order = _utf16_without_mark(head, at_eof=len(head) < SNIFF_BYTES)
             if order:
                 raise InputError(
                     f"{name} looks like UTF-16 text without a byte-order mark; convert it to "

@@ -286,7 +286,7 @@ def test_several_devices_ingest_and_mine(home: Path, static_model: Path) -> None
 def test_device_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from bitextdb.config import device_list
+    from bitextdb.config import check_device, device_list
     from bitextdb.errors import ConfigError
     from bitextdb.knn import pick_device
 
@@ -300,6 +300,10 @@ def test_device_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         device_list("all")
     with pytest.raises(ConfigError, match="stands alone"):
         device_list("all,cpu")
+    for nothing in ("", ",,", " , "):
+        with pytest.raises(ConfigError, match="names no device"):
+            check_device(nothing)
+    assert check_device("cpu,") == "cpu,"  # one device, however written
     # a device the machine lacks is said so, in one sentence, before anything runs on it
     with pytest.raises(ConfigError, match="--device cuda: this machine has no GPU"):
         pick_device("cuda")

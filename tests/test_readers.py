@@ -428,10 +428,22 @@ def test_utf16_and_utf32_are_named(tmp_path: Path, encoding: str) -> None:
         next(read_lines(path))
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ein Satz\nnoch einer, schön\n" * 20,
+        "这是一个句子。\n还有一个句子。\n" * 40,
+        "هذه جملة.\nوهذه جملة أخرى.\n" * 40,
+        "😀 🎉 👍\n" * 40,
+        "hi\n",
+    ],
+    ids=["latin", "chinese", "arabic", "emoji", "tiny"],
+)
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
-def test_utf16_without_a_mark_is_named(tmp_path: Path, encoding: str) -> None:
-    """Without a byte-order mark such a file was called binary."""
-    path = write(tmp_path / "wide.txt", "ein Satz\nnoch einer, schön\n".encode(encoding) * 20)
+def test_utf16_without_a_mark_is_named(tmp_path: Path, encoding: str, text: str) -> None:
+    """Without a byte-order mark such a file was called binary (in scripts whose high
+    bytes are not NUL, still so after the first fix, which counted NUL bytes)."""
+    path = write(tmp_path / "wide.txt", text.encode(encoding))
     name = encoding.replace("-", "").upper().replace("UTF16", "UTF-16")
     with pytest.raises(InputError, match=rf"UTF-16 text without a byte-order mark.*-f {name}\)"):
         next(read_lines(path))

@@ -531,7 +531,9 @@ def _column(value: str | None) -> str | int | None:
 @friendly
 def mine(ctx: Context, pairs: tuple[str, ...], as_json: bool) -> None:
     """Bring neighbours, candidates and pairs up to date for everything not yet mined."""
-    chosen = [pair.strip() for value in pairs for pair in value.split(",")]
+    chosen = [pair.strip() for value in pairs for pair in value.split(",") if pair.strip()]
+    if pairs and not chosen:  # not "every pair", which no --pair means
+        raise InputError(f"--pair {', '.join(map(repr, pairs))} names no language pair.")
     with ctx.open() as db:
         reports = [r.as_dict() for r in db.mine(chosen or None)]
     ctx.bars.close()
