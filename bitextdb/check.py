@@ -100,7 +100,7 @@ def check(
         repaired["shards_set_aside"] = repaired.get("shards_set_aside", 0) + 1
         repaired["vectors_copied_back"] = repaired.get("vectors_copied_back", 0) + restored
         if doubted:
-            repaired["vectors_in_doubt"] = repaired.get("vectors_in_doubt", 0) + doubted
+            repaired["copy_rows_differing"] = repaired.get("copy_rows_differing", 0) + doubted
     if report.displaced_waiting:  # removed before any is attributed as held by no source
         repaired["displaced_removed"] = len(remove_displaced(db)[0])
     for lang, counts in report.languages.items():
@@ -213,9 +213,12 @@ def _rewrite_bands(db: BitextDB) -> int:
         for side, other in ((a, b), (b, a)):
             with db.db.session() as s:
                 base = graph.mined_base(s, side, other)
-            if not len(base.ids):
+                stored = consistency.indexed_ids(s, side)
+            # a sentence whose vector could not be made again (given, and lost) has no point
+            held = np.isin(base.ids, stored)
+            if not held.any():
                 continue
             bars = np.where(base.sizes < db.settings.k, -np.inf, base.kth_cos)
-            miner.write_bands(side, other, base.ids, bars)
-            total += len(base.ids)
+            miner.write_bands(side, other, base.ids[held], bars[held])
+            total += int(held.sum())
     return total

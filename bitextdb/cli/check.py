@@ -60,6 +60,8 @@ def _text(r: dict[str, Any]) -> str:
         lines.append("NOT consistent after the repair: what is left is counted above")
     elif r["only_work_waiting"]:
         lines.append("NOT consistent: mining has work waiting (run `bitextdb mine`)")
+    elif r["deep"] is not None:  # what only the deep check sees, only its repair mends
+        lines.append("NOT consistent (run `bitextdb check --deep --repair`)")
     else:
         lines.append("NOT consistent (run `bitextdb check --repair`)")
     return "\n".join(lines)

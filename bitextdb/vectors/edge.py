@@ -250,14 +250,16 @@ class EdgeIndex:
                 qe.Point(int(i), array.array("f", v.tobytes()))  # type: ignore[arg-type]
                 for i, v in zip(ids[start : start + 1024], vectors[start : start + 1024])
             ]
-            shard.update(qe.UpdateOperation.upsert_points(points))
+            with self._reading(lang):
+                shard.update(qe.UpdateOperation.upsert_points(points))
         self._settle(lang, shard)
         self._mirror(lang).append(ids, vectors)
 
     def delete(self, lang: str, ids: np.ndarray) -> None:
         shard = self._shard(lang)
         if shard is not None and len(ids):
-            shard.update(qe.UpdateOperation.delete_points([int(i) for i in as_ids(ids)]))
+            with self._reading(lang):
+                shard.update(qe.UpdateOperation.delete_points([int(i) for i in as_ids(ids)]))
             self._settle(lang, shard)
             self._mirror(lang).remove(as_ids(ids))
 
@@ -335,9 +337,9 @@ class EdgeIndex:
     def set_aside(self, lang: str, dim: int, wanted: np.ndarray) -> tuple[Path, int, int]:
         """Move ``lang``'s shard out of the store (to ``damaged-vectors/<lang>-<time>``
         beside it) and make it again with the vectors of ``wanted`` ids that the old shard
-        and its copy (the mirror) agree on, or that only one of them holds whole (a unit
-        vector: a damaged row is none). Returns where the old one went, how many vectors
-        came back, and how many the two held otherwise (which is right cannot be told)."""
+        holds whole (a unit vector: a damaged row is none), and those its copy (the mirror)
+        holds whole where the shard does not. Returns where the old one went, how many
+        vectors came back, and how many rows of the copy differed from the shard's."""
         tolerance = 1e-2 if self.vector_dtype == "float16" else 1e-4
         try:
             held = _unit_rows(*self._read_all(lang), wanted, tolerance)
@@ -474,6 +476,9 @@ class EdgeIndex:
             ]
             with self._reading(lang):
                 batch = shard.query_batch(qe.QueryBatchRequest(requests))
+                top = max((float(p.score) for scored in batch for p in scored[:1]), default=0.0)
+                if not top <= 1.01:  # unit vectors give no such cosine (NaN included)
+                    raise ValueError(f"it gave a cosine of {top:g}: its vectors are not whole")
             for scored in batch:
                 results.append(
                     [
@@ -493,7 +498,8 @@ class EdgeIndex:
         ids = as_ids(ids)
         for start in range(0, len(ids), 4096):
             chunk = [int(i) for i in ids[start : start + 4096]]
-            shard.update(qe.UpdateOperation.set_payload(chunk, {field: int(band)}))
+            with self._reading(lang):
+                shard.update(qe.UpdateOperation.set_payload(chunk, {field: int(band)}))
         self._settle(lang, shard)
 
     def bands(self, lang: str, field: str) -> set[int]:
@@ -561,15 +567,16 @@ def _unit_rows(
 def _agreed(
     held: tuple[np.ndarray, np.ndarray], copy: tuple[np.ndarray, np.ndarray], tolerance: float
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The rows two sorted readings agree on or only one has; and how many they differ on."""
+    """The rows of two sorted readings, the shard's (``held``) and its copy's: the shard's
+    where it has a row (it is what was stored; the copy only mirrors it), the copy's where
+    the shard lost it; and how many rows the copy has otherwise than the shard."""
     (a_ids, a_rows), (b_ids, b_rows) = held, copy
-    both, in_a, in_b = np.intersect1d(a_ids, b_ids, assume_unique=True, return_indices=True)
-    same = (np.abs(a_rows[in_a] - b_rows[in_b]) <= tolerance).all(axis=1)
-    only_a = np.setdiff1d(np.arange(len(a_ids)), in_a)
+    _, in_a, in_b = np.intersect1d(a_ids, b_ids, assume_unique=True, return_indices=True)
+    differ = int((~(np.abs(a_rows[in_a] - b_rows[in_b]) <= tolerance).all(axis=1)).sum())
     only_b = np.setdiff1d(np.arange(len(b_ids)), in_b)
-    ids = np.concatenate([both[same], a_ids[only_a], b_ids[only_b]])
-    rows = np.concatenate([a_rows[in_a][same], a_rows[only_a], b_rows[only_b]])
-    return ids, rows, int((~same).sum())
+    ids = np.concatenate([a_ids, b_ids[only_b]])
+    rows = np.concatenate([a_rows, b_rows[only_b]])
+    return ids, rows, differ
 
 
 class Mirror:
