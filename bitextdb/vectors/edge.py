@@ -40,9 +40,9 @@ WRITER_LOCK = ".writer.lock"  # held by a writer process while it has the shards
 class ShardFailure(StoreUnavailableError):
     """A shard the binding failed to read; ``reason`` is what the binding said."""
 
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)  # (sent between processes with the message alone)
+        self.reason = message if reason is None else reason
 
 
 class EdgeIndex:
