@@ -770,8 +770,10 @@ def _new_settings(
     settings.k = settings.k if k is None else k
     settings.validate()
     # a hub name with --dim is taken at its word (a database of given vectors names a model
-    # it never loads); a local folder is asked, so --dim cannot contradict it
-    if dim and not Path(settings.model).is_dir():
+    # it never loads); a local folder is asked, so --dim cannot contradict it, and a path
+    # that names no folder is said so, as without --dim
+    is_path = settings.model.startswith(("/", "./", "../", "~"))
+    if dim and not is_path and not Path(settings.model).is_dir():
         settings.dim = dim
         settings.validate()  # a dimension of the wrong kind, or below 1
         return settings

@@ -491,8 +491,9 @@ def load_model(  # type: ignore[no-untyped-def]
     hub_logging.set_verbosity_error()  # its retries are said once, in our error
     if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
         # a path, not a hub name: no point asking the hub (it retries for a minute offline)
+        found = "is a file, not a folder" if Path(model).expanduser().exists() else "does not exist"
         raise ModelLoadError(
-            f"The model folder {model} does not exist; pass a local sentence-transformers "
+            f"The model folder {model} {found}; pass a local sentence-transformers "
             "model folder with --model PATH (if a database's model folder moved, "
             "`bitextdb config --model NEW_PATH` points the database at it)."
         )

@@ -412,10 +412,15 @@ def test_command_before_init(args: list[str], home: Path) -> None:
     assert_clean_error(invoke(*args, input="a sentence\n"), "bitextdb init")
 
 
-def test_model_that_cannot_be_loaded(home: Path) -> None:
+def test_model_that_cannot_be_loaded(home: Path, tmp_path: Path) -> None:
     result = invoke("init", "--model", "/nonexistent/model")
     assert_clean_error(result, "/nonexistent/model", "--model PATH")
     assert not home.exists()  # the model is asked before anything is written
+    # a path with --dim was taken at its word, as a hub name is: a database of no model
+    assert_clean_error(invoke("init", "--model", "/nonexistent/model", "--dim", "8"), "exist")
+    a_file = write_lines(tmp_path / "en.txt", ["a line"])
+    assert_clean_error(invoke("init", "--model", str(a_file)), "is a file, not a folder")
+    assert not home.exists()
     # nothing half-made that later commands would take for a database
     not_made = invoke("stats")
     assert_clean_error(not_made, "bitextdb init")
