@@ -24,6 +24,7 @@ from .config import (
     embedded_db_url,
     mask_url,
     model_name,
+    names_a_path,
     pair_name,
     pairs_to_mine,
     parse_pair,
@@ -772,8 +773,7 @@ def _new_settings(
     # a hub name with --dim is taken at its word (a database of given vectors names a model
     # it never loads); a local folder is asked, so --dim cannot contradict it, and a path
     # that names no folder is said so, as without --dim
-    is_path = settings.model.startswith(("/", "./", "../", "~"))
-    if dim and not is_path and not Path(settings.model).is_dir():
+    if dim and not names_a_path(settings.model) and not Path(settings.model).is_dir():
         settings.dim = dim
         settings.validate()  # a dimension of the wrong kind, or below 1
         return settings

@@ -53,6 +53,12 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     return Path(resolved_path(Path(chosen).expanduser())) if chosen else default_home()
 
 
+def names_a_path(model: str) -> bool:
+    """Whether a ``--model`` value is written as a path (``/``, ``./``, ``../``, ``~``),
+    which no hub name is: it must be a local folder."""
+    return model.startswith(("/", "./", "../", "~"))
+
+
 def model_name(model: str) -> str:
     """A model as a database records it: a local folder by its absolute path, so the home
     works from any directory; a hub name as given."""

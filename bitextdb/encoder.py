@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .config import BACKENDS, device_list, require_devices
+from .config import BACKENDS, device_list, names_a_path, require_devices
 from .errors import ConfigError, ModelLoadError, ModelMismatchError
 from .model_forward import BatchForward
 from .onnx_backend import OnnxModel
@@ -489,7 +489,7 @@ def load_model(  # type: ignore[no-untyped-def]
     hf_logging.disable_progress_bar()  # our own bars only
     hf_logging.set_verbosity_error()
     hub_logging.set_verbosity_error()  # its retries are said once, in our error
-    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+    if names_a_path(model) and not Path(model).expanduser().is_dir():
         # a path, not a hub name: no point asking the hub (it retries for a minute offline)
         found = "is a file, not a folder" if Path(model).expanduser().exists() else "does not exist"
         raise ModelLoadError(
